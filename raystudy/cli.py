@@ -1,0 +1,89 @@
+"""The ``raystudy`` command: run a study, rebuild its report, show its status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from raystudy.config import ConfigError, load_config
+from raystudy.data.loading import DataError
+
+
+def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", default=None, help=f"smoke, demo or paper (default {default_preset})")
+    src.add_argument("--config", type=Path, help="a study YAML file")
+    p.add_argument("--data", type=Path, help="DATA folder (<campaign>/<category>/<images>) or a manifest CSV/Parquet")
+    p.add_argument("--out", type=Path, help="run folder (default runs/<study name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one config value, e.g. finetune.epochs=3")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Ray Tune's full progress tables")
+
+
+def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raystudy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_args(sub.add_parser("run", help="run or resume a study"), default_preset)
+    rep = sub.add_parser("report", help="rebuild RUN_DIR/report.html from the Parquet results")
+    rep.add_argument("run_dir", type=Path)
+    st = sub.add_parser("status", help="show done / pending / skipped / failed cells of a run")
+    st.add_argument("run_dir", type=Path)
+    return parser
+
+
+def load_run_config(args: argparse.Namespace, default_preset: str):
+    overrides = list(args.overrides)
+    if args.data is not None:
+        data = args.data
+        if data.suffix.lower() in (".csv", ".parquet"):
+            overrides.append(f"data.manifest={data.resolve()}")
+        else:
+            overrides.append(f"data.root={data.resolve()}")
+    return load_config(path=args.config, preset=None if args.config else (args.preset or default_preset), overrides=overrides)
+
+
+def cmd_run(args: argparse.Namespace, default_preset: str) -> int:
+    from raystudy.sweep import run_study
+
+    cfg = load_run_config(args, default_preset)
+    out = args.out or Path("runs") / cfg.name
+    run_study(cfg, out, verbose=args.verbose)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import build_report
+
+    if not (args.run_dir / "results").is_dir():
+        raise DataError(f"{args.run_dir} is not a raystudy run folder (no results/ inside)")
+    print(build_report(args.run_dir))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from raystudy.status import format_status
+
+    print(format_status(args.run_dir))
+    return 0
+
+
+def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = build_parser(default_preset).parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args, default_preset)
+        if args.command == "report":
+            return cmd_report(args)
+        return cmd_status(args)
+    except (ConfigError, DataError) as err:
+        print(f"raystudy: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raystudy: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

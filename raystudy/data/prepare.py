@@ -1,0 +1,129 @@
+"""Turn a study config into decoded images and the index sets each stage uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raystudy.catalog import Catalog
+from raystudy.config import StudyConfig
+from raystudy.data.loading import DataError, ImageSet, check_campaigns, load_images, read_manifest, scan_folder
+
+log = logging.getLogger("raystudy")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class LabeledPool:
+    """The images of one category set in the labeled (or generalization) campaign."""
+
+    indices: np.ndarray  # rows of ImageSet.images
+    labels: np.ndarray  # class index into ``categories``
+    categories: list[str]
+
+
+@dataclass
+class StudyData:
+    images: ImageSet
+    catalog: Catalog
+    pools: dict[str, LabeledPool]  # category set -> labeled pool
+    generalization: LabeledPool | None
+    pretrain_indices: np.ndarray
+
+    def dataset_table(self, cfg: StudyConfig) -> pd.DataFrame:
+        """Class counts per campaign and role (Fig. 1)."""
+        idx = self.images.index
+        roles = {c: ["pretrain"] for c in cfg.data.pretrain_campaigns}
+        roles.setdefault(cfg.data.labeled_campaign, []).append("labeled")
+        if cfg.data.generalization_campaign:
+            roles.setdefault(cfg.data.generalization_campaign, []).append("generalization")
+        rows = []
+        for (campaign, category), count in idx.groupby(["campaign", "category"]).size().items():
+            for role in roles.get(campaign, ["unused"]):
+                rows.append({"campaign": campaign, "category": category, "count": int(count), "role": role})
+        return pd.DataFrame(rows)
+
+
+def synthetic_root(cfg: StudyConfig) -> Path:
+    spec = json.dumps(
+        {"c": cfg.data.synthetic.campaigns, "s": cfg.data.synthetic.image_size, "seed": cfg.data.synthetic.seed},
+        sort_keys=True,
+    )
+    tag = hashlib.sha256(spec.encode()).hexdigest()[:8]
+    return REPO_ROOT / "data" / f"synthetic-{cfg.data.synthetic.image_size}px-{tag}"
+
+
+def image_table(cfg: StudyConfig, catalog: Catalog) -> tuple[pd.DataFrame, str]:
+    """List the study's images: a manifest, a data folder, or the synthetic set."""
+    if cfg.data.manifest:
+        return read_manifest(Path(cfg.data.manifest), catalog), f"manifest {cfg.data.manifest}"
+    if cfg.data.root:
+        return scan_folder(Path(cfg.data.root), catalog), f"data folder {cfg.data.root}"
+    from raystudy.data.synthetic import generate_dataset
+
+    root = synthetic_root(cfg)
+    generate_dataset(
+        root,
+        campaigns=dict(cfg.data.synthetic.campaigns),
+        size=cfg.data.synthetic.image_size,
+        seed=cfg.data.synthetic.seed,
+    )
+    return scan_folder(root, catalog), f"synthetic data set {root}"
+
+
+def _pool(index: pd.DataFrame, campaign: str, categories: list[str]) -> LabeledPool:
+    lookup = {c: i for i, c in enumerate(categories)}
+    mask = (index["campaign"] == campaign) & index["category"].isin(categories)
+    rows = np.flatnonzero(mask.to_numpy())
+    labels = np.array([lookup[c] for c in index["category"].to_numpy()[rows]], dtype=np.int64)
+    return LabeledPool(indices=rows, labels=labels, categories=list(categories))
+
+
+def prepare_data(cfg: StudyConfig, cache_dir: Path) -> StudyData:
+    """Find, check and decode the study's images; every problem is reported before training."""
+    catalog = cfg.catalog.build()
+    table, source = image_table(cfg, catalog)
+    needed = {"data.labeled_campaign": cfg.data.labeled_campaign}
+    for i, c in enumerate(cfg.data.pretrain_campaigns):
+        needed[f"data.pretrain_campaigns[{i}]"] = c
+    if cfg.data.generalization_campaign:
+        needed["data.generalization_campaign"] = cfg.data.generalization_campaign
+    check_campaigns(table, needed, source)
+    used = set(needed.values())
+    table = table[table["campaign"].isin(used)]
+
+    labeled = table[table["campaign"] == cfg.data.labeled_campaign]
+    problems = []
+    for set_name in cfg.grid.sizes:
+        members = catalog.category_set(set_name)
+        absent = [c for c in members if c not in set(labeled["category"])]
+        if absent:
+            problems.append(
+                f"category set '{set_name}' names {absent}, which the labeled campaign "
+                f"'{cfg.data.labeled_campaign}' lacks; declare a category set without them under catalog.category_sets"
+            )
+    if problems:
+        raise DataError(f"{source}:\n  " + "\n  ".join(problems))
+
+    images = load_images(table, cfg.data.image_size, cache_dir)
+    index = images.index
+    pools = {s: _pool(index, cfg.data.labeled_campaign, list(catalog.category_set(s))) for s in cfg.grid.sizes}
+    generalization = None
+    gset = cfg.data.generalization_category_set
+    if cfg.data.generalization_campaign and gset:
+        generalization = _pool(index, cfg.data.generalization_campaign, list(catalog.category_set(gset)))
+        if len(generalization.indices) == 0:
+            raise DataError(
+                f"{source}: generalization campaign '{cfg.data.generalization_campaign}' has no images "
+                f"of category set '{gset}'"
+            )
+    pretrain = np.flatnonzero(index["campaign"].isin(cfg.data.pretrain_campaigns).to_numpy())
+    log.info("%s: %d images decoded at %d px", source, len(index), cfg.data.image_size)
+    return StudyData(images=images, catalog=catalog, pools=pools, generalization=generalization, pretrain_indices=pretrain)

@@ -1,0 +1,95 @@
+"""Train / validation splits for every (category set, train size, fold) cell.
+
+Splits depend only on the study seed, the category set, the size and the fold,
+never on the model type, so the comparison between models is paired.
+
+Protocols:
+- ``paper``: draw n labeled images (stratified), then k-fold cross-validation
+  inside them: fold f trains on the other folds of the n and validates on fold f.
+- ``holdout``: k-fold split of the whole labeled pool; fold f validates on the
+  whole fold f and trains on n images drawn (stratified) from the other folds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.model_selection import KFold, StratifiedKFold
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 32-bit seed from any parts (independent of Python's hash salt)."""
+    blob = "|".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little")
+
+
+def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of ``n`` items keeping class shares (largest remainder), deterministic."""
+    rng = np.random.default_rng(seed)
+    if n >= len(labels):
+        return rng.permutation(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts / counts.sum() * n
+    take = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - take), kind="stable")
+    take[order[: n - take.sum()]] += 1
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return rng.permutation(np.concatenate(picked))
+
+
+def kfold(labels: np.ndarray, folds: int, seed: int) -> tuple[list[np.ndarray], str | None]:
+    """Validation index arrays of a k-fold split; stratified when every class allows."""
+    _, counts = np.unique(labels, return_counts=True)
+    x = np.zeros(len(labels))
+    if counts.min() >= folds:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        return [val for _, val in splitter.split(x, labels)], None
+    note = (
+        f"stratified {folds}-fold split impossible (rarest class has {counts.min()} "
+        f"image(s)); used an unstratified split"
+    )
+    splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [val for _, val in splitter.split(x)], note
+
+
+@dataclass
+class Split:
+    train: np.ndarray  # indices into the labeled pool
+    validation: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+def make_split(
+    labels: np.ndarray,
+    train_size: int,
+    fold: int,
+    folds: int,
+    protocol: str,
+    seed: int,
+    set_name: str,
+) -> Split | str:
+    """The split of one cell, or the reason the cell is skipped."""
+    n_pool = len(labels)
+    if protocol == "paper":
+        if train_size > n_pool:
+            return f"train size {train_size} exceeds the {n_pool} labeled images of category set '{set_name}'"
+        if train_size < folds:
+            return f"train size {train_size} is smaller than the {folds} folds"
+        subset = np.sort(stratified_sample(labels, train_size, derive_seed(seed, set_name, train_size, "subset")))
+        vals, note = kfold(labels[subset], folds, derive_seed(seed, set_name, train_size, "folds"))
+        val = subset[vals[fold]]
+        train = np.setdiff1d(subset, val)
+        return Split(train=train, validation=np.sort(val), notes=[note] if note else [])
+    # holdout: fixed folds over the whole pool, n drawn from the training folds
+    vals, note = kfold(labels, folds, derive_seed(seed, set_name, "holdout-folds"))
+    val = np.sort(vals[fold])
+    pool = np.setdiff1d(np.arange(n_pool), val)
+    if train_size > len(pool):
+        return (
+            f"train size {train_size} exceeds the {len(pool)} training images of fold {fold} "
+            f"of category set '{set_name}'"
+        )
+    pick = stratified_sample(labels[pool], train_size, derive_seed(seed, set_name, train_size, fold, "train"))
+    return Split(train=np.sort(pool[pick]), validation=val, notes=[note] if note else [])

@@ -1,0 +1,152 @@
+"""ResNet backbones (paper Sect. 3.2) and loading of pre-trained encoder weights."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+# arch -> (constructor, feature dim after global average pooling)
+_ARCHS: dict[str, tuple[Callable[..., nn.Module], int]] = {
+    "resnet18": (tvm.resnet18, 512),
+    "resnet34": (tvm.resnet34, 512),
+    "resnet50": (tvm.resnet50, 2048),
+    "resnet101": (tvm.resnet101, 2048),
+}
+
+# Prefixes that wrap the backbone in common checkpoints, most specific first:
+# MoCo v1/v2 (DDP), MoCo v3, solo-learn, raystudy MoCo/BYOL, raystudy Classifier, compile.
+_PREFIXES: tuple[str, ...] = (
+    "module.encoder_q.",
+    "module.base_encoder.",
+    "base_encoder.",
+    "encoder_q.",
+    "module.",
+    "backbone.",
+    "online_encoder.",
+    "encoder.",
+    "_orig_mod.",  # torch.compile
+)
+# Keys (after prefix stripping) that belong to a classifier / projector / predictor.
+_HEAD_PREFIXES: tuple[str, ...] = ("fc.", "head.", "classifier.")
+_HEAD_WORDS: tuple[str, ...] = ("projector", "predictor")
+_STATE_KEYS: tuple[str, ...] = ("state_dict", "model", "encoder")
+
+
+def build_encoder(arch: str = "resnet50", in_channels: int = 1) -> tuple[nn.Module, int]:
+    """A randomly initialised torchvision ResNet without its classifier.
+
+    ``fc`` is replaced by ``nn.Identity()`` so ``backbone(x)`` returns the pooled
+    features (B, feature_dim); ``conv1`` is rebuilt for ``in_channels``.
+    """
+    if arch not in _ARCHS:
+        raise ValueError(f"unknown encoder arch {arch!r}; allowed: {', '.join(_ARCHS)}")
+    ctor, feature_dim = _ARCHS[arch]
+    net = ctor(weights=None)
+    if in_channels != net.conv1.in_channels:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision
+    net.fc = nn.Identity()
+    return net, feature_dim
+
+
+def _unwrap(obj: object) -> dict[str, torch.Tensor]:
+    """Descend into {'state_dict'|'model'|'encoder': ...} wrappers down to the tensors."""
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in _STATE_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise TypeError(type(obj).__name__)
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep only the keys under the most specific known prefix, stripped; repeat.
+
+    E.g. ``module.encoder_q.conv1.weight`` -> ``conv1.weight`` (``module.encoder_k.*``
+    and ``module.queue`` are dropped), ``module.encoder.layer1...`` -> ``layer1...``.
+    """
+    while True:
+        prefix = next((p for p in _PREFIXES if any(k.startswith(p) for k in sd)), None)
+        if prefix is None:
+            return sd
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _is_head_key(key: str) -> bool:
+    return key.startswith(_HEAD_PREFIXES) or any(w in key for w in _HEAD_WORDS)
+
+
+def _adapt_conv1(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> None:
+    """Sum RGB conv1 filters into one grey channel (or spread grey over RGB), in place."""
+    key = "conv1.weight"
+    if key not in sd or key not in target:
+        return
+    c_ckpt, c_enc = sd[key].shape[1], target[key].shape[1]
+    if c_ckpt == 3 and c_enc == 1:
+        sd[key] = sd[key].sum(dim=1, keepdim=True)  # (64, 1, 7, 7)
+    elif c_ckpt == 1 and c_enc == 3:
+        sd[key] = sd[key].repeat(1, 3, 1, 1) / 3.0  # (64, 3, 7, 7)
+
+
+def _head(keys: list[str], n: int = 10) -> str:
+    return f"{len(keys)} {keys[:n]}{' ...' if len(keys) > n else ''}"
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+    """Load backbone weights from a checkpoint written by raystudy, MoCo, solo-learn, ...
+
+    Accepts a bare state dict or one under ``state_dict`` / ``model`` / ``encoder``;
+    strips wrapper prefixes (``module.encoder_q.``, ``backbone.``, ...), drops
+    classifier/projector/predictor keys, and adapts a 3-channel ``conv1`` to a
+    1-channel encoder (sum over channels) or the reverse (repeat / 3).
+
+    Raises FileNotFoundError for a missing file and ValueError for a file that is not
+    a weights-only checkpoint or whose keys/shapes do not match ``encoder``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"refused to load {path.name}: it is not a weights-only checkpoint "
+            f"(torch.load(weights_only=True) rejected it: {str(e).splitlines()[0]})"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"could not read checkpoint {path.name}: {e}") from e
+    try:
+        sd = _unwrap(obj)
+    except TypeError as e:
+        raise ValueError(f"checkpoint {path.name} holds a {e}, not a state dict") from e
+
+    sd = {k: v for k, v in _strip_prefixes(sd).items() if not _is_head_key(k)}
+    target = encoder.state_dict()
+    _adapt_conv1(sd, target)
+
+    # Old checkpoints lack BN `num_batches_tracked`; keep the encoder's own counter.
+    for k, v in target.items():
+        if k.endswith("num_batches_tracked") and k not in sd:
+            sd[k] = v
+    missing = sorted(set(target) - set(sd))
+    unexpected = sorted(set(sd) - set(target))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs encoder {tuple(target[k].shape)}"
+        for k in set(sd) & set(target)
+        if sd[k].shape != target[k].shape
+    )
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"checkpoint {path.name} does not match the encoder: "
+            f"missing keys: {_head(missing)}; unexpected keys: {_head(unexpected)}; "
+            f"shape mismatches: {_head(mismatched)}"
+        )
+    encoder.load_state_dict(sd, strict=True)

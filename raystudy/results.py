@@ -1,0 +1,173 @@
+"""The results store: one folder of Parquet files per table under ``RUN_DIR/results``.
+
+Every file is keyed by what it describes (a grid cell, a pretraining run), written
+to a hidden temporary file and renamed into place, so a crash never leaves a
+half-written result and writing the same cell twice replaces it instead of
+duplicating it. ``pandas.read_parquet(RUN_DIR / "results" / table)`` reads a table;
+pyarrow skips the hidden temporary files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_CELL_KEYS = [
+    ("cell_id", pa.string()),
+    ("model", pa.string()),
+    ("category_set", pa.string()),
+    ("n_categories", pa.int64()),
+    ("train_size", pa.int64()),
+    ("fold", pa.int64()),
+]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "grid": pa.schema(_CELL_KEYS + [("planned", pa.string()), ("reason", pa.string())]),
+    "trials": pa.schema(
+        [("study", pa.string())]
+        + _CELL_KEYS
+        + [
+            ("seed", pa.int64()),
+            ("protocol", pa.string()),
+            ("status", pa.string()),
+            ("message", pa.string()),
+            ("overall_accuracy", pa.float64()),
+            ("macro_f1", pa.float64()),
+            ("generalization_accuracy", pa.float64()),
+            ("generalization_campaign", pa.string()),
+            ("n_train", pa.int64()),
+            ("n_validation", pa.int64()),
+            ("epochs", pa.int64()),
+            ("train_seconds", pa.float64()),
+            ("device", pa.string()),
+            ("config_hash", pa.string()),
+            ("finished_at", pa.float64()),
+        ]
+    ),
+    "per_class": pa.schema(
+        _CELL_KEYS
+        + [
+            ("split", pa.string()),
+            ("category", pa.string()),
+            ("precision", pa.float64()),
+            ("recall", pa.float64()),
+            ("f1", pa.float64()),
+            ("support", pa.int64()),
+            ("train_count", pa.int64()),
+        ]
+    ),
+    "confusion": pa.schema(
+        _CELL_KEYS
+        + [
+            ("split", pa.string()),
+            ("true_category", pa.string()),
+            ("predicted_category", pa.string()),
+            ("count", pa.int64()),
+        ]
+    ),
+    "losses": pa.schema(
+        [
+            ("run", pa.string()),
+            ("stage", pa.string()),
+            ("model", pa.string()),
+            ("category_set", pa.string()),
+            ("train_size", pa.int64()),
+            ("fold", pa.int64()),
+            ("epoch", pa.int64()),
+            ("step", pa.int64()),
+            ("loss", pa.float64()),
+            ("lr", pa.float64()),
+        ]
+    ),
+    "pretraining": pa.schema(
+        [
+            ("model", pa.string()),
+            ("arch", pa.string()),
+            ("epochs", pa.int64()),
+            ("n_images", pa.int64()),
+            ("batch_size", pa.int64()),
+            ("world_size", pa.int64()),
+            ("seconds", pa.float64()),
+            ("final_loss", pa.float64()),
+            ("device", pa.string()),
+            ("knn_accuracy", pa.float64()),
+            ("linear_probe_accuracy", pa.float64()),
+        ]
+    ),
+    "dataset": pa.schema(
+        [
+            ("campaign", pa.string()),
+            ("category", pa.string()),
+            ("count", pa.int64()),
+            ("role", pa.string()),
+        ]
+    ),
+}
+
+TABLES = tuple(SCHEMAS)
+
+
+def results_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "results"
+
+
+def _safe_key(key: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key) or key.startswith((".", "_")):
+        raise ValueError(f"result key {key!r} must be letters, digits, '_', '-', '.'")
+    return key
+
+
+def to_arrow(table: str, df: pd.DataFrame) -> pa.Table:
+    """Conform a frame to the table's schema (missing columns become nulls)."""
+    schema = SCHEMAS[table]
+    extra = sorted(set(df.columns) - set(schema.names))
+    if extra:
+        raise ValueError(f"table '{table}' has no columns {extra}")
+    df = df.reindex(columns=schema.names)
+    return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+
+
+def write_table(run_dir: Path, table: str, key: str, df: pd.DataFrame) -> Path:
+    """Atomically write ``df`` as ``results/<table>/<key>.parquet`` (replacing it)."""
+    folder = results_dir(run_dir) / table
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{_safe_key(key)}.parquet"
+    tmp = folder / f".{final.name}.{os.getpid()}.tmp"
+    try:
+        pq.write_table(to_arrow(table, df), tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def read_table(run_dir: Path, table: str) -> pd.DataFrame:
+    """Read one table; an absent or empty table gives an empty frame with its columns."""
+    folder = results_dir(run_dir) / table
+    files = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return SCHEMAS[table].empty_table().to_pandas()
+    parts = [pq.read_table(f, schema=SCHEMAS[table]) for f in files]
+    return pa.concat_tables(parts).to_pandas()
+
+
+def finished_cells(run_dir: Path) -> set[str]:
+    """Cells with a result file (done or skipped); failed cells are retried on rerun."""
+    trials = read_table(run_dir, "trials")
+    return set(trials.loc[trials["status"].isin(["done", "skipped"]), "cell_id"])
+
+
+def has_result(run_dir: Path, cell_id: str) -> bool:
+    """True when the cell's trial row exists and is done or skipped."""
+    path = results_dir(run_dir) / "trials" / f"{_safe_key(cell_id)}.parquet"
+    if not path.is_file():
+        return False
+    status = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+    return bool(status) and status[0] in ("done", "skipped")

@@ -1,0 +1,1 @@
+"""Training utilities: LARS, learning-rate / momentum schedules, batched GPU augmentations."""

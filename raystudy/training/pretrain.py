@@ -1,0 +1,245 @@
+"""Upstream contrastive pretraining (MoCo / BYOL) as a DDP run on Ray Train.
+
+Each method is one Tune trial that launches a ``TorchTrainer`` (Ray's documented
+Tune-drives-Train pattern), so MoCo and BYOL can run side by side. Workers read
+the decoded images from the object store, augment whole batches on their device,
+and rank 0 checkpoints every epoch; an interrupted run continues from its last
+checkpoint. The online encoder is saved as ``RUN_DIR/encoders/<method>.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+
+from raystudy.config import StudyConfig
+from raystudy.models import BYOL, MoCo, build_encoder, clip_queue_size
+from raystudy.results import write_table
+from raystudy.training.augment import PretrainAugment
+from raystudy.training.common import augment_kwargs, pick_device, seed_everything
+from raystudy.training.lars import LARS, lars_param_groups
+from raystudy.training.schedules import byol_momentum, scaled_lr, set_lr, warmup_cosine_lr
+
+
+def build_method(method: str, cfg: dict[str, Any], n_images: int, global_batch: int) -> torch.nn.Module:
+    encoder, feature_dim = build_encoder(cfg["model"]["arch"], cfg["model"]["in_channels"])
+    init = cfg["model"]["pretrain_init"].get(method)
+    if init:
+        from raystudy.models import load_encoder_weights
+
+        load_encoder_weights(encoder, init)
+    m, p = cfg["model"], cfg["pretrain"]
+    if method == "moco":
+        queue = clip_queue_size(p["queue_size"], n_images, global_batch)
+        return MoCo(
+            encoder,
+            feature_dim,
+            proj_hidden_dim=m["proj_hidden_dim"],
+            proj_dim=m["proj_dim"],
+            queue_size=queue,
+            temperature=p["temperature"],
+        )
+    return BYOL(
+        encoder,
+        feature_dim,
+        proj_hidden_dim=m["proj_hidden_dim"],
+        proj_dim=m["proj_dim"],
+        pred_hidden_dim=m["pred_hidden_dim"],
+    )
+
+
+def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    cfg, method = loop_config["cfg"], loop_config["method"]
+    p = cfg["pretrain"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(p["cpus_per_worker"])))
+    seed_everything(cfg["seed"] + rank)
+    images: np.ndarray = ray.get(loop_config["images_ref"])  # (N, S, S) uint8
+    n_images = len(images)
+    batch = p["batch_size_per_worker"]
+    global_batch = batch * world
+    steps_per_epoch = max(1, n_images // global_batch)
+    total_steps = steps_per_epoch * p["epochs"]
+    warmup_steps = min(steps_per_epoch * p["warmup_epochs"], total_steps // 2)
+
+    model = build_method(method, cfg, n_images, global_batch)
+    device = ray.train.torch.get_device()
+    model = model.to(device)
+    target_lr = scaled_lr(p["base_lr"], global_batch)
+    if p["optimizer"] == "lars":
+        optimizer: torch.optim.Optimizer = LARS(
+            lars_param_groups(model, p["weight_decay"]), lr=target_lr, momentum=0.9
+        )
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=target_lr, momentum=0.9, weight_decay=p["weight_decay"])
+    augment = PretrainAugment(**augment_kwargs(p["augment"], cfg["model"]["in_channels"]))
+
+    start_epoch, losses = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch = int(state["epoch"]) + 1
+            losses = json.loads((Path(d) / "losses.json").read_text())
+    inner = model
+    if world > 1:
+        model = ray.train.torch.prepare_model(model, move_to_device=False)
+    generator = torch.Generator(device=device)
+    t0 = time.time()
+    for epoch in range(start_epoch, p["epochs"]):
+        order = np.random.default_rng(cfg["seed"] * 1000 + epoch).permutation(n_images)
+        shard = order[rank::world][: steps_per_epoch * batch]
+        generator.manual_seed(cfg["seed"] * 100_003 + epoch * 101 + rank)
+        model.train()
+        epoch_losses = []
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            lr = warmup_cosine_lr(step, total_steps, warmup_steps, target_lr)
+            set_lr(optimizer, lr)
+            idx = np.sort(shard[i * batch : (i + 1) * batch])
+            x = torch.from_numpy(images[idx]).unsqueeze(1).to(device, non_blocking=True)  # (B,1,S,S)
+            view1, view2 = augment(x, generator), augment(x, generator)
+            loss = model(view1, view2)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            momentum = (
+                byol_momentum(step, total_steps, p["byol_base_momentum"])
+                if method == "byol"
+                else p["moco_momentum"]
+            )
+            inner.update_momentum(momentum)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{method} pretraining loss became {value} at step {step}")
+            losses.append({"epoch": epoch, "step": step, "loss": value, "lr": lr})
+            epoch_losses.append(value)
+        metrics = {"epoch": epoch, "loss": float(np.mean(epoch_losses)), "seconds": time.time() - t0}
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(
+                    {"model": inner.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+                    Path(d) / "state.pt",
+                )
+                torch.save(
+                    {"state_dict": inner.online_encoder.state_dict(), "arch": cfg["model"]["arch"], "method": method},
+                    Path(d) / "encoder.pt",
+                )
+                (Path(d) / "losses.json").write_text(json.dumps(losses))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics)
+
+
+def pretrain_trial(config: dict[str, Any]) -> None:
+    """A Tune trial that drives one TorchTrainer run (stable run name per method)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg, method, run_dir = config["cfg"], config["method"], Path(config["run_dir"])
+    p = cfg["pretrain"]
+    encoder_path = run_dir / "encoders" / f"{method}.pt"
+    if encoder_path.is_file():
+        ray.tune.report({"done": True, "skipped_existing": True})
+        return
+    use_gpu = {"auto": torch.cuda.is_available() or bool(ray.cluster_resources().get("GPU")), "true": True, "false": False}[p["use_gpu"]]
+    t0 = time.time()
+    trainer = TorchTrainer(
+        pretrain_worker_loop,
+        train_loop_config={"cfg": cfg, "method": method, "images_ref": config["images_ref"]},
+        scaling_config=ScalingConfig(
+            num_workers=p["num_workers"], use_gpu=use_gpu, resources_per_worker={"CPU": p["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}
+        ),
+        run_config=RunConfig(
+            name=f"pretrain-{method}",
+            storage_path=str(run_dir / "ray"),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        losses = pd.DataFrame(json.loads((Path(d) / "losses.json").read_text()))
+        encoder_state = torch.load(Path(d) / "encoder.pt", map_location="cpu", weights_only=True)
+    write_table(
+        run_dir,
+        "losses",
+        f"pretrain-{method}",
+        losses.assign(run=f"pretrain-{method}", stage="pretrain", model=method),
+    )
+    write_table(
+        run_dir,
+        "pretraining",
+        method,
+        pd.DataFrame(
+            [
+                {
+                    "model": method,
+                    "arch": cfg["model"]["arch"],
+                    "epochs": p["epochs"],
+                    "n_images": int(config["n_images"]),
+                    "batch_size": p["batch_size_per_worker"] * p["num_workers"],
+                    "world_size": p["num_workers"],
+                    "seconds": time.time() - t0,
+                    "final_loss": float(losses["loss"].iloc[-1]),
+                    "device": "cuda" if use_gpu else "cpu",
+                }
+            ]
+        ),
+    )
+    encoder_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = encoder_path.with_name(f".{encoder_path.name}.{os.getpid()}.tmp")
+    torch.save(encoder_state, tmp)
+    os.replace(tmp, encoder_path)
+    ray.tune.report({"done": True, "final_loss": float(losses["loss"].iloc[-1])})
+
+
+def run_pretraining(cfg: StudyConfig, run_dir: Path, images: np.ndarray, callbacks: list | None = None) -> dict[str, Path]:
+    """Pretrain every method that lacks an encoder; MoCo and BYOL run side by side."""
+    from ray import tune
+
+    methods = [m for m in cfg.pretrain.methods if m in cfg.grid.models]
+    todo = [m for m in methods if not (run_dir / "encoders" / f"{m}.pt").is_file()]
+    paths = {m: run_dir / "encoders" / f"{m}.pt" for m in methods}
+    if not todo:
+        return paths
+    images_ref = ray.put(images)
+    tuner = tune.Tuner(
+        tune.with_resources(pretrain_trial, {"cpu": 0, "memory": 1}),  # the TorchTrainer holds the CPUs
+        param_space={
+            "method": tune.grid_search(todo),
+            "cfg": cfg.to_dict(),
+            "run_dir": str(run_dir),
+            "images_ref": images_ref,
+            "n_images": len(images),
+        },
+        tune_config=tune.TuneConfig(max_concurrent_trials=len(todo)),
+        run_config=tune.RunConfig(
+            name="pretraining", storage_path=str(run_dir / "ray"), verbose=0, callbacks=callbacks or []
+        ),
+    )
+    results = tuner.fit()
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        raise RuntimeError(f"pretraining failed: {failed[0].error}")
+    missing = [m for m in todo if not paths[m].is_file()]
+    if missing:
+        raise RuntimeError(f"pretraining finished without an encoder for {missing}")
+    return paths

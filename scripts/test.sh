@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install raystudy with its test extras (and Chromium for the report's browser test), then run the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Chromium for the report's browser test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "warning: could not install chromium; the browser test will be skipped"
+fi
+python -m pip install -q -e ".[test]"
+python -m pytest -q --timeout=1200 "$@"
