@@ -1,0 +1,91 @@
+"""The ``analysis:`` section of a study config, model display names and the catalog."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from raystudy.catalog import Catalog
+
+DEFAULTS: dict[str, Any] = {
+    "reference_model": "baseline",
+    "cssl_model": "moco",
+    "seconds_per_image": 33.0,
+    "labeling_time_model": "constant",  # or 'per_group'
+    "basic_seconds": 6.0,
+    "complex_seconds": 60.0,
+    "reference_points": [],
+    "targets": [0.8, 0.9],
+    "compare_models": None,  # None: [cssl_model, reference_model]
+    "advantage_max_size": 2048,  # "average CSSL advantage at sizes up to ..."
+    "n_bootstrap": 1000,  # paired-difference CI resamples
+    "curve_bootstrap": 100,  # learning-curve refits over resampled folds
+    "seed": 0,
+    "tsne_max_points": 1500,  # per panel, seeded subsample
+}
+
+DISPLAY_NAMES: dict[str, str] = {
+    "moco": "Semisup-MoCo",
+    "byol": "Semisup-BYOL",
+    "baseline": "Baseline (Sup)",
+}
+PRETRAIN_NAMES: dict[str, str] = {"moco": "Unsup-MoCo", "byol": "Unsup-BYOL"}
+MODEL_ORDER: tuple[str, ...] = ("moco", "byol", "baseline")
+MODEL_COLORS: dict[str, str] = {"moco": "#1f77b4", "byol": "#ff7f0e", "baseline": "#6e6e6e"}
+EXTRA_COLORS: tuple[str, ...] = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
+REFERENCE_COLOR = "#2ca02c"
+
+
+def display_name(model: Any) -> str:
+    """Paper name of a model type; unknown models keep their raw name."""
+    return DISPLAY_NAMES.get(str(model), str(model))
+
+
+def pretrain_name(model: Any) -> str:
+    return PRETRAIN_NAMES.get(str(model), f"Unsup-{model}")
+
+
+def model_color(model: Any) -> str:
+    m = str(model)
+    if m in MODEL_COLORS:
+        return MODEL_COLORS[m]
+    return EXTRA_COLORS[sum(map(ord, m)) % len(EXTRA_COLORS)]
+
+
+def order_models(models: Any) -> list[str]:
+    """Known models in the paper's order, then the others alphabetically."""
+    found = {str(m) for m in models if m is not None and m == m}
+    known = [m for m in MODEL_ORDER if m in found]
+    return known + sorted(found - set(known))
+
+
+def merge_analysis_config(section: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``analysis`` mapping merged over :data:`DEFAULTS` (targets given in % become fractions)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    for key, value in (section or {}).items():
+        cfg[key] = copy.deepcopy(value)
+    cfg["targets"] = [float(t) / 100.0 if float(t) > 1.0 else float(t) for t in cfg.get("targets") or []]
+    if not cfg.get("compare_models"):
+        cfg["compare_models"] = [cfg["cssl_model"], cfg["reference_model"]]
+    cfg["reference_points"] = list(cfg.get("reference_points") or [])
+    return cfg
+
+
+def catalog_from_config(raw: dict[str, Any] | None) -> Catalog:
+    """The study's catalog from the raw config's ``catalog`` mapping, else the paper's."""
+    section = (raw or {}).get("catalog")
+    if not isinstance(section, dict) or not section:
+        return Catalog()
+    try:
+        default = Catalog()
+        return Catalog(
+            categories=tuple(section.get("categories", default.categories)),
+            basic=tuple(section.get("basic", default.basic)),
+            category_sets={
+                k: tuple(v) for k, v in section.get("category_sets", default.category_sets).items()
+            },
+            aliases=dict(section.get("aliases", default.aliases)),
+            groups=dict(section.get("groups", default.groups)),
+        )
+    except (TypeError, ValueError, AttributeError):
+        return Catalog()

@@ -1,0 +1,250 @@
+"""Accuracy figures: Figs. 4, 9 and 12, learning-curve fits and paired differences."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analysis.config import REFERENCE_COLOR, display_name, model_color, order_models
+from analysis.figures._common import SizeAxis, fade, fmt_int, model_boxes, no_data_figure, style
+from analysis.results import Results, resolve
+from analysis.select import category_sets, done_trials, n_categories_of, set_label
+from analysis.stats import CurveFit, fit_learning_curves, paired_difference_table
+
+METRIC_LABEL = {
+    "overall_accuracy": "Overall accuracy",
+    "generalization_accuracy": "Accuracy on the unseen campaign",
+    "macro_f1": "Macro F1",
+}
+
+
+def _reference_points(cfg: dict[str, Any], category_set: str, n_categories: int | None) -> list[dict[str, Any]]:
+    out = []
+    for p in cfg.get("reference_points") or []:
+        if not isinstance(p, dict) or p.get("train_size") is None or p.get("accuracy") is None:
+            continue
+        if p.get("category_set") is not None and str(p["category_set"]) != category_set:
+            continue
+        if p.get("n_categories") is not None and n_categories is not None and int(p["n_categories"]) != n_categories:
+            continue
+        out.append(p)
+    return out
+
+
+def _box_figure(
+    data: pd.DataFrame, metric: str, cset: str, cfg: dict[str, Any], models: Sequence[str] | None,
+    inset: bool, refs: list[dict[str, Any]], title: str,
+) -> go.Figure:
+    models = [m for m in (models or order_models(data["model"])) if (data["model"] == m).any()]
+    sizes = sorted(data["train_size"].unique().tolist())
+    axis = SizeAxis(sizes + [int(p["train_size"]) for p in refs])
+    zoom = sizes[-2:] if inset and len(sizes) >= 3 else []
+    if zoom:
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.77, 0.23], horizontal_spacing=0.07,
+                            subplot_titles=("", f"zoom: n = {fmt_int(zoom[0])} and {fmt_int(zoom[1])}"))
+    else:
+        fig = make_subplots(rows=1, cols=1)
+    for model in models:
+        box = model_boxes(data, metric, model, axis)
+        if box is not None:
+            fig.add_trace(box, row=1, col=1)
+        if zoom:
+            box = model_boxes(data, metric, model, axis, sizes=zoom, showlegend=False)
+            if box is not None:
+                fig.add_trace(box, row=1, col=2)
+    for i, p in enumerate(refs):
+        # Just right of the model boxes of that size, like the paper's green IceDetectNet box.
+        x_ref = axis.pos(int(p["train_size"])) + 0.42
+        label = str(p.get("label") or f"reference {i + 1}")
+        spread = float(p.get("spread") or 0.0)
+        panels = [1] + ([2] if zoom and int(p["train_size"]) >= zoom[0] else [])
+        for col in panels:
+            fig.add_trace(go.Scatter(
+                x=[x_ref], y=[float(p["accuracy"])], mode="markers",
+                marker=dict(symbol="diamond", size=11, color=REFERENCE_COLOR, line=dict(width=1, color="black")),
+                error_y=dict(type="constant", value=spread, color=REFERENCE_COLOR, thickness=2, width=6),
+                name=f"{label} (reference)", legendgroup=f"ref-{i}", showlegend=col == 1,
+                hovertemplate=f"{label}: %{{y:.1%}} \u00b1 {spread:.1%}<br>n = {fmt_int(p['train_size'])}<extra></extra>",
+            ), row=1, col=col)
+    ylabel = METRIC_LABEL.get(metric, metric)
+    style(fig, title, height=540, boxmode="group", boxgroupgap=0.25, boxgap=0.15)
+    fig.update_xaxes(axis.axis(sizes=sizes), row=1, col=1)
+    fig.update_yaxes(title=ylabel, tickformat=".0%", row=1, col=1)
+    if zoom:
+        ax = axis.axis(title="n", sizes=zoom)
+        ax["range"] = [axis.pos(zoom[0]) - 0.5, axis.pos(zoom[-1]) + 0.5]
+        fig.update_xaxes(ax, row=1, col=2)
+        fig.update_yaxes(tickformat=".1%", row=1, col=2)
+    return fig
+
+
+def accuracy_vs_size(
+    results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None, category_set: str | None = None,
+    metric: str = "overall_accuracy", models: Sequence[str] | None = None, inset: bool = True,
+    reference_points: bool = True, title: str | None = None,
+) -> go.Figure:
+    """Figs. 4 and 9: accuracy over folds as boxes per model and size, with a zoom panel."""
+    res = resolve(results, config=config, trials=trials)
+    done = done_trials(res.trials, metric)
+    sets = category_sets(done)
+    base = f"{METRIC_LABEL.get(metric, metric)} vs training set size"
+    if not sets or (category_set is not None and category_set not in sets):
+        return no_data_figure(title or base, "no data yet: no finished trials" + (f" for {category_set}" if category_set else ""))
+    cset = category_set or sets[0]
+    data = done[done["category_set"] == cset]
+    ncat = n_categories_of(cset, data)
+    refs = _reference_points(res.config, cset, ncat) if reference_points else []
+    return _box_figure(data, metric, cset, res.config, models, inset, refs,
+                       title or f"{base} \u2014 {set_label(cset, ncat)}")
+
+
+def generalization(
+    results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None, category_set: str | None = None,
+    models: Sequence[str] | None = None, title: str | None = None,
+) -> go.Figure:
+    """Fig. 12: accuracy on the unseen campaign (generalization_accuracy) per model and size."""
+    res = resolve(results, config=config, trials=trials)
+    done = done_trials(res.trials, "generalization_accuracy")
+    sets = category_sets(done)
+    if not sets or (category_set is not None and category_set not in sets):
+        return no_data_figure(title or "Accuracy on the unseen campaign", "no data yet: no generalization accuracy recorded")
+    cset = category_set or sets[0]
+    data = done[done["category_set"] == cset]
+    campaigns = data["generalization_campaign"].dropna().astype(str).unique().tolist()
+    where = " / ".join(campaigns) if campaigns else "the unseen campaign"
+    return _box_figure(data, "generalization_accuracy", cset, res.config, models, False, [],
+                       title or f"Accuracy on {where} without further fine-tuning \u2014 "
+                       f"{set_label(cset, n_categories_of(cset, data))}")
+
+
+def learning_curves(
+    results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None, category_set: str | None = None,
+    models: Sequence[str] | None = None, fits: dict[tuple[str, str], CurveFit] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Boxes of Fig. 4 with the fit OA(n) = a - b n^-c per model, its bootstrap band and the targets."""
+    res = resolve(results, config=config, trials=trials)
+    cfg = res.config
+    done = done_trials(res.trials)
+    sets = category_sets(done)
+    if not sets or (category_set is not None and category_set not in sets):
+        return no_data_figure(title or "Learning curves", "no data yet: no finished trials")
+    cset = category_set or sets[0]
+    data = done[done["category_set"] == cset]
+    if fits is None:
+        fits = fit_learning_curves(data, n_boot=int(cfg["curve_bootstrap"]), seed=int(cfg["seed"]))
+    models = [m for m in (models or order_models(data["model"])) if (data["model"] == m).any()]
+    sizes = sorted(data["train_size"].unique().tolist())
+    targets = [float(t) for t in cfg.get("targets") or []]
+    # Extend the curves towards a target answer when it lies within 4x the largest size.
+    n_hi = float(max(sizes))
+    for m in models:
+        fit = fits.get((cset, m))
+        for t in targets:
+            n_t = fit.samples_to_reach(t)["n"] if fit else None
+            if n_t is not None and n_hi < n_t <= 4 * max(sizes):
+                n_hi = n_t
+    axis = SizeAxis(sizes + ([int(np.ceil(n_hi))] if n_hi > max(sizes) else []))
+    fig = go.Figure()
+    grid = np.geomspace(min(sizes), n_hi, 200)
+    for m in models:
+        box = model_boxes(data, "overall_accuracy", m, axis)
+        if box is not None:
+            fig.add_trace(box)
+        fit = fits.get((cset, m))
+        if fit is None:
+            continue
+        color = model_color(m)
+        band = fit.band(grid)
+        if band is not None:
+            fig.add_trace(go.Scatter(
+                x=np.concatenate([axis.pos(grid), axis.pos(grid)[::-1]]),
+                y=np.concatenate([band[1], band[0][::-1]]), fill="toself", fillcolor=fade(color, 0.15),
+                line=dict(width=0), hoverinfo="skip", name=f"{display_name(m)} 95 % band",
+                legendgroup=f"fit-{m}", showlegend=False))
+        fig.add_trace(go.Scatter(
+            x=axis.pos(grid), y=fit.predict(grid), mode="lines", line=dict(color=color, width=2, dash="dash"),
+            name=f"{display_name(m)} fit: a={fit.a:.3f}, b={fit.b:.3g}, c={fit.c:.2f}",
+            legendgroup=f"fit-{m}", customdata=grid,
+            hovertemplate="n = %{customdata:,.0f}<br>OA = %{y:.1%}<extra>" + display_name(m) + "</extra>"))
+        for t in targets:
+            ans = fit.samples_to_reach(t)
+            if ans["n"] is not None and ans["n"] <= n_hi * 1.0001:
+                ci = (f" (95 % CI {fmt_int(ans['low'])}\u2013{fmt_int(ans['high'])})"
+                      if ans["low"] is not None and ans["high"] is not None else "")
+                fig.add_trace(go.Scatter(
+                    x=[axis.pos(ans["n"])], y=[t], mode="markers", showlegend=False,
+                    marker=dict(symbol="x", size=11, color=color), legendgroup=f"fit-{m}",
+                    hovertemplate=f"{display_name(m)} reaches {t:.0%} at n \u2248 {fmt_int(ans['n'])}{ci}<extra></extra>"))
+    for t in targets:
+        fig.add_hline(y=t, line=dict(color="#999", dash="dot", width=1),
+                      annotation_text=f"target {t:.0%}", annotation_position="top left")
+    style(fig, title or f"Learning curves OA(n) = a \u2212 b\u00b7n^(\u2212c) \u2014 "
+          f"{set_label(cset, n_categories_of(cset, data))}", height=560, boxmode="group")
+    fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top"),
+                      margin=dict(r=330, t=80))
+    fig.update_xaxes(axis.axis(sizes=sizes))
+    fig.update_yaxes(title="Overall accuracy", tickformat=".0%")
+    return fig
+
+
+def paired_differences(
+    results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None, model: str | None = None,
+    reference_model: str | None = None, metric: str = "overall_accuracy",
+    table: pd.DataFrame | None = None, title: str | None = None,
+) -> go.Figure:
+    """CSSL minus reference per size, paired by fold: mean with bootstrap 95 % CI, fold points."""
+    res = resolve(results, config=config, trials=trials)
+    cfg = res.config
+    model = model or str(cfg["cssl_model"])
+    reference_model = reference_model or str(cfg["reference_model"])
+    name = f"{display_name(model)} \u2212 {display_name(reference_model)}"
+    if table is None:
+        table = paired_difference_table(res.trials, model, reference_model, metric,
+                                        n_boot=int(cfg["n_bootstrap"]), seed=int(cfg["seed"]))
+    if table.empty:
+        return no_data_figure(title or f"Paired difference {name}", "no data yet: no fold has results for both models")
+    axis = SizeAxis(table["train_size"].tolist())
+    sets = category_sets(table)
+    fig = go.Figure()
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    for i, cset in enumerate(sets):
+        sub = table[table["category_set"] == cset].sort_values("train_size")
+        color = colors[i % len(colors)]
+        shift = (i - (len(sets) - 1) / 2) * 0.12
+        x = axis.pos(sub["train_size"].to_numpy()) + shift
+        mean = 100 * sub["mean_diff"].to_numpy(dtype=float)
+        hi = 100 * sub["ci_high"].to_numpy(dtype=float) - mean
+        lo = mean - 100 * sub["ci_low"].to_numpy(dtype=float)
+        p = sub["p_value"].to_numpy(dtype=float)
+        label = set_label(cset, n_categories_of(cset, sub))
+        fx, fy = [], []
+        for xi, diffs in zip(x, sub["diffs"]):
+            fx += [xi] * len(diffs)
+            fy += [100 * d for d in diffs]
+        fig.add_trace(go.Scatter(x=fx, y=fy, mode="markers", marker=dict(color=fade(color, 0.45), size=6),
+                                 name=f"{label}: single folds", legendgroup=cset, hoverinfo="y"))
+        fig.add_trace(go.Scatter(
+            x=x, y=mean, mode="lines+markers+text", name=f"{label}: mean, 95 % bootstrap CI",
+            legendgroup=cset, line=dict(color=color, width=2), marker=dict(size=9, color=color),
+            error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi), arrayminus=np.nan_to_num(lo),
+                         thickness=1.5, width=5),
+            text=["*" if v < 0.05 else "" for v in p], textposition="top center",
+            textfont=dict(size=16, color=color),
+            customdata=np.stack([sub["train_size"], sub["n_pairs"], np.nan_to_num(p, nan=-1)], axis=-1),
+            hovertemplate=("n = %{customdata[0]:,}<br>mean \u0394 = %{y:.2f} pp<br>pairs: %{customdata[1]}"
+                           "<br>p = %{customdata[2]:.3g} (-1: too few pairs)<extra>" + label + "</extra>")))
+    fig.add_hline(y=0, line=dict(color="black", width=1))
+    style(fig, title or f"Paired difference in {METRIC_LABEL.get(metric, metric).lower()}: {name} "
+          f"(same fold; * p < 0.05, {table['test'].iloc[0]})", height=500)
+    fig.update_xaxes(axis.axis())
+    fig.update_yaxes(title="\u0394 accuracy (percentage points)", zeroline=False)
+    return fig

@@ -1,0 +1,136 @@
+"""Figs. A1, A2 (loss curves) and Table B1 (training times)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from analysis.config import display_name, model_color, order_models, pretrain_name
+from analysis.figures._common import fmt_int, no_data_figure, style
+from analysis.results import Results, resolve
+from analysis.select import category_sets, done_trials, n_categories_of, set_label
+
+MAX_POINTS = 2000  # per line, to keep the report small
+
+
+def _thin(df: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    if len(df) <= max_points:
+        return df
+    idx = np.unique(np.linspace(0, len(df) - 1, max_points).round().astype(int))
+    return df.iloc[idx]
+
+
+def _x_column(df: pd.DataFrame, x: str) -> str:
+    return x if df[x].notna().any() else ("epoch" if x == "step" else "step")
+
+
+def pretraining_loss(
+    results: Results | None = None, *, losses: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None, x: str = "step", title: str | None = None,
+) -> go.Figure:
+    """Fig. A1: the contrastive pre-training loss of each run (one panel per model)."""
+    res = resolve(results, config=config, losses=losses)
+    df = res.losses[(res.losses["stage"] == "pretrain") & res.losses["loss"].notna()]
+    base = "Unsupervised pre-training loss"
+    if df.empty:
+        return no_data_figure(title or base, "no data yet: no pre-training loss logged")
+    df = df.assign(model=df["model"].fillna(df["run"]))
+    models = order_models(df["model"].astype(str))
+    fig = make_subplots(rows=1, cols=len(models), subplot_titles=[pretrain_name(m) for m in models],
+                        horizontal_spacing=0.08)
+    xcol = _x_column(df, x)
+    for c, m in enumerate(models, start=1):
+        sub = df[df["model"].astype(str) == m]
+        for run, g in sub.groupby(sub["run"].fillna(f"pretrain-{m}").astype(str)):
+            g = _thin(g.sort_values([xcol]))
+            fig.add_trace(go.Scatter(x=g[xcol], y=g["loss"], mode="lines", name=f"{pretrain_name(m)}: {run}",
+                                     line=dict(color=model_color(m), width=1.5)), row=1, col=c)
+        fig.update_xaxes(title=f"training {xcol}", row=1, col=c)
+    fig.update_yaxes(title="loss", row=1, col=1)
+    style(fig, title or base, height=420)
+    several = df.groupby("model")["run"].nunique().max() > 1
+    fig.update_layout(showlegend=bool(several), legend=dict(y=1.12), margin=dict(t=120 if several else 90))
+    return fig
+
+
+def finetuning_loss(
+    results: Results | None = None, *, losses: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None, model: str | None = None, category_set: str | None = None,
+    fold: int | str = 0, x: str = "step", title: str | None = None,
+) -> go.Figure:
+    """Fig. A2: fine-tuning loss per training-set size (fold ``fold``, or 'mean' over folds)."""
+    res = resolve(results, config=config, losses=losses)
+    model = model or str(res.config["cssl_model"])
+    df = res.losses[(res.losses["stage"] == "finetune") & (res.losses["model"] == model) & res.losses["loss"].notna()]
+    base = f"Supervised fine-tuning loss of {display_name(model)}"
+    sets = category_sets(df)
+    if not sets or (category_set is not None and category_set not in sets):
+        return no_data_figure(title or base, "no data yet: no fine-tuning loss logged")
+    cset = category_set or sets[0]
+    df = df[df["category_set"] == cset]
+    xcol = _x_column(df, x)
+    if fold == "mean":
+        df = df.groupby(["train_size", xcol], as_index=False)["loss"].mean()
+        which = "mean over folds"
+    else:
+        folds = sorted(df["fold"].dropna().astype(int).unique())
+        use = int(fold) if int(fold) in folds else (folds[0] if folds else None)
+        df = df[df["fold"] == use] if use is not None else df
+        which = f"fold {use}"
+    sizes = sorted(df["train_size"].dropna().astype(int).unique())
+    colors = sample_colorscale("Viridis", [i / max(len(sizes) - 1, 1) * 0.9 for i in range(len(sizes))])
+    fig = go.Figure()
+    for size, color in zip(sizes, colors):
+        g = _thin(df[df["train_size"] == size].sort_values(xcol))
+        fig.add_trace(go.Scatter(x=g[xcol], y=g["loss"], mode="lines", name=f"n = {fmt_int(size)}",
+                                 line=dict(color=color, width=1.5)))
+    style(fig, title or f"{base} \u2014 {set_label(cset, n_categories_of(cset, res.trials, res.grid))}, {which}", height=460)
+    fig.update_xaxes(title=f"training {xcol}")
+    fig.update_yaxes(title="cross-entropy loss")
+    return fig
+
+
+def training_time_table(
+    results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    pretraining: pd.DataFrame | None = None, config: dict[str, Any] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Table B1: pre-training minutes per model; fine-tuning minutes per fold (mean) per size and model."""
+    res = resolve(results, config=config, trials=trials, pretraining=pretraining)
+    done = done_trials(res.trials, "train_seconds")
+    pre = res.pretraining[res.pretraining["seconds"].notna()]
+    base = "Training time (Table B1)"
+    if done.empty and pre.empty:
+        return no_data_figure(title or base, "no data yet: no training times recorded")
+    models = order_models(list(done["model"]) + list(pre["model"].dropna()))
+    header = ["Stage", "Category set", "Training set size n", "Folds"] + [f"{display_name(m)} (min)" for m in models]
+    rows: list[list[Any]] = []
+    for _, p in pre.iterrows():
+        mins = ["" for _ in models]
+        mins[models.index(str(p["model"]))] = f"{p['seconds'] / 60:.1f}"
+        n = "" if p["n_images"] != p["n_images"] else fmt_int(p["n_images"])
+        rows.append([f"Unsupervised pre-training ({p['arch'] if p['arch'] == p['arch'] else 'encoder'})", "\u2014", n, "\u2014"] + mins)
+    for cset in category_sets(done):
+        sub = done[done["category_set"] == cset]
+        table = sub.pivot_table(index="train_size", columns="model", values="train_seconds", aggfunc="mean")
+        folds = sub.groupby("train_size")["fold"].nunique()
+        for size, r in table.sort_index().iterrows():
+            rows.append(["Supervised fine-tuning", set_label(cset, n_categories_of(cset, sub)), fmt_int(size),
+                         str(int(folds.get(size, 0)))]
+                        + [("" if m not in r or r[m] != r[m] else f"{r[m] / 60:.1f}") for m in models])
+    columns = list(map(list, zip(*rows))) if rows else [[] for _ in header]
+    fig = go.Figure(go.Table(
+        header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#dde6f0", align="left"),
+        cells=dict(values=columns, align="left", height=24,
+                   fill_color=[["#ffffff" if i % 2 else "#f6f8fa" for i in range(len(rows))]]),
+        columnwidth=[2.2, 1.6, 1.2, 0.6] + [1.1] * len(models),
+    ))
+    style(fig, title or (f"{base}<br><sup>fine-tuning: mean minutes per fold over finished folds; "
+                         "pre-training: whole run</sup>"), height=min(160 + 25 * (len(rows) + 1), 900))
+    fig.update_layout(margin=dict(l=20, r=20, t=90, b=20))
+    return fig

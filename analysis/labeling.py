@@ -1,0 +1,168 @@
+"""Labeling time, time saved, the knee of a curve and the DOA table (Figs. 5 and 10)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from analysis.config import merge_analysis_config
+from analysis.select import category_sets, done_trials
+from raystudy.catalog import Catalog
+
+
+def labeling_hours(n: float | np.ndarray, seconds_per_image: float = 33.0) -> float | np.ndarray:
+    """Hours needed to label ``n`` images at a constant time per image."""
+    if np.ndim(n) == 0:
+        return float(n) * seconds_per_image / 3600.0
+    return np.asarray(n, dtype=float) * seconds_per_image / 3600.0
+
+
+def time_saved_hours(n: float | np.ndarray, reference_n: float, seconds_per_image: float = 33.0) -> float | np.ndarray:
+    """TS_n = T(reference_n) - T(n), Eq. (12) of the paper, in hours."""
+    return labeling_hours(reference_n, seconds_per_image) - labeling_hours(n, seconds_per_image)
+
+
+def labeling_hours_per_group(
+    counts: Mapping[str, float],
+    basic_seconds: float = 6.0,
+    complex_seconds: float = 60.0,
+    catalog: Catalog | None = None,
+) -> float:
+    """Hours to label a subset with ``counts`` images per category (basic habits are quicker)."""
+    catalog = catalog or Catalog()
+    seconds = sum(
+        float(c) * (basic_seconds if catalog.is_basic(cat) else complex_seconds)
+        for cat, c in counts.items()
+        if c == c
+    )
+    return seconds / 3600.0
+
+
+def time_saved_hours_per_group(
+    counts: Mapping[str, float],
+    reference_counts: Mapping[str, float],
+    basic_seconds: float = 6.0,
+    complex_seconds: float = 60.0,
+    catalog: Catalog | None = None,
+) -> float:
+    """Per-group variant of :func:`time_saved_hours`."""
+    return labeling_hours_per_group(reference_counts, basic_seconds, complex_seconds, catalog) - (
+        labeling_hours_per_group(counts, basic_seconds, complex_seconds, catalog)
+    )
+
+
+def find_knee(x: Any, y: Any) -> int | None:
+    """Index (into the given arrays) of the point farthest from the chord joining the ends.
+
+    Both axes are scaled to [0, 1] first (Kneedle-style), so units do not matter.
+    Returns None for fewer than 3 points, a flat axis or a straight line.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+    if len(ok) < 3:
+        return None
+    order = ok[np.argsort(x[ok], kind="stable")]
+    xs, ys = x[order], y[order]
+    if np.ptp(xs) == 0 or np.ptp(ys) == 0:
+        return None
+    xn = (xs - xs.min()) / np.ptp(xs)
+    yn = (ys - ys.min()) / np.ptp(ys)
+    dx, dy = xn[-1] - xn[0], yn[-1] - yn[0]
+    dist = np.abs(dx * (yn - yn[0]) - dy * (xn - xn[0])) / np.hypot(dx, dy)
+    best = int(np.argmax(dist))
+    if dist[best] < 1e-9:
+        return None
+    return int(order[best])
+
+
+def cell_hours(per_class: pd.DataFrame, cfg: Mapping[str, Any], catalog: Catalog | None = None) -> pd.DataFrame:
+    """Per-group labeling hours of each cell's training subset (from ``train_count``)."""
+    cols = ["cell_id", "model", "category_set", "train_size", "fold", "hours"]
+    if per_class.empty or per_class["train_count"].notna().sum() == 0:
+        return pd.DataFrame(columns=cols)
+    # train_count is repeated for every split: keep one row per cell and category.
+    df = per_class[per_class["train_count"].notna()].sort_values("split", na_position="last")
+    df = df.drop_duplicates(["cell_id", "category"])
+    rows = []
+    for (cell, model, cset, size, fold), g in df.groupby(
+        ["cell_id", "model", "category_set", "train_size", "fold"], dropna=False
+    ):
+        counts = dict(zip(g["category"].astype(str), g["train_count"].astype(float)))
+        hours = labeling_hours_per_group(counts, cfg["basic_seconds"], cfg["complex_seconds"], catalog)
+        rows.append((cell, model, cset, size, fold, hours))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _hours_lookup(hours: pd.DataFrame, model: str, cset: str) -> dict[int, float]:
+    sub = hours[(hours["model"] == model) & (hours["category_set"] == cset)]
+    if sub.empty:
+        return {}
+    return {int(k): float(v) for k, v in sub.groupby("train_size")["hours"].mean().items() if k == k}
+
+
+DOA_COLUMNS = [
+    "category_set", "n_categories", "model", "train_size", "n_folds", "oa_mean", "oa_std",
+    "reference_model", "reference_size", "reference_oa", "doa", "labeling_hours",
+    "reference_hours", "time_saved_hours", "time_model", "is_knee",
+]
+
+
+def doa_table(
+    trials: pd.DataFrame,
+    per_class: pd.DataFrame | None = None,
+    cfg: Mapping[str, Any] | None = None,
+    catalog: Catalog | None = None,
+) -> pd.DataFrame:
+    """DOA_n = ROA - OA_n of the CSSL model and TS_n per size, per category set.
+
+    ROA is the reference model's mean OA at its largest size; TS uses the labeling
+    time model of ``cfg`` ('constant' or 'per_group', which falls back to constant
+    per size when ``per_class.train_count`` is missing). ``is_knee`` marks the knee.
+    """
+    cfg = merge_analysis_config(dict(cfg or {}))
+    ref_model, cssl = str(cfg["reference_model"]), str(cfg["cssl_model"])
+    spi = float(cfg["seconds_per_image"])
+    done = done_trials(trials)
+    if done.empty:
+        return pd.DataFrame(columns=DOA_COLUMNS)
+    per_group = cfg["labeling_time_model"] == "per_group"
+    hours = cell_hours(per_class, cfg, catalog) if per_group and per_class is not None else pd.DataFrame(
+        columns=["model", "category_set", "train_size", "hours"])
+    out = []
+    for cset in category_sets(done):
+        sub = done[done["category_set"] == cset]
+        ref, mine = sub[sub["model"] == ref_model], sub[sub["model"] == cssl]
+        if ref.empty or mine.empty:
+            continue
+        ref_size = int(ref["train_size"].max())
+        roa = float(ref.loc[ref["train_size"] == ref_size, "overall_accuracy"].mean())
+        mine_hours = _hours_lookup(hours, cssl, cset)
+        ref_hours_group = _hours_lookup(hours, ref_model, cset).get(ref_size)
+        stats = mine.groupby("train_size")["overall_accuracy"].agg(["count", "mean", "std"])
+        n_cat = pd.to_numeric(sub["n_categories"], errors="coerce").max()
+        table = []
+        for size, row in stats.iterrows():
+            size = int(size)
+            if per_group and size in mine_hours and ref_hours_group is not None:
+                t_n, t_ref, model_used = mine_hours[size], ref_hours_group, "per_group"
+            else:
+                t_n, t_ref, model_used = labeling_hours(size, spi), labeling_hours(ref_size, spi), "constant"
+            table.append({
+                "category_set": cset, "n_categories": None if n_cat != n_cat else int(n_cat),
+                "model": cssl, "train_size": size, "n_folds": int(row["count"]),
+                "oa_mean": float(row["mean"]), "oa_std": float(row["std"]) if row["std"] == row["std"] else np.nan,
+                "reference_model": ref_model, "reference_size": ref_size, "reference_oa": roa,
+                "doa": roa - float(row["mean"]), "labeling_hours": t_n, "reference_hours": t_ref,
+                "time_saved_hours": t_ref - t_n, "time_model": model_used, "is_knee": False,
+            })
+        frame = pd.DataFrame(table, columns=DOA_COLUMNS)
+        knee = find_knee(frame["time_saved_hours"], frame["doa"])
+        if knee is not None:
+            frame.loc[knee, "is_knee"] = True
+        out.append(frame)
+    if not out:
+        return pd.DataFrame(columns=DOA_COLUMNS)
+    return pd.concat(out, ignore_index=True)

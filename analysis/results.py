@@ -1,0 +1,191 @@
+"""Load a run folder's Parquet result tables into one :class:`Results` object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from analysis.config import catalog_from_config, merge_analysis_config
+from raystudy.catalog import Catalog
+
+# Column -> kind ('str', 'int', 'float') for every table the sweeps write.
+SCHEMAS: dict[str, dict[str, str]] = {
+    "grid": {
+        "cell_id": "str", "model": "str", "category_set": "str", "n_categories": "int",
+        "train_size": "int", "fold": "int", "planned": "str", "reason": "str",
+    },
+    "trials": {
+        "study": "str", "cell_id": "str", "model": "str", "category_set": "str",
+        "n_categories": "int", "train_size": "int", "fold": "int", "seed": "int",
+        "protocol": "str", "status": "str", "message": "str", "overall_accuracy": "float",
+        "macro_f1": "float", "generalization_accuracy": "float",
+        "generalization_campaign": "str", "n_train": "int", "n_validation": "int",
+        "epochs": "int", "train_seconds": "float", "device": "str", "config_hash": "str",
+        "finished_at": "float",
+    },
+    "per_class": {
+        "cell_id": "str", "model": "str", "category_set": "str", "n_categories": "int",
+        "train_size": "int", "fold": "int", "split": "str", "category": "str",
+        "precision": "float", "recall": "float", "f1": "float", "support": "int",
+        "train_count": "int",
+    },
+    "confusion": {
+        "cell_id": "str", "model": "str", "category_set": "str", "n_categories": "int",
+        "train_size": "int", "fold": "int", "split": "str", "true_category": "str",
+        "predicted_category": "str", "count": "int",
+    },
+    "losses": {
+        "run": "str", "stage": "str", "model": "str", "category_set": "str",
+        "train_size": "int", "fold": "int", "epoch": "float", "step": "float",
+        "loss": "float", "lr": "float",
+    },
+    "pretraining": {
+        "model": "str", "arch": "str", "epochs": "int", "n_images": "int",
+        "batch_size": "int", "world_size": "int", "seconds": "float", "final_loss": "float",
+        "device": "str", "knn_accuracy": "float", "linear_probe_accuracy": "float",
+    },
+    "dataset": {"campaign": "str", "category": "str", "count": "int", "role": "str"},
+    "embeddings": {
+        "model": "str", "stage": "str", "train_size": "int", "image_id": "str",
+        "category": "str", "x": "float", "y": "float",
+    },
+}
+TABLES: tuple[str, ...] = tuple(SCHEMAS)
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """An empty frame with the table's columns (nullable dtypes)."""
+    dtypes = {"str": "object", "int": "Int64", "float": "float64"}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes[k]) for c, k in SCHEMAS[name].items()})
+
+
+def conform(name: str, frame: pd.DataFrame | None) -> pd.DataFrame:
+    """Add missing columns as nulls and make numeric columns numeric (NaN for bad values)."""
+    if frame is None or len(frame.columns) == 0:
+        return empty_table(name)
+    df = frame.copy()
+    for col, kind in SCHEMAS[name].items():
+        if col not in df.columns:
+            df[col] = pd.Series([None] * len(df), index=df.index, dtype="object")
+        if kind in ("int", "float") and not pd.api.types.is_numeric_dtype(df[col]):
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+        elif kind in ("int", "float") and pd.api.types.is_bool_dtype(df[col]):
+            df[col] = df[col].astype(float)
+    return df.reset_index(drop=True)
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    def hidden(p: Path) -> bool:
+        return any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not hidden(p))
+
+
+def read_table(run_dir: Path, name: str) -> pd.DataFrame:
+    """One result table; missing, empty or half-written folders give an empty frame."""
+    folder = Path(run_dir) / "results" / name
+    if not folder.is_dir() or not _visible_files(folder):
+        return empty_table(name)
+    try:
+        return conform(name, pd.read_parquet(folder))
+    except Exception:  # mixed schemas or a file being replaced: read file by file
+        parts = []
+        for path in _visible_files(folder):
+            try:
+                parts.append(pd.read_parquet(path))
+            except Exception:
+                continue
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return empty_table(name)
+        return conform(name, pd.concat(parts, ignore_index=True))
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+@dataclass
+class Results:
+    """All result tables of one run plus the merged ``analysis`` config."""
+
+    grid: pd.DataFrame = field(default_factory=lambda: empty_table("grid"))
+    trials: pd.DataFrame = field(default_factory=lambda: empty_table("trials"))
+    per_class: pd.DataFrame = field(default_factory=lambda: empty_table("per_class"))
+    confusion: pd.DataFrame = field(default_factory=lambda: empty_table("confusion"))
+    losses: pd.DataFrame = field(default_factory=lambda: empty_table("losses"))
+    pretraining: pd.DataFrame = field(default_factory=lambda: empty_table("pretraining"))
+    dataset: pd.DataFrame = field(default_factory=lambda: empty_table("dataset"))
+    embeddings: pd.DataFrame = field(default_factory=lambda: empty_table("embeddings"))
+    config: dict[str, Any] = field(default_factory=lambda: merge_analysis_config(None))
+    raw_config: dict[str, Any] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+    @classmethod
+    def from_frames(
+        cls,
+        config: dict[str, Any] | None = None,
+        raw_config: dict[str, Any] | None = None,
+        run_dir: Path | None = None,
+        **frames: pd.DataFrame | None,
+    ) -> "Results":
+        """Results from hand-made frames; ``config`` is the (partial) analysis section."""
+        unknown = set(frames) - set(TABLES)
+        if unknown:
+            raise TypeError(f"unknown tables {sorted(unknown)}; known tables are {list(TABLES)}")
+        tables = {name: conform(name, frames.get(name)) for name in TABLES}
+        return cls(**tables, config=merge_analysis_config(config), raw_config=dict(raw_config or {}),
+                   run_dir=run_dir)
+
+    def with_frames(self, config: dict[str, Any] | None = None, **frames: pd.DataFrame | None) -> "Results":
+        """A copy with some tables (and optionally the analysis section) replaced."""
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, frame in frames.items():
+            if frame is not None:
+                kwargs[name] = conform(name, frame)
+        if config is not None:
+            kwargs["config"] = merge_analysis_config({**self.config, **config})
+        return Results(**kwargs)
+
+    @property
+    def catalog(self) -> Catalog:
+        return catalog_from_config(self.raw_config)
+
+    @property
+    def study_name(self) -> str:
+        names = self.trials["study"].dropna().astype(str)
+        if len(names):
+            return names.iloc[-1]
+        name = self.raw_config.get("name")
+        if isinstance(name, str) and name:
+            return name
+        return self.run_dir.name if self.run_dir is not None else "study"
+
+
+def load_results(run_dir: str | Path) -> Results:
+    """Read ``RUN_DIR/config.yaml`` and every table under ``RUN_DIR/results``."""
+    run_dir = Path(run_dir)
+    raw = read_config(run_dir)
+    section = raw.get("analysis") if isinstance(raw.get("analysis"), dict) else None
+    tables = {name: read_table(run_dir, name) for name in TABLES}
+    return Results(**tables, config=merge_analysis_config(section), raw_config=raw, run_dir=run_dir)
+
+
+def resolve(results: Results | None, config: dict[str, Any] | None = None, **frames: pd.DataFrame | None) -> Results:
+    """The builders' argument handling: a Results, explicit frames, or both."""
+    if results is None:
+        return Results.from_frames(config=config, **{k: v for k, v in frames.items() if v is not None})
+    if config is None and all(v is None for v in frames.values()):
+        return results
+    return results.with_frames(config=config, **frames)

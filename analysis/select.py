@@ -1,0 +1,84 @@
+"""Small selection helpers shared by the statistics and the figures."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+
+def latest_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: the most recently finished trial (rows without a cell id are kept)."""
+    if trials.empty:
+        return trials
+    df = trials.copy()
+    df["_order"] = np.arange(len(df))
+    df = df.sort_values(["finished_at", "_order"], na_position="first", kind="stable")
+    has_id = df["cell_id"].notna()
+    keep = pd.concat([df[has_id].drop_duplicates("cell_id", keep="last"), df[~has_id]])
+    return keep.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+def done_trials(trials: pd.DataFrame, metric: str = "overall_accuracy") -> pd.DataFrame:
+    """Finished trials (status 'done') with a value for ``metric``."""
+    df = latest_trials(trials)
+    if df.empty:
+        return df
+    status = df["status"].astype("object")
+    ok = (status.isna() | (status == "done")) & df[metric].notna() & df["train_size"].notna()
+    out = df[ok].copy()
+    out["train_size"] = out["train_size"].astype(int)
+    out[metric] = out[metric].astype(float)
+    return out.reset_index(drop=True)
+
+
+def category_sets(*frames: pd.DataFrame) -> list[str]:
+    """Category sets found in the frames, most categories first (ties: by name)."""
+    counts: dict[str, float] = {}
+    for df in frames:
+        if df is None or df.empty or "category_set" not in df.columns:
+            continue
+        sub = df[df["category_set"].notna()]
+        n = pd.to_numeric(sub["n_categories"], errors="coerce") if "n_categories" in sub else None
+        for name in sub["category_set"].astype(str).unique():
+            value = -1.0
+            if n is not None:
+                vals = n[sub["category_set"].astype(str) == name].dropna()
+                value = float(vals.max()) if len(vals) else -1.0
+            counts[name] = max(counts.get(name, -1.0), value)
+    return sorted(counts, key=lambda s: (-counts[s], s))
+
+
+def n_categories_of(category_set: str, *frames: pd.DataFrame) -> int | None:
+    for df in frames:
+        if df is None or df.empty or "n_categories" not in df.columns:
+            continue
+        n = pd.to_numeric(df.loc[df["category_set"] == category_set, "n_categories"], errors="coerce").dropna()
+        if len(n):
+            return int(n.max())
+    return None
+
+
+def set_label(category_set: str | None, n_categories: int | None) -> str:
+    """'19 categories (19cat)' style label."""
+    if category_set is None:
+        return "all categories"
+    if n_categories:
+        return f"{n_categories} categories ({category_set})"
+    return str(category_set)
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def nan_to_none(value: Any) -> Any:
+    try:
+        return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+    except TypeError:
+        return value

@@ -1,0 +1,495 @@
+"""Tests of the analysis package on small hand-made result tables."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from scipy import stats
+
+from fixtures_analysis import ROOT, make_tables, partial_tables, write_run  # also puts the checkout on sys.path
+
+import analysis
+from analysis import Results, build_report, figures, load_results
+from analysis.confusion import confusion_views, confusion_with_margins, fold_confusion, merge_groups, restrict
+from analysis.figures import is_no_data
+from analysis.labeling import (
+    doa_table, find_knee, labeling_hours, labeling_hours_per_group, time_saved_hours,
+    time_saved_hours_per_group,
+)
+from analysis.stats import (
+    box_stats, fit_learning_curve, learning_curve_answers, paired_difference_table, power_law,
+    samples_to_reach,
+)
+from analysis.summary import cell_states, grid_progress, knee_sentences
+
+PAPER_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864]
+
+
+def trial(model, size, fold, oa, cset="19cat", ncat=19, gen=None, seconds=60.0, status="done", finished=0.0):
+    return {"cell_id": f"{model}-{cset}-n{size}-f{fold}", "model": model, "category_set": cset,
+            "n_categories": ncat, "train_size": size, "fold": fold, "status": status,
+            "overall_accuracy": oa, "generalization_accuracy": gen,
+            "generalization_campaign": "CLOUDLAB" if gen is not None else None,
+            "train_seconds": seconds, "finished_at": finished, "study": "unit"}
+
+
+# ------------------------------------------------------------------ labeling
+
+
+def test_paper_labeling_numbers():
+    # 18864 - 2048 = 16816 images * 33 s = 154.147 h (the paper writes "154 hours");
+    # 8192 - 2048 = 6144 images * 33 s = 56.32 h (the paper: "56 hours").
+    assert round(time_saved_hours(2048, 18864), 1) == 154.1
+    assert round(time_saved_hours(2048, 18864)) == 154
+    assert round(time_saved_hours(2048, 8192, seconds_per_image=33.0), 1) == 56.3
+    assert labeling_hours(3600) == pytest.approx(33.0)
+    assert np.allclose(labeling_hours(np.array([0, 3600]), 1.0), [0.0, 1.0])
+
+
+def test_per_group_hours():
+    counts = {"column": 600, "column_aged": 60, "plate_aged_aggregate": 0}
+    assert labeling_hours_per_group(counts) == pytest.approx((600 * 6 + 60 * 60) / 3600)
+    ref = {"column": 1200, "column_aged": 120}
+    assert time_saved_hours_per_group(counts, ref) == pytest.approx((600 * 6 + 60 * 60) / 3600)
+
+
+def test_find_knee_known_curves():
+    x = np.arange(11, dtype=float)
+    y = np.where(x <= 7, 0.1 * x, 0.7 + 3.0 * (x - 7))  # flat, then steep after x = 7
+    assert find_knee(x, y) == 7
+    # Unsorted input: the index refers to the given order.
+    perm = np.array([3, 10, 0, 7, 1, 9, 2, 8, 4, 6, 5])
+    assert find_knee(x[perm], y[perm]) == int(np.flatnonzero(perm == 7)[0])
+    # Concave curve: knee where it flattens.
+    assert find_knee(x, -((x - 10.0) ** 2) * (x < 10)) is not None
+    # The paper's Fig. 5 shape (TS in hours, DOA in %): knee at n = 2048.
+    sizes = [18864, 16384, 8192, 4096, 2048, 1024, 512, 256, 128]
+    ts = time_saved_hours(np.array(sizes), 18864)
+    doa = [0.0, 0.5, 1.5, 2.5, 3.8, 7.0, 12.0, 18.0, 25.0]
+    assert sizes[find_knee(ts, doa)] == 2048
+    assert find_knee([0, 1], [0, 1]) is None
+    assert find_knee([0, 1, 2, 3], [0, 1, 2, 3]) is None
+
+
+def _doa_trials():
+    rows = [trial("baseline", 18864, f, oa) for f, oa in enumerate([0.78, 0.79])]
+    rows += [trial("baseline", 2048, 0, 0.70)]
+    means = {128: 0.55, 512: 0.65, 2048: 0.745, 8192: 0.77, 18864: 0.78}
+    for n, m in means.items():
+        rows += [trial("moco", n, 0, m - 0.01), trial("moco", n, 1, m + 0.01)]
+    return pd.DataFrame(rows), means
+
+
+def test_doa_table_constant():
+    trials, means = _doa_trials()
+    t = doa_table(trials, None, {})
+    assert list(t["train_size"]) == sorted(means)
+    assert (t["reference_size"] == 18864).all() and t["reference_oa"].iloc[0] == pytest.approx(0.785)
+    for _, r in t.iterrows():
+        assert r["doa"] == pytest.approx(0.785 - means[r["train_size"]])
+        assert r["time_saved_hours"] == pytest.approx((18864 - r["train_size"]) * 33 / 3600)
+    assert t.loc[t["is_knee"], "train_size"].tolist() == [2048]
+    assert (t["time_model"] == "constant").all()
+
+
+def test_doa_table_per_group_uses_train_counts():
+    trials, _ = _doa_trials()
+    pc = []
+    for _, r in trials.iterrows():
+        n = int(r["train_size"])
+        for cat, share in (("column", 0.75), ("column_aged", 0.25)):
+            for split in ("validation", "generalization"):
+                pc.append({"cell_id": r["cell_id"], "model": r["model"], "category_set": "19cat",
+                           "train_size": n, "fold": r["fold"], "split": split, "category": cat,
+                           "train_count": int(n * share)})
+    pc = pd.DataFrame(pc)
+    t = doa_table(trials, pc, {"labeling_time_model": "per_group"})
+    assert (t["time_model"] == "per_group").all()
+    hours = lambda n: (int(n * 0.75) * 6 + int(n * 0.25) * 60) / 3600  # noqa: E731
+    row = t[t["train_size"] == 2048].iloc[0]
+    assert row["time_saved_hours"] == pytest.approx(hours(18864) - hours(2048))
+    # Missing counts for a size: that size falls back to the constant model.
+    t2 = doa_table(trials, pc[pc["train_size"] != 512], {"labeling_time_model": "per_group"})
+    assert t2.set_index("train_size").loc[512, "time_model"] == "constant"
+
+
+# ------------------------------------------------------------------ confusion
+
+
+def test_confusion_with_margins_by_hand():
+    m = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 4]])
+    mat, precision, recall, oa = confusion_with_margins(m)
+    assert np.allclose(precision, [5 / 7, 3 / 4, 4 / 5])
+    assert np.allclose(recall, [5 / 6, 3 / 6, 4 / 4])
+    assert oa == pytest.approx(12 / 16)
+    df = pd.DataFrame(m, index=list("abc"), columns=list("abc"))
+    _, p, r, _ = confusion_with_margins(df)
+    assert p["b"] == pytest.approx(0.75) and r["b"] == pytest.approx(0.5)
+    _, p, r, oa = confusion_with_margins(np.array([[1, 0], [0, 0]]))
+    assert np.isnan(p[1]) and np.isnan(r[1]) and oa == 1.0
+    with pytest.raises(ValueError):
+        confusion_with_margins(np.ones((2, 3)))
+
+
+def _confusion_rows(model, cset, size, fold, matrix, cats):
+    return [{"cell_id": f"{model}-{cset}-n{size}-f{fold}", "model": model, "category_set": cset,
+             "n_categories": len(cats), "train_size": size, "fold": fold, "split": "validation",
+             "true_category": t, "predicted_category": p, "count": int(matrix[i][j])}
+            for i, t in enumerate(cats) for j, p in enumerate(cats) if matrix[i][j]]
+
+
+CATS5 = ["column", "plate", "column_aged", "plate_aged", "column_aggregate"]
+M5_F0 = [[10, 2, 1, 0, 0], [1, 8, 0, 1, 0], [2, 0, 6, 1, 1], [0, 1, 2, 5, 0], [0, 0, 1, 0, 4]]
+M5_F1 = [[12, 0, 1, 0, 1], [0, 9, 0, 1, 0], [1, 0, 7, 0, 0], [0, 2, 1, 6, 0], [0, 1, 1, 0, 5]]
+
+
+def test_fold_confusion_views():
+    rows = _confusion_rows("moco", "5cat", 100, 0, M5_F0, CATS5) + _confusion_rows("moco", "5cat", 100, 1, M5_F1, CATS5)
+    cm = pd.DataFrame(rows)
+    mean = fold_confusion(cm, "moco", "5cat", 100, order=CATS5)
+    assert np.allclose(mean.to_numpy(), (np.array(M5_F0) + np.array(M5_F1)) / 2)
+    total = fold_confusion(cm, "moco", "5cat", 100, how="sum", order=CATS5)
+    assert total.to_numpy().sum() == np.sum(M5_F0) + np.sum(M5_F1)
+    basic = restrict(total, ["column", "plate"])
+    assert basic.shape == (2, 2) and basic.loc["column", "plate"] == 2
+    merged = merge_groups(total, {"column_aged": "aged", "plate_aged": "aged", "column_aggregate": "aggregate"})
+    assert list(merged.index) == ["aged", "aggregate"]
+    s = np.array(M5_F0) + np.array(M5_F1)
+    assert merged.loc["aged", "aged"] == s[2:4, 2:4].sum()
+    assert merged.loc["aged", "aggregate"] == s[2:4, 4].sum()
+    views = confusion_views(total)
+    assert [v[0] for v in views] == ["basic habits", "complex shapes merged by process"]
+    assert confusion_views(total.loc[CATS5[2:], CATS5[2:]])[0][0] == "all categories"
+
+
+def test_confusion_matrices_figure_margins():
+    rows = []
+    for model in ("moco", "baseline"):
+        rows += _confusion_rows(model, "5cat", 100, 0, M5_F0, CATS5) + _confusion_rows(model, "5cat", 100, 1, M5_F1, CATS5)
+    rows += _confusion_rows("moco", "5cat", 200, 0, M5_F0, CATS5)  # only one model at 200
+    fig = figures.confusion_matrices(confusion=pd.DataFrame(rows))
+    heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    assert len(heat) == 4  # 2 models x (basic, complex)
+    assert "n = 100" in fig.layout.title.text  # largest size both models have
+    basic = heat[0]
+    z = np.array(basic.z, dtype=float)
+    assert z.shape == (3, 3)  # 2 basic habits + margins
+    s = (np.array(M5_F0) + np.array(M5_F1))[:2, :2] / 2
+    assert z[2, 0] == pytest.approx(s[0, 0] / s[:, 0].sum())  # precision of 'column'
+    assert z[1, 2] == pytest.approx(s[1, 1] / s[1, :].sum())  # recall of 'plate'
+    assert z[2, 2] == pytest.approx(np.trace(s) / s.sum())  # OA in the corner
+    assert z[0, 1] == pytest.approx(s[0, 1] / s[:, 1].sum())  # column share
+    assert list(basic.x) == ["column", "plate", "recall"] and list(basic.y)[-1] == "precision"
+    complex_ = np.array(heat[1].z, dtype=float)
+    assert complex_.shape == (3, 3)  # aged, aggregate + margins
+    assert "OA" in heat[0].text[2][2]
+
+
+def test_confusion_matrices_four_categories_full():
+    cats = ["column", "column_aged", "column_aggregate", "column_aged_aggregate"]
+    m = [[9, 1, 0, 0], [1, 7, 1, 1], [0, 2, 5, 1], [0, 0, 1, 6]]
+    rows = _confusion_rows("moco", "4cat", 64, 0, m, cats) + _confusion_rows("baseline", "4cat", 64, 0, m, cats)
+    fig = figures.confusion_matrices(confusion=pd.DataFrame(rows), config={"compare_models": ["moco", "baseline"]})
+    heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    assert len(heat) == 2 and np.array(heat[0].z).shape == (5, 5)
+    assert is_no_data(figures.confusion_matrices(confusion=pd.DataFrame(rows), category_set="19cat"))
+
+
+# ------------------------------------------------------------------ accuracy figures
+
+
+def _box_trials():
+    rows = []
+    values = {("moco", 128): [0.5, 0.6, 0.7], ("moco", 1024): [0.7, 0.72, 0.74], ("moco", 18864): [0.78, 0.79, 0.8],
+              ("baseline", 128): [0.4, 0.45, 0.6], ("baseline", 1024): [0.68, 0.7, 0.71],
+              ("baseline", 18864): [0.77, 0.78, 0.8]}
+    for (model, n), vals in values.items():
+        rows += [trial(model, n, f, v, gen=v - 0.1) for f, v in enumerate(vals)]
+    rows.append(trial("moco", 128, 9, None, status="failed"))
+    return pd.DataFrame(rows), values
+
+
+def test_accuracy_vs_size_boxes_inset_and_reference():
+    trials, values = _box_trials()
+    ref = {"reference_points": [{"label": "IceDetectNet", "n_categories": 19, "train_size": 18864,
+                                 "accuracy": 0.782, "spread": 0.009},
+                                {"label": "other set", "n_categories": 4, "train_size": 128, "accuracy": 0.5, "spread": 0}]}
+    fig = figures.accuracy_vs_size(trials=trials, config=ref)
+    boxes = [t for t in fig.data if isinstance(t, go.Box)]
+    assert len(boxes) == 4  # 2 models, main + zoom
+    main = [b for b in boxes if b.xaxis in (None, "x")]
+    zoom = [b for b in boxes if b.xaxis == "x2"]
+    assert sum(len(b.x) for b in main) == 6 and sum(len(b.x) for b in zoom) == 4
+    moco = next(b for b in main if b.name == "Semisup-MoCo")
+    q1, med, q3 = np.percentile(values[("moco", 128)], [25, 50, 75])
+    assert moco.q1[0] == pytest.approx(q1) and moco.median[0] == pytest.approx(med) and moco.q3[0] == pytest.approx(q3)
+    assert moco.lowerfence[0] == 0.5 and moco.upperfence[0] == 0.7
+    refs = [t for t in fig.data if isinstance(t, go.Scatter)]
+    assert len(refs) == 2 and refs[0].y[0] == 0.782  # main + zoom, only the 19-category point
+    assert list(fig.layout.xaxis.ticktext) == ["128", "1\u2009024", "18\u2009864"]
+    assert len(fig.data) == 6
+    no_inset = figures.accuracy_vs_size(trials=trials, inset=False, reference_points=False)
+    assert len(no_inset.data) == 2
+    assert is_no_data(figures.accuracy_vs_size(trials=trials.iloc[:0]))
+
+
+def test_generalization_boxes():
+    trials, _ = _box_trials()
+    fig = figures.generalization(trials=trials)
+    assert len(fig.data) == 2 and all(isinstance(t, go.Box) for t in fig.data)
+    assert "CLOUDLAB" in fig.layout.title.text
+    assert fig.data[0].median[0] == pytest.approx(0.5)
+    assert is_no_data(figures.generalization(trials=trials.assign(generalization_accuracy=None)))
+
+
+def test_box_stats():
+    st = box_stats([1, 2, 3, 4, float("nan")])
+    assert (st["q1"], st["median"], st["q3"], st["min"], st["max"], st["n"]) == (1.75, 2.5, 3.25, 1, 4, 4)
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def test_paired_differences_known_numbers():
+    rows = []
+    for f, (a, b) in enumerate([(0.6, 0.5), (0.7, 0.65), (0.8, 0.7)]):
+        rows += [trial("moco", 256, f, a), trial("baseline", 256, f, b)]
+    rows += [trial("moco", 512, 0, 0.8), trial("baseline", 512, 0, 0.75), trial("moco", 512, 1, 0.81)]
+    t = paired_difference_table(pd.DataFrame(rows), n_boot=500, seed=1)
+    r = t.set_index("train_size").loc[256]
+    d = np.array([0.1, 0.05, 0.1])
+    assert r["n_pairs"] == 3 and r["mean_diff"] == pytest.approx(d.mean())
+    t_stat = d.mean() / (d.std(ddof=1) / np.sqrt(3))
+    assert r["p_value"] == pytest.approx(2 * stats.t.sf(t_stat, df=2))
+    assert d.min() - 1e-12 <= r["ci_low"] <= r["mean_diff"] <= r["ci_high"] <= d.max() + 1e-12
+    again = paired_difference_table(pd.DataFrame(rows), n_boot=500, seed=1).set_index("train_size").loc[256]
+    assert again["ci_low"] == r["ci_low"]  # seeded
+    single = t.set_index("train_size").loc[512]
+    assert single["n_pairs"] == 1 and single["mean_diff"] == pytest.approx(0.05)
+    assert np.isnan(single["p_value"]) and np.isnan(single["ci_low"])
+    w = paired_difference_table(pd.DataFrame(rows), test="wilcoxon").set_index("train_size").loc[256]
+    assert 0 < w["p_value"] <= 1
+    fig = figures.paired_differences(trials=pd.DataFrame(rows))
+    means = next(tr for tr in fig.data if tr.name.endswith("bootstrap CI"))
+    assert np.allclose(means.y, [100 * d.mean(), 5.0])
+    assert is_no_data(figures.paired_differences(trials=pd.DataFrame(rows[:1])))
+
+
+def test_learning_curve_fit_recovers_parameters():
+    n = np.repeat(PAPER_SIZES, 5)
+    folds = np.tile(np.arange(5), len(PAPER_SIZES))
+    y = power_law(n, 0.85, 2.0, 0.5)
+    fit = fit_learning_curve(n, y)
+    assert (fit.a, fit.b, fit.c) == pytest.approx((0.85, 2.0, 0.5), rel=1e-4)
+    noisy = y + np.random.default_rng(3).normal(0, 0.005, len(y))
+    fit = fit_learning_curve(n, noisy, groups=folds, n_boot=40, seed=0)
+    assert fit.a == pytest.approx(0.85, abs=0.02) and fit.c == pytest.approx(0.5, abs=0.15)
+    assert len(fit.boot) >= 30 and fit.band(np.array([128.0, 1024.0])) is not None
+    ans = fit.samples_to_reach(0.8)
+    assert ans["n"] == pytest.approx((fit.b / (fit.a - 0.8)) ** (1 / fit.c))
+    assert ans["low"] <= ans["n"] <= ans["high"]
+    assert fit.samples_to_reach(0.95)["n"] is None  # a <= target: not reached
+    assert samples_to_reach(0.8, 0.85, 2.0, 0.5) == pytest.approx((2.0 / 0.05) ** 2)
+    assert samples_to_reach(0.9, 0.85, 2.0, 0.5) is None
+    assert fit_learning_curve([128, 256], [0.5, 0.6]) is None
+    table = learning_curve_answers({("19cat", "moco"): fit}, [0.8, 0.95])
+    assert table["reached"].tolist() == [True, False]
+
+
+def test_learning_curves_figure():
+    rows = []
+    rng = np.random.default_rng(0)
+    for model, (a, b, c) in {"moco": (0.85, 2.0, 0.5), "baseline": (0.84, 3.0, 0.5)}.items():
+        for n in PAPER_SIZES[:6]:
+            rows += [trial(model, n, f, float(power_law(n, a, b, c) + rng.normal(0, 0.003))) for f in range(3)]
+    fig = figures.learning_curves(trials=pd.DataFrame(rows), config={"curve_bootstrap": 20, "targets": [80]})
+    names = [t.name for t in fig.data]
+    assert sum(isinstance(t, go.Box) for t in fig.data) == 2
+    assert sum(1 for nm in names if nm and " fit: a=" in nm) == 2
+    assert any(getattr(t, "fill", None) == "toself" for t in fig.data)  # bootstrap bands
+
+
+# ------------------------------------------------------------------ other figures
+
+
+def test_class_distribution_sorted_by_labeled_campaign():
+    ds = pd.DataFrame([
+        {"campaign": "N20", "category": "small", "count": 900, "role": "pretrain"},
+        {"campaign": "N19", "category": "plate", "count": 10, "role": "labeled"},
+        {"campaign": "N19", "category": "column", "count": 50, "role": "labeled"},
+        {"campaign": "N19", "category": "column", "count": 50, "role": "pretrain"},
+        {"campaign": "N19", "category": "small", "count": 30, "role": "labeled"},
+        {"campaign": "CL", "category": "column", "count": 5, "role": "generalization"},
+    ])
+    fig = figures.class_distribution(dataset=ds)
+    assert len(fig.data) == 3 and all(isinstance(t, go.Bar) and t.orientation == "h" for t in fig.data)
+    assert [t.name.split()[0] for t in fig.data] == ["N19", "N20", "CL"]  # labeled, pretrain, unseen
+    assert list(fig.layout.yaxis.categoryarray) == ["plate", "small", "column"]  # largest at the top
+    n19 = next(t for t in fig.data if t.name.startswith("N19"))
+    assert list(n19.y) == ["column", "small", "plate"] and list(n19.x) == [50, 30, 10]
+
+
+def test_tsne_grid_panels():
+    rows = []
+    for stage in ("before_pretraining", "after_pretraining", "after_finetuning"):
+        for n in (2048, 512):
+            for k, cat in enumerate(["column", "plate", "column", "small"]):
+                rows.append({"model": "moco", "stage": stage, "train_size": n, "image_id": f"i{k}",
+                             "category": cat, "x": float(k), "y": float(-k)})
+    fig = figures.tsne_grid(embeddings=pd.DataFrame(rows))
+    assert len(fig.data) == 6 * 3  # 3 stages x 2 sizes panels x 3 categories
+    assert sum(bool(t.showlegend) for t in fig.data) == 3
+    assert "n = 2,048" in fig.layout.annotations[0].text
+    assert is_no_data(figures.tsne_grid(embeddings=None))
+
+
+def test_loss_figures_and_time_table():
+    rows = [{"run": f"pretrain-{m}", "stage": "pretrain", "model": m, "epoch": 0, "step": s, "loss": 5 - s / 10}
+            for m in ("moco", "byol") for s in range(10)]
+    for n in (128, 256, 512):
+        for fold in (0, 1):
+            rows += [{"run": f"moco-19cat-n{n}-f{fold}", "stage": "finetune", "model": "moco", "category_set": "19cat",
+                      "train_size": n, "fold": fold, "epoch": e, "step": e * 2, "loss": 2.0 / (e + 1) + fold}
+                     for e in range(5)]
+    losses = pd.DataFrame(rows)
+    assert len(figures.pretraining_loss(losses=losses).data) == 2
+    ft = figures.finetuning_loss(losses=losses)
+    assert len(ft.data) == 3 and list(ft.data[0].y) == pytest.approx([2.0 / (e + 1) for e in range(5)])
+    mean = figures.finetuning_loss(losses=losses, fold="mean")
+    assert list(mean.data[0].y) == pytest.approx([2.0 / (e + 1) + 0.5 for e in range(5)])
+    trials = pd.DataFrame([trial("moco", 128, 0, 0.5, seconds=60), trial("moco", 128, 1, 0.5, seconds=180),
+                           trial("baseline", 128, 0, 0.4, seconds=120)])
+    pre = pd.DataFrame([{"model": "moco", "arch": "resnet50", "n_images": 33354, "seconds": 3960}])
+    table = figures.training_time_table(trials=trials, pretraining=pre)
+    cells = table.data[0].cells.values
+    assert cells[0][0].startswith("Unsupervised") and cells[4][0] == "66.0"  # MoCo column
+    assert cells[2][1] == "128" and cells[4][1] == "2.0" and cells[5][1] == "2.0"
+    assert is_no_data(figures.pretraining_loss(losses=losses.iloc[:0]))
+
+
+def test_f1_vs_share():
+    pc = pd.DataFrame([
+        {"cell_id": "c0", "model": "moco", "category_set": "19cat", "n_categories": 19, "train_size": 100, "fold": 0,
+         "split": "validation", "category": "column", "f1": 0.9, "train_count": 75},
+        {"cell_id": "c0", "model": "moco", "category_set": "19cat", "n_categories": 19, "train_size": 100, "fold": 0,
+         "split": "validation", "category": "plate", "f1": 0.5, "train_count": 25},
+        {"cell_id": "c0", "model": "moco", "category_set": "19cat", "n_categories": 19, "train_size": 100, "fold": 0,
+         "split": "generalization", "category": "plate", "f1": 0.1, "train_count": 25},
+    ])
+    fig = figures.f1_vs_share(per_class=pc)
+    assert len(fig.data) == 1
+    assert sorted(fig.data[0].x) == pytest.approx([25.0, 75.0]) and sorted(fig.data[0].y) == [0.5, 0.9]
+
+
+def test_every_builder_on_empty_results():
+    empty = Results()
+    for name in ("accuracy_vs_size", "doa_vs_time_saved", "generalization", "confusion_matrices", "tsne_grid",
+                 "class_distribution", "pretraining_loss", "finetuning_loss", "training_time_table",
+                 "paired_differences", "learning_curves", "f1_vs_share"):
+        fig = getattr(figures, name)(empty)
+        assert isinstance(fig, go.Figure) and is_no_data(fig), name
+
+
+def test_doa_figure_knee_annotation():
+    trials, _ = _doa_trials()
+    fig = figures.doa_vs_time_saved(trials=trials)
+    assert len(fig.data) == 2 and list(fig.data[0].text)[2] == "2,048"
+    assert "n = 2,048" in fig.layout.annotations[0].text
+    one_size = trials[trials["train_size"].isin([18864])]
+    assert is_no_data(figures.doa_vs_time_saved(trials=one_size))
+
+
+# ------------------------------------------------------------------ loading, summary, report
+
+
+def test_load_results_missing_and_temp_files(tmp_path):
+    (tmp_path / "config.yaml").write_text("name: x\nanalysis:\n  cssl_model: byol\n  targets: [85]\n")
+    (tmp_path / "results" / "trials").mkdir(parents=True)
+    (tmp_path / "results" / "trials" / ".tmp-part.parquet").write_bytes(b"garbage")
+    (tmp_path / "results" / "grid").mkdir()
+    pd.DataFrame([{"cell_id": "a", "model": "moco", "planned": "run", "reason": None}]).to_parquet(
+        tmp_path / "results" / "grid" / "part-0.parquet")
+    pd.DataFrame([{"cell_id": "b", "model": "moco", "planned": "skipped", "reason": "too big"}]).to_parquet(
+        tmp_path / "results" / "grid" / "part-1.parquet")
+    res = load_results(tmp_path)
+    assert res.trials.empty and "overall_accuracy" in res.trials.columns
+    assert res.embeddings.empty and list(res.grid["cell_id"]) == ["a", "b"]
+    assert res.config["cssl_model"] == "byol" and res.config["targets"] == [0.85]
+    assert res.config["compare_models"] == ["byol", "baseline"] and res.config["seconds_per_image"] == 33.0
+    assert res.study_name == "x"
+
+
+def test_grid_progress_and_states():
+    grid = pd.DataFrame([{"cell_id": c, "model": "moco", "category_set": "19cat", "train_size": 128, "fold": i,
+                          "planned": "skipped" if c == "s" else "run", "reason": "why" if c == "s" else None}
+                         for i, c in enumerate(["d", "f", "m", "s", "r"])])
+    trials = pd.DataFrame([{**trial("moco", 128, 0, 0.5), "cell_id": "d"},
+                           {**trial("moco", 128, 1, None, status="failed"), "cell_id": "f", "message": "oom"},
+                           {**trial("moco", 128, 4, None, status="failed", finished=1.0), "cell_id": "r"},
+                           {**trial("moco", 128, 4, 0.6, finished=2.0), "cell_id": "r"}])
+    assert grid_progress(grid, trials) == {"done": 2, "skipped": 1, "failed": 1, "missing": 1, "total": 5}
+    states = cell_states(grid, trials).set_index("cell_id")
+    assert states.loc["s", "reason"] == "why" and states.loc["f", "reason"] == "oom"
+
+
+def test_summary_sentence_names_the_knee():
+    trials, _ = _doa_trials()
+    text = " ".join(knee_sentences(doa_table(trials, None, {}), {"seconds_per_image": 33.0}))
+    assert "n = 2,048" in text and "154.1 h" in text and "4.0 %" in text
+
+
+def _check_offline(html: str, n_expected: int | None = None) -> None:
+    js = analysis.report.get_plotlyjs()
+    assert html.count(js) == 1  # plotly.js inlined exactly once
+    rest = html.replace(js, "")
+    assert not re.search(r"<script[^>]*\bsrc\s*=", rest, re.I)
+    assert not re.search(r"<link[^>]*\bhref\s*=\s*['\"]https?:", rest, re.I)
+    assert "http://" not in rest and "https://" not in rest
+    assert not re.search(r"cdn\.|cdnjs|jsdelivr|unpkg|mathjax", rest, re.I)
+    n = int(re.search(r"raystudy-figures' content='(\d+)'", html).group(1))
+    assert rest.count("Plotly.newPlot(") == n
+    if n_expected is not None:
+        assert n == n_expected
+
+
+def test_report_on_empty_run(tmp_path):
+    (tmp_path / "config.yaml").write_text("name: empty-study\n")
+    out = build_report(tmp_path)
+    assert out == tmp_path / "report.html"
+    html = out.read_text()
+    _check_offline(html, n_expected=0)
+    assert "empty-study" in html and "no data yet" in html
+    assert not list(tmp_path.glob(".report.html*"))  # temp file replaced
+
+
+def test_report_on_partial_run(tmp_path):
+    run = write_run(tmp_path / "run", partial_tables(), analysis={"curve_bootstrap": 10, "n_bootstrap": 200})
+    out = build_report(run, tmp_path / "custom.html")
+    html = out.read_text()
+    _check_offline(html)
+    assert int(re.search(r"content='(\d+)'", html).group(1)) >= 9
+    assert "could not be drawn" not in html
+    assert "missing-cells" in html and "byol-19cat-n8192-f0" in html  # cell without a trials row
+    assert "train_size 16384 exceeds the 9182 labeled images" in html  # skipped with its reason
+    assert "CUDA out of memory" in html  # failed with its message
+    assert "no data yet" in html  # embeddings / losses absent
+    assert "knee of the DOA curve" in html
+
+
+def test_report_full_run_and_cli(tmp_path):
+    run = write_run(tmp_path / "run", make_tables(folds=3), analysis={"curve_bootstrap": 10, "n_bootstrap": 200})
+    proc = subprocess.run([sys.executable, "-m", "analysis", str(run)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    html = (run / "report.html").read_text()
+    _check_offline(html, n_expected=16)
+    assert "could not be drawn" not in html
+    for fig in ("Fig. 1", "Fig. 4", "Fig. 5", "Figs. 6 and 7", "Fig. 8", "Fig. 9", "Fig. 10", "Fig. 11",
+                "Fig. 12", "Fig. A1", "Fig. A2", "Table B1"):
+        assert f"reproduces {fig}." in html, fig
