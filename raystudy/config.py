@@ -136,6 +136,7 @@ class PretrainConfig:
     moco_momentum: float = 0.99
     queue_size: int = 65536
     temperature: float = 0.2
+    moco_symmetric: bool = False  # True: MoCo v3-style symmetrized loss (twice the cost)
     byol_base_momentum: float = 0.99
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -155,6 +156,7 @@ class FinetuneConfig:
     gpus_per_trial: float = 0.0  # 0 on a CPU-only machine; fractions share a GPU
     max_concurrent_trials: int = 0  # 0: as many as resources allow
     eval_batch_size: int = 256
+    checkpoint_every_s: float = 60.0  # a trial saves its epoch state at most this often
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -267,18 +269,8 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def parse_override(item: str) -> dict[str, Any]:
-    """``a.b.c=value`` -> nested dict; the value is parsed as YAML (``3``, ``[1, 2]``)."""
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value); the value is parsed as YAML (``3``, ``[1, 2]``)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set finetune.epochs=3")
     key, text = item.split("=", 1)
@@ -286,14 +278,20 @@ def parse_override(item: str) -> dict[str, Any]:
         value = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err})") from err
-    node: dict[str, Any] = {}
-    cur = node
-    parts = key.strip().split(".")
-    for p in parts[:-1]:
-        cur[p] = {}
-        cur = cur[p]
-    cur[parts[-1]] = value
-    return node
+    return key.strip().split("."), value
+
+
+def apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
+    """Set one value (replacing, not merging, a mapping) at a dotted key path."""
+    path, value = parse_override(item)
+    out = dict(raw)
+    node = out
+    for part in path[:-1]:
+        child = node.get(part)
+        node[part] = dict(child) if isinstance(child, dict) else {}
+        node = node[part]
+    node[path[-1]] = value
+    return out
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -329,7 +327,7 @@ def load_config(
         else:
             raw = read_yaml(preset_path(preset or "demo"))
     for item in overrides:
-        raw = _merge(raw, parse_override(item))
+        raw = apply_override(raw, item)
     cfg = _build(StudyConfig, raw)
     validate(cfg)
     return cfg

@@ -8,6 +8,7 @@ again (each trial also checks its own result first), failed cells are retried.
 from __future__ import annotations
 
 import fcntl
+import shutil
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ import ray
 from ray import tune
 
 from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
+from raystudy.data.loading import DataError
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.grid import PlannedCell, grid_frame, plan_grid
 from raystudy.results import has_result, write_table
@@ -174,7 +176,7 @@ def run_grid(cfg: StudyConfig, run_dir: Path, data: StudyData, planned: list[Pla
             reuse_actors=True,  # one worker process serves many trials: no per-trial import cost
         ),
         run_config=tune.RunConfig(
-            name="grid",
+            name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",  # cells are resumed by the store, not by Tune
             storage_path=str(run_dir / "ray"),
             verbose=2 if verbose else 0,
             callbacks=[] if verbose else [ProgressLine(len(runnable), len(runnable) - len(pending))],
@@ -193,10 +195,16 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
     """Run (or resume) the whole study in ``run_dir``; returns the report's path."""
     run_dir = Path(run_dir).resolve()
     t0 = time.time()
+    fresh = not run_dir.exists()
     with run_lock(run_dir):
-        check_resumable(cfg, run_dir)
+        try:
+            check_resumable(cfg, run_dir)
+            data = prepare_data(cfg, run_dir / "cache")
+        except (ConfigError, DataError):
+            if fresh:  # bad input: leave nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         dump_config(cfg, run_dir / "config.yaml")
-        data = prepare_data(cfg, run_dir / "cache")
         write_table(run_dir, "dataset", "classes", data.dataset_table(cfg))
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
         write_table(run_dir, "grid", "grid", grid_frame(planned))

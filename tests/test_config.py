@@ -48,7 +48,9 @@ def test_malformed_yaml_names_the_file(tmp_path: Path):
 
 
 def test_override_parses_yaml_values():
-    assert parse_override("grid.sizes={4cat: [8, 16]}") == {"grid": {"sizes": {"4cat": [8, 16]}}}
+    assert parse_override("grid.sizes={4cat: [8, 16]}") == (["grid", "sizes"], {"4cat": [8, 16]})
+    replaced = load_config(preset="smoke", overrides=["grid.sizes={4cat: [8]}"])
+    assert replaced.grid.sizes == {"4cat": [8]}  # a mapping value replaces, it does not merge
     cfg = load_config(preset="smoke", overrides=["finetune.base_lr=0.05", "grid.models=[baseline]"])
     assert cfg.finetune.base_lr == 0.05 and cfg.grid.models == ["baseline"]
 

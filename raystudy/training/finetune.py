@@ -93,6 +93,40 @@ def _long_rows(cell: dict[str, Any], split_name: str, ev: Evaluation, train_coun
     return per_class, confusion
 
 
+class EpochCheckpoint:
+    """A trial's own end-of-epoch checkpoint in the run folder, written at most every ``every_s``.
+
+    Small trials finish before the first save and pay nothing; a long trial that is
+    interrupted (Ctrl-C, a crash, a lost node) resumes from its last saved epoch.
+    """
+
+    def __init__(self, path: Path, every_s: float) -> None:
+        self.path, self.every_s, self.last = path, every_s, time.time()
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list, float]:
+        """(next epoch, step, losses so far, seconds spent so far)."""
+        if not self.path.is_file():
+            return 0, 0, [], 0.0
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        return int(state["epoch"]) + 1, int(state["step"]), list(state["losses"]), float(state["seconds"])
+
+    def maybe_save(self, model, optimizer, epoch: int, step: int, losses: list, seconds: float) -> None:
+        if time.time() - self.last < self.every_s:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                 "step": step, "losses": losses, "seconds": seconds}
+        torch.save(state, tmp)
+        tmp.replace(self.path)
+        self.last = time.time()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     """Fine-tune and evaluate one cell; a no-op when its result already exists."""
     from ray import tune
@@ -126,14 +160,19 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     warmup_steps = min(f["warmup_epochs"] * steps_per_epoch, total_steps // 2)
     target_lr = scaled_lr(f["base_lr"], batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=target_lr, momentum=f["momentum"], weight_decay=f["weight_decay"])
-    rng = np.random.default_rng(derive_seed(cfg["seed"], cell["cell_id"], "order"))
     generator = torch.Generator(device=device)
-    generator.manual_seed(derive_seed(cfg["seed"], cell["cell_id"], "augment"))
+    cid = cell["cell_id"]
+    checkpoint = EpochCheckpoint(run_dir / "checkpoints" / f"{cid}.pt", f["checkpoint_every_s"])
+    start_epoch, step, losses, spent = checkpoint.restore(model, optimizer)
 
-    losses, step, t0 = [], 0, time.time()
-    for epoch in range(epochs):
+    t0 = time.time()
+    for epoch in range(start_epoch, epochs):
         model.train()
         epoch_loss = []
+        # the order and the augmentations of an epoch depend only on the cell and the epoch,
+        # so a trial resumed from its checkpoint continues exactly where it stopped
+        rng = np.random.default_rng(derive_seed(cfg["seed"], cid, "order", epoch))
+        generator.manual_seed(derive_seed(cfg["seed"], cid, "augment", epoch))
         for b in _batches(len(train_rows), batch, rng):
             if len(b) < 2:  # BatchNorm needs two samples
                 continue
@@ -149,8 +188,9 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
             losses.append({"epoch": epoch, "step": step, "loss": value, "lr": lr})
             epoch_loss.append(value)
             step += 1
+        checkpoint.maybe_save(model, optimizer, epoch, step, losses, spent + time.time() - t0)
         tune.report({"epoch": epoch, "loss": float(np.mean(epoch_loss)) if epoch_loss else float("nan")})
-    train_seconds = time.time() - t0
+    train_seconds = spent + time.time() - t0
 
     keys = {k: cell[k] for k in ("cell_id", "model", "category_set", "n_categories", "train_size", "fold")}
     train_counts = np.bincount(train_labels, minlength=n_classes)
@@ -166,7 +206,6 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
         pc, cm = _long_rows(keys, "generalization", gen_ev, train_counts)
         per_class, confusion = pd.concat([per_class, pc]), pd.concat([confusion, cm])
 
-    cid = cell["cell_id"]
     write_table(run_dir, "per_class", cid, per_class)
     write_table(run_dir, "confusion", cid, confusion)
     write_table(
@@ -198,4 +237,5 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
         "finished_at": time.time(),
     }
     write_table(run_dir, "trials", cid, pd.DataFrame([row]))
+    checkpoint.remove()
     tune.report({"done": 1, "overall_accuracy": val_ev.overall_accuracy})

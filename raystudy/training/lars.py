@@ -52,9 +52,8 @@ class LARS(torch.optim.Optimizer):
                 if not group["lars_exclude"]:
                     w_norm = torch.linalg.vector_norm(p)
                     g_norm = torch.linalg.vector_norm(d_p)
-                    ratio = torch.where(
-                        (w_norm > 0) & (g_norm > 0), eta * w_norm / (g_norm + wd * w_norm + eps), torch.ones_like(w_norm)
-                    )
+                    trust = eta * w_norm / (g_norm + wd * w_norm + eps)
+                    ratio = torch.where((w_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
                     d_p = d_p.add(p, alpha=wd).mul_(ratio)
                 state = self.state[p]
                 if "momentum_buffer" not in state:

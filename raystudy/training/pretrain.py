@@ -48,6 +48,7 @@ def build_method(method: str, cfg: dict[str, Any], n_images: int, global_batch: 
             proj_dim=m["proj_dim"],
             queue_size=queue,
             temperature=p["temperature"],
+            symmetric=p["moco_symmetric"],
         )
     return BYOL(
         encoder,
@@ -150,7 +151,7 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
 
 def pretrain_trial(config: dict[str, Any]) -> None:
     """A Tune trial that drives one TorchTrainer run (stable run name per method)."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -171,6 +172,7 @@ def pretrain_trial(config: dict[str, Any]) -> None:
         run_config=RunConfig(
             name=f"pretrain-{method}",
             storage_path=str(run_dir / "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
         ),
     )
@@ -232,7 +234,7 @@ def run_pretraining(cfg: StudyConfig, run_dir: Path, images: np.ndarray, callbac
         },
         tune_config=tune.TuneConfig(max_concurrent_trials=len(todo)),
         run_config=tune.RunConfig(
-            name="pretraining", storage_path=str(run_dir / "ray"), verbose=0, callbacks=callbacks or []
+            name=f"pretraining-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(run_dir / "ray"), verbose=0, callbacks=callbacks or []
         ),
     )
     results = tuner.fit()

@@ -1,0 +1,29 @@
+import torch
+
+from raystudy.training.finetune import EpochCheckpoint
+
+
+def test_epoch_checkpoint_round_trip(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    ck = EpochCheckpoint(tmp_path / "c.pt", every_s=0.0)
+    assert ck.restore(model, opt) == (0, 0, [], 0.0)
+    ck.maybe_save(model, opt, epoch=2, step=7, losses=[{"epoch": 2, "step": 6, "loss": 1.5, "lr": 0.1}], seconds=3.0)
+    other = torch.nn.Linear(3, 2)
+    other_opt = torch.optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
+    epoch, step, losses, seconds = EpochCheckpoint(tmp_path / "c.pt", 0.0).restore(other, other_opt)
+    assert (epoch, step, seconds) == (3, 7, 3.0) and losses[0]["loss"] == 1.5
+    assert torch.equal(other.weight, model.weight)
+    assert other_opt.state_dict()["state"][0]["momentum_buffer"].equal(opt.state_dict()["state"][0]["momentum_buffer"])
+    ck.remove()
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_checkpoint_not_written_before_interval(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = EpochCheckpoint(tmp_path / "c.pt", every_s=3600)
+    ck.maybe_save(model, opt, 0, 1, [], 0.1)
+    assert not (tmp_path / "c.pt").exists()
