@@ -138,6 +138,8 @@ class PretrainConfig:
     temperature: float = 0.2
     moco_symmetric: bool = False  # True: MoCo v3-style symmetrized loss (twice the cost)
     byol_base_momentum: float = 0.99
+    probe: bool = True  # kNN and linear-probe accuracy of each frozen encoder
+    probe_knn_k: int = 20
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -155,8 +157,12 @@ class FinetuneConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0  # 0 on a CPU-only machine; fractions share a GPU
     max_concurrent_trials: int = 0  # 0: as many as resources allow
+    max_retries: int = 2  # a failing trial is retried from its checkpoint this many times
     eval_batch_size: int = 256
     checkpoint_every_s: float = 60.0  # a trial saves its epoch state at most this often
+    recalibrate_bn: bool = True  # re-estimate BatchNorm statistics on the training images before evaluation
+    balanced_sampling: bool = False  # draw batches with equal expected share per category
+    logit_adjustment_tau: float = 0.0  # > 0: logit-adjusted loss (Menon et al. 2021)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -176,6 +182,16 @@ class GridConfig:
 
 
 @dataclass
+class EmbeddingConfig:
+    """Fig. 8: t-SNE maps of fold 0's validation embeddings at three stages."""
+
+    models: list[str] = field(default_factory=lambda: ["moco"])
+    category_set: str | None = None  # None: the first category set of the grid
+    sizes: list[int] = field(default_factory=list)  # empty: the four largest runnable sizes
+    max_points: int = 2000
+
+
+@dataclass
 class StudyConfig:
     name: str = "study"
     seed: int = 0
@@ -185,6 +201,7 @@ class StudyConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     grid: GridConfig = field(default_factory=GridConfig)
+    embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     analysis: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,7 +212,10 @@ class StudyConfig:
         d = self.to_dict()
         d.pop("analysis", None)
         d.pop("name", None)
-        d["finetune"].pop("max_concurrent_trials", None)
+        for key in ("max_concurrent_trials", "max_retries", "cpus_per_trial", "gpus_per_trial"):
+            d["finetune"].pop(key, None)
+        for key in ("num_workers", "cpus_per_worker", "use_gpu"):
+            d["pretrain"].pop(key, None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -377,6 +397,9 @@ def validate(cfg: StudyConfig) -> None:
     need(cfg.finetune.batch_size >= 2, "finetune.batch_size: must be >= 2")
     need(cfg.finetune.cpus_per_trial > 0, "finetune.cpus_per_trial: must be > 0")
     need(cfg.finetune.gpus_per_trial >= 0, "finetune.gpus_per_trial: must be >= 0")
+    need(cfg.finetune.logit_adjustment_tau >= 0, "finetune.logit_adjustment_tau: must be >= 0")
+    eset = cfg.embeddings.category_set
+    need(eset is None or eset in cfg.grid.sizes, f"embeddings.category_set: '{eset}' is not in grid.sizes")
     if problems:
         raise ConfigError("invalid study config:\n  - " + "\n  - ".join(problems))
 

@@ -99,6 +99,27 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("linear_probe_accuracy", pa.float64()),
         ]
     ),
+    "probes": pa.schema(
+        [
+            ("model", pa.string()),  # moco / byol / random (the init before pretraining)
+            ("encoder", pa.string()),
+            ("category_set", pa.string()),
+            ("n_train", pa.int64()),
+            ("n_test", pa.int64()),
+            ("knn_accuracy", pa.float64()),
+            ("linear_probe_accuracy", pa.float64()),
+        ]
+    ),
+    "embeddings": pa.schema(
+        _CELL_KEYS
+        + [
+            ("stage", pa.string()),  # before_pretraining / after_pretraining / after_finetuning
+            ("image_id", pa.string()),
+            ("category", pa.string()),
+            ("x", pa.float64()),
+            ("y", pa.float64()),
+        ]
+    ),
     "dataset": pa.schema(
         [
             ("campaign", pa.string()),

@@ -7,6 +7,7 @@ again (each trial also checks its own result first), failed cells are retried.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import shutil
 import logging
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 import ray
 from ray import tune
@@ -24,7 +26,7 @@ from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.loading import DataError
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.grid import PlannedCell, grid_frame, plan_grid
-from raystudy.results import has_result, write_table
+from raystudy.results import has_result, read_table, write_table
 from raystudy.training.finetune import FinetuneContext, finetune_trial
 from raystudy.training.pretrain import run_pretraining
 
@@ -104,6 +106,36 @@ def quiet_tune(verbose: bool) -> None:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
+def fit_resources(cfg: StudyConfig) -> StudyConfig:
+    """Shrink per-trial and per-worker requests to what the Ray cluster has, with a warning.
+
+    A preset written for GPU nodes runs unchanged on a CPU-only machine: GPU requests
+    become 0 and CPU requests are capped at the largest node's CPU count.
+    """
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    max_cpu = max((r.get("CPU", 0) for r in nodes), default=1) or 1
+    has_gpu = any(r.get("GPU", 0) > 0 for r in nodes)
+    f, p = cfg.finetune, cfg.pretrain
+    changes = []
+    if f.gpus_per_trial > 0 and not has_gpu:
+        changes.append(f"finetune.gpus_per_trial {f.gpus_per_trial} -> 0 (no GPU in the cluster)")
+        f.gpus_per_trial = 0.0
+    if f.cpus_per_trial > max_cpu:
+        changes.append(f"finetune.cpus_per_trial {f.cpus_per_trial} -> {max_cpu}")
+        f.cpus_per_trial = float(max_cpu)
+    if p.cpus_per_worker > max_cpu:
+        changes.append(f"pretrain.cpus_per_worker {p.cpus_per_worker} -> {int(max_cpu)}")
+        p.cpus_per_worker = int(max_cpu)
+    total_cpu = sum(r.get("CPU", 0) for r in nodes)
+    if not has_gpu and p.num_workers * p.cpus_per_worker > total_cpu:
+        workers = max(1, int(total_cpu // p.cpus_per_worker // max(1, len(p.methods))))
+        changes.append(f"pretrain.num_workers {p.num_workers} -> {workers} (CPU only)")
+        p.num_workers = workers
+    for change in changes:
+        log.warning("resources: %s", change)
+    return cfg
+
+
 def ensure_ray() -> None:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
@@ -160,6 +192,10 @@ def run_grid(cfg: StudyConfig, run_dir: Path, data: StudyData, planned: list[Pla
         generalization=data.generalization,
         splits=splits,
         encoders={m: str(p) for m, p in encoders.items()},
+        image_ids=data.images.index["image_id"].to_numpy(),
+        runnable_sizes={
+            s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s}) for s in cfg.grid.sizes
+        },
     )
     f = cfg.finetune
     trainable = tune.with_parameters(
@@ -180,7 +216,7 @@ def run_grid(cfg: StudyConfig, run_dir: Path, data: StudyData, planned: list[Pla
             storage_path=str(run_dir / "ray"),
             verbose=2 if verbose else 0,
             callbacks=[] if verbose else [ProgressLine(len(runnable), len(runnable) - len(pending))],
-            failure_config=tune.FailureConfig(max_failures=1),
+            failure_config=tune.FailureConfig(max_failures=f.max_retries),
         ),
     )
     results = tuner.fit()
@@ -189,6 +225,45 @@ def run_grid(cfg: StudyConfig, run_dir: Path, data: StudyData, planned: list[Pla
             cell = result.config["cell"]
             if not has_result(run_dir, cell["cell_id"]):
                 _write_failed(cfg, run_dir, cell, result.error, config_hash)
+
+
+def run_probes(cfg: StudyConfig, run_dir: Path, data: StudyData, encoders: dict[str, Path]) -> None:
+    """kNN and linear-probe accuracy of every pretrained encoder and of its starting point.
+
+    Each probe is a Ray task with a trial's resources (a GPU where trials get one), on
+    a fixed stratified 80/20 split of the first category set's labeled pool.
+    """
+    from raystudy.data.splits import derive_seed, kfold
+    from raystudy.training.probes import probe_encoder
+
+    done = set(read_table(run_dir, "probes")["model"])
+    start = cfg.model.pretrain_init.get("moco")
+    sources = {"pretrain_init" if start else "random_init": start, **{m: str(p) for m, p in encoders.items()}}
+    todo = {m: p for m, p in sources.items() if m not in done}
+    if not todo:
+        return
+    set_name = next(iter(cfg.grid.sizes))
+    pool = data.pools[set_name]
+    vals, _ = kfold(pool.labels, 5, derive_seed(cfg.seed, set_name, "probe"))
+    test = np.sort(vals[0])
+    train = np.setdiff1d(np.arange(len(pool.labels)), test)
+    f = cfg.finetune
+    task = ray.remote(probe_encoder).options(num_cpus=f.cpus_per_trial, num_gpus=f.gpus_per_trial)
+    images_ref = ray.put(data.images.images)
+    refs = {
+        m: task.remote(cfg.to_dict(), p, images_ref, pool.indices[train], pool.labels[train], pool.indices[test], pool.labels[test], f.gpus_per_trial)
+        for m, p in todo.items()
+    }
+    pretraining = read_table(run_dir, "pretraining")
+    for m, ref in refs.items():
+        scores = ray.get(ref)
+        print(f"probe {m}: kNN {scores['knn_accuracy']:.3f}, linear {scores['linear_probe_accuracy']:.3f}", flush=True)
+        row = {"model": m, "encoder": todo[m] or "random init", "category_set": set_name,
+               "n_train": len(train), "n_test": len(test), **scores}
+        write_table(run_dir, "probes", m, pd.DataFrame([row]))
+        mine = pretraining[pretraining["model"] == m]
+        if len(mine):
+            write_table(run_dir, "pretraining", m, mine.assign(**scores))
 
 
 def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
@@ -211,6 +286,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
         _write_skipped(cfg, run_dir, planned, cfg.config_hash())
         quiet_tune(verbose)
         ensure_ray()
+        cfg = fit_resources(copy.deepcopy(cfg))
         needs_encoder = any(p.split is not None and p.cell.model != "baseline" and not has_result(run_dir, p.cell.cell_id) for p in planned)
         encoders: dict[str, Path] = {}
         if needs_encoder:
@@ -219,6 +295,8 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
             print(f"pretraining {', '.join(cfg.pretrain.methods)} on {len(pretrain_images)} unlabeled images", flush=True)
             encoders = run_pretraining(cfg, run_dir, pretrain_images)
             print(f"pretraining finished in {time.time() - t:.0f}s", flush=True)
+        if cfg.pretrain.probe and encoders:
+            run_probes(cfg, run_dir, data, encoders)
         run_grid(cfg, run_dir, data, planned, encoders, verbose)
         from analysis.report import build_report
 

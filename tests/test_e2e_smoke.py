@@ -111,3 +111,23 @@ def test_rerun_with_other_config_is_refused(smoke_run):
 
     with pytest.raises(ConfigError, match="different study config"):
         run_study(load_config(preset="smoke", overrides=["finetune.epochs=3"]), smoke_run)
+
+
+def test_encoder_probes_recorded(smoke_run):
+    probes = pd.read_parquet(smoke_run / "results" / "probes")
+    assert set(probes["model"]) == {"random_init", "moco", "byol"}
+    assert probes[["knn_accuracy", "linear_probe_accuracy"]].stack().between(0, 1).all()
+    pre = pd.read_parquet(smoke_run / "results" / "pretraining")
+    assert pre["knn_accuracy"].notna().all()
+
+
+def test_embeddings_for_fig8(smoke_run):
+    emb = pd.read_parquet(smoke_run / "results" / "embeddings")
+    # fold 0 of moco at the runnable 19cat size, three stages of the same validation images
+    assert set(emb["cell_id"]) == {"moco-19cat-n64-f0"}
+    assert set(emb["stage"]) == {"before_pretraining", "after_pretraining", "after_finetuning"}
+    per_stage = emb.groupby("stage")["image_id"].apply(lambda s: tuple(sorted(s)))
+    assert per_stage.nunique() == 1
+    trials = pd.read_parquet(smoke_run / "results" / "trials").set_index("cell_id")
+    assert len(emb) == 3 * trials.loc["moco-19cat-n64-f0", "n_validation"]
+    assert emb[["x", "y"]].notna().all().all()

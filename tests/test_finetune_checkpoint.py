@@ -27,3 +27,19 @@ def test_checkpoint_not_written_before_interval(tmp_path):
     ck = EpochCheckpoint(tmp_path / "c.pt", every_s=3600)
     ck.maybe_save(model, opt, 0, 1, [], 0.1)
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_recalibrate_batchnorm_matches_data_statistics():
+    import numpy as np
+
+    from raystudy.training.finetune import recalibrate_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(4))
+    model[1].running_mean.fill_(100.0)  # stale statistics
+    images = (np.arange(10 * 2 * 2, dtype=np.uint8).reshape(10, 2, 2) * 3)
+    rows = np.arange(10)
+    transform = lambda x: x.float()  # noqa: E731
+    recalibrate_batchnorm(model, images, rows, transform, batch=5, device=torch.device("cpu"))
+    expected = torch.from_numpy(images.reshape(10, 4).astype(np.float32)).mean(0)
+    assert torch.allclose(model[1].running_mean, expected, atol=1e-4)
+    assert not model.training and model[1].momentum == 0.1

@@ -116,6 +116,10 @@ def test_load_moco_prefixed(tmp_path, r18_pair) -> None:
     torch.save({"epoch": 3, "arch": "resnet18", "state_dict": sd}, path)
     load_encoder_weights(dst, path)
     _assert_same(src, dst)
+    src.eval(), dst.eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(src(x), dst(x))  # same encoder outputs as the weights it was made from
 
 
 def test_load_backbone_prefixed_and_raystudy_method(tmp_path, r18_pair) -> None:

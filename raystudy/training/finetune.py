@@ -29,6 +29,7 @@ from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.results import has_result, write_table
 from raystudy.training.augment import EvalTransform, FinetuneAugment
 from raystudy.training.common import pick_device, seed_everything
+from raystudy.training.probes import autocast, encode, tsne_2d
 from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
 
 
@@ -44,12 +45,24 @@ class FinetuneContext:
     generalization: LabeledPool | None
     splits: dict[tuple[str, int, int], Split]  # (set, size, fold) -> split
     encoders: dict[str, str]  # model -> encoder checkpoint
+    image_ids: np.ndarray  # (N,) str, row i of ``images``
+    runnable_sizes: dict[str, list[int]]  # category set -> sizes that are not skipped
 
 
-def _batches(n: int, batch: int, rng: np.random.Generator | None):
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    for i in range(0, n, batch):
-        yield order[i : i + batch]
+def epoch_order(labels: np.ndarray, rng: np.random.Generator, balanced: bool) -> np.ndarray:
+    """One epoch's sample order: a permutation, or (balanced) draws with p ~ 1 / class count."""
+    n = len(labels)
+    if not balanced:
+        return rng.permutation(n)
+    counts = np.bincount(labels)
+    p = 1.0 / counts[labels]
+    return rng.choice(n, size=n, replace=True, p=p / p.sum())
+
+
+def log_prior(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """log of the training class shares (unseen classes get a tiny share), for logit adjustment."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64) + 1e-3
+    return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
 def _to_device(images: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -60,19 +73,86 @@ def _to_device(images: np.ndarray, rows: np.ndarray, device: torch.device) -> to
 def predict(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, transform, batch: int, device) -> np.ndarray:
     model.eval()
     preds = []
-    for b in _batches(len(rows), batch, None):
-        logits = model(transform(_to_device(images, rows[b], device)))
+    for i in range(0, len(rows), batch):
+        with autocast(device):
+            logits = model(transform(_to_device(images, rows[i : i + batch], device)))
         preds.append(logits.argmax(1).cpu().numpy())
     return np.concatenate(preds) if preds else np.empty(0, dtype=np.int64)
 
 
-def build_classifier(cfg: dict[str, Any], model_type: str, n_classes: int, encoders: dict[str, str]) -> Classifier:
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, transform, batch: int, device) -> None:
+    """Re-estimate BatchNorm running statistics on the training images (precise BN).
+
+    A short fine-tuning run leaves running statistics that lag far behind the weights
+    (and a pretrained encoder's come from augmented views); evaluating with them can
+    fall below chance. One forward pass in train mode with a cumulative average fixes it.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the pass
+    model.train()
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        if len(chunk) < 2:
+            continue
+        with autocast(device):
+            model(transform(_to_device(images, chunk, device)))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
+def initial_encoder(cfg: dict[str, Any], model_type: str, encoders: dict[str, str], before_pretraining: bool = False):
+    """The encoder a cell starts from: the pretrained one (moco / byol) or the baseline's init.
+
+    With ``before_pretraining`` it is the encoder pretraining started from (Fig. 8, first row).
+    """
     m = cfg["model"]
     encoder, feature_dim = build_encoder(m["arch"], m["in_channels"])
-    init = encoders.get(model_type) if model_type != "baseline" else m.get("baseline_init")
+    if model_type == "baseline":
+        init = m.get("baseline_init")
+    elif before_pretraining:
+        init = m["pretrain_init"].get(model_type)
+    else:
+        init = encoders.get(model_type)
     if init:
         load_encoder_weights(encoder, init)
-    return Classifier(encoder, feature_dim, n_classes, hidden_dim=m["classifier_hidden_dim"])
+    return encoder, feature_dim
+
+
+def build_classifier(cfg: dict[str, Any], model_type: str, n_classes: int, encoders: dict[str, str]) -> Classifier:
+    encoder, feature_dim = initial_encoder(cfg, model_type, encoders)
+    return Classifier(encoder, feature_dim, n_classes, hidden_dim=cfg["model"]["classifier_hidden_dim"])
+
+
+def embedding_sizes(cfg: dict[str, Any], runnable_sizes: dict[str, list[int]]) -> tuple[str, list[int]]:
+    """The category set and train sizes whose fold-0 embeddings are mapped (Fig. 8)."""
+    e = cfg["embeddings"]
+    set_name = e["category_set"] or next(iter(cfg["grid"]["sizes"]))
+    sizes = e["sizes"] or sorted(runnable_sizes.get(set_name, []), reverse=True)[:4]
+    return set_name, list(sizes)
+
+
+def wants_embeddings(cfg: dict[str, Any], cell: dict[str, Any], runnable_sizes: dict[str, list[int]]) -> bool:
+    set_name, sizes = embedding_sizes(cfg, runnable_sizes)
+    return (
+        cell["fold"] == 0
+        and cell["model"] in cfg["embeddings"]["models"]
+        and cell["category_set"] == set_name
+        and cell["train_size"] in sizes
+    )
+
+
+def embedding_rows(
+    keys: dict[str, Any], stage: str, feats: np.ndarray, image_ids: np.ndarray, categories: np.ndarray, seed: int
+) -> pd.DataFrame:
+    xy = tsne_2d(feats, seed)
+    return pd.DataFrame(
+        {"stage": stage, "image_id": image_ids, "category": categories, "x": xy[:, 0], "y": xy[:, 1]}
+    ).assign(**keys)
 
 
 def _long_rows(cell: dict[str, Any], split_name: str, ev: Evaluation, train_counts: np.ndarray | None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -146,7 +226,10 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     val_rows, val_labels = pool.indices[split.validation], pool.labels[split.validation]
     n_classes = len(pool.categories)
 
+    keys = {k: cell[k] for k in ("cell_id", "model", "category_set", "n_categories", "train_size", "fold")}
     model = build_classifier(cfg, cell["model"], n_classes, context.encoders).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     in_ch = cfg["model"]["in_channels"]
     aug = f["augment"]
     train_tf = FinetuneAugment(
@@ -165,6 +248,20 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     checkpoint = EpochCheckpoint(run_dir / "checkpoints" / f"{cid}.pt", f["checkpoint_every_s"])
     start_epoch, step, losses, spent = checkpoint.restore(model, optimizer)
 
+    embed = wants_embeddings(cfg, cell, context.runnable_sizes)
+    emb_rows = val_rows[: cfg["embeddings"]["max_points"]]
+    embeddings = []
+    if embed:
+        for stage, before in (("before_pretraining", True), ("after_pretraining", False)):
+            encoder, _ = initial_encoder(cfg, cell["model"], context.encoders, before_pretraining=before)
+            feats = encode(encoder.to(device), context.images, emb_rows, eval_tf, f["eval_batch_size"], device)
+            embeddings.append((stage, feats))
+    adjustment = (
+        f["logit_adjustment_tau"] * log_prior(train_labels, n_classes).to(device)
+        if f["logit_adjustment_tau"] > 0
+        else None
+    )
+
     t0 = time.time()
     for epoch in range(start_epoch, epochs):
         model.train()
@@ -173,14 +270,22 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
         # so a trial resumed from its checkpoint continues exactly where it stopped
         rng = np.random.default_rng(derive_seed(cfg["seed"], cid, "order", epoch))
         generator.manual_seed(derive_seed(cfg["seed"], cid, "augment", epoch))
-        for b in _batches(len(train_rows), batch, rng):
+        order = epoch_order(train_labels, rng, f["balanced_sampling"])
+        for i in range(0, len(order), batch):
+            b = order[i : i + batch]
             if len(b) < 2:  # BatchNorm needs two samples
                 continue
             lr = warmup_cosine_lr(step, total_steps, warmup_steps, target_lr)
             set_lr(optimizer, lr)
             x = train_tf(_to_device(context.images, train_rows[b], device), generator)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(train_labels[b]).to(device)
-            loss = F.cross_entropy(model(x), y)
+            with autocast(device):
+                logits = model(x).float()
+            if adjustment is not None:  # train on logits + tau log prior; predict with raw logits
+                logits = logits + adjustment
+            loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -192,7 +297,8 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
         tune.report({"epoch": epoch, "loss": float(np.mean(epoch_loss)) if epoch_loss else float("nan")})
     train_seconds = spent + time.time() - t0
 
-    keys = {k: cell[k] for k in ("cell_id", "model", "category_set", "n_categories", "train_size", "fold")}
+    if f["recalibrate_bn"]:
+        recalibrate_batchnorm(model, context.images, train_rows, eval_tf, f["eval_batch_size"], device)
     train_counts = np.bincount(train_labels, minlength=n_classes)
     val_pred = predict(model, context.images, val_rows, eval_tf, f["eval_batch_size"], device)
     val_ev = evaluate(val_labels, val_pred, pool.categories)
@@ -206,6 +312,14 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
         pc, cm = _long_rows(keys, "generalization", gen_ev, train_counts)
         per_class, confusion = pd.concat([per_class, pc]), pd.concat([confusion, cm])
 
+    if embed:
+        embeddings.append(("after_finetuning", encode(model.encoder, context.images, emb_rows, eval_tf, f["eval_batch_size"], device)))
+        cats = np.array(pool.categories)[pool.labels[split.validation][: len(emb_rows)]]
+        frames = [
+            embedding_rows(keys, stage, feats, context.image_ids[emb_rows], cats, cfg["seed"])
+            for stage, feats in embeddings
+        ]
+        write_table(run_dir, "embeddings", cid, pd.concat(frames, ignore_index=True))
     write_table(run_dir, "per_class", cid, per_class)
     write_table(run_dir, "confusion", cid, confusion)
     write_table(

@@ -28,6 +28,7 @@ from raystudy.results import write_table
 from raystudy.training.augment import PretrainAugment
 from raystudy.training.common import augment_kwargs, pick_device, seed_everything
 from raystudy.training.lars import LARS, lars_param_groups
+from raystudy.training.probes import autocast
 from raystudy.training.schedules import byol_momentum, scaled_lr, set_lr, warmup_cosine_lr
 
 
@@ -81,6 +82,8 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     model = build_method(method, cfg, n_images, global_batch)
     device = ray.train.torch.get_device()
     model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     target_lr = scaled_lr(p["base_lr"], global_batch)
     if p["optimizer"] == "lars":
         optimizer: torch.optim.Optimizer = LARS(
@@ -116,8 +119,12 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
             set_lr(optimizer, lr)
             idx = np.sort(shard[i * batch : (i + 1) * batch])
             x = torch.from_numpy(images[idx]).unsqueeze(1).to(device, non_blocking=True)  # (B,1,S,S)
-            view1, view2 = augment(x, generator), augment(x, generator)
-            loss = model(view1, view2)["loss"]
+            view1, view2 = augment(x, generator), augment(x, generator)  # (B,C,crop,crop) each
+            if device.type == "cuda":
+                view1 = view1.contiguous(memory_format=torch.channels_last)
+                view2 = view2.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                loss = model(view1, view2)["loss"].float()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,114 @@
+"""Encoder quality without fine-tuning: kNN and linear-probe accuracy of a frozen encoder,
+and 2-D t-SNE maps of encoder embeddings (Fig. 8)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.manifold import TSNE
+from sklearn.preprocessing import StandardScaler
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on the GPU, plain fp32 on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def encode(
+    encoder: torch.nn.Module,
+    images: np.ndarray,
+    rows: np.ndarray,
+    transform,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Features (n, D) of ``images[rows]`` under the deterministic eval transform."""
+    encoder.eval()
+    out = []
+    for i in range(0, len(rows), batch_size):
+        x = torch.from_numpy(images[rows[i : i + batch_size]]).unsqueeze(1).to(device)  # (b,1,S,S)
+        with autocast(device):
+            out.append(encoder(transform(x)).float().cpu())
+    return torch.cat(out).numpy() if out else np.empty((0, 0), dtype=np.float32)
+
+
+def knn_accuracy(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
+    """Weighted kNN on cosine similarity (Wu et al. 2018): vote weight exp(sim / T)."""
+    train = F.normalize(torch.from_numpy(train_x).float(), dim=1)  # (N, D)
+    test = F.normalize(torch.from_numpy(test_x).float(), dim=1)  # (M, D)
+    k = min(k, len(train))
+    sim, idx = (test @ train.T).topk(k, dim=1)  # (M, k)
+    labels = torch.from_numpy(train_y)[idx]  # (M, k)
+    n_classes = int(max(train_y.max(), test_y.max())) + 1
+    votes = torch.zeros(len(test), n_classes).scatter_add_(1, labels, (sim / temperature).exp())
+    return float((votes.argmax(1).numpy() == test_y).mean())
+
+
+def linear_probe_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int = 0
+) -> float:
+    """Multinomial logistic regression on standardized frozen features."""
+    if len(np.unique(train_y)) < 2:
+        return float((test_y == train_y[0]).mean())
+    scaler = StandardScaler().fit(train_x)
+    clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+    clf.fit(scaler.transform(train_x), train_y)
+    return float((clf.predict(scaler.transform(test_x)) == test_y).mean())
+
+
+def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(n, D) -> (n, 2) t-SNE map (PCA init, perplexity capped for small n)."""
+    n = len(features)
+    if n < 4:
+        return np.zeros((n, 2))
+    perplexity = float(min(30.0, (n - 1) / 3))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+        features.astype(np.float32)
+    )
+
+
+def probe_encoder(
+    cfg: dict,
+    encoder_path: str | None,
+    images: np.ndarray,
+    train_rows: np.ndarray,
+    train_y: np.ndarray,
+    test_rows: np.ndarray,
+    test_y: np.ndarray,
+    device_gpus: float = 0.0,
+) -> dict[str, float]:
+    """kNN and linear-probe accuracy of one frozen encoder (random init when no path)."""
+    from raystudy.data.splits import derive_seed
+    from raystudy.models import build_encoder, load_encoder_weights
+    from raystudy.training.augment import EvalTransform
+    from raystudy.training.common import pick_device
+
+    torch.manual_seed(derive_seed(cfg["seed"], "probe-init"))
+    m, aug = cfg["model"], cfg["finetune"]["augment"]
+    encoder, _ = build_encoder(m["arch"], m["in_channels"])
+    if encoder_path:
+        load_encoder_weights(encoder, encoder_path)
+    device = pick_device(device_gpus)
+    encoder = encoder.to(device)
+    transform = EvalTransform(resize=aug["resize"], crop_size=aug["crop_size"], out_channels=m["in_channels"])
+    batch = cfg["finetune"]["eval_batch_size"]
+    train_x = encode(encoder, images, train_rows, transform, batch, device)
+    test_x = encode(encoder, images, test_rows, transform, batch, device)
+    return {
+        "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg["pretrain"]["probe_knn_k"]),
+        "linear_probe_accuracy": linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=cfg["seed"]),
+    }
