@@ -9,6 +9,7 @@ from pathlib import Path
 
 from raystudy.config import ConfigError, load_config
 from raystudy.data.loading import DataError
+from raystudy.sweep import StudyLockedError
 
 
 def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:
@@ -25,6 +26,7 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raystudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_args(sub.add_parser("run", help="run or resume a study"), default_preset)
+    _add_run_args(sub.add_parser("search", help="search hyperparameters at one train size (search: in the config)"), default_preset)
     rep = sub.add_parser("report", help="rebuild RUN_DIR/report.html from the Parquet results")
     rep.add_argument("run_dir", type=Path)
     st = sub.add_parser("status", help="show done / pending / skipped / failed cells of a run")
@@ -52,6 +54,14 @@ def cmd_run(args: argparse.Namespace, default_preset: str) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace, default_preset: str) -> int:
+    from raystudy.sweep import search_study
+
+    cfg = load_run_config(args, default_preset)
+    search_study(cfg, args.out or Path("runs") / f"{cfg.name}-search")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
@@ -74,10 +84,12 @@ def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
     try:
         if args.command == "run":
             return cmd_run(args, default_preset)
+        if args.command == "search":
+            return cmd_search(args, default_preset)
         if args.command == "report":
             return cmd_report(args)
         return cmd_status(args)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, StudyLockedError) as err:
         print(f"raystudy: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

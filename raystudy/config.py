@@ -192,6 +192,26 @@ class EmbeddingConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Hyperparameter search at one train size (``raystudy search``)."""
+
+    model: str = "baseline"
+    category_set: str | None = None  # None: the first category set of the grid
+    train_size: int = 0  # 0: the largest size of that set that the data allows
+    fold: int = 0
+    num_samples: int = 8
+    algorithm: str = "random"  # random | optuna
+    scheduler: str = "asha"  # asha (early stopping) | fifo
+    grace_period: int = 1
+    space: dict[str, dict[str, list[Any]]] = field(
+        default_factory=lambda: {
+            "finetune.base_lr": {"loguniform": [0.05, 2.0]},
+            "finetune.weight_decay": {"loguniform": [1.0e-6, 1.0e-3]},
+        }
+    )
+
+
+@dataclass
 class StudyConfig:
     name: str = "study"
     seed: int = 0
@@ -202,6 +222,7 @@ class StudyConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     analysis: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,6 +232,7 @@ class StudyConfig:
         """Hash of everything that changes a trial's result (not paths or names)."""
         d = self.to_dict()
         d.pop("analysis", None)
+        d.pop("search", None)
         d.pop("name", None)
         for key in ("max_concurrent_trials", "max_retries", "cpus_per_trial", "gpus_per_trial"):
             d["finetune"].pop(key, None)
@@ -398,6 +420,10 @@ def validate(cfg: StudyConfig) -> None:
     need(cfg.finetune.cpus_per_trial > 0, "finetune.cpus_per_trial: must be > 0")
     need(cfg.finetune.gpus_per_trial >= 0, "finetune.gpus_per_trial: must be >= 0")
     need(cfg.finetune.logit_adjustment_tau >= 0, "finetune.logit_adjustment_tau: must be >= 0")
+    need(cfg.search.model in MODEL_TYPES, f"search.model: use one of {list(MODEL_TYPES)}")
+    need(cfg.search.algorithm in ("random", "optuna"), "search.algorithm: use random or optuna")
+    need(cfg.search.scheduler in ("asha", "fifo"), "search.scheduler: use asha or fifo")
+    need(cfg.search.num_samples >= 1, "search.num_samples: must be >= 1")
     eset = cfg.embeddings.category_set
     need(eset is None or eset in cfg.grid.sizes, f"embeddings.category_set: '{eset}' is not in grid.sizes")
     if problems:

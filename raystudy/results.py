@@ -45,6 +45,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("epochs", pa.int64()),
             ("train_seconds", pa.float64()),
             ("device", pa.string()),
+            ("node", pa.string()),
             ("config_hash", pa.string()),
             ("finished_at", pa.float64()),
         ]
@@ -95,6 +96,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("seconds", pa.float64()),
             ("final_loss", pa.float64()),
             ("device", pa.string()),
+            ("images_per_s", pa.float64()),
             ("knn_accuracy", pa.float64()),
             ("linear_probe_accuracy", pa.float64()),
         ]

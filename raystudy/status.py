@@ -1,28 +1,62 @@
-"""``raystudy status RUN_DIR``: done / pending / skipped / failed cells per model and category set."""
+"""``raystudy status RUN_DIR``: done / running / pending / failed / skipped cells per model and category set."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from raystudy.results import read_table, results_dir
 
+STATES = ("done", "running", "pending", "skipped", "failed")
+
+
+def driver_active(run_dir: Path) -> bool:
+    """True while a raystudy driver holds the run folder's lock."""
+    lock = Path(run_dir) / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def started_cells(run_dir: Path) -> set[str]:
+    """Cells whose trial started (audit log) but has not written its result."""
+    path = Path(run_dir) / "logs" / "trials.jsonl"
+    if not path.is_file():
+        return set()
+    started, finished = set(), set()
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash
+            continue
+        (finished if event["event"] == "finish" else started).add(event["cell_id"])
+    return started - finished
+
 
 def status_table(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Counts per (model, category_set) and the failed cells with their first error line."""
+    """Counts per (model, category set) and the failed cells with their first error line."""
     grid = read_table(run_dir, "grid")
     trials = read_table(run_dir, "trials")
     merged = grid.merge(trials[["cell_id", "status", "message"]], on="cell_id", how="left")
     merged["state"] = merged["status"].fillna("pending")
-    counts = (
-        merged.groupby(["model", "category_set", "state"]).size().unstack(fill_value=0).reset_index()
-    )
-    for col in ("done", "pending", "skipped", "failed"):
+    if driver_active(run_dir):
+        running = merged["cell_id"].isin(started_cells(run_dir)) & (merged["state"] == "pending")
+        merged.loc[running, "state"] = "running"
+    counts = merged.groupby(["model", "category_set", "state"]).size().unstack(fill_value=0).reset_index()
+    for col in STATES:
         if col not in counts:
             counts[col] = 0
     failed = merged.loc[merged["state"] == "failed", ["cell_id", "message"]]
-    return counts[["model", "category_set", "done", "pending", "skipped", "failed"]], failed
+    return counts[["model", "category_set", *STATES]], failed
 
 
 def format_status(run_dir: Path) -> str:
@@ -30,14 +64,14 @@ def format_status(run_dir: Path) -> str:
     if not results_dir(run_dir).is_dir():
         return f"{run_dir}: not a raystudy run folder (no results/ inside)"
     counts, failed = status_table(run_dir)
-    lines = [f"run folder {run_dir}", counts.to_string(index=False)]
-    total = counts[["done", "pending", "skipped", "failed"]].sum()
-    lines.append(
-        f"total: {total['done']} done, {total['pending']} pending, {total['skipped']} skipped, {total['failed']} failed"
-    )
+    active = "a driver is running" if driver_active(run_dir) else "no driver running; rerun the command to resume"
+    lines = [f"run folder {run_dir} ({active})", counts.to_string(index=False)]
+    total = counts[list(STATES)].sum()
+    lines.append("total: " + ", ".join(f"{total[s]} {s}" for s in STATES))
     temps = list(results_dir(run_dir).glob("*/.*.tmp"))
     if temps:
-        lines.append(f"{len(temps)} half-written result file(s) from an interrupted write (ignored): {temps[0]}")
+        lines.append(f"{len(temps)} half-written result file(s) from an interrupted write (ignored), e.g. {temps[0]}")
     for row in failed.itertuples():
-        lines.append(f"failed {row.cell_id}: {row.message}")
+        first = (row.message or "").splitlines()[0] if row.message else "no message"
+        lines.append(f"failed {row.cell_id}: {first}")
     return "\n".join(lines)

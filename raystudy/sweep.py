@@ -77,27 +77,37 @@ def check_resumable(cfg: StudyConfig, run_dir: Path) -> None:
 
 
 class ProgressLine(tune.Callback):
-    """One line per finished trial: done/total, the cell, its accuracy and the time left."""
+    """One line per change: done/total, the cell, its accuracy and an estimate of the time left.
 
-    def __init__(self, total: int, already: int) -> None:
+    The estimate weighs each cell by its work (train size, at least ``floor``), so it
+    does not swing when the largest cells, which run first, finish.
+    """
+
+    def __init__(self, total: int, already: int, weights: dict[str, float]) -> None:
         self.total, self.done, self.start = total, already, time.time()
-        self.run_now = 0
+        self.weights = weights
+        self.work_left = sum(weights.values())
+        self.work_done = 0.0
+
+    def _line(self, trial, what: str) -> None:
+        elapsed = time.time() - self.start
+        rate = elapsed / self.work_done if self.work_done else float("nan")
+        left = f"~{rate * self.work_left:.0f}s left" if self.work_done else "estimating"
+        print(f"[{self.done}/{self.total}] {trial.config['cell']['cell_id']} {what} | {elapsed:.0f}s, {left}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        cid = trial.config["cell"]["cell_id"]
         self.done += 1
-        self.run_now += 1
-        elapsed = time.time() - self.start
-        left = (self.total - self.done) * elapsed / max(self.run_now, 1)
+        w = self.weights.get(cid, 0.0)
+        self.work_done, self.work_left = self.work_done + w, self.work_left - w
         acc = (trial.last_result or {}).get("overall_accuracy")
-        acc_s = f" OA={acc:.3f}" if isinstance(acc, float) else ""
-        print(
-            f"[{self.done}/{self.total}] {trial.config['cell']['cell_id']} done{acc_s} "
-            f"| elapsed {elapsed:.0f}s, ~{left:.0f}s left",
-            flush=True,
-        )
+        self._line(trial, f"done OA={acc:.3f}" if isinstance(acc, float) else "done")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._line(trial, "raised; retrying from its last checkpoint")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        print(f"[failed] {trial.config['cell']['cell_id']}: {str(trial.error_file or 'error')}", flush=True)
+        self._line(trial, "FAILED after its retries (see raystudy status)")
 
 
 def quiet_tune(verbose: bool) -> None:
@@ -159,19 +169,37 @@ def _write_skipped(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell], 
         write_table(run_dir, "trials", p.cell.cell_id, pd.DataFrame([row]))
 
 
+def error_line(error: BaseException) -> str:
+    """The first line of the original exception (Ray wraps it in a RayTaskError)."""
+    while getattr(error, "cause", None) is not None and error.cause is not error:
+        error = error.cause
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(error).__name__}: {first}"[:500]
+
+
 def _write_failed(cfg: StudyConfig, run_dir: Path, cell: dict, error: BaseException, config_hash: str) -> None:
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    first = error_line(error)
     row = {
         "study": cfg.name,
         **cell,
         "seed": cfg.seed,
         "protocol": cfg.grid.protocol,
         "status": "failed",
-        "message": first[:500],
+        "message": first,
         "config_hash": config_hash,
         "finished_at": time.time(),
     }
     write_table(run_dir, "trials", cell["cell_id"], pd.DataFrame([row]))
+
+
+def _injected_failure() -> tuple[str, int] | None:
+    """RAYSTUDY_INJECT_FAILURE=<cell_id>@<epoch>: that trial raises once after the epoch (fault tests)."""
+    spec = os.environ.get("RAYSTUDY_INJECT_FAILURE")
+    if not spec:
+        return None
+    cell_id, _, epoch = spec.rpartition("@")
+    return cell_id, int(epoch)
 
 
 def run_grid(cfg: StudyConfig, run_dir: Path, data: StudyData, planned: list[PlannedCell], encoders: dict[str, Path], verbose: bool) -> None:
@@ -193,11 +221,14 @@ def run_grid(cfg: StudyConfig, run_dir: Path, data: StudyData, planned: list[Pla
         splits=splits,
         encoders={m: str(p) for m, p in encoders.items()},
         image_ids=data.images.index["image_id"].to_numpy(),
+        inject_failure=_injected_failure(),
         runnable_sizes={
             s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s}) for s in cfg.grid.sizes
         },
     )
     f = cfg.finetune
+    floor = f.min_steps * f.batch_size
+    weights = {p.cell.cell_id: float(max(len(p.split.train) * f.epochs, floor)) for p in pending}
     trainable = tune.with_parameters(
         tune.with_resources(finetune_trial, {"cpu": f.cpus_per_trial, "gpu": f.gpus_per_trial}),
         context=context,
@@ -215,7 +246,7 @@ def run_grid(cfg: StudyConfig, run_dir: Path, data: StudyData, planned: list[Pla
             name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",  # cells are resumed by the store, not by Tune
             storage_path=str(run_dir / "ray"),
             verbose=2 if verbose else 0,
-            callbacks=[] if verbose else [ProgressLine(len(runnable), len(runnable) - len(pending))],
+            callbacks=[] if verbose else [ProgressLine(len(runnable), len(runnable) - len(pending), weights)],
             failure_config=tune.FailureConfig(max_failures=f.max_retries),
         ),
     )
@@ -303,3 +334,24 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
         report = build_report(run_dir)
     print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run_dir / 'results'}; report {report}", flush=True)
     return report
+
+
+def search_study(cfg: StudyConfig, run_dir: Path) -> dict:
+    """``raystudy search``: data, the search model's encoder if needed, then the search."""
+    from raystudy.search import run_search
+
+    run_dir = Path(run_dir).resolve()
+    with run_lock(run_dir):
+        data = prepare_data(cfg, run_dir / "cache")
+        dump_config(cfg, run_dir / "config.yaml")
+        quiet_tune(False)
+        ensure_ray()
+        cfg = fit_resources(copy.deepcopy(cfg))
+        encoders: dict[str, Path] = {}
+        pretrains_itself = any(k.startswith("pretrain.") for k in cfg.search.space)
+        if cfg.search.model != "baseline" and not pretrains_itself:
+            one = copy.deepcopy(cfg)
+            one.pretrain.methods = [cfg.search.model]
+            one.grid.models = [cfg.search.model]
+            encoders = run_pretraining(one, run_dir, data.images.images[data.pretrain_indices])
+        return run_search(cfg, run_dir, data, encoders)

@@ -57,6 +57,14 @@ def test_scaling_script_help():
 def test_status_and_report_commands(smoke_run, capsys):
     assert main(["status", str(smoke_run)]) == 0
     out = capsys.readouterr().out
-    assert "12 done, 0 pending, 6 skipped, 0 failed" in out
+    assert "12 done, 0 running, 0 pending, 6 skipped, 0 failed" in out
     assert main(["report", str(smoke_run)]) == 0
     assert (smoke_run / "report.html").is_file()
+
+
+def test_missing_init_checkpoint_is_named(capsys, tmp_path):
+    out = tmp_path / "run"
+    code = main(["run", "--preset", "smoke", "--set", "model.baseline_init=/nowhere/moco_v2.pth.tar", "--out", str(out)])
+    assert code == 2
+    assert "model.baseline_init: /nowhere/moco_v2.pth.tar" in capsys.readouterr().err
+    assert not out.exists()

@@ -23,6 +23,7 @@ from raystudy.catalog import Catalog
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 MAX_LISTED = 20
+DECODE_COUNT = 0  # images decoded by this process (the benchmark checks "decoded once")
 
 
 class DataError(ValueError):
@@ -153,8 +154,10 @@ def decode_all(df: pd.DataFrame, size: int, workers: int = 4) -> np.ndarray:
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
             bad.append(f"{path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'})")
 
+    global DECODE_COUNT
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(work, enumerate(df["path"])))
+    DECODE_COUNT += len(df)
     if bad:
         raise DataError(_listing(sorted(bad), "unreadable image(s)") + "\n  fix or remove them, then rerun")
     return out

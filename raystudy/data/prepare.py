@@ -89,6 +89,14 @@ def _pool(index: pd.DataFrame, campaign: str, categories: list[str]) -> LabeledP
 def prepare_data(cfg: StudyConfig, cache_dir: Path) -> StudyData:
     """Find, check and decode the study's images; every problem is reported before training."""
     catalog = cfg.catalog.build()
+    inits = {"model.baseline_init": cfg.model.baseline_init}
+    inits.update({f"model.pretrain_init.{m}": p for m, p in cfg.model.pretrain_init.items()})
+    missing = [f"{key}: {path}" for key, path in inits.items() if path and not Path(path).is_file()]
+    if missing:
+        raise DataError(
+            "initial weights not found: " + "; ".join(missing)
+            + ". Give the path of a checkpoint file (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar)"
+        )
     table, source = image_table(cfg, catalog)
     needed = {"data.labeled_campaign": cfg.data.labeled_campaign}
     for i, c in enumerate(cfg.data.pretrain_campaigns):

@@ -11,7 +11,9 @@ rerun skips it (trials are idempotent).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import ray
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +50,16 @@ class FinetuneContext:
     encoders: dict[str, str]  # model -> encoder checkpoint
     image_ids: np.ndarray  # (N,) str, row i of ``images``
     runnable_sizes: dict[str, list[int]]  # category set -> sizes that are not skipped
+    inject_failure: tuple[str, int] | None = None  # (cell_id, epoch): raise once, for fault tests
+
+
+def log_event(run_dir: Path, cell_id: str, event: str, **fields: Any) -> None:
+    """Append one line to RUN_DIR/logs/trials.jsonl: the audit log of trial executions."""
+    path = run_dir / "logs" / "trials.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"time": time.time(), "cell_id": cell_id, "event": event, "pid": os.getpid(), **fields})
+    with open(path, "a") as fh:  # O_APPEND: concurrent short writes do not interleave
+        fh.write(line + "\n")
 
 
 def epoch_order(labels: np.ndarray, rng: np.random.Generator, balanced: bool) -> np.ndarray:
@@ -207,6 +220,93 @@ class EpochCheckpoint:
         self.path.unlink(missing_ok=True)
 
 
+class CellTrainer:
+    """Fine-tunes one cell's classifier epoch by epoch (Sect. 3.4 and 4.1).
+
+    The encoder starts from the model type's initial weights; SGD with momentum and the
+    warmup-cosine schedule per step; the sample order and the augmentations of an epoch
+    depend only on the cell and the epoch, so a trial resumed from its checkpoint
+    continues exactly where it stopped. Small train sizes run at least ``min_steps``.
+    """
+
+    def __init__(self, cfg, model_type: str, encoders: dict[str, str], images: np.ndarray,
+                 train_rows: np.ndarray, train_labels: np.ndarray, n_classes: int,
+                 device: torch.device, key: str) -> None:
+        f, in_ch = cfg["finetune"], cfg["model"]["in_channels"]
+        self.f, self.seed, self.key, self.device = f, cfg["seed"], key, device
+        self.images, self.train_rows, self.train_labels = images, train_rows, train_labels
+        self.model = build_classifier(cfg, model_type, n_classes, encoders).to(device)
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        aug = f["augment"]
+        self.train_tf = FinetuneAugment(resize=aug["resize"], crop_size=aug["crop_size"],
+                                        crop_scale=tuple(aug["crop_scale"]), flip_p=aug["flip_p"], out_channels=in_ch)
+        self.eval_tf = EvalTransform(resize=aug["resize"], crop_size=aug["crop_size"], out_channels=in_ch)
+        self.batch = min(f["batch_size"], len(train_rows))
+        steps_per_epoch = math.ceil(len(train_rows) / self.batch)
+        self.epochs = max(f["epochs"], math.ceil(f["min_steps"] / steps_per_epoch))
+        self.total_steps = self.epochs * steps_per_epoch
+        self.warmup_steps = min(f["warmup_epochs"] * steps_per_epoch, self.total_steps // 2)
+        self.target_lr = scaled_lr(f["base_lr"], self.batch)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.target_lr,
+                                         momentum=f["momentum"], weight_decay=f["weight_decay"])
+        self.adjustment = (
+            f["logit_adjustment_tau"] * log_prior(train_labels, n_classes).to(device)
+            if f["logit_adjustment_tau"] > 0 else None
+        )
+        self.generator = torch.Generator(device=device)
+        self.step, self.losses, self.spent = 0, [], 0.0
+
+    def restore(self, checkpoint: EpochCheckpoint) -> int:
+        """Load the cell's last epoch checkpoint, if any; returns the epoch to start at."""
+        start_epoch, self.step, self.losses, self.spent = checkpoint.restore(self.model, self.optimizer)
+        return start_epoch
+
+    def save(self, checkpoint: EpochCheckpoint, epoch: int, seconds: float) -> None:
+        checkpoint.maybe_save(self.model, self.optimizer, epoch, self.step, self.losses, self.spent + seconds)
+
+    def run_epoch(self, epoch: int) -> float:
+        """One epoch of SGD; returns its mean loss."""
+        self.model.train()
+        rng = np.random.default_rng(derive_seed(self.seed, self.key, "order", epoch))
+        self.generator.manual_seed(derive_seed(self.seed, self.key, "augment", epoch))
+        order = epoch_order(self.train_labels, rng, self.f["balanced_sampling"])
+        epoch_loss = []
+        for i in range(0, len(order), self.batch):
+            b = order[i : i + self.batch]
+            if len(b) < 2:  # BatchNorm needs two samples
+                continue
+            lr = warmup_cosine_lr(self.step, self.total_steps, self.warmup_steps, self.target_lr)
+            set_lr(self.optimizer, lr)
+            x = self.train_tf(_to_device(self.images, self.train_rows[b], self.device), self.generator)  # (B,C,crop,crop)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = torch.from_numpy(self.train_labels[b]).to(self.device)
+            with autocast(self.device):
+                logits = self.model(x).float()  # (B, n_classes)
+            if self.adjustment is not None:  # train on logits + tau log prior; predict with raw logits
+                logits = logits + self.adjustment
+            loss = F.cross_entropy(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            value = float(loss.detach())
+            self.losses.append({"epoch": epoch, "step": self.step, "loss": value, "lr": lr})
+            epoch_loss.append(value)
+            self.step += 1
+        return float(np.mean(epoch_loss)) if epoch_loss else float("nan")
+
+    def prepare_evaluation(self) -> None:
+        """Re-estimate BatchNorm statistics on the training images (if configured); eval mode."""
+        if self.f["recalibrate_bn"]:
+            recalibrate_batchnorm(self.model, self.images, self.train_rows, self.eval_tf, self.f["eval_batch_size"], self.device)
+        self.model.eval()
+
+    def evaluate(self, rows: np.ndarray, labels: np.ndarray, categories: list[str]) -> Evaluation:
+        pred = predict(self.model, self.images, rows, self.eval_tf, self.f["eval_batch_size"], self.device)
+        return evaluate(labels, pred, categories)
+
+
 def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     """Fine-tune and evaluate one cell; a no-op when its result already exists."""
     from ray import tune
@@ -216,6 +316,8 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     if has_result(run_dir, cell["cell_id"]):
         tune.report({"done": 1, "reused": 1})
         return
+    node = ray.get_runtime_context().get_node_id()
+    log_event(run_dir, cell["cell_id"], "start", node=node)
     cfg, f = context.cfg, context.cfg["finetune"]
     torch.set_num_threads(max(1, int(f["cpus_per_trial"])))
     seed_everything(derive_seed(cfg["seed"], cell["cell_id"]))
@@ -227,26 +329,12 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     n_classes = len(pool.categories)
 
     keys = {k: cell[k] for k in ("cell_id", "model", "category_set", "n_categories", "train_size", "fold")}
-    model = build_classifier(cfg, cell["model"], n_classes, context.encoders).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    in_ch = cfg["model"]["in_channels"]
-    aug = f["augment"]
-    train_tf = FinetuneAugment(
-        resize=aug["resize"], crop_size=aug["crop_size"], crop_scale=tuple(aug["crop_scale"]), flip_p=aug["flip_p"], out_channels=in_ch
-    )
-    eval_tf = EvalTransform(resize=aug["resize"], crop_size=aug["crop_size"], out_channels=in_ch)
-    batch = min(f["batch_size"], len(train_rows))
-    steps_per_epoch = math.ceil(len(train_rows) / batch)
-    epochs = max(f["epochs"], math.ceil(f["min_steps"] / steps_per_epoch))
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = min(f["warmup_epochs"] * steps_per_epoch, total_steps // 2)
-    target_lr = scaled_lr(f["base_lr"], batch)
-    optimizer = torch.optim.SGD(model.parameters(), lr=target_lr, momentum=f["momentum"], weight_decay=f["weight_decay"])
-    generator = torch.Generator(device=device)
     cid = cell["cell_id"]
     checkpoint = EpochCheckpoint(run_dir / "checkpoints" / f"{cid}.pt", f["checkpoint_every_s"])
-    start_epoch, step, losses, spent = checkpoint.restore(model, optimizer)
+    trainer = CellTrainer(cfg, cell["model"], context.encoders, context.images, train_rows, train_labels, n_classes, device, cid)
+    start_epoch = trainer.restore(checkpoint)
+    if start_epoch:
+        log_event(run_dir, cid, "resume", node=node, epoch=start_epoch)
 
     embed = wants_embeddings(cfg, cell, context.runnable_sizes)
     emb_rows = val_rows[: cfg["embeddings"]["max_points"]]
@@ -254,66 +342,37 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     if embed:
         for stage, before in (("before_pretraining", True), ("after_pretraining", False)):
             encoder, _ = initial_encoder(cfg, cell["model"], context.encoders, before_pretraining=before)
-            feats = encode(encoder.to(device), context.images, emb_rows, eval_tf, f["eval_batch_size"], device)
+            feats = encode(encoder.to(device), context.images, emb_rows, trainer.eval_tf, f["eval_batch_size"], device)
             embeddings.append((stage, feats))
-    adjustment = (
-        f["logit_adjustment_tau"] * log_prior(train_labels, n_classes).to(device)
-        if f["logit_adjustment_tau"] > 0
-        else None
-    )
 
+    log_event(run_dir, cid, "first_step", node=node)
     t0 = time.time()
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        epoch_loss = []
-        # the order and the augmentations of an epoch depend only on the cell and the epoch,
-        # so a trial resumed from its checkpoint continues exactly where it stopped
-        rng = np.random.default_rng(derive_seed(cfg["seed"], cid, "order", epoch))
-        generator.manual_seed(derive_seed(cfg["seed"], cid, "augment", epoch))
-        order = epoch_order(train_labels, rng, f["balanced_sampling"])
-        for i in range(0, len(order), batch):
-            b = order[i : i + batch]
-            if len(b) < 2:  # BatchNorm needs two samples
-                continue
-            lr = warmup_cosine_lr(step, total_steps, warmup_steps, target_lr)
-            set_lr(optimizer, lr)
-            x = train_tf(_to_device(context.images, train_rows[b], device), generator)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(train_labels[b]).to(device)
-            with autocast(device):
-                logits = model(x).float()
-            if adjustment is not None:  # train on logits + tau log prior; predict with raw logits
-                logits = logits + adjustment
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            losses.append({"epoch": epoch, "step": step, "loss": value, "lr": lr})
-            epoch_loss.append(value)
-            step += 1
-        checkpoint.maybe_save(model, optimizer, epoch, step, losses, spent + time.time() - t0)
-        tune.report({"epoch": epoch, "loss": float(np.mean(epoch_loss)) if epoch_loss else float("nan")})
-    train_seconds = spent + time.time() - t0
-
-    if f["recalibrate_bn"]:
-        recalibrate_batchnorm(model, context.images, train_rows, eval_tf, f["eval_batch_size"], device)
+    for epoch in range(start_epoch, trainer.epochs):
+        epoch_loss = trainer.run_epoch(epoch)
+        trainer.save(checkpoint, epoch, time.time() - t0)
+        if context.inject_failure == (cid, epoch) and checkpoint.path.is_file():
+            marker = checkpoint.path.with_suffix(".injected")
+            if not marker.exists():
+                marker.touch()
+                raise RuntimeError(f"injected failure in {cid} after epoch {epoch}")
+        tune.report({"epoch": epoch, "loss": epoch_loss})
+    train_seconds = trainer.spent + time.time() - t0
+    log_event(run_dir, cid, "last_step", node=node, images=len(train_rows) * (trainer.epochs - start_epoch), seconds=time.time() - t0)
+    trainer.prepare_evaluation()
     train_counts = np.bincount(train_labels, minlength=n_classes)
-    val_pred = predict(model, context.images, val_rows, eval_tf, f["eval_batch_size"], device)
-    val_ev = evaluate(val_labels, val_pred, pool.categories)
+    val_ev = trainer.evaluate(val_rows, val_labels, pool.categories)
     per_class, confusion = _long_rows(keys, "validation", val_ev, train_counts)
     gen_acc, gen_campaign = None, None
     gen = context.generalization
     if gen is not None and cell["category_set"] == cfg["data"]["generalization_category_set"]:
-        gen_pred = predict(model, context.images, gen.indices, eval_tf, f["eval_batch_size"], device)
-        gen_ev = evaluate(gen.labels, gen_pred, gen.categories)
+        gen_ev = trainer.evaluate(gen.indices, gen.labels, gen.categories)
         gen_acc, gen_campaign = gen_ev.overall_accuracy, cfg["data"]["generalization_campaign"]
         pc, cm = _long_rows(keys, "generalization", gen_ev, train_counts)
         per_class, confusion = pd.concat([per_class, pc]), pd.concat([confusion, cm])
 
     if embed:
-        embeddings.append(("after_finetuning", encode(model.encoder, context.images, emb_rows, eval_tf, f["eval_batch_size"], device)))
+        feats = encode(trainer.model.encoder, context.images, emb_rows, trainer.eval_tf, f["eval_batch_size"], device)
+        embeddings.append(("after_finetuning", feats))
         cats = np.array(pool.categories)[pool.labels[split.validation][: len(emb_rows)]]
         frames = [
             embedding_rows(keys, stage, feats, context.image_ids[emb_rows], cats, cfg["seed"])
@@ -326,7 +385,7 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
         run_dir,
         "losses",
         cid,
-        pd.DataFrame(losses, columns=["epoch", "step", "loss", "lr"]).assign(
+        pd.DataFrame(trainer.losses, columns=["epoch", "step", "loss", "lr"]).assign(
             run=cid, stage="finetune", model=cell["model"], category_set=cell["category_set"],
             train_size=cell["train_size"], fold=cell["fold"],
         ),
@@ -344,12 +403,14 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
         "generalization_campaign": gen_campaign,
         "n_train": len(train_rows),
         "n_validation": len(val_rows),
-        "epochs": epochs,
+        "epochs": trainer.epochs,
         "train_seconds": train_seconds,
         "device": str(device),
+        "node": node,
         "config_hash": context.config_hash,
         "finished_at": time.time(),
     }
     write_table(run_dir, "trials", cid, pd.DataFrame([row]))
     checkpoint.remove()
+    log_event(run_dir, cid, "finish", node=node)
     tune.report({"done": 1, "overall_accuracy": val_ev.overall_accuracy})

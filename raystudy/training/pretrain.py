@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -23,10 +23,11 @@ import ray
 import torch
 
 from raystudy.config import StudyConfig
+from raystudy.data.splits import derive_seed
 from raystudy.models import BYOL, MoCo, build_encoder, clip_queue_size
 from raystudy.results import write_table
 from raystudy.training.augment import PretrainAugment
-from raystudy.training.common import augment_kwargs, pick_device, seed_everything
+from raystudy.training.common import augment_kwargs, seed_everything
 from raystudy.training.lars import LARS, lars_param_groups
 from raystudy.training.probes import autocast
 from raystudy.training.schedules import byol_momentum, scaled_lr, set_lr, warmup_cosine_lr
@@ -60,18 +61,25 @@ def build_method(method: str, cfg: dict[str, Any], n_images: int, global_batch: 
     )
 
 
-def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker."""
-    import ray.train
-    import ray.train.torch
+def run_pretrain_loop(
+    cfg: dict[str, Any],
+    method: str,
+    images: np.ndarray,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+    resume: dict[str, Any] | None = None,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Pretrain one method on ``images`` (N, S, S) uint8; returns the final state.
 
-    cfg, method = loop_config["cfg"], loop_config["method"]
+    ``resume`` is a state given to ``on_epoch`` before; ``wrap`` wraps the model for
+    DDP; ``on_epoch(metrics, state)`` runs after every epoch (checkpoint and report).
+    The state holds the model, the optimizer, the epoch, the per-step losses and the
+    online encoder (``state["encoder"]``, what fine-tuning transfers).
+    """
     p = cfg["pretrain"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(p["cpus_per_worker"])))
-    seed_everything(cfg["seed"] + rank)
-    images: np.ndarray = ray.get(loop_config["images_ref"])  # (N, S, S) uint8
     n_images = len(images)
     batch = p["batch_size_per_worker"]
     global_batch = batch * world
@@ -79,40 +87,33 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     total_steps = steps_per_epoch * p["epochs"]
     warmup_steps = min(steps_per_epoch * p["warmup_epochs"], total_steps // 2)
 
-    model = build_method(method, cfg, n_images, global_batch)
-    device = ray.train.torch.get_device()
-    model = model.to(device)
+    model = build_method(method, cfg, n_images, global_batch).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     target_lr = scaled_lr(p["base_lr"], global_batch)
     if p["optimizer"] == "lars":
-        optimizer: torch.optim.Optimizer = LARS(
-            lars_param_groups(model, p["weight_decay"]), lr=target_lr, momentum=0.9
-        )
+        optimizer: torch.optim.Optimizer = LARS(lars_param_groups(model, p["weight_decay"]), lr=target_lr, momentum=0.9)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=target_lr, momentum=0.9, weight_decay=p["weight_decay"])
     augment = PretrainAugment(**augment_kwargs(p["augment"], cfg["model"]["in_channels"]))
 
     start_epoch, losses = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"]) + 1
-            losses = json.loads((Path(d) / "losses.json").read_text())
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start_epoch, losses = int(resume["epoch"]) + 1, list(resume["losses"])
     inner = model
-    if world > 1:
-        model = ray.train.torch.prepare_model(model, move_to_device=False)
+    if wrap is not None:
+        model = wrap(model)
     generator = torch.Generator(device=device)
     t0 = time.time()
+    state: dict[str, Any] = {}
     for epoch in range(start_epoch, p["epochs"]):
-        order = np.random.default_rng(cfg["seed"] * 1000 + epoch).permutation(n_images)
+        order = np.random.default_rng(derive_seed(cfg["seed"], method, "order", epoch)).permutation(n_images)
         shard = order[rank::world][: steps_per_epoch * batch]
-        generator.manual_seed(cfg["seed"] * 100_003 + epoch * 101 + rank)
+        generator.manual_seed(derive_seed(cfg["seed"], method, "augment", epoch, rank))
         model.train()
-        epoch_losses = []
+        epoch_losses, epoch_start = [], time.time()
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             lr = warmup_cosine_lr(step, total_steps, warmup_steps, target_lr)
@@ -128,32 +129,62 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            momentum = (
-                byol_momentum(step, total_steps, p["byol_base_momentum"])
-                if method == "byol"
-                else p["moco_momentum"]
-            )
+            momentum = byol_momentum(step, total_steps, p["byol_base_momentum"]) if method == "byol" else p["moco_momentum"]
             inner.update_momentum(momentum)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"{method} pretraining loss became {value} at step {step}")
             losses.append({"epoch": epoch, "step": step, "loss": value, "lr": lr})
             epoch_losses.append(value)
-        metrics = {"epoch": epoch, "loss": float(np.mean(epoch_losses)), "seconds": time.time() - t0}
-        if rank == 0:
-            with tempfile.TemporaryDirectory() as d:
-                torch.save(
-                    {"model": inner.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
-                    Path(d) / "state.pt",
-                )
-                torch.save(
-                    {"state_dict": inner.online_encoder.state_dict(), "arch": cfg["model"]["arch"], "method": method},
-                    Path(d) / "encoder.pt",
-                )
-                (Path(d) / "losses.json").write_text(json.dumps(losses))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
+        metrics = {
+            "epoch": epoch,
+            "loss": float(np.mean(epoch_losses)),
+            "seconds": time.time() - t0,
+            "images_per_s": steps_per_epoch * global_batch / (time.time() - epoch_start),  # this epoch's steps
+        }
+        state = {
+            "model": inner.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "losses": losses,
+            "encoder": {"state_dict": inner.online_encoder.state_dict(), "arch": cfg["model"]["arch"], "method": method},
+        }
+        if on_epoch is not None:
+            on_epoch(metrics, state)
+    return state
+
+
+def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: the loop above with DDP, checkpoints and reports."""
+    import ray.train
+    import ray.train.torch
+
+    cfg, method = loop_config["cfg"], loop_config["method"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg["pretrain"]["cpus_per_worker"])))
+    seed_everything(cfg["seed"] + rank)
+    images: np.ndarray = ray.get(loop_config["images_ref"])  # (N, S, S) uint8, zero-copy
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            resume = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
+            resume["losses"] = json.loads((Path(d) / "losses.json").read_text())
+
+    def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        if rank != 0:
             ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save({k: state[k] for k in ("model", "optimizer", "epoch")}, Path(d) / "state.pt")
+            torch.save(state["encoder"], Path(d) / "encoder.pt")
+            (Path(d) / "losses.json").write_text(json.dumps(state["losses"]))
+            (Path(d) / "metrics.json").write_text(json.dumps(metrics))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else None
+    run_pretrain_loop(cfg, method, images, ray.train.torch.get_device(), rank, world, resume, wrap, report)
 
 
 def pretrain_trial(config: dict[str, Any]) -> None:
@@ -186,6 +217,7 @@ def pretrain_trial(config: dict[str, Any]) -> None:
     result = trainer.fit()
     with result.checkpoint.as_directory() as d:
         losses = pd.DataFrame(json.loads((Path(d) / "losses.json").read_text()))
+        last_metrics = json.loads((Path(d) / "metrics.json").read_text())
         encoder_state = torch.load(Path(d) / "encoder.pt", map_location="cpu", weights_only=True)
     write_table(
         run_dir,
@@ -209,6 +241,7 @@ def pretrain_trial(config: dict[str, Any]) -> None:
                     "seconds": time.time() - t0,
                     "final_loss": float(losses["loss"].iloc[-1]),
                     "device": "cuda" if use_gpu else "cpu",
+                    "images_per_s": last_metrics["images_per_s"],
                 }
             ]
         ),

@@ -1,0 +1,225 @@
+"""raystudy against a bare PyTorch loop, side by side in one run on one machine.
+
+    python benchmarks/run.py [--out benchmarks/results/latest.json] [--steps 30]
+
+Prints a table and writes it as JSON. Measured:
+- training-step throughput (images/s) of the MoCo and BYOL pretraining step and of the
+  fine-tuning step as raystudy runs them (inside Ray Train / Ray Tune, with its batched
+  augmentation) against a bare single-process loop with the same model, batch size,
+  thread count and precision on pre-augmented tensors (target ratio >= 0.90);
+- augmentation throughput on the training device against the training step (target >= 5x);
+- per-trial fixed overhead: trial start -> first step, last step -> result written (<= 3 s);
+- sweep packing: makespan of 24 mixed-size trials against sum(trial time) / slots (<= 1.15);
+- data sharing: images decoded once per study, the array held once in the object store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from raystudy.config import load_config  # noqa: E402
+from raystudy.models import BYOL, Classifier, MoCo, build_encoder  # noqa: E402
+from raystudy.training.augment import FinetuneAugment, PretrainAugment  # noqa: E402
+from raystudy.training.lars import LARS, lars_param_groups  # noqa: E402
+
+ARCH, CROP, RESIZE = "resnet18", 32, 40
+PRETRAIN_BATCH, FINETUNE_BATCH = 64, 32
+
+
+def timed_steps(step, n_steps: int, batch: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        step()
+    t = time.perf_counter()
+    for _ in range(n_steps):
+        step()
+    return n_steps * batch / (time.perf_counter() - t)
+
+
+def bare_pretrain(method: str, n_steps: int, queue: int) -> float:
+    """A bare loop: same model, batch and threads as raystudy's worker, pre-augmented views."""
+    torch.manual_seed(0)
+    enc, dim = build_encoder(ARCH, 1)
+    if method == "moco":
+        model = MoCo(enc, dim, proj_hidden_dim=256, proj_dim=64, queue_size=queue, symmetric=False)
+    else:
+        model = BYOL(enc, dim, proj_hidden_dim=256, proj_dim=64, pred_hidden_dim=256)
+    opt = LARS(lars_param_groups(model, 1e-6), lr=0.1, momentum=0.9)
+    v1 = torch.randn(PRETRAIN_BATCH, 1, CROP, CROP)
+    v2 = torch.randn(PRETRAIN_BATCH, 1, CROP, CROP)
+
+    def step() -> None:
+        loss = model(v1, v2)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        model.update_momentum(0.99)
+
+    return timed_steps(step, n_steps, PRETRAIN_BATCH)
+
+
+def bare_finetune(n_steps: int) -> float:
+    torch.manual_seed(0)
+    enc, dim = build_encoder(ARCH, 1)
+    model = Classifier(enc, dim, 19, hidden_dim=128)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x = torch.randn(FINETUNE_BATCH, 1, CROP, CROP)
+    y = torch.randint(0, 19, (FINETUNE_BATCH,))
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return timed_steps(step, n_steps, FINETUNE_BATCH)
+
+
+def augmentation_rate(n_steps: int) -> dict[str, float]:
+    images = torch.randint(0, 255, (PRETRAIN_BATCH, 1, RESIZE, RESIZE), dtype=torch.uint8)
+    pre = PretrainAugment(resize=RESIZE, crop_size=CROP)
+    fine = FinetuneAugment(resize=RESIZE, crop_size=CROP)
+    g = torch.Generator().manual_seed(0)
+    return {
+        "pretrain_two_views": timed_steps(lambda: (pre(images, g), pre(images, g)), n_steps, PRETRAIN_BATCH),
+        "finetune": timed_steps(lambda: fine(images, g), n_steps, PRETRAIN_BATCH),
+    }
+
+
+def study_config(overrides: list[str]):
+    return load_config(preset="smoke", overrides=overrides)
+
+
+def raystudy_runs(work: Path, pretrain_epochs: int) -> dict:
+    """Run raystudy's own pretraining and fine-tuning on the local Ray instance, one at a time."""
+    import ray
+
+    from raystudy.data.prepare import prepare_data
+    from raystudy.data import loading
+    from raystudy.grid import plan_grid
+    from raystudy.results import read_table
+    from raystudy.sweep import fit_resources, run_grid
+    from raystudy.training.pretrain import run_pretraining
+
+    out: dict = {}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    common = [
+        "data.synthetic.campaigns={NASCENT19: 1200, NASCENT20: 600, CLOUDLAB: 100}",
+        f"pretrain.epochs={pretrain_epochs}",
+        f"pretrain.batch_size_per_worker={PRETRAIN_BATCH}",
+        "pretrain.probe=false",
+    ]
+    # pretraining: one method at a time so each gets the same cores as its bare loop
+    decodes_before = loading.DECODE_COUNT
+    for method in ("moco", "byol"):
+        cfg = fit_resources(study_config(common + [f"pretrain.methods=[{method}]", f"grid.models=[{method}]"]))
+        run_dir = work / f"pretrain-{method}"
+        data = prepare_data(cfg, work / "cache")
+        run_pretraining(cfg, run_dir, data.images.images[data.pretrain_indices])
+        out[f"{method}_pretrain_images_per_s"] = float(read_table(run_dir, "pretraining")["images_per_s"].iloc[0])
+        out["queue"] = cfg.pretrain.queue_size
+    out["decoded_images"] = loading.DECODE_COUNT - decodes_before
+    out["images_in_study"] = len(data.images.images)
+    out["dataset_mb"] = data.images.images.nbytes / 2**20
+
+    # fine-tuning grid: 24 baseline trials of mixed sizes on 2 slots
+    sizes = [16, 32, 64, 128, 192, 256]
+    cfg = fit_resources(
+        study_config(
+            common
+            + [
+                "grid.models=[baseline]",
+                f"grid.sizes={{19cat: {sizes}}}",
+                "grid.folds=4",
+                "finetune.epochs=2",
+                "finetune.min_steps=0",
+                f"finetune.batch_size={FINETUNE_BATCH}",
+            ]
+        )
+    )
+    run_dir = work / "grid"
+    data = prepare_data(cfg, work / "cache")
+    planned = plan_grid(cfg, {s: p.labels for s, p in data.pools.items()})
+    t = time.time()
+    run_grid(cfg, run_dir, data, planned, {}, verbose=False)
+    makespan = time.time() - t
+    log = pd.read_json(run_dir / "logs" / "trials.jsonl", lines=True)
+    wide = log.pivot_table(index="cell_id", columns="event", values="time", aggfunc="first")
+    last = log[log["event"] == "last_step"].set_index("cell_id")
+    out["finetune_images_per_s"] = float((last["images"].sum()) / last["seconds"].sum())
+    out["trial_start_to_first_step_s"] = float((wide["first_step"] - wide["start"]).median())
+    out["trial_last_step_to_written_s"] = float((wide["finish"] - wide["last_step"]).median())
+    busy = float((wide["finish"] - wide["start"]).sum())
+    out["trials"] = int(len(wide))
+    out["sweep_makespan_s"] = makespan
+    out["sweep_packing_ratio"] = makespan / (busy / 2)
+    out["sweep_span_first_start_to_last_finish_s"] = float(wide["finish"].max() - wide["start"].min())
+    ray.shutdown()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps of each bare loop")
+    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    torch.set_num_threads(1)  # raystudy's CPU workers and trials run one thread per CPU they hold
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = raystudy_runs(Path(tmp), args.pretrain_epochs)
+    bare = {
+        "moco": bare_pretrain("moco", args.steps, ours["queue"]),
+        "byol": bare_pretrain("byol", args.steps, ours["queue"]),
+        "finetune": bare_finetune(args.steps),
+    }
+    aug = augmentation_rate(args.steps)
+    rows = [
+        ("MoCo pretraining step (img/s)", ours["moco_pretrain_images_per_s"], bare["moco"], ">= 0.90"),
+        ("BYOL pretraining step (img/s)", ours["byol_pretrain_images_per_s"], bare["byol"], ">= 0.90"),
+        ("fine-tuning step (img/s)", ours["finetune_images_per_s"], bare["finetune"], ">= 0.90"),
+        ("augmentation, 2 views vs MoCo step (img/s)", aug["pretrain_two_views"], bare["moco"], ">= 5"),
+        ("augmentation, fine-tune vs step (img/s)", aug["finetune"], bare["finetune"], ">= 5"),
+    ]
+    table = [
+        {"measure": name, "raystudy": round(a, 2), "reference": round(b, 2), "ratio": round(a / b, 3), "target": target}
+        for name, a, b, target in rows
+    ]
+    table += [
+        {"measure": "trial start -> first step (s, median)", "raystudy": round(ours["trial_start_to_first_step_s"], 3), "reference": None, "ratio": None, "target": "<= 3 s"},
+        {"measure": "last step -> result written (s, median)", "raystudy": round(ours["trial_last_step_to_written_s"], 3), "reference": None, "ratio": None, "target": "<= 3 s"},
+        {"measure": f"sweep packing, {ours['trials']} trials on 2 slots (makespan / ideal)", "raystudy": round(ours["sweep_makespan_s"], 1), "reference": None, "ratio": round(ours["sweep_packing_ratio"], 3), "target": "<= 1.15"},
+        {"measure": "images decoded per study (of images in study)", "raystudy": ours["decoded_images"], "reference": ours["images_in_study"], "ratio": None, "target": "decoded once"},
+    ]
+    machine = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "threads_per_worker": 1,
+        "arch": ARCH,
+        "crop": CROP,
+    }
+    print(f"machine: {machine}")
+    print(pd.DataFrame(table).to_string(index=False))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "results": table, "raw": ours}, indent=2))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
