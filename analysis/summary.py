@@ -129,6 +129,9 @@ def generalization_sentences(trials: pd.DataFrame, cfg: dict[str, Any]) -> list[
     return out
 
 
+FAR_EXTRAPOLATION = 100  # answers beyond this multiple of the largest size are not quoted as numbers
+
+
 def answer_sentences(answers: pd.DataFrame) -> list[str]:
     """'How many labeled images to reach X % OA?' from the learning-curve fits."""
     out = []
@@ -137,6 +140,11 @@ def answer_sentences(answers: pd.DataFrame) -> list[str]:
         for _, r in g.iterrows():
             if r["n"] is None or r["n"] != r["n"]:
                 parts.append(f"{100 * r['target']:.0f} %: not reached (asymptote a = {100 * r['a']:.1f} %)")
+            elif r["n"] > FAR_EXTRAPOLATION * r["max_size"]:
+                parts.append(
+                    f"{100 * r['target']:.0f} %: out of reach of this study (the fit needs more than "
+                    f"{FAR_EXTRAPOLATION}x the largest size {int(r['max_size']):,}; asymptote a = {100 * r['a']:.1f} %)"
+                )
             else:
                 ci = ""
                 if r["low"] is not None and r["low"] == r["low"]:

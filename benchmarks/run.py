@@ -135,38 +135,45 @@ def raystudy_runs(work: Path, pretrain_epochs: int) -> dict:
     out["images_in_study"] = len(data.images.images)
     out["dataset_mb"] = data.images.images.nbytes / 2**20
 
-    # fine-tuning grid: 24 baseline trials of mixed sizes on 2 slots
-    sizes = [16, 32, 64, 128, 192, 256]
-    cfg = fit_resources(
-        study_config(
-            common
-            + [
-                "grid.models=[baseline]",
-                f"grid.sizes={{19cat: {sizes}}}",
-                "grid.folds=4",
-                "finetune.epochs=2",
-                "finetune.min_steps=0",
-                f"finetune.batch_size={FINETUNE_BATCH}",
-            ]
+    # fine-tuning throughput: two 640-image cells, one at a time (like the bare loop)
+    def finetune_grid(name: str, sizes: list[int], folds: int, concurrent: int, epochs: int) -> tuple[pd.DataFrame, float]:
+        cfg = fit_resources(
+            study_config(
+                common
+                + [
+                    "grid.models=[baseline]",
+                    f"grid.sizes={{19cat: {sizes}}}",
+                    f"grid.folds={folds}",
+                    f"finetune.epochs={epochs}",
+                    "finetune.min_steps=0",
+                    f"finetune.batch_size={FINETUNE_BATCH}",
+                    f"finetune.max_concurrent_trials={concurrent}",
+                ]
+            )
         )
-    )
-    run_dir = work / "grid"
-    data = prepare_data(cfg, work / "cache")
-    planned = plan_grid(cfg, {s: p.labels for s, p in data.pools.items()})
-    t = time.time()
-    run_grid(cfg, run_dir, data, planned, {}, verbose=False)
-    makespan = time.time() - t
-    log = pd.read_json(run_dir / "logs" / "trials.jsonl", lines=True)
+        run_dir = work / name
+        data = prepare_data(cfg, work / "cache")
+        planned = plan_grid(cfg, {s: p.labels for s, p in data.pools.items()})
+        t = time.time()
+        run_grid(cfg, run_dir, data, planned, {}, verbose=False)
+        log = pd.read_json(run_dir / "logs" / "trials.jsonl", lines=True)
+        return log, time.time() - t
+
+    log, _ = finetune_grid("throughput", [800], 2, 1, 3)
+    last = log[log["event"] == "last_step"]
+    out["finetune_images_per_s"] = float(last["images"].sum() / last["seconds"].sum())
+
+    # sweep packing and per-trial overhead: 24 trials of mixed sizes on 2 slots
+    log, makespan = finetune_grid("packing", [64, 128, 256, 384, 512, 640], 4, 0, 2)
     wide = log.pivot_table(index="cell_id", columns="event", values="time", aggfunc="first")
-    last = log[log["event"] == "last_step"].set_index("cell_id")
-    out["finetune_images_per_s"] = float((last["images"].sum()) / last["seconds"].sum())
     out["trial_start_to_first_step_s"] = float((wide["first_step"] - wide["start"]).median())
     out["trial_last_step_to_written_s"] = float((wide["finish"] - wide["last_step"]).median())
     busy = float((wide["finish"] - wide["start"]).sum())
+    span = float(wide["finish"].max() - wide["start"].min())
     out["trials"] = int(len(wide))
-    out["sweep_makespan_s"] = makespan
-    out["sweep_packing_ratio"] = makespan / (busy / 2)
-    out["sweep_span_first_start_to_last_finish_s"] = float(wide["finish"].max() - wide["start"].min())
+    out["sweep_makespan_s"] = makespan  # includes starting the Tuner and its worker processes
+    out["sweep_span_s"] = span  # first trial start -> last result written
+    out["sweep_packing_ratio"] = span / (busy / 2)
     ray.shutdown()
     return out
 
@@ -202,7 +209,8 @@ def main() -> None:
     table += [
         {"measure": "trial start -> first step (s, median)", "raystudy": round(ours["trial_start_to_first_step_s"], 3), "reference": None, "ratio": None, "target": "<= 3 s"},
         {"measure": "last step -> result written (s, median)", "raystudy": round(ours["trial_last_step_to_written_s"], 3), "reference": None, "ratio": None, "target": "<= 3 s"},
-        {"measure": f"sweep packing, {ours['trials']} trials on 2 slots (makespan / ideal)", "raystudy": round(ours["sweep_makespan_s"], 1), "reference": None, "ratio": round(ours["sweep_packing_ratio"], 3), "target": "<= 1.15"},
+        {"measure": f"sweep packing, {ours['trials']} trials on 2 slots (span / ideal)", "raystudy": round(ours["sweep_span_s"], 1), "reference": None, "ratio": round(ours["sweep_packing_ratio"], 3), "target": "<= 1.15"},
+        {"measure": "sweep makespan incl. Tuner and worker start (s)", "raystudy": round(ours["sweep_makespan_s"], 1), "reference": None, "ratio": None, "target": "-"},
         {"measure": "images decoded per study (of images in study)", "raystudy": ours["decoded_images"], "reference": ours["images_in_study"], "ratio": None, "target": "decoded once"},
     ]
     machine = {

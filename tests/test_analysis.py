@@ -493,3 +493,19 @@ def test_report_full_run_and_cli(tmp_path):
     for fig in ("Fig. 1", "Fig. 4", "Fig. 5", "Figs. 6 and 7", "Fig. 8", "Fig. 9", "Fig. 10", "Fig. 11",
                 "Fig. 12", "Fig. A1", "Fig. A2", "Table B1"):
         assert f"reproduces {fig}." in html, fig
+
+
+def test_far_extrapolated_answers_are_not_quoted_as_numbers():
+    from analysis.summary import answer_sentences
+
+    answers = pd.DataFrame(
+        [
+            {"category_set": "19cat", "model": "moco", "target": 0.8, "n": 7.8e9, "low": None, "high": None,
+             "min_size": 64, "max_size": 1024, "a": 0.81},
+            {"category_set": "19cat", "model": "moco", "target": 0.7, "n": 3000.0, "low": None, "high": None,
+             "min_size": 64, "max_size": 1024, "a": 0.81},
+        ]
+    )
+    (sentence,) = answer_sentences(answers)
+    assert "80 %: out of reach of this study" in sentence and "7,800,000,000" not in sentence
+    assert "70 %: n \u2248 3,000, extrapolated beyond the largest size 1,024" in sentence

@@ -131,3 +131,16 @@ def test_embeddings_for_fig8(smoke_run):
     trials = pd.read_parquet(smoke_run / "results" / "trials").set_index("cell_id")
     assert len(emb) == 3 * trials.loc["moco-19cat-n64-f0", "n_validation"]
     assert emb[["x", "y"]].notna().all().all()
+
+
+def test_no_secret_in_run_folder(smoke_run):
+    from pathlib import Path
+
+    token_file = Path.home() / ".ray" / "auth_token"
+    if not token_file.is_file():
+        pytest.skip("this Ray instance wrote no auth token file")
+    token = token_file.read_text().strip()
+    assert len(token) >= 16
+    for path in smoke_run.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert token.encode() not in path.read_bytes(), f"{path} holds the Ray auth token"
