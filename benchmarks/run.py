@@ -111,8 +111,8 @@ def raystudy_runs(work: Path, pretrain_epochs: int) -> dict:
     from raystudy.data import loading
     from raystudy.grid import plan_grid
     from raystudy.results import read_table
-    from raystudy.sweep import fit_resources, run_grid
-    from raystudy.training.pretrain import run_pretraining
+    from raystudy.scheduler import build_context, run_jobs
+    from raystudy.sweep import fit_resources, plan_jobs, run_pretraining
 
     out: dict = {}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -128,7 +128,7 @@ def raystudy_runs(work: Path, pretrain_epochs: int) -> dict:
         cfg = fit_resources(study_config(common + [f"pretrain.methods=[{method}]", f"grid.models=[{method}]"]))
         run_dir = work / f"pretrain-{method}"
         data = prepare_data(cfg, work / "cache")
-        run_pretraining(cfg, run_dir, data.images.images[data.pretrain_indices])
+        run_pretraining(cfg, run_dir, data)
         out[f"{method}_pretrain_images_per_s"] = float(read_table(run_dir, "pretraining")["images_per_s"].iloc[0])
         out["queue"] = cfg.pretrain.queue_size
     out["decoded_images"] = loading.DECODE_COUNT - decodes_before
@@ -154,8 +154,10 @@ def raystudy_runs(work: Path, pretrain_epochs: int) -> dict:
         run_dir = work / name
         data = prepare_data(cfg, work / "cache")
         planned = plan_grid(cfg, {s: p.labels for s, p in data.pools.items()})
+        jobs = plan_jobs(cfg, run_dir, planned)
+        context = build_context(cfg, run_dir, data, planned, ray.put(data.images.images))
         t = time.time()
-        run_grid(cfg, run_dir, data, planned, {}, verbose=False)
+        run_jobs(cfg, run_dir, context, jobs, None)
         log = pd.read_json(run_dir / "logs" / "trials.jsonl", lines=True)
         return log, time.time() - t
 

@@ -17,18 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pandas as pd
 import ray
-from ray import tune
 
 from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.loading import DataError
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.grid import PlannedCell, grid_frame, plan_grid
 from raystudy.results import has_result, read_table, write_table
-from raystudy.training.finetune import FinetuneContext, finetune_trial
-from raystudy.training.pretrain import run_pretraining
+from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
 
 log = logging.getLogger("raystudy")
 
@@ -74,40 +71,6 @@ def check_resumable(cfg: StudyConfig, run_dir: Path) -> None:
             f"(hash {previous.config_hash()} vs {cfg.config_hash()}); use another --out, "
             "or delete the folder to start over"
         )
-
-
-class ProgressLine(tune.Callback):
-    """One line per change: done/total, the cell, its accuracy and an estimate of the time left.
-
-    The estimate weighs each cell by its work (train size, at least ``floor``), so it
-    does not swing when the largest cells, which run first, finish.
-    """
-
-    def __init__(self, total: int, already: int, weights: dict[str, float]) -> None:
-        self.total, self.done, self.start = total, already, time.time()
-        self.weights = weights
-        self.work_left = sum(weights.values())
-        self.work_done = 0.0
-
-    def _line(self, trial, what: str) -> None:
-        elapsed = time.time() - self.start
-        rate = elapsed / self.work_done if self.work_done else float("nan")
-        left = f"~{rate * self.work_left:.0f}s left" if self.work_done else "estimating"
-        print(f"[{self.done}/{self.total}] {trial.config['cell']['cell_id']} {what} | {elapsed:.0f}s, {left}", flush=True)
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        cid = trial.config["cell"]["cell_id"]
-        self.done += 1
-        w = self.weights.get(cid, 0.0)
-        self.work_done, self.work_left = self.work_done + w, self.work_left - w
-        acc = (trial.last_result or {}).get("overall_accuracy")
-        self._line(trial, f"done OA={acc:.3f}" if isinstance(acc, float) else "done")
-
-    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self._line(trial, "raised; retrying from its last checkpoint")
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._line(trial, "FAILED after its retries (see raystudy status)")
 
 
 def quiet_tune(verbose: bool) -> None:
@@ -202,99 +165,50 @@ def _injected_failure() -> tuple[str, int] | None:
     return cell_id, int(epoch)
 
 
-def run_grid(cfg: StudyConfig, run_dir: Path, data: StudyData, planned: list[PlannedCell], encoders: dict[str, Path], verbose: bool) -> None:
-    """Fine-tune every pending cell as one Tune experiment."""
-    config_hash = cfg.config_hash()
-    runnable = [p for p in planned if p.split is not None]
-    pending = [p for p in runnable if not has_result(run_dir, p.cell.cell_id)]
-    print(f"grid: {len(runnable)} cells to run, {len(runnable) - len(pending)} already done, {len(pending)} pending", flush=True)
-    if not pending:
-        return
-    splits = {(p.cell.category_set, p.cell.train_size, p.cell.fold): p.split for p in runnable}
-    context = FinetuneContext(
-        cfg=cfg.to_dict(),
-        config_hash=config_hash,
-        run_dir=str(run_dir),
-        images=data.images.images,
-        pools=data.pools,
-        generalization=data.generalization,
-        splits=splits,
-        encoders={m: str(p) for m, p in encoders.items()},
-        image_ids=data.images.index["image_id"].to_numpy(),
-        inject_failure=_injected_failure(),
-        runnable_sizes={
-            s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s}) for s in cfg.grid.sizes
-        },
-    )
-    f = cfg.finetune
-    floor = f.min_steps * f.batch_size
-    weights = {p.cell.cell_id: float(max(len(p.split.train) * f.epochs, floor)) for p in pending}
-    trainable = tune.with_parameters(
-        tune.with_resources(finetune_trial, {"cpu": f.cpus_per_trial, "gpu": f.gpus_per_trial}),
-        context=context,
-    )
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"cell": tune.grid_search([p.cell.to_dict() for p in pending])},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=f.max_concurrent_trials or None,
-            trial_dirname_creator=lambda t: t.config["cell"]["cell_id"],
-            trial_name_creator=lambda t: t.config["cell"]["cell_id"],
-            reuse_actors=True,  # one worker process serves many trials: no per-trial import cost
-        ),
-        run_config=tune.RunConfig(
-            name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",  # cells are resumed by the store, not by Tune
-            storage_path=str(run_dir / "ray"),
-            verbose=2 if verbose else 0,
-            callbacks=[] if verbose else [ProgressLine(len(runnable), len(runnable) - len(pending), weights)],
-            failure_config=tune.FailureConfig(max_failures=f.max_retries),
-        ),
-    )
-    results = tuner.fit()
+def record_failures(cfg: StudyConfig, run_dir: Path, results: list, searcher, config_hash: str) -> None:
+    """Failed cells get a 'failed' row with their error; cells of a failed pretraining too."""
     for result in results:
-        if result.error is not None:
-            cell = result.config["cell"]
-            if not has_result(run_dir, cell["cell_id"]):
-                _write_failed(cfg, run_dir, cell, result.error, config_hash)
+        job = result.config or {}
+        if result.error is None:
+            continue
+        if job.get("kind") == "cell":
+            if not has_result(run_dir, job["cell"]["cell_id"]):
+                _write_failed(cfg, run_dir, job["cell"], result.error, config_hash)
+        else:
+            log.error("%s %s failed: %s", job.get("kind"), job.get("method") or job.get("model"), error_line(result.error))
+    for job in searcher.blocked:
+        if job["kind"] == "cell":
+            _write_failed(cfg, run_dir, job["cell"], RuntimeError(f"pretraining of {job['needs']} failed"), config_hash)
 
 
-def run_probes(cfg: StudyConfig, run_dir: Path, data: StudyData, encoders: dict[str, Path]) -> None:
-    """kNN and linear-probe accuracy of every pretrained encoder and of its starting point.
+def attempted(run_dir: Path) -> set[str]:
+    """Cells with a trial row of any status (done, skipped or failed)."""
+    return set(read_table(run_dir, "trials")["cell_id"])
 
-    Each probe is a Ray task with a trial's resources (a GPU where trials get one), on
-    a fixed stratified 80/20 split of the first category set's labeled pool.
-    """
-    from raystudy.data.splits import derive_seed, kfold
-    from raystudy.training.probes import probe_encoder
 
-    done = set(read_table(run_dir, "probes")["model"])
-    start = cfg.model.pretrain_init.get("moco")
-    sources = {"pretrain_init" if start else "random_init": start, **{m: str(p) for m, p in encoders.items()}}
-    todo = {m: p for m, p in sources.items() if m not in done}
-    if not todo:
-        return
-    set_name = next(iter(cfg.grid.sizes))
-    pool = data.pools[set_name]
-    vals, _ = kfold(pool.labels, 5, derive_seed(cfg.seed, set_name, "probe"))
-    test = np.sort(vals[0])
-    train = np.setdiff1d(np.arange(len(pool.labels)), test)
-    f = cfg.finetune
-    task = ray.remote(probe_encoder).options(num_cpus=f.cpus_per_trial, num_gpus=f.gpus_per_trial)
-    images_ref = ray.put(data.images.images)
-    refs = {
-        m: task.remote(cfg.to_dict(), p, images_ref, pool.indices[train], pool.labels[train], pool.indices[test], pool.labels[test], f.gpus_per_trial)
-        for m, p in todo.items()
-    }
-    pretraining = read_table(run_dir, "pretraining")
-    for m, ref in refs.items():
-        scores = ray.get(ref)
-        print(f"probe {m}: kNN {scores['knn_accuracy']:.3f}, linear {scores['linear_probe_accuracy']:.3f}", flush=True)
-        row = {"model": m, "encoder": todo[m] or "random init", "category_set": set_name,
-               "n_train": len(train), "n_test": len(test), **scores}
-        write_table(run_dir, "probes", m, pd.DataFrame([row]))
-        mine = pretraining[pretraining["model"] == m]
-        if len(mine):
-            write_table(run_dir, "pretraining", m, mine.assign(**scores))
+def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> list[dict]:
+    """Pending work in priority order: pretraining, probes, then cells largest first."""
+    pending = [p for p in planned if p.split is not None and not has_result(run_dir, p.cell.cell_id)]
+    need = [m for m in cfg.pretrain.methods if any(p.cell.model == m for p in pending)]
+    jobs: list[dict] = [
+        {"kind": "pretrain", "method": m, "needs": None} for m in need if not encoder_path(run_dir, m).is_file()
+    ]
+    if cfg.pretrain.probe:
+        probed = set(read_table(run_dir, "probes")["model"])
+        start = cfg.model.pretrain_init.get("moco")
+        init = "pretrain_init" if start else "random_init"
+        models = [m for m in cfg.pretrain.methods if m in cfg.grid.models]
+        if models and init not in probed:
+            jobs.append({"kind": "probe", "model": init, "path": start, "needs": None})
+        jobs += [
+            {"kind": "probe", "model": m, "path": str(encoder_path(run_dir, m)), "needs": m}
+            for m in models if m not in probed
+        ]
+    jobs += [
+        {"kind": "cell", "cell": p.cell.to_dict(), "needs": None if p.cell.model == "baseline" else p.cell.model}
+        for p in pending  # planned largest first
+    ]
+    return jobs
 
 
 def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
@@ -314,26 +228,55 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
         write_table(run_dir, "dataset", "classes", data.dataset_table(cfg))
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
         write_table(run_dir, "grid", "grid", grid_frame(planned))
-        _write_skipped(cfg, run_dir, planned, cfg.config_hash())
+        config_hash = cfg.config_hash()
+        _write_skipped(cfg, run_dir, planned, config_hash)
         quiet_tune(verbose)
         ensure_ray()
         cfg = fit_resources(copy.deepcopy(cfg))
-        needs_encoder = any(p.split is not None and p.cell.model != "baseline" and not has_result(run_dir, p.cell.cell_id) for p in planned)
-        encoders: dict[str, Path] = {}
-        if needs_encoder:
-            t = time.time()
-            pretrain_images = data.images.images[data.pretrain_indices]
-            print(f"pretraining {', '.join(cfg.pretrain.methods)} on {len(pretrain_images)} unlabeled images", flush=True)
-            encoders = run_pretraining(cfg, run_dir, pretrain_images)
-            print(f"pretraining finished in {time.time() - t:.0f}s", flush=True)
-        if cfg.pretrain.probe and encoders:
-            run_probes(cfg, run_dir, data, encoders)
-        run_grid(cfg, run_dir, data, planned, encoders, verbose)
+        jobs = plan_jobs(cfg, run_dir, planned)
+        cells = [j for j in jobs if j["kind"] == "cell"]
+        runnable = sum(p.split is not None for p in planned)
+        pretrain = [j["method"] for j in jobs if j["kind"] == "pretrain"]
+        print(
+            f"grid: {runnable} cells to run, {runnable - len(cells)} already done, {len(cells)} pending"
+            + (f"; pretraining {', '.join(pretrain)} on {len(data.pretrain_indices)} unlabeled images" if pretrain else ""),
+            flush=True,
+        )
+        if jobs:
+            images_ref = ray.put(data.images.images)
+            context = build_context(cfg, run_dir, data, planned, images_ref, _injected_failure())
+            f = cfg.finetune
+            floor = f.min_steps * f.batch_size
+            splits = {p.cell.cell_id: p.split for p in planned if p.split is not None}
+            weights = {j["cell"]["cell_id"]: float(max(len(splits[j["cell"]["cell_id"]].train) * f.epochs, floor)) for j in cells}
+            progress = ProgressLine(runnable, runnable - len(cells), weights)
+            for attempt in range(2):
+                results, searcher = run_jobs(cfg, run_dir, context, jobs, progress, verbose)
+                record_failures(cfg, run_dir, results, searcher, config_hash)
+                # a trial can end with neither a result nor an error (its node vanished while
+                # it reported): run such cells once more
+                jobs = [j for j in plan_jobs(cfg, run_dir, planned) if j["kind"] == "cell" and j["cell"]["cell_id"] not in attempted(run_dir)]
+                if not jobs:
+                    break
+                log.warning("%d cell(s) ended without a result; running them again", len(jobs))
         from analysis.report import build_report
 
         report = build_report(run_dir)
     print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run_dir / 'results'}; report {report}", flush=True)
     return report
+
+
+def run_pretraining(cfg: StudyConfig, run_dir: Path, data: StudyData) -> dict[str, Path]:
+    """Only the pretraining of ``cfg.pretrain.methods`` (search, benchmarks); returns encoder paths."""
+    jobs = [{"kind": "pretrain", "method": m, "needs": None} for m in cfg.pretrain.methods if not encoder_path(run_dir, m).is_file()]
+    if jobs:
+        planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
+        context = build_context(cfg, run_dir, data, planned, ray.put(data.images.images))
+        results, _ = run_jobs(cfg, run_dir, context, jobs, None)
+        failed = [r for r in results if r.error is not None]
+        if failed:
+            raise RuntimeError(f"pretraining failed: {error_line(failed[0].error)}")
+    return {m: encoder_path(run_dir, m) for m in cfg.pretrain.methods}
 
 
 def search_study(cfg: StudyConfig, run_dir: Path) -> dict:
@@ -353,5 +296,5 @@ def search_study(cfg: StudyConfig, run_dir: Path) -> dict:
             one = copy.deepcopy(cfg)
             one.pretrain.methods = [cfg.search.model]
             one.grid.models = [cfg.search.model]
-            encoders = run_pretraining(one, run_dir, data.images.images[data.pretrain_indices])
+            encoders = run_pretraining(one, run_dir, data)
         return run_search(cfg, run_dir, data, encoders)

@@ -43,7 +43,7 @@ class FinetuneContext:
     cfg: dict[str, Any]
     config_hash: str
     run_dir: str
-    images: np.ndarray  # (N, S, S) uint8, every image of the study
+    images_ref: Any  # ObjectRef of the (N, S, S) uint8 array of every image of the study
     pools: dict[str, LabeledPool]
     generalization: LabeledPool | None
     splits: dict[tuple[str, int, int], Split]  # (set, size, fold) -> split
@@ -51,6 +51,8 @@ class FinetuneContext:
     image_ids: np.ndarray  # (N,) str, row i of ``images``
     runnable_sizes: dict[str, list[int]]  # category set -> sizes that are not skipped
     inject_failure: tuple[str, int] | None = None  # (cell_id, epoch): raise once, for fault tests
+    pretrain_rows: np.ndarray | None = None  # rows of the unlabeled pretraining pool
+    probe_split: dict[str, np.ndarray] | None = None  # train/test rows and labels of the encoder probes
 
 
 def log_event(run_dir: Path, cell_id: str, event: str, **fields: Any) -> None:
@@ -319,6 +321,7 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     node = ray.get_runtime_context().get_node_id()
     log_event(run_dir, cell["cell_id"], "start", node=node)
     cfg, f = context.cfg, context.cfg["finetune"]
+    images: np.ndarray = ray.get(context.images_ref)  # zero-copy view of the object store
     torch.set_num_threads(max(1, int(f["cpus_per_trial"])))
     seed_everything(derive_seed(cfg["seed"], cell["cell_id"]))
     device = pick_device(f["gpus_per_trial"])
@@ -331,7 +334,7 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     keys = {k: cell[k] for k in ("cell_id", "model", "category_set", "n_categories", "train_size", "fold")}
     cid = cell["cell_id"]
     checkpoint = EpochCheckpoint(run_dir / "checkpoints" / f"{cid}.pt", f["checkpoint_every_s"])
-    trainer = CellTrainer(cfg, cell["model"], context.encoders, context.images, train_rows, train_labels, n_classes, device, cid)
+    trainer = CellTrainer(cfg, cell["model"], context.encoders, images, train_rows, train_labels, n_classes, device, cid)
     start_epoch = trainer.restore(checkpoint)
     if start_epoch:
         log_event(run_dir, cid, "resume", node=node, epoch=start_epoch)
@@ -342,7 +345,7 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     if embed:
         for stage, before in (("before_pretraining", True), ("after_pretraining", False)):
             encoder, _ = initial_encoder(cfg, cell["model"], context.encoders, before_pretraining=before)
-            feats = encode(encoder.to(device), context.images, emb_rows, trainer.eval_tf, f["eval_batch_size"], device)
+            feats = encode(encoder.to(device), images, emb_rows, trainer.eval_tf, f["eval_batch_size"], device)
             embeddings.append((stage, feats))
 
     log_event(run_dir, cid, "first_step", node=node)
@@ -371,7 +374,7 @@ def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
         per_class, confusion = pd.concat([per_class, pc]), pd.concat([confusion, cm])
 
     if embed:
-        feats = encode(trainer.model.encoder, context.images, emb_rows, trainer.eval_tf, f["eval_batch_size"], device)
+        feats = encode(trainer.model.encoder, images, emb_rows, trainer.eval_tf, f["eval_batch_size"], device)
         embeddings.append(("after_finetuning", feats))
         cats = np.array(pool.categories)[pool.labels[split.validation][: len(emb_rows)]]
         frames = [

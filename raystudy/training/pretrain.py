@@ -22,7 +22,7 @@ import pandas as pd
 import ray
 import torch
 
-from raystudy.config import StudyConfig
+
 from raystudy.data.splits import derive_seed
 from raystudy.models import BYOL, MoCo, build_encoder, clip_queue_size
 from raystudy.results import write_table
@@ -71,8 +71,9 @@ def run_pretrain_loop(
     resume: dict[str, Any] | None = None,
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
     on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Pretrain one method on ``images`` (N, S, S) uint8; returns the final state.
+    """Pretrain one method on ``images[rows]`` ((N, S, S) uint8; all rows by default).
 
     ``resume`` is a state given to ``on_epoch`` before; ``wrap`` wraps the model for
     DDP; ``on_epoch(metrics, state)`` runs after every epoch (checkpoint and report).
@@ -80,7 +81,8 @@ def run_pretrain_loop(
     online encoder (``state["encoder"]``, what fine-tuning transfers).
     """
     p = cfg["pretrain"]
-    n_images = len(images)
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    n_images = len(rows)
     batch = p["batch_size_per_worker"]
     global_batch = batch * world
     steps_per_epoch = max(1, n_images // global_batch)
@@ -118,7 +120,7 @@ def run_pretrain_loop(
             step = epoch * steps_per_epoch + i
             lr = warmup_cosine_lr(step, total_steps, warmup_steps, target_lr)
             set_lr(optimizer, lr)
-            idx = np.sort(shard[i * batch : (i + 1) * batch])
+            idx = np.sort(rows[shard[i * batch : (i + 1) * batch]])
             x = torch.from_numpy(images[idx]).unsqueeze(1).to(device, non_blocking=True)  # (B,1,S,S)
             view1, view2 = augment(x, generator), augment(x, generator)  # (B,C,crop,crop) each
             if device.type == "cuda":
@@ -165,6 +167,7 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cfg["pretrain"]["cpus_per_worker"])))
     seed_everything(cfg["seed"] + rank)
     images: np.ndarray = ray.get(loop_config["images_ref"])  # (N, S, S) uint8, zero-copy
+    rows = loop_config["rows"]  # the unlabeled pretraining pool
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -184,16 +187,16 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else None
-    run_pretrain_loop(cfg, method, images, ray.train.torch.get_device(), rank, world, resume, wrap, report)
+    run_pretrain_loop(cfg, method, images, ray.train.torch.get_device(), rank, world, resume, wrap, report, rows)
 
 
-def pretrain_trial(config: dict[str, Any]) -> None:
-    """A Tune trial that drives one TorchTrainer run (stable run name per method)."""
+def pretrain_trial(method: str, cfg: dict[str, Any], run_dir: Path, images_ref: Any, rows: np.ndarray) -> None:
+    """A Tune trial that drives one TorchTrainer run (stable run name per method, so an
+    interrupted run continues from its last checkpoint)."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    cfg, method, run_dir = config["cfg"], config["method"], Path(config["run_dir"])
     p = cfg["pretrain"]
     encoder_path = run_dir / "encoders" / f"{method}.pt"
     if encoder_path.is_file():
@@ -203,7 +206,7 @@ def pretrain_trial(config: dict[str, Any]) -> None:
     t0 = time.time()
     trainer = TorchTrainer(
         pretrain_worker_loop,
-        train_loop_config={"cfg": cfg, "method": method, "images_ref": config["images_ref"]},
+        train_loop_config={"cfg": cfg, "method": method, "images_ref": images_ref, "rows": rows},
         scaling_config=ScalingConfig(
             num_workers=p["num_workers"], use_gpu=use_gpu, resources_per_worker={"CPU": p["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}
         ),
@@ -235,7 +238,7 @@ def pretrain_trial(config: dict[str, Any]) -> None:
                     "model": method,
                     "arch": cfg["model"]["arch"],
                     "epochs": p["epochs"],
-                    "n_images": int(config["n_images"]),
+                    "n_images": len(rows),
                     "batch_size": p["batch_size_per_worker"] * p["num_workers"],
                     "world_size": p["num_workers"],
                     "seconds": time.time() - t0,
@@ -251,37 +254,3 @@ def pretrain_trial(config: dict[str, Any]) -> None:
     torch.save(encoder_state, tmp)
     os.replace(tmp, encoder_path)
     ray.tune.report({"done": True, "final_loss": float(losses["loss"].iloc[-1])})
-
-
-def run_pretraining(cfg: StudyConfig, run_dir: Path, images: np.ndarray, callbacks: list | None = None) -> dict[str, Path]:
-    """Pretrain every method that lacks an encoder; MoCo and BYOL run side by side."""
-    from ray import tune
-
-    methods = [m for m in cfg.pretrain.methods if m in cfg.grid.models]
-    todo = [m for m in methods if not (run_dir / "encoders" / f"{m}.pt").is_file()]
-    paths = {m: run_dir / "encoders" / f"{m}.pt" for m in methods}
-    if not todo:
-        return paths
-    images_ref = ray.put(images)
-    tuner = tune.Tuner(
-        tune.with_resources(pretrain_trial, {"cpu": 0, "memory": 1}),  # the TorchTrainer holds the CPUs
-        param_space={
-            "method": tune.grid_search(todo),
-            "cfg": cfg.to_dict(),
-            "run_dir": str(run_dir),
-            "images_ref": images_ref,
-            "n_images": len(images),
-        },
-        tune_config=tune.TuneConfig(max_concurrent_trials=len(todo)),
-        run_config=tune.RunConfig(
-            name=f"pretraining-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(run_dir / "ray"), verbose=0, callbacks=callbacks or []
-        ),
-    )
-    results = tuner.fit()
-    failed = [r for r in results if r.error is not None]
-    if failed:
-        raise RuntimeError(f"pretraining failed: {failed[0].error}")
-    missing = [m for m in todo if not paths[m].is_file()]
-    if missing:
-        raise RuntimeError(f"pretraining finished without an encoder for {missing}")
-    return paths

@@ -1,0 +1,213 @@
+"""One Tune experiment for a whole study, released in dependency order.
+
+Jobs are pretraining runs (each a Tune trial driving a TorchTrainer), encoder probes
+and grid cells (plain function trials). A small ``Searcher`` hands Tune the next job
+whose prerequisite exists: pretraining and baseline cells start at once, MoCo / BYOL
+cells and probes start as soon as their encoder is written, largest cells first. A
+failed pretraining releases nobody: its cells are reported failed and the rest of the
+sweep goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
+from ray.tune.search import Searcher
+
+from raystudy.config import StudyConfig
+from raystudy.results import read_table, write_table
+from raystudy.training.finetune import FinetuneContext, finetune_trial
+from raystudy.training.pretrain import pretrain_trial
+from raystudy.training.probes import probe_encoder
+
+
+def encoder_path(run_dir: Path, model: str) -> Path:
+    return Path(run_dir) / "encoders" / f"{model}.pt"
+
+
+class StudySearcher(Searcher):
+    """Suggests the first job (in priority order) whose encoder, if it needs one, exists."""
+
+    def __init__(self, run_dir: Path, jobs: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.queue = list(jobs)
+        self.running: dict[str, dict[str, Any]] = {}
+        self.failed_pretraining: dict[str, str] = {}
+        self.blocked: list[dict[str, Any]] = []  # jobs dropped because their pretraining failed
+
+    def _ready(self, job: dict[str, Any]) -> bool:
+        needs = job.get("needs")
+        return needs is None or encoder_path(self.run_dir, needs).is_file()
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        keep = []
+        for job in self.queue:
+            (self.blocked if job.get("needs") in self.failed_pretraining else keep).append(job)
+        self.queue = keep
+        for i, job in enumerate(self.queue):
+            if self._ready(job):
+                self.running[trial_id] = self.queue.pop(i)
+                return self.running[trial_id]
+        return Searcher.FINISHED if not self.queue else None  # None: ask again later
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        job = self.running.pop(trial_id, None)
+        if job is not None and job["kind"] == "pretrain" and error:
+            self.failed_pretraining[job["method"]] = "pretraining failed"
+
+
+def job_resources(cfg: StudyConfig):
+    """Pretraining trials hold no CPU (their TorchTrainer workers do); others a trial's share."""
+    f = cfg.finetune
+    pretrain = resource_dict_to_pg_factory({"cpu": 0, "memory": 1})
+    trial = resource_dict_to_pg_factory({"cpu": f.cpus_per_trial, "gpu": f.gpus_per_trial})
+    return lambda config: pretrain if config["kind"] == "pretrain" else trial
+
+
+def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
+    """The one trainable of the experiment: dispatch on the job's kind."""
+    kind = config["kind"]
+    if kind == "cell":
+        finetune_trial(config, context)
+    elif kind == "pretrain":
+        pretrain_trial(config["method"], context.cfg, Path(context.run_dir), context.images_ref, context.pretrain_rows)
+    elif kind == "probe":
+        probe_trial(config, context)
+    else:
+        raise ValueError(f"unknown job kind {kind!r}")
+
+
+def probe_trial(config: dict[str, Any], context: FinetuneContext) -> None:
+    """kNN and linear-probe accuracy of one frozen encoder (``model``: moco, byol or the init)."""
+    model, run_dir, split = config["model"], Path(context.run_dir), context.probe_split
+    path = config.get("path")
+    images = ray.get(context.images_ref)
+    scores = probe_encoder(context.cfg, path, images, split["train_rows"], split["train_labels"],
+                           split["test_rows"], split["test_labels"], context.cfg["finetune"]["gpus_per_trial"])
+    row = {"model": model, "encoder": path or "random init", "category_set": split["category_set"],
+           "n_train": len(split["train_rows"]), "n_test": len(split["test_rows"]), **scores}
+    write_table(run_dir, "probes", model, pd.DataFrame([row]))
+    pretraining = read_table(run_dir, "pretraining")
+    mine = pretraining[pretraining["model"] == model]
+    if len(mine):
+        write_table(run_dir, "pretraining", model, mine.assign(**scores))
+    tune.report({"done": 1, **scores})
+
+
+class ProgressLine(tune.Callback):
+    """One line per change: done/total, the job, its accuracy and an estimate of the time left.
+
+    The estimate weighs each cell by its work, so it does not swing when the largest
+    cells, which run first, finish.
+    """
+
+    def __init__(self, total: int, already: int, weights: dict[str, float]) -> None:
+        self.total, self.done, self.start = total, already, time.time()
+        self.weights = weights
+        self.work_left = sum(weights.values())
+        self.work_done = 0.0
+
+    @staticmethod
+    def name(trial) -> str:
+        c = trial.config
+        return c["cell"]["cell_id"] if c["kind"] == "cell" else f"{c['kind']}-{c.get('method') or c.get('model')}"
+
+    def _line(self, trial, what: str) -> None:
+        elapsed = time.time() - self.start
+        left = f"~{elapsed / self.work_done * self.work_left:.0f}s left" if self.work_done else "estimating"
+        print(f"[{self.done}/{self.total}] {self.name(trial)} {what} | {elapsed:.0f}s, {left}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        result = trial.last_result or {}
+        if trial.config["kind"] != "cell":
+            scores = f" kNN={result['knn_accuracy']:.3f}" if "knn_accuracy" in result else ""
+            print(f"{self.name(trial)} done{scores} | {time.time() - self.start:.0f}s", flush=True)
+            return
+        self.done += 1
+        w = self.weights.get(self.name(trial), 0.0)
+        self.work_done, self.work_left = self.work_done + w, self.work_left - w
+        acc = result.get("overall_accuracy")
+        self._line(trial, f"done OA={acc:.3f}" if isinstance(acc, float) else "done")
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        print(f"{self.name(trial)} raised; retrying from its last checkpoint", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        print(f"{self.name(trial)} FAILED after its retries (see raystudy status)", flush=True)
+
+
+def run_jobs(
+    cfg: StudyConfig,
+    run_dir: Path,
+    context: FinetuneContext,
+    jobs: list[dict[str, Any]],
+    progress: ProgressLine | None,
+    verbose: bool = False,
+) -> tuple[list, StudySearcher]:
+    """Run the jobs as one Tune experiment; returns (Tune results, the searcher)."""
+    searcher = StudySearcher(run_dir, jobs)
+    # Tune keeps only one trial pending for a custom searcher; with short trials that
+    # serializes the sweep, so allow as many pending trials as Tune does for a grid
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
+    trainable = tune.with_parameters(tune.with_resources(study_trial, job_resources(cfg)), context=context)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=len(jobs),
+            max_concurrent_trials=cfg.finetune.max_concurrent_trials or None,
+            trial_dirname_creator=ProgressLine.name,
+            trial_name_creator=ProgressLine.name,
+            reuse_actors=True,  # one worker process serves many trials: no per-trial import cost
+        ),
+        run_config=tune.RunConfig(
+            name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",  # cells resume from the store, not from Tune
+            storage_path=str(run_dir / "ray"),
+            verbose=2 if verbose else 0,
+            callbacks=[] if verbose or progress is None else [progress],
+            failure_config=tune.FailureConfig(max_failures=cfg.finetune.max_retries),
+        ),
+    )
+    return list(tuner.fit()), searcher
+
+
+def build_context(cfg: StudyConfig, run_dir: Path, data, planned, images_ref, inject_failure=None) -> FinetuneContext:
+    """What every trial shares, put once in the object store."""
+    from raystudy.data.splits import derive_seed, kfold
+
+    runnable = [p for p in planned if p.split is not None]
+    set_name = next(iter(cfg.grid.sizes))
+    pool = data.pools[set_name]
+    vals, _ = kfold(pool.labels, 5, derive_seed(cfg.seed, set_name, "probe"))
+    test = np.sort(vals[0])
+    train = np.setdiff1d(np.arange(len(pool.labels)), test)
+    return FinetuneContext(
+        cfg=cfg.to_dict(),
+        config_hash=cfg.config_hash(),
+        run_dir=str(run_dir),
+        images_ref=images_ref,
+        pools=data.pools,
+        generalization=data.generalization,
+        splits={(p.cell.category_set, p.cell.train_size, p.cell.fold): p.split for p in runnable},
+        encoders={m: str(encoder_path(run_dir, m)) for m in cfg.pretrain.methods},
+        image_ids=data.images.index["image_id"].to_numpy(),
+        runnable_sizes={s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s}) for s in cfg.grid.sizes},
+        inject_failure=inject_failure,
+        pretrain_rows=data.pretrain_indices,
+        probe_split={
+            "category_set": set_name,
+            "train_rows": pool.indices[train],
+            "train_labels": pool.labels[train],
+            "test_rows": pool.indices[test],
+            "test_labels": pool.labels[test],
+        },
+    )
