@@ -99,11 +99,19 @@ def augmentation_rate(n_steps: int) -> dict[str, float]:
     }
 
 
+def bare_loops(queue: int, steps: int) -> dict[str, float]:
+    return {
+        "moco": bare_pretrain("moco", steps, queue),
+        "byol": bare_pretrain("byol", steps, queue),
+        "finetune": bare_finetune(steps),
+    }
+
+
 def study_config(overrides: list[str]):
     return load_config(preset="smoke", overrides=overrides)
 
 
-def raystudy_runs(work: Path, pretrain_epochs: int) -> dict:
+def raystudy_runs(work: Path, pretrain_epochs: int, steps: int) -> dict:
     """Run raystudy's own pretraining and fine-tuning on the local Ray instance, one at a time."""
     import ray
 
@@ -176,6 +184,7 @@ def raystudy_runs(work: Path, pretrain_epochs: int) -> dict:
     out["sweep_makespan_s"] = makespan  # includes starting the Tuner and its worker processes
     out["sweep_span_s"] = span  # first trial start -> last result written
     out["sweep_packing_ratio"] = span / (busy / 2)
+    out["bare"] = bare_loops(out["queue"], steps)  # while Ray is up, so both see the same machine
     ray.shutdown()
     return out
 
@@ -183,19 +192,15 @@ def raystudy_runs(work: Path, pretrain_epochs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps of each bare loop")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps of each bare loop and augmentation")
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     torch.set_num_threads(1)  # raystudy's CPU workers and trials run one thread per CPU they hold
 
     with tempfile.TemporaryDirectory() as tmp:
-        ours = raystudy_runs(Path(tmp), args.pretrain_epochs)
-    bare = {
-        "moco": bare_pretrain("moco", args.steps, ours["queue"]),
-        "byol": bare_pretrain("byol", args.steps, ours["queue"]),
-        "finetune": bare_finetune(args.steps),
-    }
+        ours = raystudy_runs(Path(tmp), args.pretrain_epochs, args.steps)
+    bare = ours.pop("bare")
     aug = augmentation_rate(args.steps)
     rows = [
         ("MoCo pretraining step (img/s)", ours["moco_pretrain_images_per_s"], bare["moco"], ">= 0.90"),

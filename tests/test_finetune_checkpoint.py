@@ -43,3 +43,20 @@ def test_recalibrate_batchnorm_matches_data_statistics():
     expected = torch.from_numpy(images.reshape(10, 4).astype(np.float32)).mean(0)
     assert torch.allclose(model[1].running_mean, expected, atol=1e-4)
     assert not model.training and model[1].momentum == 0.1
+
+
+def test_checkpoint_of_other_category_count_is_refused_with_keys(tmp_path):
+    import pytest
+
+    from raystudy.models import Classifier, build_encoder
+
+    def classifier(n):
+        enc, dim = build_encoder("resnet18", 1)
+        return Classifier(enc, dim, n, hidden_dim=16)
+
+    four = classifier(4)
+    opt = torch.optim.SGD(four.parameters(), lr=0.1)
+    EpochCheckpoint(tmp_path / "c.pt", 0.0).maybe_save(four, opt, 0, 1, [], 1.0)
+    nineteen = classifier(19)
+    with pytest.raises(RuntimeError, match=r"size mismatch for head\.\S+"):
+        EpochCheckpoint(tmp_path / "c.pt", 0.0).restore(nineteen, torch.optim.SGD(nineteen.parameters(), lr=0.1))

@@ -52,7 +52,8 @@ def test_unreadable_images_all_reported(tmp_path):
     df = scan_folder(tmp_path, Catalog())
     with pytest.raises(DataError, match="2 unreadable image") as err:
         load_images(df, 16, tmp_path / "cache")
-    assert "bad1.png" in str(err.value) and "empty.png" in str(err.value)
+    assert "bad1.png (not a readable PNG, JPEG or TIFF image)" in str(err.value)
+    assert "empty.png (empty file, 0 bytes)" in str(err.value)
     assert not list((tmp_path / "cache").glob("*.npy"))  # nothing half-written
 
 
@@ -96,3 +97,35 @@ def test_category_set_naming_absent_category(tmp_path):
     cfg = load_config(preset="smoke", overrides=[f"data.root={tmp_path}"])
     with pytest.raises(DataError, match="category set '19cat' names"):
         prepare_data(cfg, tmp_path / "cache")
+
+
+def test_palette_image_is_converted(tmp_path):
+    img = Image.new("P", (12, 12))
+    img.putpalette([i % 256 for i in range(768)])
+    img.save(tmp_path / "p.png")
+    arr = decode_image(str(tmp_path / "p.png"), 8)
+    assert arr.shape == (8, 8) and arr.dtype == np.uint8
+
+
+def test_many_bad_files_are_listed_once_with_a_count(tmp_path):
+    d = tmp_path / "C1" / "column"
+    d.mkdir(parents=True)
+    for i in range(25):
+        (d / f"bad{i:02d}.png").write_bytes(b"")
+    df = scan_folder(tmp_path, Catalog())
+    with pytest.raises(DataError) as err:
+        load_images(df, 8, tmp_path / "cache")
+    msg = str(err.value)
+    assert msg.startswith("25 unreadable image(s):")
+    import re
+
+    assert len(re.findall(r"column/bad\d\d\.png \(empty file, 0 bytes\)", msg)) == 20
+    assert "... and 5 more" in msg
+
+
+def test_more_folds_than_rarest_class_says_so():
+    from raystudy.data.splits import make_split
+
+    labels = np.array([0] * 40 + [1] * 3)
+    split = make_split(labels, 43, 0, 5, "paper", 0, "s")
+    assert split.notes and "rarest class has 3 image(s)" in split.notes[0]

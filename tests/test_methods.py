@@ -366,3 +366,22 @@ def test_moco_ddp_shuffle_bn_and_gathered_queue(tmp_path) -> None:
     assert int(r0["ptr"]) == 16  # 2 ranks x 2 views x 4 keys
     assert torch.isfinite(r0["loss"]) and torch.isfinite(r1["loss"])
     assert torch.allclose(r0["queue"].norm(dim=0), torch.ones(32), atol=1e-5)
+
+
+def test_pickle_with_executable_content_is_refused(tmp_path) -> None:
+    import os
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"state_dict": Exploit()}, fh)
+    encoder, _ = build_encoder("resnet18", 1)
+    with pytest.raises(ValueError, match="evil.pt"):
+        load_encoder_weights(encoder, path)
+    assert not marker.exists()  # nothing was executed

@@ -142,6 +142,16 @@ def _fingerprint(df: pd.DataFrame, size: int) -> str:
     return h.hexdigest()[:16]
 
 
+def why_unreadable(path: str, err: BaseException) -> str:
+    """A short reason for one unreadable image file."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return "empty file, 0 bytes"
+    if isinstance(err, UnidentifiedImageError):
+        return "not a readable PNG, JPEG or TIFF image"
+    text = str(err).splitlines()
+    return f"{type(err).__name__}: {text[0] if text else 'unreadable'}"
+
+
 def decode_all(df: pd.DataFrame, size: int, workers: int = 4) -> np.ndarray:
     """Decode every listed image; unreadable files are all reported in one error."""
     out = np.empty((len(df), size, size), dtype=np.uint8)
@@ -152,7 +162,7 @@ def decode_all(df: pd.DataFrame, size: int, workers: int = 4) -> np.ndarray:
         try:
             out[i] = decode_image(path, size)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            bad.append(f"{path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'})")
+            bad.append(f"{path} ({why_unreadable(path, err)})")
 
     global DECODE_COUNT
     with ThreadPoolExecutor(max_workers=workers) as pool:
