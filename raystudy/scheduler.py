@@ -25,7 +25,7 @@ from ray.tune.search import Searcher
 from raystudy.config import StudyConfig
 from raystudy.results import read_table, write_table
 from raystudy.training.finetune import FinetuneContext, finetune_trial
-from raystudy.training.pretrain import pretrain_trial
+from raystudy.training.pretrain import pretrain_trial, started_marker
 from raystudy.training.probes import probe_encoder
 
 
@@ -34,15 +34,32 @@ def encoder_path(run_dir: Path, model: str) -> Path:
 
 
 class StudySearcher(Searcher):
-    """Suggests the first job (in priority order) whose encoder, if it needs one, exists."""
+    """Suggests the first job (in priority order) whose encoder, if it needs one, exists.
 
-    def __init__(self, run_dir: Path, jobs: list[dict[str, Any]]) -> None:
+    Pretraining is the sweep's critical path: once a pretraining job is handed out, no
+    cell is released until its Train workers hold their resources (or ``hold_s`` passed),
+    so quick cells cannot take the slots the pretraining workers are about to ask for.
+    """
+
+    def __init__(self, run_dir: Path, jobs: list[dict[str, Any]], hold_s: float = 120.0) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.queue = list(jobs)
+        self.hold_s = hold_s
         self.running: dict[str, dict[str, Any]] = {}
+        self.launched: dict[str, float] = {}  # pretraining method -> time handed out
         self.failed_pretraining: dict[str, str] = {}
         self.blocked: list[dict[str, Any]] = []  # jobs dropped because their pretraining failed
+
+    def _pretraining_starting(self) -> bool:
+        now = time.time()
+        return any(
+            now - t < self.hold_s
+            and not started_marker(self.run_dir, m).exists()
+            and not encoder_path(self.run_dir, m).is_file()
+            and m not in self.failed_pretraining
+            for m, t in self.launched.items()
+        )
 
     def _ready(self, job: dict[str, Any]) -> bool:
         needs = job.get("needs")
@@ -53,10 +70,13 @@ class StudySearcher(Searcher):
         for job in self.queue:
             (self.blocked if job.get("needs") in self.failed_pretraining else keep).append(job)
         self.queue = keep
+        hold = self._pretraining_starting()
         for i, job in enumerate(self.queue):
-            if self._ready(job):
-                self.running[trial_id] = self.queue.pop(i)
-                return self.running[trial_id]
+            if self._ready(job) and not (hold and job["kind"] != "pretrain"):
+                self.running[trial_id] = job = self.queue.pop(i)
+                if job["kind"] == "pretrain":
+                    self.launched[job["method"]] = time.time()
+                return job
         return Searcher.FINISHED if not self.queue else None  # None: ask again later
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

@@ -168,6 +168,8 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg["seed"] + rank)
     images: np.ndarray = ray.get(loop_config["images_ref"])  # (N, S, S) uint8, zero-copy
     rows = loop_config["rows"]  # the unlabeled pretraining pool
+    if rank == 0 and loop_config.get("started_marker"):  # the scheduler waits for this (workers placed)
+        Path(loop_config["started_marker"]).touch()
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -190,6 +192,11 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     run_pretrain_loop(cfg, method, images, ray.train.torch.get_device(), rank, world, resume, wrap, report, rows)
 
 
+def started_marker(run_dir: Path, method: str) -> Path:
+    """Touched by rank 0 once the pretraining workers of ``method`` hold their resources."""
+    return Path(run_dir) / "encoders" / f".{method}.started"
+
+
 def pretrain_trial(method: str, cfg: dict[str, Any], run_dir: Path, images_ref: Any, rows: np.ndarray) -> None:
     """A Tune trial that drives one TorchTrainer run (stable run name per method, so an
     interrupted run continues from its last checkpoint)."""
@@ -202,11 +209,19 @@ def pretrain_trial(method: str, cfg: dict[str, Any], run_dir: Path, images_ref: 
     if encoder_path.is_file():
         ray.tune.report({"done": True, "skipped_existing": True})
         return
+    started_marker(run_dir, method).parent.mkdir(parents=True, exist_ok=True)
+    started_marker(run_dir, method).unlink(missing_ok=True)
     use_gpu = {"auto": torch.cuda.is_available() or bool(ray.cluster_resources().get("GPU")), "true": True, "false": False}[p["use_gpu"]]
     t0 = time.time()
     trainer = TorchTrainer(
         pretrain_worker_loop,
-        train_loop_config={"cfg": cfg, "method": method, "images_ref": images_ref, "rows": rows},
+        train_loop_config={
+            "cfg": cfg,
+            "method": method,
+            "images_ref": images_ref,
+            "rows": rows,
+            "started_marker": str(started_marker(run_dir, method)),
+        },
         scaling_config=ScalingConfig(
             num_workers=p["num_workers"], use_gpu=use_gpu, resources_per_worker={"CPU": p["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}
         ),
