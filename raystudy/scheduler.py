@@ -132,6 +132,7 @@ class ProgressLine(tune.Callback):
 
     def __init__(self, total: int, already: int, weights: dict[str, float]) -> None:
         self.total, self.done, self.start = total, already, time.time()
+        self.cells_since: float | None = None  # when the first cell started: the rate's clock
         self.weights = weights
         self.work_left = sum(weights.values())
         self.work_done = 0.0
@@ -142,9 +143,14 @@ class ProgressLine(tune.Callback):
         return c["cell"]["cell_id"] if c["kind"] == "cell" else f"{c['kind']}-{c.get('method') or c.get('model')}"
 
     def _line(self, trial, what: str) -> None:
-        elapsed = time.time() - self.start
-        left = f"~{elapsed / self.work_done * self.work_left:.0f}s left" if self.work_done else "estimating"
-        print(f"[{self.done}/{self.total}] {self.name(trial)} {what} | {elapsed:.0f}s, {left}", flush=True)
+        now = time.time()
+        rate = (now - self.cells_since) / self.work_done if self.work_done and self.cells_since else None
+        left = f"~{rate * self.work_left:.0f}s left" if rate is not None else "estimating"
+        print(f"[{self.done}/{self.total}] {self.name(trial)} {what} | {now - self.start:.0f}s, {left}", flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if trial.config["kind"] == "cell" and self.cells_since is None:
+            self.cells_since = time.time()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}

@@ -114,22 +114,26 @@ def ensure_ray() -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
 
 
+def write_status_row(cfg: StudyConfig, run_dir: Path, cell: dict, status: str, message: str, config_hash: str) -> None:
+    """The trials row of a cell that did not train to the end: skipped or failed."""
+    row = {
+        "study": cfg.name,
+        **cell,
+        "seed": cfg.seed,
+        "protocol": cfg.grid.protocol,
+        "status": status,
+        "message": message,
+        "config_hash": config_hash,
+        "finished_at": time.time(),
+    }
+    write_table(run_dir, "trials", cell["cell_id"], pd.DataFrame([row]))
+
+
 def _write_skipped(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell], config_hash: str) -> None:
     for p in planned:
-        if p.split is not None or has_result(run_dir, p.cell.cell_id):
-            continue
-        log.warning("skipped %s: %s", p.cell.cell_id, p.reason)
-        row = {
-            "study": cfg.name,
-            **p.cell.to_dict(),
-            "seed": cfg.seed,
-            "protocol": cfg.grid.protocol,
-            "status": "skipped",
-            "message": p.reason,
-            "config_hash": config_hash,
-            "finished_at": time.time(),
-        }
-        write_table(run_dir, "trials", p.cell.cell_id, pd.DataFrame([row]))
+        if p.split is None and not has_result(run_dir, p.cell.cell_id):
+            log.warning("skipped %s: %s", p.cell.cell_id, p.reason)
+            write_status_row(cfg, run_dir, p.cell.to_dict(), "skipped", p.reason, config_hash)
 
 
 def error_line(error: BaseException) -> str:
@@ -142,18 +146,7 @@ def error_line(error: BaseException) -> str:
 
 
 def _write_failed(cfg: StudyConfig, run_dir: Path, cell: dict, error: BaseException, config_hash: str) -> None:
-    first = error_line(error)
-    row = {
-        "study": cfg.name,
-        **cell,
-        "seed": cfg.seed,
-        "protocol": cfg.grid.protocol,
-        "status": "failed",
-        "message": first,
-        "config_hash": config_hash,
-        "finished_at": time.time(),
-    }
-    write_table(run_dir, "trials", cell["cell_id"], pd.DataFrame([row]))
+    write_status_row(cfg, run_dir, cell, "failed", error_line(error), config_hash)
 
 
 def _injected_failure() -> tuple[str, int] | None:
@@ -250,7 +243,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
             splits = {p.cell.cell_id: p.split for p in planned if p.split is not None}
             weights = {j["cell"]["cell_id"]: float(max(len(splits[j["cell"]["cell_id"]].train) * f.epochs, floor)) for j in cells}
             progress = ProgressLine(runnable, runnable - len(cells), weights)
-            for attempt in range(2):
+            for _ in range(2):  # a second pass only for cells lost without a result
                 results, searcher = run_jobs(cfg, run_dir, context, jobs, progress, verbose)
                 record_failures(cfg, run_dir, results, searcher, config_hash)
                 # a trial can end with neither a result nor an error (its node vanished while

@@ -36,3 +36,24 @@ def test_hold_expires_and_failed_pretraining_blocks_its_cells(tmp_path):
     s.on_trial_complete("t1", error=True)
     assert s.suggest("t3") == Searcher.FINISHED
     assert [j["cell"]["cell_id"] for j in s.blocked] == ["byol-a"]
+
+
+def test_progress_line_estimates_from_cell_work_only(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from raystudy import scheduler
+    from raystudy.scheduler import ProgressLine
+
+    clock = [1000.0]
+    monkeypatch.setattr(scheduler.time, "time", lambda: clock[0])
+    line = ProgressLine(total=3, already=0, weights={"a": 100.0, "b": 100.0, "c": 200.0})
+
+    def trial(cid, acc=None):
+        return SimpleNamespace(config={"kind": "cell", "cell": {"cell_id": cid}}, last_result={"overall_accuracy": acc})
+
+    clock[0] += 300  # pretraining: not counted in the rate
+    line.on_trial_start(0, [], trial("a"))
+    clock[0] += 10
+    line.on_trial_complete(0, [], trial("a", 0.5))
+    out = capsys.readouterr().out
+    assert out.startswith("[1/3] a done OA=0.500 | 310s, ~30s left")  # 10 s per 100 units, 300 left
