@@ -9,7 +9,7 @@ from pathlib import Path
 
 from raystudy.config import ConfigError, load_config
 from raystudy.data.loading import DataError
-from raystudy.sweep import StudyLockedError
+from raystudy.errors import StudyLockedError
 
 
 def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:

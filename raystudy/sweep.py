@@ -23,15 +23,12 @@ import ray
 from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.loading import DataError
 from raystudy.data.prepare import StudyData, prepare_data
+from raystudy.errors import StudyLockedError
 from raystudy.grid import PlannedCell, grid_frame, plan_grid
 from raystudy.results import has_result, read_table, write_table
 from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
 
 log = logging.getLogger("raystudy")
-
-
-class StudyLockedError(RuntimeError):
-    """Another driver is already running a study in this run folder."""
 
 
 @contextmanager
