@@ -2,10 +2,10 @@
 
 Jobs are pretraining runs (each a Tune trial driving a TorchTrainer), encoder probes
 and grid cells (plain function trials). A small ``Searcher`` hands Tune the next job
-whose prerequisite exists: pretraining and baseline cells start at once, MoCo / BYOL
-cells and probes start as soon as their encoder is written, largest cells first. A
-failed pretraining releases nobody: its cells are reported failed and the rest of the
-sweep goes on.
+whose prerequisite exists: pretraining first, baseline cells as soon as the pretraining
+workers hold their resources, MoCo / BYOL cells and probes as soon as their encoder is
+written, largest cells first. A failed pretraining releases nobody: its cells are
+reported failed and the rest of the sweep goes on.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class StudySearcher(Searcher):
         self.hold_s = hold_s
         self.running: dict[str, dict[str, Any]] = {}
         self.launched: dict[str, float] = {}  # pretraining method -> time handed out
-        self.failed_pretraining: dict[str, str] = {}
+        self.failed_pretraining: set[str] = set()
         self.blocked: list[dict[str, Any]] = []  # jobs dropped because their pretraining failed
 
     def _pretraining_starting(self) -> bool:
@@ -82,7 +82,7 @@ class StudySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         job = self.running.pop(trial_id, None)
         if job is not None and job["kind"] == "pretrain" and error:
-            self.failed_pretraining[job["method"]] = "pretraining failed"
+            self.failed_pretraining.add(job["method"])
 
 
 def job_resources(cfg: StudyConfig):
