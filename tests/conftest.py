@@ -10,6 +10,17 @@ import pytest
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: OpenMP spin-waits make tiny CPU models 10x slower on a busy 2-core box."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def ray_instance():
     """A real local Ray instance, shared by every end-to-end test."""

@@ -13,13 +13,7 @@ from raystudy.training.augment import (
     gaussian_blur,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: OpenMP spin-waits make tiny CPU models 10x slower on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 B = 8

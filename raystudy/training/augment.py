@@ -203,6 +203,10 @@ class _BatchTransform:
             x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False)
         return x
 
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float (B, out_channels, crop, crop), fresh parameters per call."""
+        return self.apply(images, self.sample_params(images.shape[0], generator, images.device))
+
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.out_channels:
             x = x.expand(-1, self.out_channels, -1, -1)  # grey -> 3 identical channels
@@ -216,87 +220,6 @@ def _stat(v: Stat, channels: int) -> tuple[float, ...]:
     if len(vals) != channels:
         raise ValueError(f"expected {channels} mean/std values, got {len(vals)}")
     return vals
-
-
-class PretrainAugment(_BatchTransform):
-    """Upstream augmentation (Sect. 3.1): resize 256, random crop of 60-100 % of the area
-    resized to 224, colour jitter, Gaussian blur, solarisation, horizontal OR vertical flip,
-    rotation in [0, 180] degrees. Each call draws fresh parameters: call twice for two views.
-
-    Resize + crop + flip + rotation are one ``grid_sample`` with a per-sample affine theta:
-    resizing the whole image to resize x resize does not move anything in normalised
-    coordinates, so a crop of the resized image is the same affine map of the original
-    (the explicit anti-aliased resize is only done when the input is larger than
-    ``resize``, to avoid aliasing). Border padding fills the corners a rotation exposes;
-    where a rotated crop reaches past the crop box, real image content is sampled.
-    """
-
-    def __init__(
-        self,
-        resize: int = 256,
-        crop_size: int = 224,
-        crop_scale: tuple[float, float] = (0.6, 1.0),
-        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        jitter_p: float = 0.8,
-        brightness: float = 0.4,
-        contrast: float = 0.4,
-        saturation: float = 0.2,
-        blur_p: float = 0.5,
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
-        solarize_p: float = 0.2,
-        solarize_threshold: float = 0.5,
-        flip_p: float = 0.5,
-        rotation_degrees: tuple[float, float] = (0.0, 180.0),
-        out_channels: int = 1,
-        mean: Stat = 0.5,
-        std: Stat = 0.5,
-        antialias: bool = True,
-    ) -> None:
-        super().__init__(resize, crop_size, out_channels, mean, std, antialias)
-        self.crop_scale, self.crop_ratio = crop_scale, crop_ratio
-        self.jitter_p, self.brightness, self.contrast, self.saturation = jitter_p, brightness, contrast, saturation
-        self.blur_p, self.blur_sigma = blur_p, blur_sigma
-        self.blur_kernel = blur_kernel_size(crop_size)
-        self.solarize_p, self.solarize_threshold = solarize_p, solarize_threshold
-        self.flip_p, self.rotation_degrees = flip_p, rotation_degrees
-
-    def sample_params(
-        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Per-sample parameters, each (B,) except center (B, 2).
-
-        area, ratio, center: crop; angle: degrees; flip_h / flip_v: bool;
-        brightness / contrast / saturation: factors (1 = not jittered); sigma: blur
-        (0 = not blurred); solarize: bool.
-        """
-        dev = _device(device, generator)
-        n = batch_size
-        p = _sample_crop(n, self.crop_scale, self.crop_ratio, generator, dev)
-        p.update(_sample_flips(n, self.flip_p, generator, dev))
-        p["angle"] = _uniform((n,), *self.rotation_degrees, generator, dev)
-        jitter = _bernoulli(self.jitter_p, n, generator, dev)
-        p["brightness"] = _jitter_factors(n, self.brightness, jitter, generator, dev)
-        p["contrast"] = _jitter_factors(n, self.contrast, jitter, generator, dev)
-        p["saturation"] = _jitter_factors(n, self.saturation, jitter, generator, dev)
-        blur = _bernoulli(self.blur_p, n, generator, dev)
-        sigma = _uniform((n,), *self.blur_sigma, generator, dev)
-        p["sigma"] = torch.where(blur, sigma, torch.zeros_like(sigma))
-        p["solarize"] = _bernoulli(self.solarize_p, n, generator, dev)
-        return p
-
-    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """uint8 (B, C, H, W) + params -> float (B, out_channels, crop, crop)."""
-        x = self._prepare(images)
-        p = {k: v.to(x.device) for k, v in params.items()}
-        theta = affine_theta(p["area"], p["ratio"], p["center"], p["angle"], p["flip_h"], p["flip_v"])
-        x = warp(x, theta, self.crop_size)  # (B, C, crop, crop)
-        x = color_jitter(x, p["brightness"], p["contrast"], p["saturation"])
-        x = gaussian_blur(x, p["sigma"], self.blur_kernel)
-        x = solarize(x, p["solarize"], self.solarize_threshold)
-        return self._finish(x)
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.apply(images, self.sample_params(images.shape[0], generator, images.device))
 
 
 class FinetuneAugment(_BatchTransform):
@@ -333,8 +256,81 @@ class FinetuneAugment(_BatchTransform):
         theta = affine_theta(p["area"], p["ratio"], p["center"], None, p["flip_h"], p["flip_v"])
         return self._finish(warp(x, theta, self.crop_size))
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.apply(images, self.sample_params(images.shape[0], generator, images.device))
+
+class PretrainAugment(FinetuneAugment):
+    """Upstream augmentation (Sect. 3.1): resize 256, random crop of 60-100 % of the area
+    resized to 224, colour jitter, Gaussian blur, solarisation, horizontal OR vertical flip,
+    rotation in [0, 180] degrees. Each call draws fresh parameters: call twice for two views.
+
+    Resize + crop + flip + rotation are one ``grid_sample`` with a per-sample affine theta:
+    resizing the whole image to resize x resize does not move anything in normalised
+    coordinates, so a crop of the resized image is the same affine map of the original
+    (the explicit anti-aliased resize is only done when the input is larger than
+    ``resize``, to avoid aliasing). Border padding fills the corners a rotation exposes;
+    where a rotated crop reaches past the crop box, real image content is sampled.
+    """
+
+    def __init__(
+        self,
+        resize: int = 256,
+        crop_size: int = 224,
+        crop_scale: tuple[float, float] = (0.6, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        jitter_p: float = 0.8,
+        brightness: float = 0.4,
+        contrast: float = 0.4,
+        saturation: float = 0.2,
+        blur_p: float = 0.5,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        solarize_p: float = 0.2,
+        solarize_threshold: float = 0.5,
+        flip_p: float = 0.5,
+        rotation_degrees: tuple[float, float] = (0.0, 180.0),
+        out_channels: int = 1,
+        mean: Stat = 0.5,
+        std: Stat = 0.5,
+        antialias: bool = True,
+    ) -> None:
+        super().__init__(resize, crop_size, crop_scale, crop_ratio, flip_p, out_channels, mean, std, antialias)
+        self.jitter_p, self.brightness, self.contrast, self.saturation = jitter_p, brightness, contrast, saturation
+        self.blur_p, self.blur_sigma = blur_p, blur_sigma
+        self.blur_kernel = blur_kernel_size(crop_size)
+        self.solarize_p, self.solarize_threshold = solarize_p, solarize_threshold
+        self.rotation_degrees = rotation_degrees
+
+    def sample_params(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample parameters, each (B,) except center (B, 2).
+
+        area, ratio, center: crop; angle: degrees; flip_h / flip_v: bool;
+        brightness / contrast / saturation: factors (1 = not jittered); sigma: blur
+        (0 = not blurred); solarize: bool.
+        """
+        dev = _device(device, generator)
+        n = batch_size
+        p = super().sample_params(n, generator, dev)  # crop and flips, as for fine-tuning
+        p["angle"] = _uniform((n,), *self.rotation_degrees, generator, dev)
+        jitter = _bernoulli(self.jitter_p, n, generator, dev)
+        p["brightness"] = _jitter_factors(n, self.brightness, jitter, generator, dev)
+        p["contrast"] = _jitter_factors(n, self.contrast, jitter, generator, dev)
+        p["saturation"] = _jitter_factors(n, self.saturation, jitter, generator, dev)
+        blur = _bernoulli(self.blur_p, n, generator, dev)
+        sigma = _uniform((n,), *self.blur_sigma, generator, dev)
+        p["sigma"] = torch.where(blur, sigma, torch.zeros_like(sigma))
+        p["solarize"] = _bernoulli(self.solarize_p, n, generator, dev)
+        return p
+
+    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """uint8 (B, C, H, W) + params -> float (B, out_channels, crop, crop)."""
+        x = self._prepare(images)
+        p = {k: v.to(x.device) for k, v in params.items()}
+        theta = affine_theta(p["area"], p["ratio"], p["center"], p["angle"], p["flip_h"], p["flip_v"])
+        x = warp(x, theta, self.crop_size)  # (B, C, crop, crop)
+        x = color_jitter(x, p["brightness"], p["contrast"], p["saturation"])
+        x = gaussian_blur(x, p["sigma"], self.blur_kernel)
+        x = solarize(x, p["solarize"], self.solarize_threshold)
+        return self._finish(x)
 
 
 class EvalTransform(_BatchTransform):
