@@ -7,52 +7,26 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from analysis.config import catalog_from_config, merge_analysis_config
 from raystudy.catalog import Catalog
+from raystudy.results import SCHEMAS as STORE_SCHEMAS
 
-# Column -> kind ('str', 'int', 'float') for every table the sweeps write.
+
+
+def _kind(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype):
+        return "int"
+    if pa.types.is_floating(dtype):
+        return "float"
+    return "str"
+
+
+# Column -> kind ('str', 'int', 'float') of every table, derived from the store's own schemas.
 SCHEMAS: dict[str, dict[str, str]] = {
-    "grid": {
-        "cell_id": "str", "model": "str", "category_set": "str", "n_categories": "int",
-        "train_size": "int", "fold": "int", "planned": "str", "reason": "str",
-    },
-    "trials": {
-        "study": "str", "cell_id": "str", "model": "str", "category_set": "str",
-        "n_categories": "int", "train_size": "int", "fold": "int", "seed": "int",
-        "protocol": "str", "status": "str", "message": "str", "overall_accuracy": "float",
-        "macro_f1": "float", "generalization_accuracy": "float",
-        "generalization_campaign": "str", "n_train": "int", "n_validation": "int",
-        "epochs": "int", "train_seconds": "float", "device": "str", "config_hash": "str",
-        "finished_at": "float",
-    },
-    "per_class": {
-        "cell_id": "str", "model": "str", "category_set": "str", "n_categories": "int",
-        "train_size": "int", "fold": "int", "split": "str", "category": "str",
-        "precision": "float", "recall": "float", "f1": "float", "support": "int",
-        "train_count": "int",
-    },
-    "confusion": {
-        "cell_id": "str", "model": "str", "category_set": "str", "n_categories": "int",
-        "train_size": "int", "fold": "int", "split": "str", "true_category": "str",
-        "predicted_category": "str", "count": "int",
-    },
-    "losses": {
-        "run": "str", "stage": "str", "model": "str", "category_set": "str",
-        "train_size": "int", "fold": "int", "epoch": "float", "step": "float",
-        "loss": "float", "lr": "float",
-    },
-    "pretraining": {
-        "model": "str", "arch": "str", "epochs": "int", "n_images": "int",
-        "batch_size": "int", "world_size": "int", "seconds": "float", "final_loss": "float",
-        "device": "str", "knn_accuracy": "float", "linear_probe_accuracy": "float",
-    },
-    "dataset": {"campaign": "str", "category": "str", "count": "int", "role": "str"},
-    "embeddings": {
-        "model": "str", "stage": "str", "train_size": "int", "image_id": "str",
-        "category": "str", "x": "float", "y": "float",
-    },
+    name: {f.name: _kind(f.type) for f in schema} for name, schema in STORE_SCHEMAS.items()
 }
 TABLES: tuple[str, ...] = tuple(SCHEMAS)
 
@@ -128,6 +102,7 @@ class Results:
     pretraining: pd.DataFrame = field(default_factory=lambda: empty_table("pretraining"))
     dataset: pd.DataFrame = field(default_factory=lambda: empty_table("dataset"))
     embeddings: pd.DataFrame = field(default_factory=lambda: empty_table("embeddings"))
+    probes: pd.DataFrame = field(default_factory=lambda: empty_table("probes"))
     config: dict[str, Any] = field(default_factory=lambda: merge_analysis_config(None))
     raw_config: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None

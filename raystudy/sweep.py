@@ -25,7 +25,7 @@ from raystudy.data.loading import DataError
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.errors import StudyLockedError
 from raystudy.grid import PlannedCell, grid_frame, plan_grid
-from raystudy.results import has_result, read_table, write_table
+from raystudy.results import finished_cells, has_result, read_table, write_table
 from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
 
 log = logging.getLogger("raystudy")
@@ -127,8 +127,9 @@ def write_status_row(cfg: StudyConfig, run_dir: Path, cell: dict, status: str, m
 
 
 def _write_skipped(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell], config_hash: str) -> None:
+    done = finished_cells(run_dir)
     for p in planned:
-        if p.split is None and not has_result(run_dir, p.cell.cell_id):
+        if p.split is None and p.cell.cell_id not in done:
             log.warning("skipped %s: %s", p.cell.cell_id, p.reason)
             write_status_row(cfg, run_dir, p.cell.to_dict(), "skipped", p.reason, config_hash)
 
@@ -178,7 +179,8 @@ def attempted(run_dir: Path) -> set[str]:
 
 def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> list[dict]:
     """Pending work in priority order: pretraining, probes, then cells largest first."""
-    pending = [p for p in planned if p.split is not None and not has_result(run_dir, p.cell.cell_id)]
+    done = finished_cells(run_dir)  # one read of the trials table, not one per cell
+    pending = [p for p in planned if p.split is not None and p.cell.cell_id not in done]
     need = [m for m in cfg.pretrain.methods if any(p.cell.model == m for p in pending)]
     jobs: list[dict] = [
         {"kind": "pretrain", "method": m, "needs": None} for m in need if not encoder_path(run_dir, m).is_file()
@@ -245,7 +247,8 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
                 record_failures(cfg, run_dir, results, searcher, config_hash)
                 # a trial can end with neither a result nor an error (its node vanished while
                 # it reported): run such cells once more
-                jobs = [j for j in plan_jobs(cfg, run_dir, planned) if j["kind"] == "cell" and j["cell"]["cell_id"] not in attempted(run_dir)]
+                tried = attempted(run_dir)
+                jobs = [j for j in plan_jobs(cfg, run_dir, planned) if j["kind"] == "cell" and j["cell"]["cell_id"] not in tried]
                 if not jobs:
                     break
                 log.warning("%d cell(s) ended without a result; running them again", len(jobs))
