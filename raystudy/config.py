@@ -398,7 +398,9 @@ def validate(cfg: StudyConfig) -> None:
     need(cfg.grid.protocol in ("paper", "holdout"), "grid.protocol: use 'paper' or 'holdout'")
     gset = cfg.data.generalization_category_set
     need(gset is None or gset in catalog.category_sets, f"data.generalization_category_set: unknown category set '{gset}'")
-    need(cfg.model.arch in ("resnet18", "resnet34", "resnet50", "resnet101"), "model.arch: use resnet18, resnet34, resnet50 or resnet101")
+    from raystudy.models.encoders import ARCHS
+
+    need(cfg.model.arch in ARCHS, f"model.arch: use one of {', '.join(ARCHS)}")
     need(cfg.model.in_channels in (1, 3), "model.in_channels: use 1 or 3")
     need(cfg.data.image_size >= 8, "data.image_size: must be at least 8")
     need(cfg.pretrain.use_gpu in ("auto", "true", "false"), "pretrain.use_gpu: use auto, true or false")

@@ -67,7 +67,7 @@ def test_heads_and_classifier() -> None:
     assert sum(isinstance(m, nn.BatchNorm1d) for m in proj.modules()) == 2
     pred = ProjectionMLP(4, hidden_dim=16, out_dim=4, num_layers=2)
     assert sum(isinstance(m, nn.Linear) for m in pred.modules()) == 2
-    head = ClassifierMLP(8, num_classes=5, hidden_dim=16, dropout=0.1)
+    head = ClassifierMLP(8, num_classes=5, hidden_dim=16, dropout=0.1, num_layers=3)
     assert sum(isinstance(m, nn.Linear) for m in head.modules()) == 3
     assert head(torch.randn(4, 8)).shape == (4, 5)
     enc, dim = tiny_encoder()
@@ -75,6 +75,21 @@ def test_heads_and_classifier() -> None:
     x = torch.randn(4, 1, 16, 16)
     assert clf(x).shape == (4, 5)
     assert clf.embed(x).shape == (4, dim)
+
+
+def test_projector_and_classifier_follow_the_papers_three_layer_mlp() -> None:
+    """Sect. 3.2: input (pooled features) -> hidden 4096 -> output 256, i.e. two Linear layers;
+    Sect. 3.4: the classifier is the same kind of MLP with one output per category."""
+    enc, dim = tiny_encoder()
+    moco = MoCo(enc, dim, proj_hidden_dim=4096, proj_dim=256, queue_size=8)
+    linears = [m for m in moco.online_projector.modules() if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(dim, 4096), (4096, 256)]
+    byol = BYOL(tiny_encoder()[0], dim, proj_hidden_dim=4096, proj_dim=256, pred_hidden_dim=4096)
+    linears = [m for m in byol.online_projector.modules() if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(dim, 4096), (4096, 256)]
+    head = Classifier(tiny_encoder()[0], dim, num_classes=19, hidden_dim=512).head
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(dim, 512), (512, 19)]
 
 
 # -- load_encoder_weights ----------------------------------------------------------------------

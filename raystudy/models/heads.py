@@ -1,4 +1,11 @@
-"""MLP heads: projector/predictor (Sect. 3.2) and the downstream classifier (Sect. 3.4)."""
+"""MLP heads: projector/predictor (Sect. 3.2) and the downstream classifier (Sect. 3.4).
+
+The paper calls both heads a "3-layer MLP" and counts layers of neurons: an input
+layer (the encoder's pooled features), one hidden layer and an output layer
+(Sect. 3.2: "The hidden layer in the middle has 4096 neurons, and the output layer
+has the dimension of 256"). That is two Linear layers, as in MoCo v3 and solo-learn
+for ResNets, so ``num_layers`` below counts Linear layers and defaults to 2.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +30,20 @@ def _mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, dropout: f
 
 
 class ProjectionMLP(nn.Module):
-    """Projector (3 layers, 4096 hidden, 256 out in the paper) or BYOL predictor (2 layers)."""
+    """Projector (paper Sect. 3.2: features -> 4096 hidden -> 256) or BYOL predictor.
 
-    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256, num_layers: int = 3) -> None:
+    Args:
+        in_dim: input features (the encoder's pooled feature size for a projector).
+        hidden_dim: hidden layer width (4096 in the paper).
+        out_dim: embedding size (256 in the paper).
+        num_layers: Linear layers; 2 is the paper's "3-layer MLP" (input, hidden, output).
+
+    Example:
+        >>> ProjectionMLP(512, 4096, 256)(torch.randn(8, 512)).shape
+        torch.Size([8, 256])
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256, num_layers: int = 2) -> None:
         super().__init__()
         self.net = _mlp(in_dim, hidden_dim, out_dim, num_layers)
 
@@ -34,10 +52,22 @@ class ProjectionMLP(nn.Module):
 
 
 class ClassifierMLP(nn.Module):
-    """The paper's 3-layer MLP classifier: (Linear-BN-ReLU) x 2, Linear -> logits."""
+    """The paper's "3-layer MLP" classifier (Sect. 3.4): features -> hidden -> one logit per category.
+
+    Same layer count as the projector (Linear-BN-ReLU, Linear); the output layer has one
+    neuron per category. The paper does not give the hidden width: it is
+    ``model.classifier_hidden_dim`` in the study config (this project's choice).
+
+    Args:
+        in_dim: the encoder's pooled feature size.
+        num_classes: categories of the category set.
+        hidden_dim: hidden layer width.
+        num_layers: Linear layers (2 = the paper's input, hidden and output layers).
+        dropout: dropout after the hidden activation (0: none, as in the paper).
+    """
 
     def __init__(
-        self, in_dim: int, num_classes: int, hidden_dim: int = 512, num_layers: int = 3, dropout: float = 0.0
+        self, in_dim: int, num_classes: int, hidden_dim: int = 512, num_layers: int = 2, dropout: float = 0.0
     ) -> None:
         super().__init__()
         self.net = _mlp(in_dim, hidden_dim, num_classes, num_layers, dropout)
@@ -55,7 +85,7 @@ class Classifier(nn.Module):
         feature_dim: int,
         num_classes: int,
         hidden_dim: int = 512,
-        num_layers: int = 3,
+        num_layers: int = 2,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()

@@ -84,7 +84,7 @@ class MoCo(MomentumMethod):
         temperature: float = 0.2,
         shuffle_bn_groups: int = 2,
         symmetric: bool = True,
-        proj_layers: int = 3,
+        proj_layers: int = 2,  # the paper's "3-layer MLP": features -> hidden -> out
     ) -> None:
         super().__init__(encoder, ProjectionMLP(feature_dim, proj_hidden_dim, proj_dim, proj_layers))
         if queue_size < 1:

@@ -61,6 +61,20 @@ def build_method(method: str, cfg: dict[str, Any], n_images: int, global_batch: 
     )
 
 
+def load_batch(images: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``images[idx]`` as a (B, 1, S, S) uint8 tensor, in the order of ``idx``.
+
+    The order matters: rows are stored by campaign and category, and MoCo's shuffle-BN
+    (emulated in one process by forwarding the batch in groups) would otherwise
+    normalise each query group over one campaign's or category's images. Rows are
+    read in sorted order (faster on a memory map) and put back in the batch's order.
+    """
+    order = np.argsort(idx, kind="stable")
+    batch = np.empty((len(idx),) + images.shape[1:], dtype=images.dtype)
+    batch[order] = images[idx[order]]
+    return torch.from_numpy(batch).unsqueeze(1).to(device, non_blocking=True)
+
+
 def run_pretrain_loop(
     cfg: dict[str, Any],
     method: str,
@@ -120,8 +134,7 @@ def run_pretrain_loop(
             step = epoch * steps_per_epoch + i
             lr = warmup_cosine_lr(step, total_steps, warmup_steps, target_lr)
             set_lr(optimizer, lr)
-            idx = np.sort(rows[shard[i * batch : (i + 1) * batch]])
-            x = torch.from_numpy(images[idx]).unsqueeze(1).to(device, non_blocking=True)  # (B,1,S,S)
+            x = load_batch(images, rows[shard[i * batch : (i + 1) * batch]], device)  # (B,1,S,S), shuffled order
             view1, view2 = augment(x, generator), augment(x, generator)  # (B,C,crop,crop) each
             if device.type == "cuda":
                 view1 = view1.contiguous(memory_format=torch.channels_last)
