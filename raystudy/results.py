@@ -24,6 +24,7 @@ _CELL_KEYS = [
     ("n_categories", pa.int64()),
     ("train_size", pa.int64()),
     ("fold", pa.int64()),
+    ("arch", pa.string()),  # the backbone (grid.archs)
 ]
 
 SCHEMAS: dict[str, pa.Schema] = {
