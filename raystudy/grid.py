@@ -51,9 +51,6 @@ class Cell:
         d["arch"] = self.arch or self.default_arch
         return {"cell_id": self.cell_id, **d}
 
-    def to_dict(self) -> dict:
-        return self.keys()
-
 
 @dataclass(frozen=True)
 class Job:
@@ -76,6 +73,15 @@ class Job:
     def label(self) -> str:
         """How progress lines and Tune trial folders name the job."""
         return self.cell.cell_id if self.cell is not None else f"{self.kind}-{self.name or self.model}"
+
+
+def pretrain_jobs(cfg: StudyConfig) -> list[Job]:
+    """Every pretraining run of the study: each method of ``pretrain.methods`` on each arch."""
+    return [
+        Job("pretrain", m, arch, name=run_name(m, arch, cfg.model.arch))
+        for arch in cfg.grid.archs
+        for m in cfg.pretrain.methods
+    ]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 from ray.tune.search import Searcher
 
 from raystudy.config import StudyConfig
-from raystudy.grid import Job, run_name
+from raystudy.grid import Job, pretrain_jobs
 from raystudy.results import read_table, write_table
 from raystudy.training.finetune import FinetuneContext, finetune_trial
 from raystudy.training.pretrain import epoch_line, pretrain_trial, started_marker
@@ -212,11 +212,6 @@ def run_jobs(
     return list(tuner.fit()), searcher
 
 
-def pretrain_runs(cfg: StudyConfig) -> list[str]:
-    """Names of every pretraining run of the study: each method on each arch."""
-    return [run_name(m, arch, cfg.model.arch) for arch in cfg.grid.archs for m in cfg.pretrain.methods]
-
-
 def build_context(cfg: StudyConfig, run_dir: Path, data, planned, images_ref, inject_failure=None) -> FinetuneContext:
     """What every trial shares, put once in the object store."""
     from raystudy.data.splits import derive_seed, kfold
@@ -235,7 +230,7 @@ def build_context(cfg: StudyConfig, run_dir: Path, data, planned, images_ref, in
         pools=data.pools,
         generalization=data.generalization,
         splits={(p.cell.category_set, p.cell.train_size, p.cell.fold): p.split for p in runnable},
-        encoders={name: str(encoder_path(run_dir, name)) for name in pretrain_runs(cfg)},
+        encoders={j.name: str(encoder_path(run_dir, j.name)) for j in pretrain_jobs(cfg)},
         image_ids=data.images.index["image_id"].to_numpy(),
         runnable_sizes={s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s}) for s in cfg.grid.sizes},
         inject_failure=inject_failure,

@@ -24,10 +24,10 @@ from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.loading import DataError
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.errors import StudyLockedError
-from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, run_name
+from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs
 from raystudy.registry import BASELINE
 from raystudy.results import finished_cells, has_result, read_table, write_table
-from raystudy.scheduler import ProgressLine, build_context, encoder_path, pretrain_runs, run_jobs
+from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
 
 log = logging.getLogger("raystudy")
 
@@ -178,34 +178,25 @@ def attempted(run_dir: Path) -> set[str]:
     return set(read_table(run_dir, "trials")["cell_id"])
 
 
-def pretrain_job(cfg: StudyConfig, method: str, arch: str) -> Job:
-    return Job("pretrain", method, arch, name=run_name(method, arch, cfg.model.arch))
-
-
 def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> list[Job]:
     """Pending work in priority order: pretraining, probes, then cells largest first."""
     done = finished_cells(run_dir)  # one read of the trials table, not one per cell
     pending = [p for p in planned if p.split is not None and p.cell.cell_id not in done]
     needed = {needs_encoder(p.cell) for p in pending}
-    jobs = [
-        pretrain_job(cfg, m, arch)
-        for arch in cfg.grid.archs
-        for m in cfg.pretrain.methods
-        if run_name(m, arch, cfg.model.arch) in needed and not encoder_path(run_dir, run_name(m, arch, cfg.model.arch)).is_file()
-    ]
+    jobs = [j for j in pretrain_jobs(cfg) if j.name in needed and not encoder_path(run_dir, j.name).is_file()]
     if cfg.pretrain.probe:
         probed = set(read_table(run_dir, "probes")["model"])
         # the encoder pretraining starts from: the first method's init (or a random one)
         start = next(iter(cfg.model.pretrain_init.values()), None)
         init = "pretrain_init" if start else "random_init"
-        models = [m for m in cfg.pretrain.methods if m in cfg.grid.models]
-        if models and init not in probed:
+        pretrained = [j for j in pretrain_jobs(cfg) if j.model in cfg.grid.models]
+        if pretrained and init not in probed:
             jobs.append(Job("probe", init, cfg.model.arch, path=start, name=init))
-        for arch in cfg.grid.archs:
-            for m in models:
-                name = run_name(m, arch, cfg.model.arch)
-                if name not in probed:
-                    jobs.append(Job("probe", m, arch, needs=name, path=str(encoder_path(run_dir, name)), name=name))
+        jobs += [
+            Job("probe", j.model, j.arch, needs=j.name, path=str(encoder_path(run_dir, j.name)), name=j.name)
+            for j in pretrained
+            if j.name not in probed
+        ]
     jobs += [
         Job("cell", p.cell.model, p.cell.arch, needs=needs_encoder(p.cell), cell=p.cell)
         for p in pending  # planned largest first
@@ -272,12 +263,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
 def run_pretraining(cfg: StudyConfig, run_dir: Path, data: StudyData) -> dict[str, Path]:
     """Only the pretraining of ``cfg.pretrain.methods`` on ``grid.archs`` (search, benchmarks);
     returns encoder paths by run name."""
-    jobs = [
-        pretrain_job(cfg, m, arch)
-        for arch in cfg.grid.archs
-        for m in cfg.pretrain.methods
-        if not encoder_path(run_dir, run_name(m, arch, cfg.model.arch)).is_file()
-    ]
+    jobs = [j for j in pretrain_jobs(cfg) if not encoder_path(run_dir, j.name).is_file()]
     if jobs:
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
         context = build_context(cfg, run_dir, data, planned, ray.put(data.images.images))
@@ -285,7 +271,7 @@ def run_pretraining(cfg: StudyConfig, run_dir: Path, data: StudyData) -> dict[st
         failed = [r for r in results if r.error is not None]
         if failed:
             raise RuntimeError(f"pretraining failed: {error_line(failed[0].error)}")
-    return {name: encoder_path(run_dir, name) for name in pretrain_runs(cfg)}
+    return {j.name: encoder_path(run_dir, j.name) for j in pretrain_jobs(cfg)}
 
 
 def search_study(cfg: StudyConfig, run_dir: Path) -> dict:
