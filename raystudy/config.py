@@ -514,13 +514,6 @@ def load_config(
     return cfg
 
 
-def validate(cfg: StudyConfig) -> None:
-    """Raise ConfigError listing every :func:`problems` of a built config."""
-    found = problems(cfg)
-    if found:
-        raise ConfigError("invalid study config:\n  - " + "\n  - ".join(found))
-
-
 def resolve_defaults(cfg: StudyConfig) -> list[str]:
     """Fill in what defaults to other keys: ``pretrain.methods`` (empty: the pretraining
     methods of ``grid.models``), ``grid.archs`` (empty: ``[model.arch]``) and the section of

@@ -11,6 +11,7 @@ Tune's config of a trial is ``{"kind": job.kind, "job": job}``.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -190,6 +191,8 @@ def run_jobs(
     # Tune keeps only one trial pending for a custom searcher; with short trials that
     # serializes the sweep, so allow as many pending trials as Tune does for a grid
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
+    # a trial's config holds a typed Job, which TensorBoard cannot log as a hyperparameter: no note per trial
+    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     trainable = tune.with_parameters(tune.with_resources(study_trial, job_resources(cfg)), context=context)
     tuner = tune.Tuner(
         trainable,
