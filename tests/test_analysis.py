@@ -267,9 +267,18 @@ def test_paired_differences_known_numbers():
     assert r["n_pairs"] == 3 and r["mean_diff"] == pytest.approx(d.mean())
     t_stat = d.mean() / (d.std(ddof=1) / np.sqrt(3))
     assert r["p_value"] == pytest.approx(2 * stats.t.sf(t_stat, df=2))
-    assert d.min() - 1e-12 <= r["ci_low"] <= r["mean_diff"] <= r["ci_high"] <= d.max() + 1e-12
-    again = paired_difference_table(pd.DataFrame(rows), n_boot=500, seed=1).set_index("train_size").loc[256]
-    assert again["ci_low"] == r["ci_low"]  # seeded
+    # Hand-computed: mean 0.08333, s = 0.028868, s / sqrt(3) = 0.016667, t(0.975, 2) = 4.302653;
+    # half width 0.071711; p = 2 * P(T_2 > 5.0) = 0.037750.
+    assert r["ci_method"] == "t"
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.083333 - 0.071711, 0.083333 + 0.071711), abs=1e-6)
+    assert r["p_value"] == pytest.approx(0.037750, abs=1e-6)
+    # Ten or more pairs: the seeded percentile bootstrap, inside the range of the differences.
+    many = [trial(m, 128, f, 0.5 + 0.01 * f + (0.02 if m == "moco" else 0) * (f % 3)) for f in range(10)
+            for m in ("moco", "baseline")]
+    b = paired_difference_table(pd.DataFrame(many), n_boot=500, seed=1).iloc[0]
+    again = paired_difference_table(pd.DataFrame(many), n_boot=500, seed=1).iloc[0]
+    assert b["ci_method"] == "bootstrap" and again["ci_low"] == b["ci_low"]  # seeded
+    assert min(b["diffs"]) - 1e-12 <= b["ci_low"] <= b["mean_diff"] <= b["ci_high"] <= max(b["diffs"]) + 1e-12
     single = t.set_index("train_size").loc[512]
     assert single["n_pairs"] == 1 and single["mean_diff"] == pytest.approx(0.05)
     assert np.isnan(single["p_value"]) and np.isnan(single["ci_low"])
@@ -441,7 +450,7 @@ def test_grid_progress_and_states():
 def test_summary_sentence_names_the_knee():
     trials, _ = _doa_trials()
     text = " ".join(knee_sentences(doa_table(trials, None, {}), {"seconds_per_image": 33.0}))
-    assert "n = 2,048" in text and "154.1 h" in text and "4.0 %" in text
+    assert "n = 2,048" in text and "154.1 h" in text and "4.0 pp overall accuracy" in text  # pp, not %
 
 
 def _check_offline(html: str, n_expected: int | None = None) -> None:
