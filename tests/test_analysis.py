@@ -230,19 +230,23 @@ def test_accuracy_vs_size_boxes_inset_and_reference():
     q1, med, q3 = np.percentile(values[("moco", 128)], [25, 50, 75])
     assert moco.q1[0] == pytest.approx(q1) and moco.median[0] == pytest.approx(med) and moco.q3[0] == pytest.approx(q3)
     assert moco.lowerfence[0] == 0.5 and moco.upperfence[0] == 0.7
-    refs = [t for t in fig.data if isinstance(t, go.Scatter)]
+    refs = [t for t in fig.data if isinstance(t, go.Scatter) and t.name.endswith("(reference)")]
     assert len(refs) == 2 and refs[0].y[0] == 0.782  # main + zoom, only the 19-category point
+    points = [t for t in fig.data if isinstance(t, go.Scatter) and t.name.endswith(" folds")]
+    assert len(points) == 4  # fold points over every box trace (main + zoom)
+    moco_points = next(t for t in points if t.name == "Semisup-MoCo folds" and t.xaxis in (None, "x"))
+    assert sorted(moco_points.y[:len(values[("moco", 128)])]) == sorted(values[("moco", 128)])
     assert list(fig.layout.xaxis.ticktext) == ["128", "1\u2009024", "18\u2009864"]
-    assert len(fig.data) == 6
+    assert len(fig.data) == 10
     no_inset = figures.accuracy_vs_size(trials=trials, inset=False, reference_points=False)
-    assert len(no_inset.data) == 2
+    assert len(no_inset.data) == 4
     assert is_no_data(figures.accuracy_vs_size(trials=trials.iloc[:0]))
 
 
 def test_generalization_boxes():
     trials, _ = _box_trials()
     fig = figures.generalization(trials=trials)
-    assert len(fig.data) == 2 and all(isinstance(t, go.Box) for t in fig.data)
+    assert len(fig.data) == 4 and sum(isinstance(t, go.Box) for t in fig.data) == 2
     assert "CLOUDLAB" in fig.layout.title.text
     assert fig.data[0].median[0] == pytest.approx(0.5)
     assert is_no_data(figures.generalization(trials=trials.assign(generalization_accuracy=None)))
@@ -285,7 +289,7 @@ def test_paired_differences_known_numbers():
     w = paired_difference_table(pd.DataFrame(rows), test="wilcoxon").set_index("train_size").loc[256]
     assert 0 < w["p_value"] <= 1
     fig = figures.paired_differences(trials=pd.DataFrame(rows))
-    means = next(tr for tr in fig.data if tr.name.endswith("bootstrap CI"))
+    means = next(tr for tr in fig.data if tr.name.endswith("95 % CI (Student t)"))
     assert np.allclose(means.y, [100 * d.mean(), 5.0])
     assert is_no_data(figures.paired_differences(trials=pd.DataFrame(rows[:1])))
 
