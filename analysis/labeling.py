@@ -126,7 +126,7 @@ def knee_problem(sizes: Any, oa_mean: Any, oa_std: Any, knee_size: int | None) -
     m = np.asarray(oa_mean, dtype=float)[order]
     sd = np.asarray(oa_std, dtype=float)[order]
     if len(n) < 3:
-        return f"no reliable knee: {len(n)} training-set sizes (at least 3 needed)"
+        return f"no reliable knee: only {len(n)} training-set size{'s' if len(n) != 1 else ''} (at least 3 needed)"
     if not np.all(np.isfinite(sd)):
         return "no reliable knee: a size has a single fold, so no fold spread to judge the differences"
     spread = float(np.sqrt(np.mean(sd ** 2)))

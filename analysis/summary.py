@@ -59,10 +59,10 @@ def _pp(x: float) -> str:
 
 
 def p_text(p: float, n_pairs: int) -> str:
-    """'p = 0.012', 'not significant (p = 0.090)' or why there is no test."""
+    """'p = 0.012', 'not significant, p = 0.090' or why there is no test."""
     if n_pairs < 2 or p != p:
         return "one fold, no test" if n_pairs < 2 else "no test possible"
-    return f"p = {p:.3f}" if p <= 0.05 else f"not significant (p = {p:.3f})"
+    return f"p = {p:.3f}" if p <= 0.05 else f"not significant, p = {p:.3f}"
 
 
 def knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:

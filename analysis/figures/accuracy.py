@@ -42,14 +42,20 @@ def _reference_points(cfg: dict[str, Any], category_set: str, n_categories: int 
     return out
 
 
-def fold_points(data: pd.DataFrame, metric: str, model: str, axis: SizeAxis, sizes: Sequence[int] | None = None) -> go.Scatter:
-    """Every fold's value as a dot over the model's boxes (same legend group, no legend entry)."""
+BOX_GAP = 0.15  # plotly boxgap: the share of a size's slot left empty between groups of boxes
+
+
+def fold_points(data: pd.DataFrame, metric: str, model: str, axis: SizeAxis, sizes: Sequence[int] | None = None,
+                slot: int = 0, n_slots: int = 1) -> go.Scatter:
+    """Every fold's value as a dot over the model's box (its ``slot`` of ``n_slots`` grouped boxes)."""
     sub = data[data["model"] == model]
     if sizes is not None:
         sub = sub[sub["train_size"].isin(list(sizes))]
+    width = 1.0 - BOX_GAP
+    shift = -width / 2 + width / n_slots * (slot + 0.5)
     return go.Scatter(
-        x=axis.pos(sub["train_size"].to_numpy()), y=sub[metric], mode="markers", legendgroup=str(model),
-        showlegend=False, name=f"{display_name(model)} folds", offsetgroup=str(model),
+        x=axis.pos(sub["train_size"].to_numpy()) + shift, y=sub[metric], mode="markers", legendgroup=str(model),
+        showlegend=False, name=f"{display_name(model)} folds",
         marker=dict(color=model_color(model), size=6, line=dict(width=0.8, color="white")),
         customdata=np.stack([sub["train_size"], sub["fold"].fillna(-1)], axis=-1),
         hovertemplate="n = %{customdata[0]:,}, fold %{customdata[1]}: %{y:.1%}<extra>" + display_name(model) + "</extra>")
@@ -76,16 +82,17 @@ def _box_figure(
                             subplot_titles=("", f"zoom: n = {fmt_int(zoom[0])} and {fmt_int(zoom[1])}"))
     else:
         fig = make_subplots(rows=1, cols=1)
-    for model in models:
+    for i, model in enumerate(models):
         box = model_boxes(data, metric, model, axis)
         if box is not None:
             fig.add_trace(box, row=1, col=1)
-            fig.add_trace(fold_points(data, metric, model, axis), row=1, col=1)
+            fig.add_trace(fold_points(data, metric, model, axis, slot=i, n_slots=len(models)), row=1, col=1)
         if zoom:
             box = model_boxes(data, metric, model, axis, sizes=zoom, showlegend=False)
             if box is not None:
                 fig.add_trace(box, row=1, col=2)
-                fig.add_trace(fold_points(data, metric, model, axis, sizes=zoom), row=1, col=2)
+                fig.add_trace(fold_points(data, metric, model, axis, sizes=zoom, slot=i, n_slots=len(models)),
+                              row=1, col=2)
     for y, text, color, dash in lines:
         _hline(fig, y, text, color, dash, 2 if zoom else 1)
     for i, p in enumerate(refs):
@@ -103,7 +110,7 @@ def _box_figure(
                 hovertemplate=f"{label}: %{{y:.1%}} \u00b1 {spread:.1%}<br>n = {fmt_int(p['train_size'])}<extra></extra>",
             ), row=1, col=col)
     ylabel = METRIC_LABEL.get(metric, metric)
-    style(fig, title, height=540, boxmode="group", scattermode="group", boxgroupgap=0.25, boxgap=0.15)
+    style(fig, title, height=540, boxmode="group", boxgroupgap=0.25, boxgap=BOX_GAP)
     fig.update_xaxes(axis.axis(sizes=sizes), row=1, col=1)
     fig.update_yaxes(title=ylabel, tickformat=".0%", row=1, col=1)
     if zoom:

@@ -141,6 +141,7 @@ def training_time_table(
     unit, div = ("s", 1.0) if max(list(done["train_seconds"]) + list(pre["seconds"]) or [0]) < 60 else ("min", 60.0)
     header = ["Stage", "Category set", "Training set size n", "Folds"] + [f"{display_name(m)} ({unit})" for m in models]
     rows: list[list[Any]] = []
+    pre = pre.assign(_rank=pre["model"].map({m: i for i, m in enumerate(models)})).sort_values("_rank")
     for i, (_, p) in enumerate(pre.iterrows()):  # one row per method under one heading
         cells = ["" for _ in models]
         cells[models.index(str(p["model"]))] = f"{p['seconds'] / div:.1f}"
