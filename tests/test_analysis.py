@@ -522,3 +522,133 @@ def test_far_extrapolated_answers_are_not_quoted_as_numbers():
     (sentence,) = answer_sentences(answers)
     assert "80 %: out of reach of this study" in sentence and "7,800,000,000" not in sentence
     assert "70 %: n \u2248 3,000, extrapolated beyond the largest size 1,024" in sentence
+
+
+# ------------------------------------------------------------------ guards on automatic claims (issue 12)
+
+
+def test_noisy_non_monotone_doa_curve_gives_no_knee():
+    # Like the demo's Fig. 5: n = 256 is worse than n = 64 by far more than the fold spread.
+    rows = [trial("baseline", 1024, f, oa) for f, oa in enumerate([0.50, 0.52, 0.51])]
+    means = {64: 0.40, 128: 0.45, 256: 0.30, 512: 0.47, 1024: 0.48}
+    for n, m in means.items():
+        rows += [trial("moco", n, f, m + d) for f, d in enumerate([-0.01, 0.0, 0.01])]
+    t = doa_table(pd.DataFrame(rows), None, {})
+    assert not t["is_knee"].any()
+    assert t["knee_note"].iloc[0].startswith("no reliable knee: the DOA curve is not monotone")
+    text = " ".join(knee_sentences(t, {"seconds_per_image": 33.0}))
+    assert "no reliable knee" in text and "saves" not in text
+    fig = figures.doa_vs_time_saved(trials=pd.DataFrame(rows))
+    assert not any("knee (max" in (tr.name or "") for tr in fig.data)
+    assert any("no reliable knee" in a.text for a in fig.layout.annotations)
+    # Monotone but the steps below the corner are within the fold spread (folds +-8 pp): no knee either.
+    rows = [trial("baseline", 1024, f, 0.5) for f in range(3)]
+    for n, m in {64: 0.40, 128: 0.42, 256: 0.44, 512: 0.49, 1024: 0.495}.items():
+        rows += [trial("moco", n, f, m + d) for f, d in enumerate([-0.08, 0.0, 0.08])]
+    t = doa_table(pd.DataFrame(rows), None, {})
+    assert not t["is_knee"].any() and t["knee_note"].iloc[0].startswith("no reliable knee: differences within fold spread")
+
+
+def test_flat_data_set_gives_fit_unreliable():
+    from analysis.summary import answer_sentences
+
+    rng = np.random.default_rng(0)
+    rows = [trial("moco", n, f, float(0.45 + rng.normal(0, 0.01))) for n in (64, 128, 256, 512, 1024) for f in range(3)]
+    fits = analysis.stats.fit_learning_curves(pd.DataFrame(rows), n_boot=30, seed=0)
+    problems = fits[("19cat", "moco")].problems()
+    assert problems and any("bound" in p or "below the best measured" in p for p in problems)
+    answers = learning_curve_answers(fits, [0.4, 0.8])
+    assert not answers["reliable"].any() and answers["n"].isna().all()
+    (sentence,) = answer_sentences(answers)
+    assert "fit unreliable" in sentence and "n \u2248" not in sentence
+    fig = figures.learning_curves(trials=pd.DataFrame(rows), config={"curve_bootstrap": 30, "targets": [40]})
+    assert any("fit unreliable" in (t.name or "") for t in fig.data)
+    assert not any(getattr(t.marker, "symbol", None) == "x" for t in fig.data if isinstance(t, go.Scatter))
+    # Three sizes of a clean curve: still unreliable (fewer than 4 sizes).
+    few = [trial("moco", n, f, float(power_law(n, 0.85, 2.0, 0.5))) for n in (128, 512, 2048) for f in range(3)]
+    fit = analysis.stats.fit_learning_curves(pd.DataFrame(few), n_boot=20)[("19cat", "moco")]
+    assert any("fewer than 4" in p for p in fit.problems())
+
+
+def test_advantage_sentences_per_size_with_p_values():
+    from analysis.summary import advantage_sentences
+
+    rows = []
+    diffs = {64: [0.12, 0.14, 0.13], 128: [-0.09, 0.02, -0.05]}  # + significant, - not significant
+    for n, ds in diffs.items():
+        for f, d in enumerate(ds):
+            rows += [trial("baseline", n, f, 0.5), trial("moco", n, f, 0.5 + d)]
+    text = " ".join(advantage_sentences(pd.DataFrame(rows), analysis.config.merge_analysis_config(None)))
+    p64 = stats.ttest_rel([0.5 + d for d in diffs[64]], [0.5] * 3).pvalue
+    p128 = stats.ttest_rel([0.5 + d for d in diffs[128]], [0.5] * 3).pvalue
+    assert f"n = 64: +13.0 pp (p = {p64:.3f})" in text
+    assert f"n = 128: -4.0 pp (not significant, p = {p128:.3f})" in text
+    assert "significantly higher at n = 64" in text and "The sign changes with the size" in text
+    assert "average advantage" not in text and "2,048" not in text  # no average; sizes from the run only
+
+
+def test_reference_lines_majority_ceiling_and_no_learning_level():
+    trials, _ = _box_trials()
+    trials = pd.concat([trials, pd.DataFrame([{**trial("baseline", 20000, f, 0.83), "protocol": "ceiling",
+                                               "cell_id": f"ceil-{f}"} for f in range(2)])])
+    pc = pd.DataFrame([{"cell_id": "moco-19cat-n128-f0", "model": "moco", "category_set": "19cat", "split": "validation",
+                        "category": c, "support": s} for c, s in (("column", 45), ("plate", 35), ("cpc", 20))])
+    fig = figures.accuracy_vs_size(trials=trials, per_class=pc)
+    lines = [s for s in fig.layout.shapes if s.y0 == s.y1]
+    assert {round(s.y0, 3) for s in lines} == {0.45, 0.83}  # majority share, ceiling mean
+    assert 20000 not in [int(x) for b in fig.data if isinstance(b, go.Box) for x in b.x]  # ceiling is no box
+    assert 20000 not in set(analysis.stats.paired_difference_table(trials)["train_size"])
+    losses = pd.DataFrame([{"run": "pretrain-moco", "stage": "pretrain", "model": "moco", "step": s, "loss": 6.0}
+                           for s in range(5)])
+    pre = pd.DataFrame([{"model": "moco", "n_images": 720, "batch_size": 64}])
+    res = Results.from_frames(losses=losses, pretraining=pre, raw_config={"pretrain": {"queue_size": 1024}})
+    fig = figures.pretraining_loss(res)
+    (line,) = fig.layout.shapes
+    assert line.y0 == pytest.approx(np.log(640 + 1))  # K = 1024 clipped to 640 (720 images, batch 64)
+
+
+def _report_text(path):
+    return path.read_text(encoding="utf-8")
+
+
+def test_synthetic_banner_and_campaign_names(tmp_path):
+    tables = make_tables(folds=3, embeddings=False)
+    synthetic = write_run(tmp_path / "syn", tables, analysis={"curve_bootstrap": 10, "n_bootstrap": 200})
+    html = _report_text(build_report(synthetic))
+    assert "id='synthetic-banner'" in html and "synthetic demonstration data, not scientific results" in html.lower()
+    assert "NASCENT19 (synthetic)" in html and "CLOUDLAB (synthetic)" in html
+    real = write_run(tmp_path / "real", tables, analysis={"curve_bootstrap": 10, "n_bootstrap": 200},
+                     data={"root": "/data/ice"})
+    html = _report_text(build_report(real))
+    assert "synthetic-banner" not in html and "(synthetic)" not in html
+    assert "root /data/ice" in html
+    assert "not recorded" in html  # no run_info.json in a hand-made run
+
+
+def test_csv_link_holds_the_figure_numbers_and_run_section(tmp_path):
+    import base64
+    import io
+    import json
+
+    tables = make_tables(folds=3, embeddings=False)
+    tables["trials"] = tables["trials"].assign(train_accuracy=0.9, steps=120, init="random")
+    run = write_run(tmp_path / "run", tables, analysis={"curve_bootstrap": 10, "n_bootstrap": 200})
+    (run / "run_info.json").write_text(json.dumps({
+        "software": {"python": "3.11.7", "raystudy": "0.1.0", "torch": "2.14.1", "ray": "2.60.0"},
+        "hardware": {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu_models": []},
+        "seeds": {"study": 0}, "config_hash": "abc123", "started_at": 1.7e9, "wall_seconds": 95.0}))
+    html = _report_text(build_report(run))
+    links = re.findall(r"download='([^']+)' href='data:text/csv;base64,([^']+)'", html)
+    assert len(links) >= int(re.search(r"content='(\d+)'", html).group(1))  # one per figure (+ numbers table)
+    name, payload = next((n, p) for n, p in links if "Fig.-4" in n)
+    csv = pd.read_csv(io.StringIO(base64.b64decode(payload).decode()))
+    want = done = tables["trials"][tables["trials"]["category_set"] == "19cat"]
+    assert len(csv) == len(done)
+    assert csv["overall_accuracy"].sort_values().to_numpy() == pytest.approx(
+        want["overall_accuracy"].sort_values().to_numpy())
+    for section in ("id='toc'", "id='pretraining'", "id='numbers-table'", "id='run-facts'", "id='parquet-paths'",
+                    "id='resolved-config'"):
+        assert section in html, section
+    assert "Test CPU, 2 cores" in html and "torch 2.14.1" in html and "95 s" in html
+    assert "training accuracy (mean)" in html and "Semisup-MoCo: random" in html
+    assert str(run / "results" / "trials") in html

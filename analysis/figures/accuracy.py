@@ -123,12 +123,14 @@ def _box_figure(
 
 def accuracy_vs_size(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    per_class: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     metric: str = "overall_accuracy", models: Sequence[str] | None = None, inset: bool = True,
     reference_points: bool = True, title: str | None = None,
 ) -> go.Figure:
-    """Figs. 4 and 9: accuracy over folds as boxes per model and size, with a zoom panel."""
-    res = resolve(results, config=config, trials=trials)
+    """Figs. 4 and 9: accuracy over folds as boxes per model and size (fold dots over them), with a
+    zoom panel and the majority-class and supervised-ceiling lines where the run has them."""
+    res = resolve(results, config=config, trials=trials, per_class=per_class)
     done = done_trials(res.trials, metric)
     sets = category_sets(done)
     base = f"{METRIC_LABEL.get(metric, metric)} vs training set size"
@@ -165,11 +167,13 @@ def reference_lines(res: Results, cset: str, metric: str, split: str) -> list[tu
 
 def generalization(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    per_class: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     models: Sequence[str] | None = None, title: str | None = None,
 ) -> go.Figure:
-    """Fig. 12: accuracy on the unseen campaign (generalization_accuracy) per model and size."""
-    res = resolve(results, config=config, trials=trials)
+    """Fig. 12: accuracy on the unseen campaign (generalization_accuracy) per model and size, with
+    the campaign's majority-class share."""
+    res = resolve(results, config=config, trials=trials, per_class=per_class)
     done = done_trials(res.trials, "generalization_accuracy")
     sets = category_sets(done)
     if not sets or (category_set is not None and category_set not in sets):
