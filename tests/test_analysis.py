@@ -652,3 +652,17 @@ def test_csv_link_holds_the_figure_numbers_and_run_section(tmp_path):
     assert "Test CPU, 2 cores" in html and "torch 2.14.1" in html and "95 s" in html
     assert "training accuracy (mean)" in html and "Semisup-MoCo: random" in html
     assert str(run / "results" / "trials") in html
+
+
+def test_bad_catalog_or_config_fails_by_name(tmp_path):
+    from raystudy.config import ConfigError
+
+    (tmp_path / "config.yaml").write_text("name: x\ncatalog:\n  categories: [a, b]\n  colours: [red]\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml: unknown config key\(s\) catalog\.colours"):
+        load_results(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml is not valid YAML"):
+        load_results(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: x\ncatalog:\n  categories: [a, b]\n  basic: [a]\n"
+                                          "  category_sets: {two: [a, b]}\n  aliases: {}\n")
+    assert load_results(tmp_path).catalog.category_set("two") == ("a", "b")
