@@ -27,6 +27,7 @@ from raystudy.errors import StudyLockedError
 from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs
 from raystudy.registry import BASELINE
 from raystudy.results import finished_cells, has_result, read_table, write_table
+from raystudy.provenance import finish_run_info, start_run_info
 from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
 
 log = logging.getLogger("raystudy")
@@ -218,6 +219,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         dump_config(cfg, run_dir / "config.yaml")
+        info = start_run_info(run_dir, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
         write_table(run_dir, "dataset", "classes", data.dataset_table(cfg))
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
         write_table(run_dir, "grid", "grid", grid_frame(planned))
@@ -255,6 +257,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
                 log.warning("%d cell(s) ended without a result; running them again", len(jobs))
         from analysis.report import build_report
 
+        finish_run_info(run_dir, info)
         report = build_report(run_dir)
     print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run_dir / 'results'}; report {report}", flush=True)
     return report
