@@ -277,6 +277,7 @@ class AnalysisConfig:
     curve_bootstrap: int = field(default=100, metadata=at_least(0))  # learning-curve refits over resampled folds
     seed: int = 0
     tsne_max_points: int = field(default=1500, metadata=at_least(1))  # per panel, seeded subsample
+    max_band_width: float | None = field(default=None, metadata=gt(0))  # learning-curve band limit; None: the report's
 
 
 @dataclass
@@ -398,11 +399,18 @@ def _moved_key_message(prefix: str, key: str) -> str | None:
     return f"pretrain.{key} has moved: write it as {' or '.join(new)} (each method has its own section)"
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str, errors: list[str]) -> Any:
+def _build(cls: type, raw: dict[str, Any], prefix: str = "", errors: list[str] | None = None) -> Any:
     """Build dataclass ``cls`` from ``raw``; every problem is appended to ``errors``.
 
-    A field with a problem keeps its default, so the checks after it still run.
+    A field with a problem keeps its default, so the checks after it still run. Without
+    an ``errors`` list, the problems are raised together as one ConfigError.
     """
+    if errors is None:
+        found: list[str] = []
+        built = _build(cls, raw, prefix, found)
+        if found:
+            raise ConfigError("; ".join(found))
+        return built
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     sections = next((f.name for f in fields.values() if f.metadata.get("sections")), None)
