@@ -25,38 +25,48 @@ DEFAULTS: dict[str, Any] = {
     "tsne_max_points": 1500,  # per panel, seeded subsample
 }
 
-DISPLAY_NAMES: dict[str, str] = {
-    "moco": "Semisup-MoCo",
-    "byol": "Semisup-BYOL",
-    "baseline": "Baseline (Sup)",
-}
-PRETRAIN_NAMES: dict[str, str] = {"moco": "Unsup-MoCo", "byol": "Unsup-BYOL"}
-MODEL_ORDER: tuple[str, ...] = ("moco", "byol", "baseline")
-MODEL_COLORS: dict[str, str] = {"moco": "#1f77b4", "byol": "#ff7f0e", "baseline": "#6e6e6e"}
+BASELINE_NAME = "Baseline (Sup)"
+BASELINE_COLOR = "#6e6e6e"
 EXTRA_COLORS: tuple[str, ...] = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
 REFERENCE_COLOR = "#2ca02c"
 
 
+def _method(model: Any):
+    """The registered pretraining method named ``model``, or None (baseline, unknown)."""
+    from raystudy import registry
+
+    return registry.methods().get(str(model))
+
+
 def display_name(model: Any) -> str:
-    """Paper name of a model type; unknown models keep their raw name."""
-    return DISPLAY_NAMES.get(str(model), str(model))
+    """Paper name of a model type (``Semisup-<method>``); unknown models keep their raw name."""
+    if str(model) == "baseline":
+        return BASELINE_NAME
+    spec = _method(model)
+    return f"Semisup-{spec.display_name}" if spec else str(model)
 
 
 def pretrain_name(model: Any) -> str:
-    return PRETRAIN_NAMES.get(str(model), f"Unsup-{model}")
+    spec = _method(model)
+    return f"Unsup-{spec.display_name if spec else model}"
 
 
 def model_color(model: Any) -> str:
     m = str(model)
-    if m in MODEL_COLORS:
-        return MODEL_COLORS[m]
+    if m == "baseline":
+        return BASELINE_COLOR
+    spec = _method(m)
+    if spec is not None and spec.color:
+        return spec.color
     return EXTRA_COLORS[sum(map(ord, m)) % len(EXTRA_COLORS)]
 
 
 def order_models(models: Any) -> list[str]:
-    """Known models in the paper's order, then the others alphabetically."""
+    """Registered methods in registration order, then the baseline, then the others alphabetically."""
+    from raystudy import registry
+
     found = {str(m) for m in models if m is not None and m == m}
-    known = [m for m in MODEL_ORDER if m in found]
+    known = [m for m in registry.model_types() if m in found]
     return known + sorted(found - set(known))
 
 

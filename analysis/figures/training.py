@@ -66,13 +66,14 @@ def pretraining_loss(
 
 
 def moco_queue_size(res: Results, n_images: int, batch_size: int) -> int:
-    """The queue size K MoCo used: the config's ``pretrain.queue_size`` clipped exactly as
-    ``raystudy.training.pretrain.build_method`` clips it (the pretraining table does not record K)."""
-    from raystudy.config import PretrainConfig
-    from raystudy.models.moco import clip_queue_size  # imports torch: only when MoCo rows exist
+    """The queue size K MoCo used: the config's ``pretrain.moco.queue_size`` (``pretrain.queue_size``
+    in older run folders) clipped exactly as ``MoCo.from_config`` clips it (the pretraining table
+    does not record K)."""
+    from raystudy.models.moco import MoCoConfig, clip_queue_size  # imports torch: only when MoCo rows exist
 
     section = res.raw_config.get("pretrain") or {}
-    queue = int(section.get("queue_size", PretrainConfig().queue_size))
+    moco = section.get("moco") or {}
+    queue = int(moco.get("queue_size", section.get("queue_size", MoCoConfig().queue_size)))
     return clip_queue_size(queue, int(n_images), int(batch_size))
 
 
