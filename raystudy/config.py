@@ -35,6 +35,8 @@ from raystudy.catalog import (
 )
 from raystudy import registry
 
+# the backbones of raystudy.models.encoders (kept here as names: the config does not import torch)
+Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet18_w16"]
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 PRESETS = ("smoke", "demo", "paper")
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -126,7 +128,7 @@ class CatalogConfig:
 class ModelConfig:
     """Backbone and heads (Sect. 3.2 and 3.4)."""
 
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    arch: Arch = "resnet50"
     in_channels: Literal[1, 3] = 1
     proj_hidden_dim: int = 4096
     proj_dim: int = 256
@@ -218,7 +220,7 @@ class GridConfig:
     """The study grid: model types x backbones x category sets x train sizes x folds."""
 
     models: list[str] = field(default_factory=lambda: ["moco", "byol", "baseline"])
-    archs: list[Literal["resnet18", "resnet34", "resnet50", "resnet101"]] = field(default_factory=list)  # empty: [model.arch]
+    archs: list[Arch] = field(default_factory=list)  # empty: [model.arch]
     sizes: dict[str, list[int]] = field(
         default_factory=lambda: {
             "19cat": [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864],

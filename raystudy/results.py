@@ -105,6 +105,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("final_loss", pa.float64()),
             ("device", pa.string()),
             ("images_per_s", pa.float64()),
+            ("no_learning_loss", pa.float64()),  # the loss of an encoder that learned nothing (MoCo: ln(K+1))
             ("knn_accuracy", pa.float64()),
             ("linear_probe_accuracy", pa.float64()),
         ]

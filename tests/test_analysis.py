@@ -600,11 +600,11 @@ def test_reference_lines_majority_ceiling_and_no_learning_level():
     assert 20000 not in set(analysis.stats.paired_difference_table(trials)["train_size"])
     losses = pd.DataFrame([{"run": "pretrain-moco", "stage": "pretrain", "model": "moco", "step": s, "loss": 6.0}
                            for s in range(5)])
-    pre = pd.DataFrame([{"model": "moco", "n_images": 720, "batch_size": 64}])
-    res = Results.from_frames(losses=losses, pretraining=pre, raw_config={"pretrain": {"queue_size": 1024}})
+    pre = pd.DataFrame([{"model": "moco", "n_images": 720, "batch_size": 64, "no_learning_loss": np.log(720 + 1)}])
+    res = Results.from_frames(losses=losses, pretraining=pre, raw_config={"pretrain": {"moco": {"queue_size": 1024}}})
     fig = figures.pretraining_loss(res)
     (line,) = fig.layout.shapes
-    assert line.y0 == pytest.approx(np.log(640 + 1))  # K = 1024 clipped to 640 (720 images, batch 64)
+    assert line.y0 == pytest.approx(np.log(720 + 1))  # as recorded: K = 1024 cut to the 720 images
 
 
 def _report_text(path):

@@ -151,6 +151,7 @@ def run_pretrain_loop(
             "seconds": now - t0,
             "images_per_s": steps_per_epoch * global_batch / (now - epoch_start),  # this epoch's steps
             "seconds_left": (now - t0) / (epoch + 1 - start_epoch) * (p.epochs - epoch - 1),
+            "no_learning_loss": inner.no_learning_loss(global_batch),  # None: the method has no such level
         }
         if rank == 0:
             log.info(epoch_line(method if arch == cfg.model.arch else f"{method}-{arch}", metrics))
@@ -272,6 +273,7 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Path, images_ref: Any, r
                     "final_loss": float(losses["loss"].iloc[-1]),
                     "device": "cuda" if use_gpu else "cpu",
                     "images_per_s": last_metrics["images_per_s"],
+                    "no_learning_loss": last_metrics.get("no_learning_loss"),
                 }
             ]
         ),
