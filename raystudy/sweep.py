@@ -188,7 +188,7 @@ def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> li
     if cfg.pretrain.probe:
         probed = set(read_table(run_dir, "probes")["model"])
         # the encoder pretraining starts from: the first method's init (or a random one)
-        start = next(iter(cfg.model.pretrain_init.values()), None)
+        start = next((cfg.model.pretrain_weights(m) for m in cfg.model.pretrain_init), None)
         init = "pretrain_init" if start else "random_init"
         pretrained = [j for j in pretrain_jobs(cfg) if j.model in cfg.grid.models]
         if pretrained and init not in probed:

@@ -44,7 +44,7 @@ def build_method(method: str, cfg: StudyConfig, n_images: int, global_batch: int
     """The registered ``method`` around a fresh (or ``model.pretrain_init``) ``arch`` encoder."""
     spec = registry.get_method(method)
     encoder, feature_dim = build_encoder(arch or cfg.model.arch, cfg.model.in_channels)
-    init = cfg.model.pretrain_init.get(method)
+    init = cfg.model.pretrain_weights(method)
     if init:
         load_encoder_weights(encoder, init)
     return spec.model.from_config(encoder, feature_dim, cfg.model, cfg.pretrain.section(method), n_images, global_batch)
