@@ -115,6 +115,12 @@ def check_category_sets(cfg: StudyConfig, catalog: Catalog, table: pd.DataFrame,
         "or run with --data and no category sets to derive them from the data"
     )
     for set_name in cfg.grid.sizes:
+        if len(catalog.category_set(set_name)) < 2:
+            problems.add(
+                "category set(s) the data lack",
+                f"category set '{set_name}' has {len(catalog.category_set(set_name))} category; a classifier needs at least 2",
+                fix=fix,
+            )
         absent = [c for c in catalog.category_set(set_name) if c not in labeled]
         if absent:
             problems.add(
