@@ -115,7 +115,7 @@ def cut_sizes(sizes: list[int], available: int) -> list[int]:
     """
     fits = sorted(s for s in set(sizes) if s <= available)
     beyond = sorted(s for s in set(sizes) if s > available)[:1]
-    return (fits or [available]) + beyond
+    return (fits or [max(available, 2)]) + beyond
 
 
 def derive_category_sets(
@@ -155,7 +155,7 @@ def derive_category_sets(
         name = f"{len(found)}cat"
         name = f"{name}-all" if name in catalog.category_sets else name
         sets[name] = found
-        grid[name] = cut_sizes(base, int(counts.sum())) if base else [int(counts.sum())]
+        grid[name] = cut_sizes(base, int(counts.sum()))
         why[name] = (
             f"all {len(found)} categories found in the labeled campaign '{campaign}' ({int(counts.sum())} images); "
             f"train sizes {grid[name]} from the preset's '{widest}' sizes {base}, cut at the data"
