@@ -1,10 +1,11 @@
 """Find images (folder layout or manifest), check them, decode them once into a cache.
 
-Layout: ``DATA/<campaign>/<category>/<image files>`` (PNG, JPEG or TIFF; grey or
-RGB; 8- or 16-bit), or a manifest (CSV or Parquet with columns path, label,
+Layout: ``DATA/<campaign>/<category>/<image files>`` or, for one campaign,
+``DATA/<category>/<image files>`` (PNG, JPEG or TIFF; grey or RGB; 8- or 16-bit), or a manifest (CSV or Parquet with columns path, label,
 campaign; relative paths are relative to the manifest). Every image is decoded
 once per study into a uint8 array of shape (N, S, S) saved in the run folder;
-trials share that array and never decode an image again.
+trials share that array and never decode an image again. Every problem found is
+collected in a :class:`~raystudy.data.problems.Problems` and reported at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from raystudy.catalog import Catalog, normalize_name
-from raystudy.data.problems import DataError, Problems, listing  # noqa: F401  (DataError: the public name)
+from raystudy.data.problems import DataError, Problems  # noqa: F401  (DataError: its public name here)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 DECODE_COUNT = 0  # images decoded by this process (the benchmark checks "decoded once")
