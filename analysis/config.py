@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from raystudy.catalog import Catalog
+from raystudy.config import CatalogConfig, ConfigError, _build
 
 DEFAULTS: dict[str, Any] = {
     "reference_model": "baseline",
@@ -71,21 +72,17 @@ def merge_analysis_config(section: dict[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
-def catalog_from_config(raw: dict[str, Any] | None) -> Catalog:
-    """The study's catalog from the raw config's ``catalog`` mapping, else the paper's."""
+def catalog_from_config(raw: dict[str, Any] | None, source: str = "config.yaml") -> Catalog:
+    """The study's catalog, built by raystudy's own :class:`CatalogConfig` (the paper's without a section).
+
+    Raises ConfigError naming ``source`` when the ``catalog`` section is invalid.
+    """
     section = (raw or {}).get("catalog")
-    if not isinstance(section, dict) or not section:
-        return Catalog()
+    if section is None:
+        return CatalogConfig().build()
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: catalog: expected a mapping, got {section!r}")
     try:
-        default = Catalog()
-        return Catalog(
-            categories=tuple(section.get("categories", default.categories)),
-            basic=tuple(section.get("basic", default.basic)),
-            category_sets={
-                k: tuple(v) for k, v in section.get("category_sets", default.category_sets).items()
-            },
-            aliases=dict(section.get("aliases", default.aliases)),
-            groups=dict(section.get("groups", default.groups)),
-        )
-    except (TypeError, ValueError, AttributeError):
-        return Catalog()
+        return _build(CatalogConfig, section, "catalog").build()
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}; fix the file or rerun the study") from err

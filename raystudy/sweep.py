@@ -26,6 +26,7 @@ from raystudy.errors import StudyLockedError
 from raystudy.grid import PlannedCell, grid_frame, plan_grid
 from raystudy.runfolder import check_run_folder, entries, removed_if_failing
 from raystudy.results import finished_cells, has_result, read_table, write_table
+from raystudy.provenance import finish_run_info, start_run_info
 from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
 
 log = logging.getLogger("raystudy")
@@ -219,6 +220,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: 
         dump_config(cfg, run_dir / "config.yaml")
         if data_fit is not None:
             data_fit.save(run_dir)
+        info = start_run_info(run_dir, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
         write_table(run_dir, "dataset", "classes", data.dataset_table(cfg))
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
         write_table(run_dir, "grid", "grid", grid_frame(planned))
@@ -256,6 +258,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: 
                 log.warning("%d cell(s) ended without a result; running them again", len(jobs))
         from analysis.report import build_report
 
+        finish_run_info(run_dir, info)
         report = build_report(run_dir)
     print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run_dir / 'results'}; report {report}", flush=True)
     return report
