@@ -110,6 +110,7 @@ class CatalogConfig:
     )
     aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
     groups: dict[str, str] = field(default_factory=dict)
+    strict: bool = False  # True: folder names / labels outside the catalog are refused, not new categories
 
     def build(self) -> Catalog:
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import fcntl
-import shutil
 import logging
 import os
 import time
@@ -21,11 +20,12 @@ import pandas as pd
 import ray
 
 from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
-from raystudy.data.loading import DataError
+from raystudy.data.fit import DataFit
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.errors import StudyLockedError
 from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs
 from raystudy.registry import BASELINE
+from raystudy.runfolder import check_run_folder, entries, removed_if_failing
 from raystudy.results import finished_cells, has_result, read_table, write_table
 from raystudy.provenance import finish_run_info, start_run_info
 from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
@@ -205,20 +205,22 @@ def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> li
     return jobs
 
 
-def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False) -> Path:
-    """Run (or resume) the whole study in ``run_dir``; returns the report's path."""
+def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: DataFit | None = None) -> Path:
+    """Run (or resume) the whole study in ``run_dir``; returns the report's path.
+
+    ``data_fit``: what ``--data`` decided (saved as ``data_fit.json`` for the report).
+    """
     run_dir = Path(run_dir).resolve()
     t0 = time.time()
-    fresh = not run_dir.exists()
+    check_run_folder(run_dir)
+    before = entries(run_dir)
     with run_lock(run_dir):
-        try:
+        with removed_if_failing(run_dir, before):  # bad input: leave nothing behind
             check_resumable(cfg, run_dir)
             data = prepare_data(cfg, run_dir / "cache")
-        except (ConfigError, DataError):
-            if fresh:  # bad input: leave nothing behind
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
         dump_config(cfg, run_dir / "config.yaml")
+        if data_fit is not None:
+            data_fit.save(run_dir)
         info = start_run_info(run_dir, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
         write_table(run_dir, "dataset", "classes", data.dataset_table(cfg))
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
@@ -282,8 +284,11 @@ def search_study(cfg: StudyConfig, run_dir: Path) -> dict:
     from raystudy.search import run_search
 
     run_dir = Path(run_dir).resolve()
+    check_run_folder(run_dir)
+    before = entries(run_dir)
     with run_lock(run_dir):
-        data = prepare_data(cfg, run_dir / "cache")
+        with removed_if_failing(run_dir, before):
+            data = prepare_data(cfg, run_dir / "cache")
         dump_config(cfg, run_dir / "config.yaml")
         quiet_tune(False)
         ensure_ray()
