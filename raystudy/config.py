@@ -558,6 +558,13 @@ def load_config(
     return cfg
 
 
+def validate(cfg: StudyConfig) -> None:
+    """Check a config built or changed in code (defaults resolved, consistency) as ``load_config`` does."""
+    errors = resolve_defaults(cfg) + problems(cfg)
+    if errors:
+        raise ConfigError(f"invalid study config ({len(errors)} problem(s)):\n  - " + "\n  - ".join(errors))
+
+
 def resolve_defaults(cfg: StudyConfig) -> list[str]:
     """Fill in what defaults to other keys: ``pretrain.methods`` (empty: the pretraining
     methods of ``grid.models``), ``grid.archs`` (empty: ``[model.arch]``) and the section of
