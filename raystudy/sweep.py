@@ -28,6 +28,7 @@ from raystudy.registry import BASELINE
 from raystudy.runfolder import check_run_folder, entries, removed_if_failing
 from raystudy.results import finished_cells, has_result, read_table, write_table
 from raystudy.provenance import finish_run_info, start_run_info
+from raystudy.training.budget import cell_budget
 from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
 
 log = logging.getLogger("raystudy")
@@ -242,10 +243,12 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: 
         if jobs:
             images_ref = ray.put(data.images.images)
             context = build_context(cfg, run_dir, data, planned, images_ref, _injected_failure())
-            f = cfg.finetune
-            floor = f.min_steps * f.batch_size
-            splits = {p.cell.cell_id: p.split for p in planned if p.split is not None}
-            weights = {j.cell.cell_id: float(max(len(splits[j.cell.cell_id].train) * f.epochs, floor)) for j in cells}
+            weights = {  # images each cell trains on: the progress line's time estimate
+                p.cell.cell_id: float(cell_budget(cfg.finetune, len(p.split.train),
+                                                  cfg.grid.ceiling_epochs if p.cell.ceiling else None).images)
+                for p in planned if p.split is not None
+            }
+            weights = {j.cell.cell_id: weights[j.cell.cell_id] for j in cells}
             progress = ProgressLine(runnable, runnable - len(cells), weights)
             for _ in range(2):  # a second pass only for cells lost without a result
                 results, searcher = run_jobs(cfg, run_dir, context, jobs, progress, verbose)
