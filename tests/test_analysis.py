@@ -666,3 +666,15 @@ def test_bad_catalog_or_config_fails_by_name(tmp_path):
     (tmp_path / "config.yaml").write_text("name: x\ncatalog:\n  categories: [a, b]\n  basic: [a]\n"
                                           "  category_sets: {two: [a, b]}\n  aliases: {}\n")
     assert load_results(tmp_path).catalog.category_set("two") == ("a", "b")
+
+
+def test_ceiling_cells_stay_out_of_the_per_size_tables():
+    from analysis.results import drop_ceiling_details
+
+    trials = pd.DataFrame({"cell_id": ["baseline-19cat-ceiling", "moco-19cat-n64-f0"], "protocol": ["ceiling", "paper"]})
+    per_class = pd.DataFrame({"cell_id": ["baseline-19cat-ceiling", "moco-19cat-n64-f0"], "f1": [0.9, 0.5]})
+    losses = pd.DataFrame({"run": ["baseline-19cat-ceiling", "pretrain-moco"], "loss": [1.0, 6.0]})
+    out = drop_ceiling_details({"trials": trials, "per_class": per_class, "losses": losses})
+    assert out["trials"].equals(trials)  # the ceiling's trials row is the reference line
+    assert out["per_class"]["cell_id"].tolist() == ["moco-19cat-n64-f0"]
+    assert out["losses"]["run"].tolist() == ["pretrain-moco"]
