@@ -212,8 +212,11 @@ def format_plan(cfg: StudyConfig, node_types: list[NodeType], cluster: str, coun
     lines.append(f"throughput: {throughput.finetune:.1f} img/s per fine-tuning trial, {throughput.pretrain:.1f} img/s "
                  f"per pretraining worker ({throughput.how})")
     lines.append(f"device-hours: pretraining {pre_h:,.1f} {'GPU' if use_gpu else 'CPU-worker'}-h "
-                 f"({pre_h / cfg.pretrain.num_workers:,.1f} h wall per method on {cfg.pretrain.num_workers} workers); "
+                 f"({pre_h / cfg.pretrain.num_workers:,.1f} h wall per method on {cfg.pretrain.num_workers} worker(s)); "
                  f"cells {cell_h * gpus:,.1f} {device}-h ({cell_h:,.1f} trial-hours); total {pre_h + cell_h * gpus:,.1f}")
+    if "measured here (CPU" in throughput.how and (use_gpu or cfg.finetune.gpus_per_trial > 0):
+        lines.append("note: measured on a CPU, while the jobs run on GPUs: expect far more images/s there "
+                     "(run --calibrate on a GPU node, or give --images-per-s)")
     cells = requests[-1]
     at_once = sum(t.holds(cells.bundle) * t.max_count for t in holders(cells, node_types))
     if at_once:

@@ -82,11 +82,15 @@ class NodeType:
 
 @dataclass(frozen=True)
 class Request:
-    """``count`` bundles of ``bundle``, all wanted at the same time (``what``: config keys)."""
+    """``count`` bundles of ``bundle`` (``what``: the config keys behind it).
+
+    ``together``: all bundles are needed at once (a Ray Train worker group).
+    """
 
     what: str
     bundle: dict[str, float]
     count: int
+    together: bool = False
 
     def describe(self) -> str:
         res = ", ".join(f"{k}: {v:g}" for k, v in sorted(self.bundle.items()))
@@ -111,7 +115,7 @@ def study_requests(cfg: StudyConfig, use_gpu: bool, cells: int | None = None) ->
     n_cells = sum(len(s) for s in cfg.grid.sizes.values()) * cfg.grid.folds * len(cfg.grid.models)
     requests = [
         Request(f"pretraining {m} (pretrain.num_workers={p.num_workers}, pretrain.cpus_per_worker={p.cpus_per_worker}, "
-                f"pretrain.use_gpu={p.use_gpu})", worker, p.num_workers)
+                f"pretrain.use_gpu={p.use_gpu})", worker, p.num_workers, together=True)
         for m in p.methods if m in cfg.grid.models
     ]
     requests.append(Request(f"a cell (finetune.cpus_per_trial={f.cpus_per_trial:g}, finetune.gpus_per_trial={f.gpus_per_trial:g})",
@@ -132,7 +136,7 @@ def check_fits(requests: list[Request], node_types: list[NodeType], source: str)
         capacity = sum(t.holds(r.bundle) * t.max_count for t in ok)
         if not ok:
             problems.append(f"{r.describe()}: no node type holds one")
-        elif r.what.startswith("pretraining") and capacity < r.count:
+        elif r.together and capacity < r.count:
             problems.append(f"{r.describe()}: the node types hold at most {capacity} at once")
     if problems:
         types = "; ".join(t.describe() for t in node_types) or "none"
