@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from raystudy.catalog import Catalog
+from raystudy.config import CatalogConfig, ConfigError, _build
 
 DEFAULTS: dict[str, Any] = {
     "reference_model": "baseline",
@@ -24,38 +25,48 @@ DEFAULTS: dict[str, Any] = {
     "tsne_max_points": 1500,  # per panel, seeded subsample
 }
 
-DISPLAY_NAMES: dict[str, str] = {
-    "moco": "Semisup-MoCo",
-    "byol": "Semisup-BYOL",
-    "baseline": "Baseline (Sup)",
-}
-PRETRAIN_NAMES: dict[str, str] = {"moco": "Unsup-MoCo", "byol": "Unsup-BYOL"}
-MODEL_ORDER: tuple[str, ...] = ("moco", "byol", "baseline")
-MODEL_COLORS: dict[str, str] = {"moco": "#1f77b4", "byol": "#ff7f0e", "baseline": "#6e6e6e"}
+BASELINE_NAME = "Baseline (Sup)"
+BASELINE_COLOR = "#6e6e6e"
 EXTRA_COLORS: tuple[str, ...] = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
 REFERENCE_COLOR = "#2ca02c"
 
 
+def _method(model: Any):
+    """The registered pretraining method named ``model``, or None (baseline, unknown)."""
+    from raystudy import registry
+
+    return registry.methods().get(str(model))
+
+
 def display_name(model: Any) -> str:
-    """Paper name of a model type; unknown models keep their raw name."""
-    return DISPLAY_NAMES.get(str(model), str(model))
+    """Paper name of a model type (``Semisup-<method>``); unknown models keep their raw name."""
+    if str(model) == "baseline":
+        return BASELINE_NAME
+    spec = _method(model)
+    return f"Semisup-{spec.display_name}" if spec else str(model)
 
 
 def pretrain_name(model: Any) -> str:
-    return PRETRAIN_NAMES.get(str(model), f"Unsup-{model}")
+    spec = _method(model)
+    return f"Unsup-{spec.display_name if spec else model}"
 
 
 def model_color(model: Any) -> str:
     m = str(model)
-    if m in MODEL_COLORS:
-        return MODEL_COLORS[m]
+    if m == "baseline":
+        return BASELINE_COLOR
+    spec = _method(m)
+    if spec is not None and spec.color:
+        return spec.color
     return EXTRA_COLORS[sum(map(ord, m)) % len(EXTRA_COLORS)]
 
 
 def order_models(models: Any) -> list[str]:
-    """Known models in the paper's order, then the others alphabetically."""
+    """Registered methods in registration order, then the baseline, then the others alphabetically."""
+    from raystudy import registry
+
     found = {str(m) for m in models if m is not None and m == m}
-    known = [m for m in MODEL_ORDER if m in found]
+    known = [m for m in registry.model_types() if m in found]
     return known + sorted(found - set(known))
 
 
@@ -71,21 +82,17 @@ def merge_analysis_config(section: dict[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
-def catalog_from_config(raw: dict[str, Any] | None) -> Catalog:
-    """The study's catalog from the raw config's ``catalog`` mapping, else the paper's."""
+def catalog_from_config(raw: dict[str, Any] | None, source: str = "config.yaml") -> Catalog:
+    """The study's catalog, built by raystudy's own :class:`CatalogConfig` (the paper's without a section).
+
+    Raises ConfigError naming ``source`` when the ``catalog`` section is invalid.
+    """
     section = (raw or {}).get("catalog")
-    if not isinstance(section, dict) or not section:
-        return Catalog()
+    if section is None:
+        return CatalogConfig().build()
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: catalog: expected a mapping, got {section!r}")
     try:
-        default = Catalog()
-        return Catalog(
-            categories=tuple(section.get("categories", default.categories)),
-            basic=tuple(section.get("basic", default.basic)),
-            category_sets={
-                k: tuple(v) for k, v in section.get("category_sets", default.category_sets).items()
-            },
-            aliases=dict(section.get("aliases", default.aliases)),
-            groups=dict(section.get("groups", default.groups)),
-        )
-    except (TypeError, ValueError, AttributeError):
-        return Catalog()
+        return _build(CatalogConfig, section, "catalog").build()
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}; fix the file or rerun the study") from err

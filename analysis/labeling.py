@@ -106,8 +106,44 @@ def _hours_lookup(hours: pd.DataFrame, model: str, cset: str) -> dict[int, float
 DOA_COLUMNS = [
     "category_set", "n_categories", "model", "train_size", "n_folds", "oa_mean", "oa_std",
     "reference_model", "reference_size", "reference_oa", "doa", "labeling_hours",
-    "reference_hours", "time_saved_hours", "time_model", "is_knee",
+    "reference_hours", "time_saved_hours", "time_model", "is_knee", "fold_spread", "knee_note",
 ]
+
+NO_KNEE = "no reliable knee: differences within fold spread"
+
+
+def knee_problem(sizes: Any, oa_mean: Any, oa_std: Any, knee_size: int | None) -> str | None:
+    """Why the knee of a DOA curve is not reliable, or None when it is.
+
+    The fold spread is the pooled standard deviation over folds (sqrt of the mean
+    variance over sizes). The curve must be monotone within noise (the mean OA never
+    falls by more than the fold spread from a size to the next larger one) and every
+    step on the steep side of the knee (from each smaller size to the next, up to the
+    knee) must exceed the fold spread.
+    """
+    order = np.argsort(np.asarray(sizes, dtype=float))
+    n = np.asarray(sizes, dtype=float)[order].astype(int)
+    m = np.asarray(oa_mean, dtype=float)[order]
+    sd = np.asarray(oa_std, dtype=float)[order]
+    if len(n) < 3:
+        return f"no reliable knee: only {len(n)} training-set size{'s' if len(n) != 1 else ''} (at least 3 needed)"
+    if not np.all(np.isfinite(sd)):
+        return "no reliable knee: a size has a single fold, so no fold spread to judge the differences"
+    spread = float(np.sqrt(np.mean(sd ** 2)))
+    steps = np.diff(m)
+    for i, step in enumerate(steps):
+        if step < -spread:
+            return (f"no reliable knee: the DOA curve is not monotone (mean OA falls by {100 * -step:.1f} pp "
+                    f"from n = {n[i]:,} to n = {n[i + 1]:,}, more than the fold spread {100 * spread:.1f} pp)")
+    if knee_size is None:
+        return "no reliable knee: the DOA curve has no corner"
+    k = int(np.flatnonzero(n == knee_size)[0])
+    small = [(n[i], n[i + 1], steps[i]) for i in range(k) if steps[i] <= spread]
+    if k == 0 or small:
+        a, b, step = small[0] if small else (n[0], n[1], steps[0])
+        return (f"{NO_KNEE} (mean OA gains {100 * step:.1f} pp from n = {a:,} to n = {b:,}; "
+                f"fold spread {100 * spread:.1f} pp)")
+    return None
 
 
 def doa_table(
@@ -120,7 +156,8 @@ def doa_table(
 
     ROA is the reference model's mean OA at its largest size; TS uses the labeling
     time model of ``cfg`` ('constant' or 'per_group', which falls back to constant
-    per size when ``per_class.train_count`` is missing). ``is_knee`` marks the knee.
+    per size when ``per_class.train_count`` is missing). ``is_knee`` marks the knee
+    where :func:`knee_problem` finds it reliable; ``knee_note`` says why not otherwise.
     """
     cfg = merge_analysis_config(dict(cfg or {}))
     ref_model, cssl = str(cfg["reference_model"]), str(cfg["cssl_model"])
@@ -157,10 +194,16 @@ def doa_table(
                 "reference_model": ref_model, "reference_size": ref_size, "reference_oa": roa,
                 "doa": roa - float(row["mean"]), "labeling_hours": t_n, "reference_hours": t_ref,
                 "time_saved_hours": t_ref - t_n, "time_model": model_used, "is_knee": False,
+                "fold_spread": np.nan, "knee_note": None,
             })
         frame = pd.DataFrame(table, columns=DOA_COLUMNS)
         knee = find_knee(frame["time_saved_hours"], frame["doa"])
-        if knee is not None:
+        sd = frame["oa_std"].to_numpy(dtype=float)
+        frame["fold_spread"] = float(np.sqrt(np.mean(sd ** 2))) if np.all(np.isfinite(sd)) else np.nan
+        note = knee_problem(frame["train_size"], frame["oa_mean"], sd,
+                            None if knee is None else int(frame.loc[knee, "train_size"]))
+        frame["knee_note"] = note
+        if knee is not None and note is None:
             frame.loc[knee, "is_knee"] = True
         out.append(frame)
     if not out:

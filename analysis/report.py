@@ -18,7 +18,10 @@ from analysis.figures._common import is_no_data, no_data_figure, no_data_note
 from analysis.labeling import doa_table
 from analysis.results import Results, load_results
 from analysis.select import category_sets, done_trials, n_categories_of, set_label
-from analysis.stats import fit_learning_curves, learning_curve_answers, paired_difference_table
+from analysis.sections import SYNTHETIC_BANNER, csv_link, numbers_frame, numbers_html, pretraining_html, run_html
+from analysis.stats import (
+    MAX_BAND_WIDTH, MIN_FIT_SIZES, fit_learning_curves, learning_curve_answers, paired_difference_table,
+)
 from analysis.summary import (
     advantage_sentences, answer_sentences, cell_states, generalization_sentences, grid_progress,
     knee_sentences,
@@ -28,7 +31,13 @@ PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_CELL_ROWS = 500
 
 CSS = """
-body{font-family:Helvetica,Arial,sans-serif;margin:0 auto;max-width:1320px;padding:16px 28px;color:#222}
+body{font-family:Helvetica,Arial,sans-serif;margin:0 auto;max-width:1320px;padding:0 28px 16px 28px;color:#222}
+nav.toc{position:sticky;top:0;z-index:100;background:#fff;border-bottom:1px solid #dde6f0;padding:6px 0;font-size:13px}
+nav.toc a{margin-right:12px;color:#1f4e8c;text-decoration:none;white-space:nowrap} h2{scroll-margin-top:48px}
+.banner{background:#fff1c2;border:2px solid #e0a800;padding:10px 14px;font-weight:bold;font-size:16px;margin:10px 0}
+table.numbers,table.run{border-collapse:collapse;font-size:12px;margin:6px 0}
+table.numbers td,table.numbers th,table.run td,table.run th{border:1px solid #ddd;padding:2px 7px;text-align:left}
+a.csv{font-size:12px} pre{background:#f6f8fa;padding:8px;font-size:12px;max-height:420px;overflow:auto}
 h1{margin-bottom:4px} h2{border-bottom:2px solid #dde6f0;padding-bottom:4px;margin-top:36px}
 .meta{color:#666;font-size:13px} .figure{margin:18px 0 30px 0}
 .caption{font-size:14px;color:#333;margin:4px 0 6px 0;max-width:1100px}
@@ -42,12 +51,13 @@ ul.summary li{margin:4px 0}
 
 @dataclass
 class Entry:
-    """One report figure: section, paper reference, caption and the figure itself."""
+    """One report figure: section, paper reference, caption, the figure and the numbers behind it."""
 
     section: str
     paper: str
     caption: str
     figure: go.Figure
+    data: Callable[[], pd.DataFrame] | None = None  # the figure's numbers, offered as CSV
 
 
 def _safe(build: Callable[[], go.Figure], title: str) -> go.Figure:
@@ -57,55 +67,96 @@ def _safe(build: Callable[[], go.Figure], title: str) -> go.Figure:
         return no_data_figure(title, f"could not be drawn: {type(err).__name__}: {err}")
 
 
+def _rows(frame: pd.DataFrame, **match: object) -> pd.DataFrame:
+    """Rows of ``frame`` whose columns equal ``match`` (None matches everything)."""
+    for col, value in match.items():
+        if value is not None and col in frame.columns:
+            frame = frame[frame[col] == value]
+    return frame.reset_index(drop=True)
+
+
+def _fold_values(res: Results, metric: str, cset: str | None, ceiling: bool = False) -> pd.DataFrame:
+    cols = ["category_set", "model", "train_size", "fold", metric, "n_train", "n_validation", "protocol"]
+    return _rows(done_trials(res.trials, metric, ceiling=ceiling), category_set=cset)[cols]
+
+
 def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
-    """All report figures in order, plus the computed tables the summary uses."""
+    """All report figures in order (each with its numbers), plus the computed tables the summary uses."""
     cfg = res.config
     doa = doa_table(res.trials, res.per_class, cfg, res.catalog)
     paired = paired_difference_table(res.trials, str(cfg["cssl_model"]), str(cfg["reference_model"]),
                                      n_boot=int(cfg["n_bootstrap"]), seed=int(cfg["seed"]))
     fits = fit_learning_curves(res.trials, n_boot=int(cfg["curve_bootstrap"]), seed=int(cfg["seed"]))
-    answers = learning_curve_answers(fits, cfg["targets"])
+    answers = learning_curve_answers(fits, cfg["targets"], float(cfg.get("max_band_width") or MAX_BAND_WIDTH))
     sets = category_sets(res.trials, res.grid, res.confusion) or [None]
     gen_sets = category_sets(done_trials(res.trials, "generalization_accuracy"))
+    dataset = lambda: res.dataset.assign(campaign=res.dataset["campaign"].map(res.campaign))  # noqa: E731
     entries = [Entry("Data", "Fig. 1", "Images per category in every campaign; categories sorted by the "
-                     "labeled campaign's counts.", _safe(lambda: figures.class_distribution(res), "Class distribution"))]
+                     "labeled campaign's counts.", _safe(lambda: figures.class_distribution(res), "Class distribution"),
+                     dataset)]
     for i, cset in enumerate(sets):
         label = set_label(cset, n_categories_of(cset, res.trials, res.grid)) if cset else "all category sets"
         f_acc, f_doa, f_cm = ("Fig. 4", "Fig. 5", "Figs. 6 and 7") if i == 0 else ("Fig. 9", "Fig. 10", "Fig. 11")
         sec = f"Results: {label}"
         entries += [
             Entry(sec, f_acc, "Overall accuracy over the cross-validation folds: boxes span the quartiles, the line "
-                  "is the median, whiskers reach the minimum and maximum; the right panel zooms on the two "
-                  "largest sizes.", _safe(lambda c=cset: figures.accuracy_vs_size(res, category_set=c), "Overall accuracy")),
-            Entry(sec, f_doa, "Decreased overall accuracy (reference OA minus the CSSL model's mean OA) against the "
-                  "labeling time saved; the knee is found automatically (largest distance to the chord).",
-                  _safe(lambda c=cset: figures.doa_vs_time_saved(res, category_set=c, table=doa), "DOA vs time saved")),
+                  "is the median, whiskers reach the minimum and maximum, dots are single folds; dotted line: the "
+                  "majority-class share of the validation sets (a model predicting one category scores it); dashed "
+                  "line: the supervised ceiling where it was run; the right panel zooms on the two largest sizes.",
+                  _safe(lambda c=cset: figures.accuracy_vs_size(res, category_set=c), "Overall accuracy"),
+                  lambda c=cset: pd.concat([_fold_values(res, "overall_accuracy", c),
+                                            _fold_values(res, "overall_accuracy", c, ceiling=True)])),
+            Entry(sec, f_doa, "Decreased overall accuracy (reference OA minus the CSSL model's mean OA, in "
+                  "percentage points, fold std as bars) against the labeling time saved; a knee (largest distance "
+                  "to the chord) is marked only where the curve is monotone within the fold spread and the steps "
+                  "below it exceed the fold spread.",
+                  _safe(lambda c=cset: figures.doa_vs_time_saved(res, category_set=c, table=doa), "DOA vs time saved"),
+                  lambda c=cset: _rows(doa, category_set=c)),
             Entry(sec, f_cm, "Validation confusion matrices averaged over folds, the two compared models side by "
                   "side; for many categories split into basic habits and complex shapes merged by process.",
-                  _safe(lambda c=cset: figures.confusion_matrices(res, category_set=c), "Confusion matrices")),
+                  _safe(lambda c=cset: figures.confusion_matrices(res, category_set=c), "Confusion matrices"),
+                  lambda c=cset: _rows(res.confusion, category_set=c, split="validation")),
         ]
     for cset in gen_sets or [None]:
         entries.append(Entry("Generalization", "Fig. 12", "Accuracy of every fold's model on the campaign never "
-                             "used in training, without further fine-tuning.",
-                             _safe(lambda c=cset: figures.generalization(res, category_set=c), "Generalization")))
+                             "used in training, without further fine-tuning; dotted line: the majority-class share "
+                             "of that campaign.",
+                             _safe(lambda c=cset: figures.generalization(res, category_set=c), "Generalization"),
+                             lambda c=cset: _fold_values(res, "generalization_accuracy", c).assign(
+                                 campaign=lambda d: _rows(done_trials(res.trials, "generalization_accuracy"),
+                                                          category_set=c)["generalization_campaign"].map(res.campaign))))
     entries += [
         Entry("Representations", "Fig. 8", "t-SNE maps of encoder embeddings before pre-training, after "
               "pre-training and after fine-tuning (columns: training-set sizes).",
-              _safe(lambda: figures.tsne_grid(res), "t-SNE")),
-        Entry("Training", "Fig. A1", "Contrastive pre-training loss.", _safe(lambda: figures.pretraining_loss(res), "Pre-training loss")),
+              _safe(lambda: figures.tsne_grid(res), "t-SNE"), lambda: res.embeddings),
+        Entry("Training", "Fig. A1", "Contrastive pre-training loss; dotted line: the no-learning level ln(K+1) of "
+              "MoCo's InfoNCE with K queue negatives (an encoder that tells no key apart).",
+              _safe(lambda: figures.pretraining_loss(res), "Pre-training loss"),
+              lambda: _rows(res.losses, stage="pretrain")),
         Entry("Training", "Fig. A2", "Fine-tuning loss of the CSSL model for every training-set size.",
-              _safe(lambda: figures.finetuning_loss(res), "Fine-tuning loss")),
-        Entry("Training", "Table B1", "Training time per model and size.", _safe(lambda: figures.training_time_table(res), "Training time")),
-        Entry("Beyond the paper", "new", "Fold-paired difference of the CSSL model minus the reference model: mean, "
-              "seeded bootstrap 95 % interval and paired-test p-value (hover).",
-              _safe(lambda: figures.paired_differences(res, table=paired), "Paired differences")),
+              _safe(lambda: figures.finetuning_loss(res), "Fine-tuning loss"),
+              lambda: _rows(res.losses, stage="finetune", model=str(cfg["cssl_model"]))),
+        Entry("Training", "Table B1", "Training time per model and size.",
+              _safe(lambda: figures.training_time_table(res), "Training time"),
+              lambda: pd.concat([res.pretraining.assign(stage="pretrain"),
+                                 done_trials(res.trials, "train_seconds")[
+                                     ["model", "category_set", "train_size", "fold", "train_seconds"]].assign(stage="finetune")])),
+        Entry("Beyond the paper", "new", "Fold-paired difference of the CSSL model minus the reference model "
+              "(percentage points): mean, 95 % interval (Student t below 10 folds, bootstrap from 10) and paired "
+              "t-test p under each mean (n.s.: p > 0.05).",
+              _safe(lambda: figures.paired_differences(res, table=paired), "Paired differences"), lambda: paired),
     ]
     for cset in category_sets(done_trials(res.trials)) or [None]:
         entries.append(Entry("Beyond the paper", "new", "Learning-curve fit OA(n) = a \u2212 b\u00b7n^(\u2212c) per model on "
-                             "fold-level points, with a bootstrap-over-folds 95 % band; crosses mark where a target is reached.",
-                             _safe(lambda c=cset: figures.learning_curves(res, category_set=c, fits=fits), "Learning curves")))
+                             "fold-level points, with a bootstrap-over-folds 95 % band; crosses mark where a target is "
+                             "reached. A fit with a parameter on its bound, a band wider than the limit or fewer than "
+                             f"{MIN_FIT_SIZES} sizes is drawn dotted and marked unreliable.",
+                             _safe(lambda c=cset: figures.learning_curves(res, category_set=c, fits=fits), "Learning curves"),
+                             lambda c=cset: pd.concat([_fold_values(res, "overall_accuracy", c),
+                                                       _rows(answers, category_set=c)], ignore_index=True)))
     entries.append(Entry("Beyond the paper", "new", "Per-category F1 against the category's share of the training "
-                         "subset (mean over folds, every size).", _safe(lambda: figures.f1_vs_share(res), "F1 vs share")))
+                         "subset (mean over folds, every size).", _safe(lambda: figures.f1_vs_share(res), "F1 vs share"),
+                         lambda: _rows(res.per_class, split="validation")))
     extra = {"doa": doa, "paired": paired, "fits": fits, "answers": answers}
     return entries, extra
 
@@ -132,53 +183,77 @@ def _cells_html(states: pd.DataFrame) -> str:
     return "".join(parts)
 
 
+def _entry_csv(e: Entry, name: str) -> str:
+    if e.data is None:
+        return ""
+    try:
+        data = e.data()
+    except Exception as err:  # the figure stays; only its download is missing
+        return f"<p class='caption'>numbers not available: {html.escape(type(err).__name__)}</p>"
+    return f"<p>{csv_link(data, name)}</p>" if data is not None and len(data.columns) else ""
+
+
 def render_html(res: Results) -> str:
     """The whole report as one HTML string."""
     entries, extra = report_entries(res)
     cfg = res.config
     progress = grid_progress(res.grid, res.trials)
     states = cell_states(res.grid, res.trials)
-    sentences = (knee_sentences(extra["doa"], cfg) + advantage_sentences(res.trials, cfg)
-                 + generalization_sentences(res.trials, cfg))
+    sentences = (knee_sentences(extra["doa"], cfg) + advantage_sentences(res.trials, cfg, extra["paired"])
+                 + generalization_sentences(res.trials, cfg, res.per_class, res.campaign))
     answers = answer_sentences(extra["answers"])
     esc = html.escape
-    body = [f"<h1>{esc(res.study_name)} \u2014 label-efficiency report</h1>",
-            f"<p class='meta'>run folder {esc(str(res.run_dir or ''))} \u00b7 built "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')} \u00b7 CSSL model {esc(str(cfg['cssl_model']))}, reference "
-            f"{esc(str(cfg['reference_model']))}, labeling time model {esc(str(cfg['labeling_time_model']))}</p>",
-            "<h2>Summary</h2><div class='progress'>"
-            + "".join(f"<span class='{s}'>{s}: {progress[s]}</span>" for s in ("done", "skipped", "failed", "missing"))
-            + f"<span>of {progress['total']} planned cells</span></div>",
-            "<ul class='summary'>" + "".join(f"<li>{esc(s)}</li>" for s in sentences)
-            + ("" if sentences else "<li>No finished trials of both compared models yet.</li>") + "</ul>",
-            "<h3>How many labeled images to reach a target OA? (learning-curve fits)</h3><ul class='summary'>"
-            + "".join(f"<li>{esc(s)}</li>" for s in answers)
-            + ("" if answers else "<li>Not enough training-set sizes yet to fit learning curves.</li>") + "</ul>",
-            "<h3>Grid cells still open</h3>" + _cells_html(states)]
-    toc, sections, n_fig, section = [], [], 0, None
+    head = [f"<h1>{esc(res.study_name)} \u2014 label-efficiency report</h1>"]
+    if res.synthetic:
+        head.append(f"<div class='banner' id='synthetic-banner'>{esc(SYNTHETIC_BANNER.capitalize())}: the images are "
+                    "the embedded procedural set, the campaign names are placeholders.</div>")
+    head.append(f"<p class='meta'>run folder {esc(str(res.run_dir or ''))} \u00b7 built "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')} \u00b7 CSSL model {esc(str(cfg['cssl_model']))}, reference "
+                f"{esc(str(cfg['reference_model']))}, labeling time model {esc(str(cfg['labeling_time_model']))}</p>")
+    numbers = numbers_frame(res)
+    body = [("summary", "Summary",
+             "<div class='progress'>"
+             + "".join(f"<span class='{s}'>{s}: {progress[s]}</span>" for s in ("done", "skipped", "failed", "missing"))
+             + f"<span>of {progress['total']} planned cells</span></div>"
+             "<ul class='summary' id='summary-sentences'>" + "".join(f"<li>{esc(s)}</li>" for s in sentences)
+             + ("" if sentences else "<li>No finished trials of both compared models yet.</li>") + "</ul>"
+             "<h3>How many labeled images to reach a target OA? (learning-curve fits)</h3><ul class='summary'>"
+             + "".join(f"<li>{esc(s)}</li>" for s in answers)
+             + ("" if answers else "<li>Not enough training-set sizes yet to fit learning curves.</li>") + "</ul>"
+             "<h3>Grid cells still open</h3>" + _cells_html(states)),
+            ("pretraining", "Did pretraining learn?", pretraining_html(res)),
+            ("numbers", "Numbers behind the figures",
+             "<p class='caption'>Overall accuracy per category set, model and size over the finished folds "
+             "(std and differences in percentage points, pp); n_train and n_validation are images per fold.</p>"
+             + numbers_html(res, numbers))]
+    toc = [f"<a href='#{i}'>{esc(t)}</a>" for i, t, _ in body]
+    parts = [f"<h2 id='{i}'>{esc(t)}</h2>{h}" for i, t, h in body]
+    n_fig, section = 0, None
     for i, e in enumerate(entries):
         if e.section != section:
             section = e.section
-            sections.append(f"<h2 id='sec-{i}'>{esc(section)}</h2>")
+            parts.append(f"<h2 id='sec-{i}'>{esc(section)}</h2>")
             toc.append(f"<a href='#sec-{i}'>{esc(section)}</a>")
         ref = "new figure" if e.paper == "new" else f"reproduces {e.paper}"
         title = e.figure.layout.title.text if e.figure.layout.title and e.figure.layout.title.text else ""
         cap = f"<p class='caption'><b>{esc(ref)}.</b> {esc(e.caption)}</p>"
         if is_no_data(e.figure):
-            sections.append(f"<div class='figure'>{cap}<div class='nodata'>{esc(title.split('<br>')[0])}: "
-                            f"{esc(no_data_note(e.figure))}</div></div>")
+            parts.append(f"<div class='figure'>{cap}<div class='nodata'>{esc(title.split('<br>')[0])}: "
+                         f"{esc(no_data_note(e.figure))}</div></div>")
             continue
         n_fig += 1
         div = e.figure.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False,
                                div_id=f"figure-{n_fig}", config=PLOT_CONFIG, default_width="100%")
-        sections.append(f"<div class='figure'>{cap}{div}</div>")
-    nav = "<p class='meta'>Sections: " + " \u00b7 ".join(toc) + "</p>"
+        name = f"figure-{n_fig}-{e.paper if e.paper != 'new' else 'new'}-{title.split('<br>')[0][:60]}"
+        parts.append(f"<div class='figure'>{cap}{div}{_entry_csv(e, name)}</div>")
+    parts.append(f"<h2 id='run'>Run: provenance</h2>{run_html(res)}")
+    toc.append("<a href='#run'>Run</a>")
+    nav = "<nav class='toc' id='toc'>" + "".join(toc) + "</nav>"
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='raystudy-figures' content='{n_fig}'>"
             f"<title>{esc(res.study_name)} report</title><style>{CSS}</style>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body data-figure-count='{n_fig}'>" + "".join(body[:2]) + nav
-            + "".join(body[2:]) + "".join(sections) + "</body></html>\n")
+            f"<body data-figure-count='{n_fig}'>" + nav + "".join(head) + "".join(parts) + "</body></html>\n")
 
 
 def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:

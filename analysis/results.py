@@ -12,6 +12,8 @@ import yaml
 
 from analysis.config import catalog_from_config, merge_analysis_config
 from raystudy.catalog import Catalog
+from raystudy.config import ConfigError
+from raystudy.provenance import read_run_info
 from raystudy.results import SCHEMAS as STORE_SCHEMAS
 
 
@@ -80,14 +82,17 @@ def read_table(run_dir: Path, name: str) -> pd.DataFrame:
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
+    """``RUN_DIR/config.yaml`` as a mapping ({} when absent); ConfigError naming the file when unreadable."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return {}
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        return {}
-    return raw if isinstance(raw, dict) else {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML ({err}); fix it or rerun the study") from err
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw or {}
 
 
 @dataclass
@@ -106,6 +111,7 @@ class Results:
     config: dict[str, Any] = field(default_factory=lambda: merge_analysis_config(None))
     raw_config: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
+    run_info: dict[str, Any] | None = None  # RUN_DIR/run_info.json (raystudy.provenance); None: not recorded
 
     @classmethod
     def from_frames(
@@ -138,6 +144,18 @@ class Results:
         return catalog_from_config(self.raw_config)
 
     @property
+    def synthetic(self) -> bool:
+        """True when the study ran on the embedded synthetic data (``data.root`` and ``data.manifest`` unset)."""
+        if not self.raw_config:
+            return False
+        data = self.raw_config.get("data") or {}
+        return not (isinstance(data, dict) and (data.get("root") or data.get("manifest")))
+
+    def campaign(self, name: Any) -> str:
+        """A campaign's name as every figure and table shows it: 'NASCENT19 (synthetic)' for synthetic data."""
+        return f"{name} (synthetic)" if self.synthetic else str(name)
+
+    @property
     def study_name(self) -> str:
         names = self.trials["study"].dropna().astype(str)
         if len(names):
@@ -152,9 +170,11 @@ def load_results(run_dir: str | Path) -> Results:
     """Read ``RUN_DIR/config.yaml`` and every table under ``RUN_DIR/results``."""
     run_dir = Path(run_dir)
     raw = read_config(run_dir)
+    catalog_from_config(raw, source=str(run_dir / "config.yaml"))  # a bad catalog fails here, by name
     section = raw.get("analysis") if isinstance(raw.get("analysis"), dict) else None
     tables = {name: read_table(run_dir, name) for name in TABLES}
-    return Results(**tables, config=merge_analysis_config(section), raw_config=raw, run_dir=run_dir)
+    return Results(**tables, config=merge_analysis_config(section), raw_config=raw, run_dir=run_dir,
+                   run_info=read_run_info(run_dir))
 
 
 def resolve(results: Results | None, config: dict[str, Any] | None = None, **frames: pd.DataFrame | None) -> Results:

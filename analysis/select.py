@@ -20,13 +20,28 @@ def latest_trials(trials: pd.DataFrame) -> pd.DataFrame:
     return keep.sort_values("_order").drop(columns="_order").reset_index(drop=True)
 
 
-def done_trials(trials: pd.DataFrame, metric: str = "overall_accuracy") -> pd.DataFrame:
-    """Finished trials (status 'done') with a value for ``metric``."""
+CEILING = "ceiling"  # trials.protocol of the supervised ceiling (all labeled images of a set)
+
+
+def is_ceiling(trials: pd.DataFrame) -> pd.Series:
+    """True for rows of the supervised ceiling (``protocol == 'ceiling'``)."""
+    if "protocol" not in trials.columns:
+        return pd.Series(False, index=trials.index)
+    return trials["protocol"].astype("object") == CEILING
+
+
+def done_trials(trials: pd.DataFrame, metric: str = "overall_accuracy", ceiling: bool = False) -> pd.DataFrame:
+    """Finished trials (status 'done') with a value for ``metric``.
+
+    The supervised ceiling is a reference, not a point of a learning curve: its rows are
+    left out, or with ``ceiling=True`` they are the only rows returned.
+    """
     df = latest_trials(trials)
     if df.empty:
         return df
     status = df["status"].astype("object")
-    ok = (status.isna() | (status == "done")) & df[metric].notna() & df["train_size"].notna()
+    ok = ((status.isna() | (status == "done")) & df[metric].notna() & df["train_size"].notna()
+          & (is_ceiling(df) == ceiling))
     out = df[ok].copy()
     out["train_size"] = out["train_size"].astype(int)
     out[metric] = out[metric].astype(float)
@@ -82,3 +97,15 @@ def nan_to_none(value: Any) -> Any:
         return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
     except TypeError:
         return value
+
+
+def majority_share(per_class: pd.DataFrame, category_set: str, split: str = "validation") -> float | None:
+    """Share of the most frequent category in ``split`` (mean over cells): the accuracy of always
+    predicting the majority class. None without per-class supports."""
+    pc = per_class[(per_class["category_set"] == category_set) & (per_class["split"] == split)
+                   & per_class["support"].notna()]
+    if pc.empty:
+        return None
+    per_cell = pc.groupby("cell_id")["support"].agg(lambda s: s.max() / s.sum() if s.sum() > 0 else np.nan)
+    per_cell = per_cell.dropna()
+    return float(per_cell.mean()) if len(per_cell) else None

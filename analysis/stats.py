@@ -36,9 +36,26 @@ def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0
     return float(lo), float(hi)
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
+    """Student t interval of the mean: mean ± t(1 - alpha/2, n - 1) * s / sqrt(n); (None, None) below 2 values.
+
+    Example:
+        >>> lo, hi = t_interval([0.1, 0.05, 0.1])  # mean 0.0833, s = 0.0289, t(0.975, 2) = 4.303
+        >>> round(lo, 4), round(hi, 4)
+        (0.0116, 0.155)
+    """
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return None, None
+    half = float(stats.t.ppf(0.5 + level / 2, df=len(v) - 1)) * float(v.std(ddof=1)) / np.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+MIN_BOOTSTRAP_PAIRS = 10  # below this many folds the percentile bootstrap is too narrow: Student t instead
+
 PAIRED_COLUMNS = [
     "category_set", "n_categories", "train_size", "model", "reference_model", "n_pairs",
-    "mean_diff", "std_diff", "p_value", "test", "ci_low", "ci_high", "folds", "diffs",
+    "mean_diff", "std_diff", "p_value", "test", "ci_low", "ci_high", "ci_method", "folds", "diffs",
 ]
 
 
@@ -54,7 +71,9 @@ def paired_difference_table(
     """Per (category_set, train_size): model minus reference, paired by fold.
 
     ``p_value`` comes from ``scipy.stats.ttest_rel`` (or ``wilcoxon``) and is NaN
-    with fewer than 2 pairs; the CI is a seeded percentile bootstrap of the mean.
+    with fewer than 2 pairs; the 95 % CI is a Student t interval below
+    :data:`MIN_BOOTSTRAP_PAIRS` pairs, else a seeded percentile bootstrap of the mean
+    (``ci_method`` says which).
     """
     done = done_trials(trials, metric)
     if done.empty:
@@ -81,7 +100,8 @@ def paired_difference_table(
                         p = float(stats.ttest_rel(g["a"], g["b"]).pvalue)
                 except ValueError:
                     p = np.nan
-        lo, hi = bootstrap_mean_ci(diffs, n_boot=n_boot, seed=seed)
+        method = "t" if len(diffs) < MIN_BOOTSTRAP_PAIRS else "bootstrap"
+        lo, hi = t_interval(diffs) if method == "t" else bootstrap_mean_ci(diffs, n_boot=n_boot, seed=seed)
         n = ncat.get(cset)
         rows.append({
             "category_set": cset, "n_categories": None if n is None or n != n else int(n),
@@ -89,13 +109,20 @@ def paired_difference_table(
             "n_pairs": len(diffs), "mean_diff": float(diffs.mean()),
             "std_diff": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
             "p_value": p, "test": "wilcoxon" if test == "wilcoxon" else "ttest_rel",
-            "ci_low": np.nan if lo is None else lo, "ci_high": np.nan if hi is None else hi,
+            "ci_low": np.nan if lo is None else lo, "ci_high": np.nan if hi is None else hi, "ci_method": method,
             "folds": [int(f) if f == f else None for f in g["fold"]], "diffs": diffs.tolist(),
         })
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
 # ---------------------------------------------------------------- learning curves
+
+BOUNDS = ((0.0, 0.0, 1e-3), (1.0, 1e4, 3.0))  # (a, b, c) lower and upper bounds of the fit
+MIN_FIT_SIZES = 4  # fits on fewer training-set sizes are labelled unreliable
+# Widest 95 % bootstrap band (over the measured sizes, in accuracy units) of a reliable fit. The
+# ``analysis`` section may set ``max_band_width``; this is the default (10 pp).
+MAX_BAND_WIDTH = 0.10
+
 
 
 def power_law(n: Any, a: float, b: float, c: float) -> np.ndarray:
@@ -123,9 +150,33 @@ class CurveFit:
     n_points: int
     sizes: tuple[int, ...]
     boot: np.ndarray  # (k, 3) parameters of refits on resampled folds; may be empty
+    best_mean: float | None = None  # highest mean over folds among the measured sizes
 
     def predict(self, n: Any) -> np.ndarray:
         return power_law(n, self.a, self.b, self.c)
+
+    def problems(self, max_band_width: float = MAX_BAND_WIDTH, best_mean: float | None = None) -> list[str]:
+        """Why the fit cannot be trusted (empty when it can): a parameter on a bound, fewer than
+        :data:`MIN_FIT_SIZES` sizes, no band or a band wider than ``max_band_width`` over the
+        measured sizes, or an asymptote below the best measured mean ``best_mean``."""
+        out = []
+        for name, value, lo, hi in zip("abc", (self.a, self.b, self.c), *BOUNDS):
+            # relative closeness (b's range spans decades): within 0.1 % of a bound, or b below 1e-6
+            if value <= lo * 1.001 + (1e-6 if name == "b" else 1e-3 * (hi - lo) if lo == 0 else 0.0) \
+                    or value >= hi * 0.999:
+                out.append(f"{name} = {value:.3g} sits on its bound ({lo:g} \u2026 {hi:g})")
+        if len(self.sizes) < MIN_FIT_SIZES:
+            out.append(f"fitted on {len(self.sizes)} sizes (fewer than {MIN_FIT_SIZES})")
+        band = self.band(np.asarray(self.sizes, dtype=float))
+        if band is None:
+            out.append("no bootstrap band")
+        else:
+            width = float(np.max(band[1] - band[0]))
+            if width > max_band_width:
+                out.append(f"95 % band {100 * width:.1f} pp wide (limit {100 * max_band_width:.0f} pp)")
+        if best_mean is not None and self.a < best_mean:
+            out.append(f"asymptote {100 * self.a:.1f} % below the best measured mean {100 * best_mean:.1f} %")
+        return out
 
     def band(self, n: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray] | None:
         """Pointwise bootstrap interval of the curve, None without refits."""
@@ -158,7 +209,7 @@ def _curve_fit(n: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | 
             warnings.simplefilter("ignore")
             p, cov = optimize.curve_fit(
                 power_law, n, y, p0=[a0, b0, c0],
-                bounds=([0.0, 0.0, 1e-3], [1.0, 1e4, 3.0]), maxfev=20000,
+                bounds=BOUNDS, maxfev=20000,
             )
     except (RuntimeError, ValueError, optimize.OptimizeWarning):
         return None
@@ -227,22 +278,31 @@ def fit_learning_curves(
             fit = fit_learning_curve(g["train_size"], g[metric], groups=g["fold"].fillna(-1).tolist(),
                                      n_boot=n_boot, seed=seed)
             if fit is not None:
+                fit.best_mean = float(g.groupby("train_size")[metric].mean().max())
                 fits[(cset, str(model))] = fit
     return fits
 
 
 ANSWER_COLUMNS = ["category_set", "model", "target", "n", "low", "high", "reached", "a", "b", "c",
-                  "min_size", "max_size"]
+                  "min_size", "max_size", "reliable", "problems"]
 
 
-def learning_curve_answers(fits: dict[tuple[str, str], CurveFit], targets: Sequence[float]) -> pd.DataFrame:
-    """For every fit and target: images needed (None = not reached) with a bootstrap interval."""
+def learning_curve_answers(fits: dict[tuple[str, str], CurveFit], targets: Sequence[float],
+                           max_band_width: float = MAX_BAND_WIDTH) -> pd.DataFrame:
+    """For every fit and target: images needed (None = not reached) with a bootstrap interval.
+
+    An unreliable fit (:meth:`CurveFit.problems`) gives ``reliable`` False, its reasons in
+    ``problems`` and no number (``n``, ``low``, ``high`` None).
+    """
     rows = []
     for (cset, model), fit in fits.items():
+        problems = fit.problems(max_band_width, fit.best_mean)
         for t in targets:
-            ans = fit.samples_to_reach(float(t))
+            ans = fit.samples_to_reach(float(t)) if not problems else {"n": None, "low": None, "high": None,
+                                                                       "reached": False}
             rows.append({"category_set": cset, "model": model, "target": float(t), "n": ans["n"],
                          "low": ans["low"], "high": ans["high"], "reached": ans["reached"],
                          "a": fit.a, "b": fit.b, "c": fit.c,
-                         "min_size": min(fit.sizes), "max_size": max(fit.sizes)})
+                         "min_size": min(fit.sizes), "max_size": max(fit.sizes),
+                         "reliable": not problems, "problems": "; ".join(problems)})
     return pd.DataFrame(rows, columns=ANSWER_COLUMNS)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from analysis.config import display_name
-from analysis.select import category_sets, done_trials, latest_trials, n_categories_of, set_label
+from analysis.select import (
+    category_sets, done_trials, latest_trials, majority_share, n_categories_of, set_label,
+)
+from analysis.stats import paired_difference_table
 
 CELL_COLUMNS = ["cell_id", "model", "category_set", "train_size", "fold", "state", "reason"]
 
@@ -51,11 +54,20 @@ def grid_progress(grid: pd.DataFrame, trials: pd.DataFrame) -> dict[str, int]:
 
 
 def _pp(x: float) -> str:
-    return f"{100 * x:+.1f} percentage points"
+    """A difference of accuracies in percentage points."""
+    return f"{100 * x:+.1f} pp"
+
+
+def p_text(p: float, n_pairs: int) -> str:
+    """'p = 0.012', 'not significant, p = 0.090' or why there is no test."""
+    if n_pairs < 2 or p != p:
+        return "one fold, no test" if n_pairs < 2 else "no test possible"
+    return f"p = {p:.3f}" if p <= 0.05 else f"not significant, p = {p:.3f}"
 
 
 def knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
-    """Per category set: the knee size, the hours it saves and the accuracy it gives up."""
+    """Per category set: the knee size, the hours it saves and the accuracy it gives up (in pp),
+    or why there is no reliable knee."""
     out = []
     for cset in category_sets(doa):
         t = doa[doa["category_set"] == cset]
@@ -64,7 +76,8 @@ def knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
         cssl, ref = display_name(first["model"]), display_name(first["reference_model"])
         knee = t[t["is_knee"].astype(bool)]
         if knee.empty:
-            out.append(f"{label}: not enough training-set sizes of {cssl} yet to locate the knee of the DOA curve.")
+            note = first.get("knee_note") or "no reliable knee"
+            out.append(f"{label}: {note} ({cssl}, sizes {', '.join(f'{n:,}' for n in sorted(t['train_size']))}).")
             continue
         k = knee.iloc[0]
         time = ("per-group labeling times" if k["time_model"] == "per_group"
@@ -72,16 +85,40 @@ def knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
         out.append(
             f"{label}: the knee of the DOA curve of {cssl} is at n = {int(k['train_size']):,}; labeling "
             f"{int(k['train_size']):,} instead of {int(k['reference_size']):,} images saves "
-            f"{k['time_saved_hours']:.1f} h ({time}) at the expense of {100 * k['doa']:.1f} % overall accuracy "
-            f"relative to {ref} at n = {int(k['reference_size']):,} (OA {100 * k['reference_oa']:.1f} %)."
+            f"{k['time_saved_hours']:.1f} h ({time}) at the expense of {100 * k['doa']:.1f} pp overall accuracy "
+            f"relative to {ref} at n = {int(k['reference_size']):,} (OA {100 * k['reference_oa']:.1f} %; "
+            f"fold spread {100 * k['fold_spread']:.1f} pp)."
         )
     return out
 
 
-def advantage_sentences(trials: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
-    """Average CSSL advantage over the reference at small sizes, and the comparison at the largest size."""
+def per_size_sentence(label: str, paired: pd.DataFrame, what: str) -> str:
+    """One sentence per category set: the fold-paired difference at every size, each with its p-value."""
+    parts = [f"n = {int(r['train_size']):,}: {_pp(r['mean_diff'])} ({p_text(r['p_value'], int(r['n_pairs']))})"
+             for _, r in paired.sort_values("train_size").iterrows()]
+    sig = paired[(paired["p_value"] <= 0.05) & (paired["n_pairs"] >= 2)]
+    better = [f"{int(n):,}" for n in sig.loc[sig["mean_diff"] > 0, "train_size"]]
+    worse = [f"{int(n):,}" for n in sig.loc[sig["mean_diff"] < 0, "train_size"]]
+    verdict = []
+    if better:
+        verdict.append(f"significantly higher at n = {', '.join(better)}")
+    if worse:
+        verdict.append(f"significantly lower at n = {', '.join(worse)}")
+    if not verdict:
+        verdict.append("no size with a significant difference (p \u2264 0.05)")
+    signs = {np.sign(d) for d in paired["mean_diff"] if d == d and d != 0}
+    mixed = " The sign changes with the size, so no single average is quoted." if len(signs) > 1 else ""
+    return (f"{label}: {what}, paired by fold, per size: " + "; ".join(parts) + f". Verdict: "
+            + "; ".join(verdict) + "." + mixed)
+
+
+def advantage_sentences(trials: pd.DataFrame, cfg: dict[str, Any], paired: pd.DataFrame | None = None) -> list[str]:
+    """The fold-paired CSSL-minus-reference difference at every size up to ``advantage_max_size``
+    (p-value beside each), and both models' OA at the largest size of the run."""
     done = done_trials(trials)
     cssl, ref = str(cfg["cssl_model"]), str(cfg["reference_model"])
+    if paired is None:
+        paired = paired_difference_table(trials, cssl, ref)
     limit = int(cfg["advantage_max_size"])
     out = []
     for cset in category_sets(done):
@@ -94,38 +131,42 @@ def advantage_sentences(trials: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
         if len(both) == 0:
             continue
         label = set_label(cset, n_categories_of(cset, sub))
-        small = [s for s in both if s <= limit]
-        if small:
-            diff = float(np.mean([a.loc[s, "mean"] - b.loc[s, "mean"] for s in small]))
-            out.append(f"{label}: average advantage of {display_name(cssl)} over {display_name(ref)} at n \u2264 "
-                       f"{limit:,}: {_pp(diff)} OA (mean over {len(small)} size{'s' if len(small) != 1 else ''}).")
+        pt = paired[(paired["category_set"] == cset) & (paired["train_size"] <= limit)]
+        if len(pt):
+            out.append(per_size_sentence(label, pt, f"{display_name(cssl)} minus {display_name(ref)} in OA"))
         top = int(max(both))
 
         def desc(row: pd.Series) -> str:
-            spread = f" \u00b1 {100 * row['std']:.1f} %" if row["count"] > 1 and row["std"] == row["std"] else ""
+            spread = f" \u00b1 {100 * row['std']:.1f} pp" if row["count"] > 1 and row["std"] == row["std"] else ""
             return f"{100 * row['mean']:.1f} %{spread}"
 
-        out.append(f"{label}: at n = {top:,}, {display_name(cssl)} reaches OA {desc(a.loc[top])} and "
-                   f"{display_name(ref)} {desc(b.loc[top])} (mean \u00b1 std over folds).")
+        out.append(f"{label}: at n = {top:,} (the largest size of this run), {display_name(cssl)} reaches OA "
+                   f"{desc(a.loc[top])} and {display_name(ref)} {desc(b.loc[top])} (mean \u00b1 std over folds).")
     return out
 
 
-def generalization_sentences(trials: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
+def generalization_sentences(trials: pd.DataFrame, cfg: dict[str, Any], per_class: pd.DataFrame | None = None,
+                             campaign: Callable[[str], str] = str) -> list[str]:
+    """Per size and fold-paired, the CSSL-minus-reference accuracy on the unseen campaign, and whether
+    the folds only score the majority-class share."""
     done = done_trials(trials, "generalization_accuracy")
     cssl, ref = str(cfg["cssl_model"]), str(cfg["reference_model"])
+    paired = paired_difference_table(trials, cssl, ref, metric="generalization_accuracy")
     out = []
     for cset in category_sets(done):
         sub = done[done["category_set"] == cset]
-        m = sub.groupby(["model", "train_size"])["generalization_accuracy"].mean()
-        if cssl not in m.index.get_level_values(0) or ref not in m.index.get_level_values(0):
-            continue
-        both = m.loc[cssl].index.intersection(m.loc[ref].index)
-        if len(both) == 0:
-            continue
-        diff = float(np.mean([m.loc[(cssl, s)] - m.loc[(ref, s)] for s in both]))
-        camp = ", ".join(sub["generalization_campaign"].dropna().astype(str).unique()) or "the unseen campaign"
-        out.append(f"{set_label(cset, n_categories_of(cset, sub))}: on {camp}, {display_name(cssl)} differs from "
-                   f"{display_name(ref)} by {_pp(diff)} on average over {len(both)} size{'s' if len(both) != 1 else ''}.")
+        camps = [campaign(c) for c in sub["generalization_campaign"].dropna().astype(str).unique()]
+        camp = ", ".join(camps) or "the unseen campaign"
+        label = set_label(cset, n_categories_of(cset, sub))
+        pt = paired[paired["category_set"] == cset]
+        if len(pt):
+            out.append(per_size_sentence(label, pt, f"on {camp}, {display_name(cssl)} minus {display_name(ref)}"))
+        share = majority_share(per_class, cset, "generalization") if per_class is not None else None
+        if share is not None:
+            at = int(np.isclose(sub["generalization_accuracy"], share, atol=0.005).sum())
+            if at:
+                out.append(f"{label}: {at} of {len(sub)} fold models score the majority-class share of {camp} "
+                           f"({100 * share:.1f} %) within 0.5 pp: they may predict mostly one category.")
     return out
 
 
@@ -137,6 +178,11 @@ def answer_sentences(answers: pd.DataFrame) -> list[str]:
     out = []
     for (cset, model), g in answers.groupby(["category_set", "model"], sort=False):
         parts = []
+        first = g.iloc[0]
+        if "reliable" in g and not bool(first["reliable"]):
+            out.append(f"{display_name(model)} ({cset}): fit unreliable ({first['problems']}); no number of "
+                       f"labeled images is derived from it.")
+            continue
         for _, r in g.iterrows():
             if r["n"] is None or r["n"] != r["n"]:
                 parts.append(f"{100 * r['target']:.0f} %: not reached (asymptote a = {100 * r['a']:.1f} %)")

@@ -139,7 +139,7 @@ def raystudy_runs(work: Path, pretrain_epochs: int, steps: int) -> dict:
         data = prepare_data(cfg, work / "cache")
         run_pretraining(cfg, run_dir, data)
         out[f"{method}_pretrain_images_per_s"] = float(read_table(run_dir, "pretraining")["images_per_s"].iloc[0])
-        out["queue"] = cfg.pretrain.queue_size
+        out["queue"] = cfg.pretrain.section("moco").queue_size
     out["decoded_images"] = loading.DECODE_COUNT - decodes_before
     out["images_in_study"] = len(data.images.images)
     out["dataset_mb"] = data.images.images.nbytes / 2**20

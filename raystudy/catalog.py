@@ -6,6 +6,7 @@ categories, groups and category sets (see :class:`Catalog.from_config`).
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -120,6 +121,17 @@ class Catalog:
             return key
         aliases = {normalize_name(a): c for a, c in self.aliases.items()}
         return aliases.get(key)
+
+    def closest(self, name: str) -> str | None:
+        """The catalog category or alias name most like ``name`` (a likely typo), or None.
+
+        Example:
+            >>> Catalog().closest("colum")
+            'column'
+        """
+        names = list(self.categories) + [normalize_name(a) for a in self.aliases]
+        match = difflib.get_close_matches(normalize_name(name), names, n=1, cutoff=0.75)
+        return match[0] if match else None
 
     def category_set(self, name: str) -> tuple[str, ...]:
         if name not in self.category_sets:

@@ -43,6 +43,9 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
 
 
 def load_run_config(args: argparse.Namespace, default_preset: str):
+    """The study config; with ``--data``, fitted to the data (returns (cfg, DataFit or None))."""
+    from raystudy.data.fit import fit_to_data, user_keys
+
     overrides = list(args.overrides)
     if args.data is not None:
         data = args.data
@@ -50,25 +53,28 @@ def load_run_config(args: argparse.Namespace, default_preset: str):
             overrides.append(f"data.manifest={data.resolve()}")
         else:
             overrides.append(f"data.root={data.resolve()}")
-    return load_config(path=args.config, preset=None if args.config else (args.preset or default_preset), overrides=overrides)
+    cfg = load_config(path=args.config, preset=None if args.config else (args.preset or default_preset), overrides=overrides)
+    if args.data is None:
+        return cfg, None
+    return fit_to_data(cfg, user_keys(args.config, args.overrides))
 
 
 def cmd_run(args: argparse.Namespace, default_preset: str) -> int:
     from raystudy.sweep import run_study
 
-    cfg = load_run_config(args, default_preset)
+    cfg, data_fit = load_run_config(args, default_preset)
     out = (args.out or Path("runs") / cfg.name).resolve()
     if "runtime_resources/working_dir_files" in str(out):
         print(f"raystudy: WARNING: the run folder {out} lies in this Ray job's copy of --working-dir, which Ray "
               "deletes once unused; pass --out on shared storage, e.g. --out /mnt/shared/runs/NAME", file=sys.stderr)
-    run_study(cfg, out, verbose=args.verbose, shrink=args.shrink_to_fit)
+    run_study(cfg, out, verbose=args.verbose, data_fit=data_fit, shrink=args.shrink_to_fit)
     return 0
 
 
 def cmd_search(args: argparse.Namespace, default_preset: str) -> int:
     from raystudy.sweep import search_study
 
-    cfg = load_run_config(args, default_preset)
+    cfg, _ = load_run_config(args, default_preset)
     search_study(cfg, args.out or Path("runs") / f"{cfg.name}-search", shrink=args.shrink_to_fit)
     return 0
 
@@ -86,7 +92,7 @@ def cmd_plan(args: argparse.Namespace, default_preset: str) -> int:
     from raystudy import plan
     from raystudy.resources import load_node_types
 
-    cfg = load_run_config(args, default_preset)
+    cfg, _ = load_run_config(args, default_preset)
     node_types = load_node_types(args.cluster)
     rate = plan.calibrate(cfg) if args.calibrate else plan.throughput_from(args.images_per_s, args.pretrain_images_per_s)
     print(plan.format_plan(cfg, node_types, str(args.cluster), plan.count_images(cfg), rate))
@@ -94,8 +100,13 @@ def cmd_plan(args: argparse.Namespace, default_preset: str) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from raystudy.status import format_status
+    from raystudy.status import format_status, is_run_folder
 
+    if not is_run_folder(args.run_dir):
+        raise DataError(
+            f"{args.run_dir} is not a raystudy run folder (no results/ inside); "
+            "give the folder a study writes to (its --out, default runs/<study name>)"
+        )
     print(format_status(args.run_dir))
     return 0
 

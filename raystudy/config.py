@@ -2,7 +2,14 @@
 
 A study is one YAML file (``studies/<preset>.yaml``). Unknown keys, values of the
 wrong type and out-of-range values are refused with the full key path, before
-anything is trained or written.
+anything is trained or written; every problem of a file is reported at once.
+
+Checks live where a field is declared: a ``Literal`` annotation lists the choices,
+``metadata=gt(0)`` / ``at_least(1)`` / ``in_unit_interval()`` / ``probability()`` the
+range, and ``metadata=NO_HASH`` leaves a field out of :meth:`StudyConfig.config_hash`.
+Every float must be finite. Each pretraining method reads its own section
+``pretrain.<method>`` (a dataclass declared by the method's module, see
+:mod:`raystudy.registry`).
 """
 
 from __future__ import annotations
@@ -10,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Literal
 
 import yaml
 
@@ -25,15 +33,43 @@ from raystudy.catalog import (
     DEFAULT_ALIASES,
     Catalog,
 )
+from raystudy import registry
 
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 PRESETS = ("smoke", "demo", "paper")
-MODEL_TYPES = ("moco", "byol", "baseline")
-PRETRAIN_METHODS = ("moco", "byol")
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+NO_HASH = {"hash": False}  # field metadata: the field does not change a trial's result
 
 
 class ConfigError(ValueError):
     """A study config that cannot be used; the message names the key and the fix."""
+
+
+# ---------------------------------------------------------------- declared ranges
+
+
+def _check(predicate: Callable[[Any], bool], text: str) -> dict[str, Any]:
+    return {"check": (predicate, text)}
+
+
+def gt(lo: float) -> dict[str, Any]:
+    """Field metadata: the value must be > ``lo``."""
+    return _check(lambda v: v > lo, f"must be > {lo}")
+
+
+def at_least(lo: float) -> dict[str, Any]:
+    """Field metadata: the value must be >= ``lo``."""
+    return _check(lambda v: v >= lo, f"must be >= {lo}")
+
+
+def in_unit_interval() -> dict[str, Any]:
+    """Field metadata: 0 <= value < 1 (momenta)."""
+    return _check(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
+
+
+def probability() -> dict[str, Any]:
+    """Field metadata: 0 <= value <= 1."""
+    return _check(lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]")
 
 
 @dataclass
@@ -53,7 +89,7 @@ class DataConfig:
 
     root: str | None = None  # DATA/<campaign>/<category>/*.png; None: synthetic
     manifest: str | None = None  # CSV or Parquet with columns path, label, campaign
-    image_size: int = 64  # side of the cached uint8 array
+    image_size: int = field(default=64, metadata=at_least(8))  # side of the cached uint8 array
     labeled_campaign: str = "NASCENT19"
     pretrain_campaigns: list[str] = field(default_factory=lambda: ["NASCENT19", "NASCENT20"])
     generalization_campaign: str | None = "CLOUDLAB"
@@ -72,6 +108,7 @@ class CatalogConfig:
     )
     aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
     groups: dict[str, str] = field(default_factory=dict)
+    strict: bool = False  # True: folder names / labels outside the catalog are refused, not new categories
 
     def build(self) -> Catalog:
         try:
@@ -90,8 +127,8 @@ class CatalogConfig:
 class ModelConfig:
     """Backbone and heads (Sect. 3.2 and 3.4)."""
 
-    arch: str = "resnet50"
-    in_channels: int = 1
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    in_channels: Literal[1, 3] = 1
     proj_hidden_dim: int = 4096
     proj_dim: int = 256
     pred_hidden_dim: int = 4096
@@ -105,80 +142,92 @@ class ModelConfig:
 class AugmentConfig:
     """Augmentations of Sect. 3.1; sizes in pixels of the cached images."""
 
-    resize: int = 256
-    crop_size: int = 224
+    resize: int = field(default=256, metadata=at_least(1))
+    crop_size: int = field(default=224, metadata=at_least(1))
     crop_scale: list[float] = field(default_factory=lambda: [0.6, 1.0])
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    blur_p: float = 0.5
+    jitter_p: float = field(default=0.8, metadata=probability())
+    brightness: float = field(default=0.4, metadata=at_least(0))
+    contrast: float = field(default=0.4, metadata=at_least(0))
+    saturation: float = field(default=0.2, metadata=at_least(0))
+    blur_p: float = field(default=0.5, metadata=probability())
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
-    solarize_p: float = 0.2
-    flip_p: float = 0.5
+    solarize_p: float = field(default=0.2, metadata=probability())
+    flip_p: float = field(default=0.5, metadata=probability())
     rotation_degrees: list[float] = field(default_factory=lambda: [0.0, 180.0])
 
 
 @dataclass
 class PretrainConfig:
-    """Upstream contrastive pretraining on Ray Train (Sect. 3.3, 4.1)."""
+    """Upstream self-supervised pretraining on Ray Train (Sect. 3.3, 4.1).
 
-    methods: list[str] = field(default_factory=lambda: list(PRETRAIN_METHODS))
-    epochs: int = 100
-    batch_size_per_worker: int = 64
-    num_workers: int = 1
-    cpus_per_worker: int = 1
-    use_gpu: str = "auto"  # auto | true | false
-    optimizer: str = "lars"  # lars | sgd
-    base_lr: float = 0.3  # scaled by global batch / 256
-    weight_decay: float = 1.0e-6
-    warmup_epochs: int = 10
-    moco_momentum: float = 0.99
-    queue_size: int = 65536
-    temperature: float = 0.2
-    moco_symmetric: bool = False  # True: MoCo v3-style symmetrized loss (twice the cost)
-    byol_base_momentum: float = 0.99
+    ``methods`` empty: the pretraining methods of ``grid.models``. ``sections`` holds the
+    per-method sections, written ``pretrain.<method>: {...}`` in YAML (each method's
+    config dataclass, defaults for every listed method); read one with :meth:`section`.
+    """
+
+    methods: list[str] = field(default_factory=list)
+    epochs: int = field(default=100, metadata=at_least(1))
+    batch_size_per_worker: int = field(default=64, metadata=at_least(2))
+    num_workers: int = field(default=1, metadata={**at_least(1), **NO_HASH})
+    cpus_per_worker: int = field(default=1, metadata={**at_least(1), **NO_HASH})
+    use_gpu: bool | Literal["auto", "true", "false"] = field(default="auto", metadata=NO_HASH)
+    optimizer: Literal["lars", "sgd"] = "lars"
+    base_lr: float = field(default=0.3, metadata=gt(0))  # scaled by global batch / 256
+    weight_decay: float = field(default=1.0e-6, metadata=at_least(0))
+    warmup_epochs: int = field(default=10, metadata=at_least(0))
     probe: bool = True  # kNN and linear-probe accuracy of each frozen encoder
-    probe_knn_k: int = 20
+    probe_knn_k: int = field(default=20, metadata=at_least(1))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"sections": True})
+
+    def section(self, method: str) -> Any:
+        """The typed ``pretrain.<method>`` section (its defaults when not given)."""
+        if method not in self.sections:
+            return registry.get_method(method).config()
+        return self.sections[method]
+
+    def wants_gpu(self) -> bool | None:
+        """True / False as configured; None for ``auto`` (use one when the cluster has one)."""
+        return None if self.use_gpu == "auto" else self.use_gpu in (True, "true")
 
 
 @dataclass
 class FinetuneConfig:
     """Downstream fine-tuning trials on Ray Tune (Sect. 3.4, 4.1)."""
 
-    epochs: int = 50
-    min_steps: int = 0  # small train sizes get more epochs, up to this many steps
-    batch_size: int = 64
-    base_lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1.0e-4
-    warmup_epochs: int = 2
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0  # 0 on a CPU-only machine; fractions share a GPU
-    max_concurrent_trials: int = 0  # 0: as many as resources allow
-    max_retries: int = 2  # a failing trial is retried from its checkpoint this many times
-    eval_batch_size: int = 256
-    checkpoint_every_s: float = 60.0  # a trial saves its epoch state at most this often
+    epochs: int = field(default=50, metadata=at_least(1))
+    min_steps: int = field(default=0, metadata=at_least(0))  # small train sizes get more epochs, up to this many steps
+    batch_size: int = field(default=64, metadata=at_least(2))
+    base_lr: float = field(default=0.01, metadata=gt(0))
+    momentum: float = field(default=0.9, metadata=in_unit_interval())
+    weight_decay: float = field(default=1.0e-4, metadata=at_least(0))
+    warmup_epochs: int = field(default=2, metadata=at_least(0))
+    cpus_per_trial: float = field(default=1.0, metadata={**gt(0), **NO_HASH})
+    gpus_per_trial: float = field(default=0.0, metadata={**at_least(0), **NO_HASH})  # 0 on a CPU-only machine; fractions share a GPU
+    max_concurrent_trials: int = field(default=0, metadata={**at_least(0), **NO_HASH})  # 0: as many as resources allow
+    max_retries: int = field(default=2, metadata={**at_least(0), **NO_HASH})  # a failing trial is retried from its checkpoint this many times
+    eval_batch_size: int = field(default=256, metadata=at_least(1))
+    checkpoint_every_s: float = field(default=60.0, metadata=at_least(0))  # a trial saves its epoch state at most this often
     recalibrate_bn: bool = True  # re-estimate BatchNorm statistics on the training images before evaluation
     balanced_sampling: bool = False  # draw batches with equal expected share per category
-    logit_adjustment_tau: float = 0.0  # > 0: logit-adjusted loss (Menon et al. 2021)
+    logit_adjustment_tau: float = field(default=0.0, metadata=at_least(0))  # > 0: logit-adjusted loss (Menon et al. 2021)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
 class GridConfig:
-    """The study grid: model types x category sets x train sizes x folds."""
+    """The study grid: model types x backbones x category sets x train sizes x folds."""
 
-    models: list[str] = field(default_factory=lambda: list(MODEL_TYPES))
+    models: list[str] = field(default_factory=lambda: ["moco", "byol", "baseline"])
+    archs: list[Literal["resnet18", "resnet34", "resnet50", "resnet101"]] = field(default_factory=list)  # empty: [model.arch]
     sizes: dict[str, list[int]] = field(
         default_factory=lambda: {
             "19cat": [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864],
             "4cat": [128, 256, 512, 1024, 2048, 4096, 8192],
         }
     )
-    folds: int = 5
-    protocol: str = "paper"  # paper: CV inside the n images | holdout: fixed folds
+    folds: int = field(default=5, metadata=at_least(2))
+    protocol: Literal["paper", "holdout"] = "paper"  # paper: CV inside the n images | holdout: fixed folds
 
 
 @dataclass
@@ -188,7 +237,7 @@ class EmbeddingConfig:
     models: list[str] = field(default_factory=lambda: ["moco"])
     category_set: str | None = None  # None: the first category set of the grid
     sizes: list[int] = field(default_factory=list)  # empty: the four largest runnable sizes
-    max_points: int = 2000
+    max_points: int = field(default=2000, metadata=at_least(1))
 
 
 @dataclass
@@ -199,10 +248,10 @@ class SearchConfig:
     category_set: str | None = None  # None: the first category set of the grid
     train_size: int = 0  # 0: the largest size of that set that the data allows
     fold: int = 0
-    num_samples: int = 8
-    algorithm: str = "random"  # random | optuna
-    scheduler: str = "asha"  # asha (early stopping) | fifo
-    grace_period: int = 1
+    num_samples: int = field(default=8, metadata=at_least(1))
+    algorithm: Literal["random", "optuna"] = "random"
+    scheduler: Literal["asha", "fifo"] = "asha"  # asha: early stopping
+    grace_period: int = field(default=1, metadata=at_least(1))
     space: dict[str, dict[str, list[Any]]] = field(
         default_factory=lambda: {
             "finetune.base_lr": {"loguniform": [0.05, 2.0]},
@@ -212,8 +261,29 @@ class SearchConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """The report's settings (``analysis/``): the models it compares and labeling-time model."""
+
+    reference_model: str = "baseline"
+    cssl_model: str = "moco"
+    seconds_per_image: float = field(default=33.0, metadata=gt(0))
+    labeling_time_model: Literal["constant", "per_group"] = "constant"
+    basic_seconds: float = field(default=6.0, metadata=gt(0))
+    complex_seconds: float = field(default=60.0, metadata=gt(0))
+    reference_points: list[dict[str, Any]] = field(default_factory=list)  # {train_size, accuracy, ...}
+    targets: list[float] = field(default_factory=lambda: [0.8, 0.9])  # > 1 read as percent
+    compare_models: list[str] | None = None  # None: [cssl_model, reference_model]
+    advantage_max_size: int = field(default=2048, metadata=at_least(1))  # "average CSSL advantage at sizes up to ..."
+    n_bootstrap: int = field(default=1000, metadata=at_least(1))  # paired-difference CI resamples
+    curve_bootstrap: int = field(default=100, metadata=at_least(0))  # learning-curve refits over resampled folds
+    seed: int = 0
+    tsne_max_points: int = field(default=1500, metadata=at_least(1))  # per panel, seeded subsample
+    max_band_width: float | None = field(default=None, metadata=gt(0))  # learning-curve band limit; None: the report's
+
+
+@dataclass
 class StudyConfig:
-    name: str = "study"
+    name: str = field(default="study", metadata=NO_HASH)
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
@@ -222,24 +292,39 @@ class StudyConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    analysis: dict[str, Any] = field(default_factory=dict)
+    search: SearchConfig = field(default_factory=SearchConfig, metadata=NO_HASH)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig, metadata=NO_HASH)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_dict(self, hashed_only: bool = False) -> dict[str, Any]:
+        """The config as plain data, as written in YAML (``pretrain.<method>`` sections inline).
+
+        ``hashed_only``: without the fields marked ``NO_HASH`` (what the hash covers).
+        """
+        return _plain(self, hashed_only)
 
     def config_hash(self) -> str:
-        """Hash of everything that changes a trial's result (not paths or names)."""
-        d = self.to_dict()
-        d.pop("analysis", None)
-        d.pop("search", None)
-        d.pop("name", None)
-        for key in ("max_concurrent_trials", "max_retries", "cpus_per_trial", "gpus_per_trial"):
-            d["finetune"].pop(key, None)
-        for key in ("num_workers", "cpus_per_worker", "use_gpu"):
-            d["pretrain"].pop(key, None)
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        """Hash of everything that changes a trial's result (not paths, names or resources)."""
+        blob = json.dumps(self.to_dict(hashed_only=True), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _plain(value: Any, hashed_only: bool) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            if hashed_only and not f.metadata.get("hash", True):
+                continue
+            item = _plain(getattr(value, f.name), hashed_only)
+            if f.metadata.get("sections"):
+                out.update(item)  # pretrain.<method> sections sit inline
+            else:
+                out[f.name] = item
+        return out
+    if isinstance(value, dict):
+        return {k: _plain(v, hashed_only) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, hashed_only) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------- loading
@@ -249,42 +334,52 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints accepted as floats)."""
+def _coerce(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints accepted as floats).
+
+    A wrong leaf raises ConfigError; problems inside nested dataclasses go to ``errors``.
+    """
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if any(value == c and type(value) is type(c) for c in choices):
+            return value
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
+        messages = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return _coerce(value, arg, key, errors)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+                messages.append(str(err).removeprefix(f"{key}: "))
+        raise ConfigError(f"{key}: " + " or ".join(messages) if messages else f"{key}: invalid value {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key)
+        return _build(tp, value, key, errors)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, item_tp, f"{key}[{i}]", errors) for i, v in enumerate(value)]
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return {
-            _coerce(k, key_tp, f"{key} key"): _coerce(v, val_tp, f"{key}.{k}")
+            _coerce(k, key_tp, f"{key} key", errors): _coerce(v, val_tp, f"{key}.{k}", errors)
             for k, v in value.items()
         }
     if tp is Any:
         return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected text, got the number {value!r}")
@@ -295,19 +390,65 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+def _moved_key_message(prefix: str, key: str) -> str | None:
+    """For an old flat ``pretrain.<key>``: where it lives now (a method's section)."""
+    if prefix != "pretrain":
+        return None
+    new = [f"pretrain.{s.name}.{s.moved_keys[key]}" for s in registry.methods().values() if key in s.moved_keys]
+    if not new:
+        return None
+    return f"pretrain.{key} has moved: write it as {' or '.join(new)} (each method has its own section)"
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str = "", errors: list[str] | None = None) -> Any:
+    """Build dataclass ``cls`` from ``raw``; every problem is appended to ``errors``.
+
+    A field with a problem keeps its default, so the checks after it still run. Without
+    an ``errors`` list, the problems are raised together as one ConfigError.
+    """
+    if errors is None:
+        found: list[str] = []
+        built = _build(cls, raw, prefix, found)
+        if found:
+            raise ConfigError("; ".join(found))
+        return built
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    sections = next((f.name for f in fields.values() if f.metadata.get("sections")), None)
+    dotted = (lambda k: f"{prefix}.{k}" if prefix else k)
+    kwargs: dict[str, Any] = {}
+    given: dict[str, Any] = {}
+    unknown = []
+    for k, v in raw.items():
+        if k in fields and k != sections:
+            given[k] = v
+        elif sections and k in registry.methods():
+            spec = registry.get_method(k)
+            if not isinstance(v, dict):
+                errors.append(f"{dotted(k)}: expected a mapping of {spec.name}'s settings, got {v!r}")
+                continue
+            kwargs.setdefault(sections, {})[k] = _build(spec.config, v, dotted(k), errors)
+        elif (moved := _moved_key_message(prefix, k)) is not None:
+            errors.append(moved)
+        else:
+            unknown.append(k)
     if unknown:
-        dotted = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
-        raise ConfigError(
-            f"unknown config key(s) {dotted} at {prefix or 'top level'}; "
-            f"allowed keys are: {', '.join(sorted(names))}"
+        allowed = sorted(set(fields) - {sections}) + (sorted(registry.methods()) if sections else [])
+        errors.append(
+            f"unknown config key(s) {', '.join(map(dotted, unknown))} at {prefix or 'top level'}; "
+            f"allowed keys are: {', '.join(allowed)}"
         )
-    kwargs = {
-        k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()
-    }
+    for k, v in given.items():
+        try:
+            value = _coerce(v, hints[k], dotted(k), errors)
+        except ConfigError as err:
+            errors.append(str(err))
+            continue
+        check = fields[k].metadata.get("check")
+        if check is not None and isinstance(value, (int, float)) and not check[0](value):
+            errors.append(f"{dotted(k)}: {check[1]}, got {value!r}")
+            continue
+        kwargs[k] = value
     return cls(**kwargs)
 
 
@@ -362,72 +503,85 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     raw: dict[str, Any] | None = None,
 ) -> StudyConfig:
-    """Load a study from a YAML file or a preset name, apply ``--set`` overrides, validate."""
+    """Load a study from a YAML file or a preset name, apply ``--set`` overrides, validate.
+
+    Every problem (unknown keys, wrong types, out-of-range values, inconsistencies) is
+    reported together in one ConfigError.
+    """
+    where = ""
     if raw is None:
-        if path is not None:
-            raw = read_yaml(Path(path))
-        else:
-            raw = read_yaml(preset_path(preset or "demo"))
+        source = Path(path) if path is not None else preset_path(preset or "demo")
+        raw = read_yaml(source)
+        where = f" {source}"
     for item in overrides:
         raw = apply_override(raw, item)
-    cfg = _build(StudyConfig, raw)
-    validate(cfg)
+    errors: list[str] = []
+    cfg = _build(StudyConfig, raw, "", errors)
+    errors += resolve_defaults(cfg) + problems(cfg)
+    if errors:
+        raise ConfigError(f"invalid study config{where} ({len(errors)} problem(s)):\n  - " + "\n  - ".join(errors))
     return cfg
 
 
 def validate(cfg: StudyConfig) -> None:
-    """Range and consistency checks that types alone cannot express."""
-    problems: list[str] = []
+    """Check a config built or changed in code (defaults resolved, consistency) as ``load_config`` does."""
+    errors = resolve_defaults(cfg) + problems(cfg)
+    if errors:
+        raise ConfigError(f"invalid study config ({len(errors)} problem(s)):\n  - " + "\n  - ".join(errors))
+
+
+def resolve_defaults(cfg: StudyConfig) -> list[str]:
+    """Fill in what defaults to other keys: ``pretrain.methods`` (empty: the pretraining
+    methods of ``grid.models``), ``grid.archs`` (empty: ``[model.arch]``) and the section of
+    every listed method; returns the unknown methods found on the way."""
+    methods = registry.method_names()
+    if not cfg.pretrain.methods:
+        cfg.pretrain.methods = [m for m in cfg.grid.models if m in methods]
+    if not cfg.grid.archs:
+        cfg.grid.archs = [cfg.model.arch]
+    found = []
+    for m in cfg.pretrain.methods:
+        if m not in methods:
+            found.append(f"pretrain.methods: unknown method '{m}'; use {list(methods)}")
+        elif m not in cfg.pretrain.sections:
+            cfg.pretrain.sections[m] = registry.get_method(m).config()
+    return found
+
+
+def problems(cfg: StudyConfig) -> list[str]:
+    """Consistency checks that types and declared ranges cannot express."""
+    found: list[str] = []
 
     def need(cond: bool, msg: str) -> None:
         if not cond:
-            problems.append(msg)
+            found.append(msg)
 
-    catalog = cfg.catalog.build()
+    try:
+        catalog = cfg.catalog.build()
+        category_sets = catalog.category_sets
+    except ConfigError as err:
+        found.append(str(err))
+        category_sets = {}
+    methods, types_ = registry.method_names(), registry.model_types()
     for m in cfg.grid.models:
-        need(m in MODEL_TYPES, f"grid.models: unknown model '{m}'; use any of {list(MODEL_TYPES)}")
-    for m in cfg.pretrain.methods:
-        need(m in PRETRAIN_METHODS, f"pretrain.methods: unknown method '{m}'; use {list(PRETRAIN_METHODS)}")
+        need(m in types_, f"grid.models: unknown model '{m}'; use any of {list(types_)}")
     for m in cfg.grid.models:
-        if m in PRETRAIN_METHODS:
+        if m in methods:
             need(m in cfg.pretrain.methods, f"grid.models has '{m}' but pretrain.methods does not")
     for name, sizes in cfg.grid.sizes.items():
-        need(name in catalog.category_sets, f"grid.sizes.{name}: unknown category set; known sets are {sorted(catalog.category_sets)}")
+        need(name in category_sets, f"grid.sizes.{name}: unknown category set; known sets are {sorted(category_sets)}")
         need(all(s >= 2 for s in sizes), f"grid.sizes.{name}: train sizes must be >= 2")
-    need(cfg.grid.folds >= 2, "grid.folds: need at least 2 folds")
-    need(cfg.grid.protocol in ("paper", "holdout"), "grid.protocol: use 'paper' or 'holdout'")
+    need(len(set(cfg.grid.archs)) == len(cfg.grid.archs), f"grid.archs: {cfg.grid.archs} lists an arch twice")
     gset = cfg.data.generalization_category_set
-    need(gset is None or gset in catalog.category_sets, f"data.generalization_category_set: unknown category set '{gset}'")
-    need(cfg.model.arch in ("resnet18", "resnet34", "resnet50", "resnet101"), "model.arch: use resnet18, resnet34, resnet50 or resnet101")
-    need(cfg.model.in_channels in (1, 3), "model.in_channels: use 1 or 3")
-    need(cfg.data.image_size >= 8, "data.image_size: must be at least 8")
-    need(cfg.pretrain.use_gpu in ("auto", "true", "false"), "pretrain.use_gpu: use auto, true or false")
-    need(cfg.pretrain.optimizer in ("lars", "sgd"), "pretrain.optimizer: use lars or sgd")
+    need(gset is None or gset in category_sets, f"data.generalization_category_set: unknown category set '{gset}'")
     for section in ("pretrain", "finetune"):
-        sec = getattr(cfg, section)
-        aug: AugmentConfig = sec.augment
-        need(sec.epochs >= 1, f"{section}.epochs: must be >= 1")
+        aug: AugmentConfig = getattr(cfg, section).augment
         need(0.0 < aug.crop_scale[0] <= aug.crop_scale[1] <= 1.0 if len(aug.crop_scale) == 2 else False, f"{section}.augment.crop_scale: two numbers 0 < lo <= hi <= 1")
         need(aug.crop_size <= aug.resize, f"{section}.augment.crop_size must not exceed resize")
-        for p in ("jitter_p", "blur_p", "solarize_p", "flip_p"):
-            need(0.0 <= getattr(aug, p) <= 1.0, f"{section}.augment.{p}: a probability in [0, 1]")
-    need(cfg.pretrain.batch_size_per_worker >= 2, "pretrain.batch_size_per_worker: must be >= 2")
-    need(cfg.pretrain.num_workers >= 1, "pretrain.num_workers: must be >= 1")
-    need(0.0 <= cfg.pretrain.moco_momentum < 1.0, "pretrain.moco_momentum: in [0, 1)")
-    need(0.0 <= cfg.pretrain.byol_base_momentum < 1.0, "pretrain.byol_base_momentum: in [0, 1)")
-    need(cfg.pretrain.temperature > 0, "pretrain.temperature: must be > 0")
-    need(cfg.finetune.batch_size >= 2, "finetune.batch_size: must be >= 2")
-    need(cfg.finetune.cpus_per_trial > 0, "finetune.cpus_per_trial: must be > 0")
-    need(cfg.finetune.gpus_per_trial >= 0, "finetune.gpus_per_trial: must be >= 0")
-    need(cfg.finetune.logit_adjustment_tau >= 0, "finetune.logit_adjustment_tau: must be >= 0")
-    need(cfg.search.model in MODEL_TYPES, f"search.model: use one of {list(MODEL_TYPES)}")
-    need(cfg.search.algorithm in ("random", "optuna"), "search.algorithm: use random or optuna")
-    need(cfg.search.scheduler in ("asha", "fifo"), "search.scheduler: use asha or fifo")
-    need(cfg.search.num_samples >= 1, "search.num_samples: must be >= 1")
+    need(cfg.search.model in types_, f"search.model: use one of {list(types_)}")
     eset = cfg.embeddings.category_set
     need(eset is None or eset in cfg.grid.sizes, f"embeddings.category_set: '{eset}' is not in grid.sizes")
-    if problems:
-        raise ConfigError("invalid study config:\n  - " + "\n  - ".join(problems))
+    return found
 
 
 def dump_config(cfg: StudyConfig, path: Path) -> None:

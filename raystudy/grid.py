@@ -1,30 +1,87 @@
-"""The study grid: every cell of model types x category sets x train sizes x folds."""
+"""The study grid: every cell of model types x backbones x category sets x train sizes x folds,
+and the typed jobs (pretraining, probe, cell) the scheduler hands to Ray Tune."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from raystudy.config import StudyConfig
 from raystudy.data.splits import Split, make_split
+from raystudy.registry import BASELINE
+
+
+def run_name(model: str, arch: str, default_arch: str) -> str:
+    """The name of a model type on one backbone: ``moco`` on the study's own arch, else ``moco-resnet34``.
+
+    It names the encoder file (``encoders/<name>.pt``) and prefixes the cell ids, so a
+    single-arch study keeps its names.
+    """
+    return model if arch == default_arch else f"{model}-{arch}"
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One grid cell: a model type on a backbone, fine-tuned on ``train_size`` images of a set."""
+
     model: str
     category_set: str
     n_categories: int
     train_size: int
     fold: int
+    arch: str = ""  # the backbone; "" in hand-made cells: the study's model.arch
+    default_arch: str = ""  # the study's model.arch (cell ids of other archs name theirs)
+
+    @property
+    def name(self) -> str:
+        """The model type on its backbone (``run_name``)."""
+        return run_name(self.model, self.arch or self.default_arch, self.default_arch)
 
     @property
     def cell_id(self) -> str:
-        return f"{self.model}-{self.category_set}-n{self.train_size}-f{self.fold}"
+        return f"{self.name}-{self.category_set}-n{self.train_size}-f{self.fold}"
 
-    def to_dict(self) -> dict:
-        return {"cell_id": self.cell_id, **asdict(self)}
+    def keys(self) -> dict:
+        """The cell's key columns in the results tables."""
+        d = asdict(self)
+        d.pop("default_arch")
+        d["arch"] = self.arch or self.default_arch
+        return {"cell_id": self.cell_id, **d}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One trial of the study experiment.
+
+    ``kind``: ``pretrain`` (``model`` on ``arch``), ``probe`` (an encoder at ``path``;
+    ``model`` names it: a method, or ``random_init`` / ``pretrain_init``) or ``cell``.
+    ``needs``: the encoder name (``run_name``) that must exist before the job can start.
+    """
+
+    kind: Literal["pretrain", "probe", "cell"]
+    model: str
+    arch: str
+    needs: str | None = None
+    cell: Cell | None = None
+    path: str | None = None
+    name: str = ""  # pretrain / probe: the run name (encoder file stem, table key)
+
+    @property
+    def label(self) -> str:
+        """How progress lines and Tune trial folders name the job."""
+        return self.cell.cell_id if self.cell is not None else f"{self.kind}-{self.name or self.model}"
+
+
+def pretrain_jobs(cfg: StudyConfig) -> list[Job]:
+    """Every pretraining run of the study: each method of ``pretrain.methods`` on each arch."""
+    return [
+        Job("pretrain", m, arch, name=run_name(m, arch, cfg.model.arch))
+        for arch in cfg.grid.archs
+        for m in cfg.pretrain.methods
+    ]
 
 
 @dataclass
@@ -37,7 +94,8 @@ class PlannedCell:
 def plan_grid(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[PlannedCell]:
     """Plan every cell; ``set_labels[name]`` are the class indices of that set's labeled pool.
 
-    Cells are ordered largest train size first so the sweep's tail is short.
+    Cells are ordered largest train size first so the sweep's tail is short. A cell's
+    split depends on (set, size, fold) only, so cells are paired across models and archs.
     """
     planned: list[PlannedCell] = []
     for set_name, sizes in cfg.grid.sizes.items():
@@ -46,19 +104,25 @@ def plan_grid(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[Plann
         for size in sorted(sizes, reverse=True):
             for fold in range(cfg.grid.folds):
                 split = make_split(labels, size, fold, cfg.grid.folds, cfg.grid.protocol, cfg.seed, set_name)
-                for model in cfg.grid.models:
-                    cell = Cell(model, set_name, n_categories, size, fold)
-                    if isinstance(split, str):
-                        planned.append(PlannedCell(cell, None, split))
-                    else:
-                        planned.append(PlannedCell(cell, split))
+                for arch in cfg.grid.archs:
+                    for model in cfg.grid.models:
+                        cell = Cell(model, set_name, n_categories, size, fold, arch, cfg.model.arch)
+                        if isinstance(split, str):
+                            planned.append(PlannedCell(cell, None, split))
+                        else:
+                            planned.append(PlannedCell(cell, split))
     return planned
+
+
+def needs_encoder(cell: Cell) -> str | None:
+    """The pretrained encoder a cell starts from (None for the baseline)."""
+    return None if cell.model == BASELINE else cell.name
 
 
 def grid_frame(planned: list[PlannedCell]) -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {**p.cell.to_dict(), "planned": "skipped" if p.split is None else "run", "reason": p.reason}
+            {**p.cell.keys(), "planned": "skipped" if p.split is None else "run", "reason": p.reason}
             for p in planned
         ]
     )

@@ -91,8 +91,9 @@ def plan_cells(cfg: StudyConfig, counts: DataCounts) -> list[CellGroup]:
             skipped = (pool is not None and n > pool) or n < g.folds
             trains = [train_images(n, k, g.folds, g.protocol) for k in range(g.folds)]
             epochs = [cell_epochs(f, t) for t in trains]
-            images = 0 if skipped else len(g.models) * sum(e * t for e, t in zip(epochs, trains))
-            groups.append(CellGroup(set_name, n, len(g.models) * g.folds, skipped, epochs, images))
+            models = len(g.models) * len(g.archs)  # model types on each backbone
+            images = 0 if skipped else models * sum(e * t for e, t in zip(epochs, trains))
+            groups.append(CellGroup(set_name, n, models * g.folds, skipped, epochs, images))
     return groups
 
 
@@ -155,10 +156,12 @@ def calibrate(cfg: StudyConfig, steps: int = 3) -> Throughput:
 
     finetune = timed(finetune_step, batch)
     del model, opt
+    if not p.methods:  # no pretraining in this study
+        return Throughput(finetune, finetune / PRETRAIN_COST, f"measured here ({device.type}; fine-tuning only)")
     batch = p.batch_size_per_worker if device.type == "cuda" else 8
-    method = build_method(p.methods[0], cfg.to_dict(), 100_000, batch).to(device)
+    method = build_method(p.methods[0], cfg, 100_000, batch).to(device)
     opt = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9)
-    ptf = PretrainAugment(**augment_kwargs(cfg.to_dict()["pretrain"]["augment"], m.in_channels))
+    ptf = PretrainAugment(**augment_kwargs(p.augment, m.in_channels))
 
     def pretrain_step() -> None:
         x = images(batch)
@@ -188,7 +191,8 @@ def format_plan(cfg: StudyConfig, node_types: list[NodeType], cluster: str, coun
     run = [g for g in groups if not g.skipped]
     lines = [f"study '{cfg.name}': {cfg.model.arch} at {cfg.finetune.augment.crop_size} px; data: {counts.source}"]
     lines.append(f"cells: {sum(g.cells for g in groups)} planned, {sum(g.cells for g in run)} to run "
-                 f"({len(cfg.grid.models)} models x {cfg.grid.folds} folds per size, protocol {cfg.grid.protocol})")
+                 f"({len(cfg.grid.models)} models x {len(cfg.grid.archs)} arch(s) x {cfg.grid.folds} folds per size, "
+                 f"protocol {cfg.grid.protocol})")
     for g in groups:
         state = "skipped (exceeds the pool)" if g.skipped else f"epochs {'/'.join(map(str, sorted(set(g.epochs))))}, {g.images:,} images"
         lines.append(f"  {g.category_set:>6} n={g.train_size:<6} {g.cells:>3} cells  {state}")
@@ -197,7 +201,7 @@ def format_plan(cfg: StudyConfig, node_types: list[NodeType], cluster: str, coun
         fit = holders(r, node_types)
         where = ", ".join(f"{t.name} ({t.holds(r.bundle)} per node, up to {t.holds(r.bundle) * t.max_count} at once)" for t in fit)
         lines.append(f"  {r.describe()}: {where or 'NO NODE TYPE HOLDS IT'}")
-    methods = [m for m in cfg.pretrain.methods if m in cfg.grid.models]
+    methods = [r for r in requests if r.together]  # one pretraining run per method and backbone
     pre_images = cfg.pretrain.epochs * counts.pretrain_images
     cell_images = sum(g.images for g in run)
     lines.append(f"images: pretraining {len(methods)} x {cfg.pretrain.epochs} epochs x {counts.pretrain_images:,} = "

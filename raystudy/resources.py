@@ -99,9 +99,8 @@ class Request:
 
 def pretrain_uses_gpu(cfg: StudyConfig, node_types: list[NodeType]) -> bool:
     """``pretrain.use_gpu``: true / false, or auto = any node type has a GPU."""
-    if cfg.pretrain.use_gpu != "auto":
-        return cfg.pretrain.use_gpu == "true"
-    return any(t.resources.get("GPU", 0) > 0 for t in node_types)
+    wanted = cfg.pretrain.wants_gpu()
+    return any(t.resources.get("GPU", 0) > 0 for t in node_types) if wanted is None else wanted
 
 
 def study_requests(cfg: StudyConfig, use_gpu: bool, cells: int | None = None) -> list[Request]:
@@ -109,14 +108,16 @@ def study_requests(cfg: StudyConfig, use_gpu: bool, cells: int | None = None) ->
 
     ``cells`` caps the cell bundles (the first wave); default: every cell of the grid.
     """
+    from raystudy.grid import pretrain_jobs
+
     p, f = cfg.pretrain, cfg.finetune
     worker = {"CPU": float(p.cpus_per_worker), **({"GPU": 1.0} if use_gpu else {})}
     cell = {"CPU": float(f.cpus_per_trial), **({"GPU": float(f.gpus_per_trial)} if f.gpus_per_trial > 0 else {})}
-    n_cells = sum(len(s) for s in cfg.grid.sizes.values()) * cfg.grid.folds * len(cfg.grid.models)
+    n_cells = sum(len(s) for s in cfg.grid.sizes.values()) * cfg.grid.folds * len(cfg.grid.models) * len(cfg.grid.archs)
     requests = [
-        Request(f"pretraining {m} (pretrain.num_workers={p.num_workers}, pretrain.cpus_per_worker={p.cpus_per_worker}, "
+        Request(f"pretraining {j.name} (pretrain.num_workers={p.num_workers}, pretrain.cpus_per_worker={p.cpus_per_worker}, "
                 f"pretrain.use_gpu={p.use_gpu})", worker, p.num_workers, together=True)
-        for m in p.methods if m in cfg.grid.models
+        for j in pretrain_jobs(cfg) if j.model in cfg.grid.models
     ]
     requests.append(Request(f"a cell (finetune.cpus_per_trial={f.cpus_per_trial:g}, finetune.gpus_per_trial={f.gpus_per_trial:g})",
                             cell, n_cells if cells is None else min(cells, n_cells)))
@@ -305,7 +306,7 @@ def fit_resources(cfg: StudyConfig, shrink: bool = False) -> Iterator[StudyConfi
         return
     node_types, source = found
     use_gpu = pretrain_uses_gpu(cfg, node_types)
-    cfg.pretrain.use_gpu = "true" if use_gpu else "false"
+    cfg.pretrain.use_gpu = use_gpu  # resolved here from the node types, not from the nodes up now
     requests = study_requests(cfg, use_gpu)
     check_fits(requests, node_types, source)
     cells = requests[-1]

@@ -5,6 +5,13 @@ to a hidden temporary file and renamed into place, so a crash never leaves a
 half-written result and writing the same cell twice replaces it instead of
 duplicating it. ``pandas.read_parquet(RUN_DIR / "results" / table)`` reads a table;
 pyarrow skips the hidden temporary files.
+
+Cells are keyed by ``cell_id, model, category_set, n_categories, train_size, fold, arch``
+(:data:`SCHEMAS` lists every table's columns).
+
+Example:
+    >>> write_table(run_dir, "trials", "moco-4cat-n40-f0", pd.DataFrame([row]))
+    >>> read_table(run_dir, "trials")  # every cell's row, the schema's columns
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ _CELL_KEYS = [
     ("n_categories", pa.int64()),
     ("train_size", pa.int64()),
     ("fold", pa.int64()),
+    ("arch", pa.string()),  # the backbone (grid.archs)
 ]
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -156,7 +164,13 @@ def to_arrow(table: str, df: pd.DataFrame) -> pa.Table:
 
 
 def write_table(run_dir: Path, table: str, key: str, df: pd.DataFrame) -> Path:
-    """Atomically write ``df`` as ``results/<table>/<key>.parquet`` (replacing it)."""
+    """Atomically write ``df`` as ``results/<table>/<key>.parquet`` (replacing it).
+
+    Args:
+        run_dir: the study's run folder.
+        table: one of :data:`TABLES`; ``df`` may omit columns (nulls), not add any.
+        key: the file's name: letters, digits, '_', '-', '.'.
+    """
     folder = results_dir(run_dir) / table
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{_safe_key(key)}.parquet"

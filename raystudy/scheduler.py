@@ -3,13 +3,15 @@
 Jobs are pretraining runs (each a Tune trial driving a TorchTrainer), encoder probes
 and grid cells (plain function trials). A small ``Searcher`` hands Tune the next job
 whose prerequisite exists: pretraining first, baseline cells as soon as the pretraining
-workers hold their resources, MoCo / BYOL cells and probes as soon as their encoder is
-written, largest cells first. A failed pretraining releases nobody: its cells are
-reported failed and the rest of the sweep goes on.
+workers hold their resources, the cells and probes of a pretrained model as soon as its
+encoder is written, largest cells first. A failed pretraining releases nobody: its cells
+are reported failed and the rest of the sweep goes on. Jobs are typed (``grid.Job``);
+Tune's config of a trial is ``{"kind": job.kind, "job": job}``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -23,14 +25,16 @@ from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 from ray.tune.search import Searcher
 
 from raystudy.config import StudyConfig
+from raystudy.grid import Job, pretrain_jobs
 from raystudy.results import read_table, write_table
 from raystudy.training.finetune import FinetuneContext, finetune_trial
-from raystudy.training.pretrain import pretrain_trial, started_marker
+from raystudy.training.pretrain import epoch_line, pretrain_trial, started_marker
 from raystudy.training.probes import probe_encoder
 
 
-def encoder_path(run_dir: Path, model: str) -> Path:
-    return Path(run_dir) / "encoders" / f"{model}.pt"
+def encoder_path(run_dir: Path, name: str) -> Path:
+    """Where the pretraining run ``name`` (``grid.run_name``: method on arch) writes its encoder."""
+    return Path(run_dir) / "encoders" / f"{name}.pt"
 
 
 class StudySearcher(Searcher):
@@ -41,15 +45,15 @@ class StudySearcher(Searcher):
     so quick cells cannot take the slots the pretraining workers are about to ask for.
     """
 
-    def __init__(self, run_dir: Path, jobs: list[dict[str, Any]], hold_s: float = 120.0) -> None:
+    def __init__(self, run_dir: Path, jobs: list[Job], hold_s: float = 120.0) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.queue = list(jobs)
         self.hold_s = hold_s
-        self.running: dict[str, dict[str, Any]] = {}
-        self.launched: dict[str, float] = {}  # pretraining method -> time handed out
+        self.running: dict[str, Job] = {}
+        self.launched: dict[str, float] = {}  # pretraining run name -> time handed out
         self.failed_pretraining: set[str] = set()
-        self.blocked: list[dict[str, Any]] = []  # jobs dropped because their pretraining failed
+        self.blocked: list[Job] = []  # jobs dropped because their pretraining failed
 
     def _pretraining_starting(self) -> bool:
         now = time.time()
@@ -61,28 +65,27 @@ class StudySearcher(Searcher):
             for m, t in self.launched.items()
         )
 
-    def _ready(self, job: dict[str, Any]) -> bool:
-        needs = job.get("needs")
-        return needs is None or encoder_path(self.run_dir, needs).is_file()
+    def _ready(self, job: Job) -> bool:
+        return job.needs is None or encoder_path(self.run_dir, job.needs).is_file()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         keep = []
         for job in self.queue:
-            (self.blocked if job.get("needs") in self.failed_pretraining else keep).append(job)
+            (self.blocked if job.needs in self.failed_pretraining else keep).append(job)
         self.queue = keep
         hold = self._pretraining_starting()
         for i, job in enumerate(self.queue):
-            if self._ready(job) and not (hold and job["kind"] != "pretrain"):
+            if self._ready(job) and not (hold and job.kind != "pretrain"):
                 self.running[trial_id] = job = self.queue.pop(i)
-                if job["kind"] == "pretrain":
-                    self.launched[job["method"]] = time.time()
-                return job
+                if job.kind == "pretrain":
+                    self.launched[job.name] = time.time()
+                return {"kind": job.kind, "job": job}
         return Searcher.FINISHED if not self.queue else None  # None: ask again later
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         job = self.running.pop(trial_id, None)
-        if job is not None and job["kind"] == "pretrain" and error:
-            self.failed_pretraining.add(job["method"])
+        if job is not None and job.kind == "pretrain" and error:
+            self.failed_pretraining.add(job.name)
 
 
 def job_resources(cfg: StudyConfig):
@@ -95,31 +98,30 @@ def job_resources(cfg: StudyConfig):
 
 def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     """The one trainable of the experiment: dispatch on the job's kind."""
-    kind = config["kind"]
-    if kind == "cell":
-        finetune_trial(config, context)
-    elif kind == "pretrain":
-        pretrain_trial(config["method"], context.cfg, Path(context.run_dir), context.images_ref, context.pretrain_rows)
-    elif kind == "probe":
-        probe_trial(config, context)
+    job: Job = config["job"]
+    if job.kind == "cell":
+        finetune_trial(job.cell, context)
+    elif job.kind == "pretrain":
+        pretrain_trial(job, context.cfg, Path(context.run_dir), context.images_ref, context.pretrain_rows)
+    elif job.kind == "probe":
+        probe_trial(job, context)
     else:
-        raise ValueError(f"unknown job kind {kind!r}")
+        raise ValueError(f"unknown job kind {job.kind!r}")
 
 
-def probe_trial(config: dict[str, Any], context: FinetuneContext) -> None:
-    """kNN and linear-probe accuracy of one frozen encoder (``model``: moco, byol or the init)."""
-    model, run_dir, split = config["model"], Path(context.run_dir), context.probe_split
-    path = config.get("path")
-    images = ray.get(context.images_ref)
-    scores = probe_encoder(context.cfg, path, images, split["train_rows"], split["train_labels"],
-                           split["test_rows"], split["test_labels"], context.cfg["finetune"]["gpus_per_trial"])
-    row = {"model": model, "encoder": path or "random init", "category_set": split["category_set"],
+def probe_trial(job: Job, context: FinetuneContext) -> None:
+    """kNN and linear-probe accuracy of one frozen encoder (a pretrained one, or the init)."""
+    run_dir, split, name = Path(context.run_dir), context.probe_split, job.name or job.model
+    images = context.images()
+    scores = probe_encoder(context.cfg, job.path, images, split["train_rows"], split["train_labels"],
+                           split["test_rows"], split["test_labels"], context.cfg.finetune.gpus_per_trial, job.arch)
+    row = {"model": name, "encoder": job.path or "random init", "category_set": split["category_set"],
            "n_train": len(split["train_rows"]), "n_test": len(split["test_rows"]), **scores}
-    write_table(run_dir, "probes", model, pd.DataFrame([row]))
+    write_table(run_dir, "probes", name, pd.DataFrame([row]))
     pretraining = read_table(run_dir, "pretraining")
-    mine = pretraining[pretraining["model"] == model]
+    mine = pretraining[(pretraining["model"] == job.model) & (pretraining["arch"] == job.arch)]
     if len(mine):
-        write_table(run_dir, "pretraining", model, mine.assign(**scores))
+        write_table(run_dir, "pretraining", name, mine.assign(**scores))
     tune.report({"done": 1, **scores})
 
 
@@ -139,8 +141,7 @@ class ProgressLine(tune.Callback):
 
     @staticmethod
     def name(trial) -> str:
-        c = trial.config
-        return c["cell"]["cell_id"] if c["kind"] == "cell" else f"{c['kind']}-{c.get('method') or c.get('model')}"
+        return trial.config["job"].label
 
     def _line(self, trial, what: str) -> None:
         now = time.time()
@@ -151,6 +152,12 @@ class ProgressLine(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if trial.config["kind"] == "cell" and self.cells_since is None:
             self.cells_since = time.time()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        """A pretraining epoch ended: one line (method, epoch, loss, images/s, time left)."""
+        job: Job = trial.config["job"]
+        if job.kind == "pretrain" and "seconds_left" in result:
+            print(epoch_line(job.name, result), flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
@@ -175,7 +182,7 @@ def run_jobs(
     cfg: StudyConfig,
     run_dir: Path,
     context: FinetuneContext,
-    jobs: list[dict[str, Any]],
+    jobs: list[Job],
     progress: ProgressLine | None,
     verbose: bool = False,
 ) -> tuple[list, StudySearcher]:
@@ -184,6 +191,8 @@ def run_jobs(
     # Tune keeps only one trial pending for a custom searcher; with short trials that
     # serializes the sweep, so allow as many pending trials as Tune does for a grid
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
+    # a trial's config holds a typed Job, which TensorBoard cannot log as a hyperparameter: no note per trial
+    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     trainable = tune.with_parameters(tune.with_resources(study_trial, job_resources(cfg)), context=context)
     tuner = tune.Tuner(
         trainable,
@@ -217,14 +226,14 @@ def build_context(cfg: StudyConfig, run_dir: Path, data, planned, images_ref, in
     test = np.sort(vals[0])
     train = np.setdiff1d(np.arange(len(pool.labels)), test)
     return FinetuneContext(
-        cfg=cfg.to_dict(),
+        cfg=cfg,
         config_hash=cfg.config_hash(),
         run_dir=str(run_dir),
         images_ref=images_ref,
         pools=data.pools,
         generalization=data.generalization,
         splits={(p.cell.category_set, p.cell.train_size, p.cell.fold): p.split for p in runnable},
-        encoders={m: str(encoder_path(run_dir, m)) for m in cfg.pretrain.methods},
+        encoders={j.name: str(encoder_path(run_dir, j.name)) for j in pretrain_jobs(cfg)},
         image_ids=data.images.index["image_id"].to_numpy(),
         runnable_sizes={s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s}) for s in cfg.grid.sizes},
         inject_failure=inject_failure,

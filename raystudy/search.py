@@ -1,13 +1,14 @@
 """Hyperparameter search at one train size, with a Tune search algorithm and early stopping.
 
 ``raystudy search --preset demo`` samples the ``search.space`` of the study config
-(dotted keys such as ``finetune.base_lr`` or ``pretrain.temperature``), fine-tunes the
+(dotted keys such as ``finetune.base_lr`` or ``pretrain.moco.temperature``), fine-tunes the
 ``search.model`` at ``search.train_size`` on fold ``search.fold`` per sample, reports
 validation accuracy after every epoch and stops poor samples early (ASHA). Samples
 that change ``pretrain.*`` keys first pretrain their own encoder (single process). The
 best values land in ``RUN_DIR/search/best.yaml`` (overrides) and
 ``RUN_DIR/search/best_config.yaml`` (the study config with them applied), which the grid
-study takes with ``--config``.
+study takes with ``--config``. Every sample is rebuilt through the config loader, so a
+sampled value out of its declared range fails that sample with a ConfigError.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from ray import tune
 from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.prepare import StudyData
 from raystudy.data.splits import derive_seed, make_split
+from raystudy.grid import Cell
+from raystudy.registry import BASELINE
 from raystudy.training.common import pick_device, seed_everything
 from raystudy.training.finetune import CellTrainer
 
@@ -63,11 +66,16 @@ def apply_values(cfg: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def pretrain_in_process(cfg: dict[str, Any], method: str, images: np.ndarray, out: Path) -> str:
+def sample_config(base: StudyConfig, values: dict[str, Any]) -> StudyConfig:
+    """The study config with one sample's dotted values, rebuilt and checked by the loader."""
+    return load_config(raw=apply_values(base.to_dict(), values))
+
+
+def pretrain_in_process(cfg: StudyConfig, method: str, images: np.ndarray, out: Path) -> str:
     """Pretrain one encoder in this process (a search sample that changes pretraining keys)."""
     from raystudy.training.pretrain import run_pretrain_loop
 
-    device = pick_device(cfg["finetune"]["gpus_per_trial"])
+    device = pick_device(cfg.finetune.gpus_per_trial)
     state = run_pretrain_loop(cfg, method, images, device)
     path = out / f"{method}.pt"
     torch.save(state["encoder"], path)
@@ -76,19 +84,19 @@ def pretrain_in_process(cfg: dict[str, Any], method: str, images: np.ndarray, ou
 
 def search_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     """One search sample: (pretrain,) fine-tune, validation accuracy after every epoch."""
-    cfg = apply_values(data["cfg"], config["values"])
-    s = cfg["search"]
-    f = cfg["finetune"]
-    torch.set_num_threads(max(1, int(f["cpus_per_trial"])))
-    seed_everything(derive_seed(cfg["seed"], "search", s["model"]))
-    device = pick_device(f["gpus_per_trial"])
+    cfg = sample_config(data["cfg"], config["values"])
+    s, f = cfg.search, cfg.finetune
+    torch.set_num_threads(max(1, int(f.cpus_per_trial)))
+    seed_everything(derive_seed(cfg.seed, "search", s.model))
+    device = pick_device(f.gpus_per_trial)
     encoders = dict(data["encoders"])
     with tempfile.TemporaryDirectory() as tmp:
-        if s["model"] != "baseline" and any(k.startswith("pretrain.") for k in config["values"]):
-            encoders[s["model"]] = pretrain_in_process(cfg, s["model"], data["images"][data["pretrain_rows"]], Path(tmp))
+        if s.model != BASELINE and any(k.startswith("pretrain.") for k in config["values"]):
+            encoders[s.model] = pretrain_in_process(cfg, s.model, data["images"][data["pretrain_rows"]], Path(tmp))
         pool = data["pool"]
         split = data["split"]
-        trainer = CellTrainer(cfg, s["model"], encoders, data["images"], pool.indices[split.train],
+        cell: Cell = data["cell"]
+        trainer = CellTrainer(cfg, cell, encoders, data["images"], pool.indices[split.train],
                               pool.labels[split.train], len(pool.categories), device, "search")
         for epoch in range(trainer.epochs):
             loss = trainer.run_epoch(epoch)
@@ -121,7 +129,8 @@ def run_search(cfg: StudyConfig, run_dir: Path, data: StudyData, encoders: dict[
     )
     f = cfg.finetune
     shared = {
-        "cfg": cfg.to_dict(),
+        "cfg": cfg,
+        "cell": Cell(s.model, set_name, len(pool.categories), size, s.fold, cfg.model.arch, cfg.model.arch),
         "images": data.images.images,
         "pretrain_rows": data.pretrain_indices,
         "pool": pool,
@@ -156,7 +165,7 @@ def run_search(cfg: StudyConfig, run_dir: Path, data: StudyData, encoders: dict[
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "samples.csv", index=False)
     (out / "best.yaml").write_text(yaml.safe_dump({"train_size": size, "model": s.model, "val_accuracy": float(table.iloc[0]["val_accuracy"]), "values": best}, sort_keys=False))
-    best_cfg = load_config(raw=apply_values(cfg.to_dict(), best))
+    best_cfg = sample_config(cfg, best)
     dump_config(best_cfg, out / "best_config.yaml")
     print(f"search: best val accuracy {table.iloc[0]['val_accuracy']:.3f} with {best}; config in {out / 'best_config.yaml'}", flush=True)
     return best

@@ -59,9 +59,14 @@ def status_table(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return counts[["model", "category_set", *STATES]], failed
 
 
+def is_run_folder(run_dir: Path) -> bool:
+    """True for a folder a study wrote results to."""
+    return results_dir(Path(run_dir)).is_dir()
+
+
 def format_status(run_dir: Path) -> str:
     run_dir = Path(run_dir)
-    if not results_dir(run_dir).is_dir():
+    if not is_run_folder(run_dir):
         return f"{run_dir}: not a raystudy run folder (no results/ inside)"
     counts, failed = status_table(run_dir)
     active = "a driver is running" if driver_active(run_dir) else "no driver running; rerun the command to resume"

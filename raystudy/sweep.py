@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import fcntl
-import shutil
 import logging
 import os
 import time
@@ -21,13 +20,16 @@ import pandas as pd
 import ray
 
 from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
-from raystudy.data.loading import DataError
+from raystudy.data.fit import DataFit
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.errors import StudyLockedError
-from raystudy.grid import PlannedCell, grid_frame, plan_grid
+from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs
+from raystudy.registry import BASELINE
+from raystudy.runfolder import check_run_folder, entries, removed_if_failing
 from raystudy.plan import cell_epochs
 from raystudy.resources import fit_resources
 from raystudy.results import finished_cells, has_result, read_table, write_table
+from raystudy.provenance import finish_run_info, start_run_info
 from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
 
 log = logging.getLogger("raystudy")
@@ -83,11 +85,11 @@ def ensure_ray() -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
 
 
-def write_status_row(cfg: StudyConfig, run_dir: Path, cell: dict, status: str, message: str, config_hash: str) -> None:
+def write_status_row(cfg: StudyConfig, run_dir: Path, cell: Cell, status: str, message: str, config_hash: str) -> None:
     """The trials row of a cell that did not train to the end: skipped or failed."""
     row = {
         "study": cfg.name,
-        **cell,
+        **cell.keys(),
         "seed": cfg.seed,
         "protocol": cfg.grid.protocol,
         "status": status,
@@ -95,7 +97,7 @@ def write_status_row(cfg: StudyConfig, run_dir: Path, cell: dict, status: str, m
         "config_hash": config_hash,
         "finished_at": time.time(),
     }
-    write_table(run_dir, "trials", cell["cell_id"], pd.DataFrame([row]))
+    write_table(run_dir, "trials", cell.cell_id, pd.DataFrame([row]))
 
 
 def _write_skipped(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell], config_hash: str) -> None:
@@ -103,7 +105,7 @@ def _write_skipped(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell], 
     for p in planned:
         if p.split is None and p.cell.cell_id not in done:
             log.warning("skipped %s: %s", p.cell.cell_id, p.reason)
-            write_status_row(cfg, run_dir, p.cell.to_dict(), "skipped", p.reason, config_hash)
+            write_status_row(cfg, run_dir, p.cell, "skipped", p.reason, config_hash)
 
 
 def error_line(error: BaseException) -> str:
@@ -115,7 +117,7 @@ def error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"[:500]
 
 
-def _write_failed(cfg: StudyConfig, run_dir: Path, cell: dict, error: BaseException, config_hash: str) -> None:
+def _write_failed(cfg: StudyConfig, run_dir: Path, cell: Cell, error: BaseException, config_hash: str) -> None:
     write_status_row(cfg, run_dir, cell, "failed", error_line(error), config_hash)
 
 
@@ -131,17 +133,17 @@ def _injected_failure() -> tuple[str, int] | None:
 def record_failures(cfg: StudyConfig, run_dir: Path, results: list, searcher, config_hash: str) -> None:
     """Failed cells get a 'failed' row with their error; cells of a failed pretraining too."""
     for result in results:
-        job = result.config or {}
-        if result.error is None:
+        if result.error is None or not result.config:
             continue
-        if job.get("kind") == "cell":
-            if not has_result(run_dir, job["cell"]["cell_id"]):
-                _write_failed(cfg, run_dir, job["cell"], result.error, config_hash)
+        job: Job = result.config["job"]
+        if job.cell is not None:
+            if not has_result(run_dir, job.cell.cell_id):
+                _write_failed(cfg, run_dir, job.cell, result.error, config_hash)
         else:
-            log.error("%s %s failed: %s", job.get("kind"), job.get("method") or job.get("model"), error_line(result.error))
+            log.error("%s failed: %s", job.label, error_line(result.error))
     for job in searcher.blocked:
-        if job["kind"] == "cell":
-            _write_failed(cfg, run_dir, job["cell"], RuntimeError(f"pretraining of {job['needs']} failed"), config_hash)
+        if job.cell is not None:
+            _write_failed(cfg, run_dir, job.cell, RuntimeError(f"pretraining of {job.needs} failed"), config_hash)
 
 
 def attempted(run_dir: Path) -> set[str]:
@@ -149,52 +151,54 @@ def attempted(run_dir: Path) -> set[str]:
     return set(read_table(run_dir, "trials")["cell_id"])
 
 
-def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> list[dict]:
+def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> list[Job]:
     """Pending work in priority order: pretraining, probes, then cells largest first."""
     done = finished_cells(run_dir)  # one read of the trials table, not one per cell
     pending = [p for p in planned if p.split is not None and p.cell.cell_id not in done]
-    need = [m for m in cfg.pretrain.methods if any(p.cell.model == m for p in pending)]
-    jobs: list[dict] = [
-        {"kind": "pretrain", "method": m, "needs": None} for m in need if not encoder_path(run_dir, m).is_file()
-    ]
+    needed = {needs_encoder(p.cell) for p in pending}
+    jobs = [j for j in pretrain_jobs(cfg) if j.name in needed and not encoder_path(run_dir, j.name).is_file()]
     if cfg.pretrain.probe:
         probed = set(read_table(run_dir, "probes")["model"])
-        start = cfg.model.pretrain_init.get("moco")
+        # the encoder pretraining starts from: the first method's init (or a random one)
+        start = next(iter(cfg.model.pretrain_init.values()), None)
         init = "pretrain_init" if start else "random_init"
-        models = [m for m in cfg.pretrain.methods if m in cfg.grid.models]
-        if models and init not in probed:
-            jobs.append({"kind": "probe", "model": init, "path": start, "needs": None})
+        pretrained = [j for j in pretrain_jobs(cfg) if j.model in cfg.grid.models]
+        if pretrained and init not in probed:
+            jobs.append(Job("probe", init, cfg.model.arch, path=start, name=init))
         jobs += [
-            {"kind": "probe", "model": m, "path": str(encoder_path(run_dir, m)), "needs": m}
-            for m in models if m not in probed
+            Job("probe", j.model, j.arch, needs=j.name, path=str(encoder_path(run_dir, j.name)), name=j.name)
+            for j in pretrained
+            if j.name not in probed
         ]
     jobs += [
-        {"kind": "cell", "cell": p.cell.to_dict(), "needs": None if p.cell.model == "baseline" else p.cell.model}
+        Job("cell", p.cell.model, p.cell.arch, needs=needs_encoder(p.cell), cell=p.cell)
         for p in pending  # planned largest first
     ]
     return jobs
 
 
-def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, shrink: bool = False) -> Path:
+def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: DataFit | None = None,
+              shrink: bool = False) -> Path:
     """Run (or resume) the whole study in ``run_dir``; returns the report's path.
 
+    ``data_fit``: what ``--data`` decided (saved as ``data_fit.json`` for the report).
     ``shrink``: fit requests to the cluster's current nodes (always done on a local instance).
     """
     run_dir = Path(run_dir).resolve()
     t0 = time.time()
-    fresh = not run_dir.exists()
+    check_run_folder(run_dir)
+    before = entries(run_dir)
     with run_lock(run_dir), ExitStack() as stack:
-        try:
+        with removed_if_failing(run_dir, before):  # bad input: leave nothing behind
             check_resumable(cfg, run_dir)
             quiet_tune(verbose)
             ensure_ray()  # before the data: the autoscaler boots nodes while images decode
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
             data = prepare_data(cfg, run_dir / "cache")
-        except (ConfigError, DataError):
-            if fresh:  # bad input: leave nothing behind
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
         dump_config(cfg, run_dir / "config.yaml")
+        if data_fit is not None:
+            data_fit.save(run_dir)
+        info = start_run_info(run_dir, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
         write_table(run_dir, "dataset", "classes", data.dataset_table(cfg))
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
         write_table(run_dir, "grid", "grid", grid_frame(planned))
@@ -202,9 +206,9 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, shrink: bo
         _write_skipped(cfg, run_dir, planned, config_hash)
         cfg = run_cfg
         jobs = plan_jobs(cfg, run_dir, planned)
-        cells = [j for j in jobs if j["kind"] == "cell"]
+        cells = [j for j in jobs if j.cell is not None]
         runnable = sum(p.split is not None for p in planned)
-        pretrain = [j["method"] for j in jobs if j["kind"] == "pretrain"]
+        pretrain = [j.name for j in jobs if j.kind == "pretrain"]
         print(
             f"grid: {runnable} cells to run, {runnable - len(cells)} already done, {len(cells)} pending"
             + (f"; pretraining {', '.join(pretrain)} on {len(data.pretrain_indices)} unlabeled images" if pretrain else ""),
@@ -213,7 +217,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, shrink: bo
         if jobs:
             images_ref = ray.put(data.images.images)
             context = build_context(cfg, run_dir, data, planned, images_ref, _injected_failure())
-            pending = {j["cell"]["cell_id"] for j in cells}
+            pending = {j.cell.cell_id for j in cells}
             trained = {p.cell.cell_id: len(p.split.train) for p in planned if p.cell.cell_id in pending}
             weights = {c: float(n * cell_epochs(cfg.finetune, n)) for c, n in trained.items()}
             progress = ProgressLine(runnable, runnable - len(cells), weights)
@@ -223,20 +227,22 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, shrink: bo
                 # a trial can end with neither a result nor an error (its node vanished while
                 # it reported): run such cells once more
                 tried = attempted(run_dir)
-                jobs = [j for j in plan_jobs(cfg, run_dir, planned) if j["kind"] == "cell" and j["cell"]["cell_id"] not in tried]
+                jobs = [j for j in plan_jobs(cfg, run_dir, planned) if j.cell is not None and j.cell.cell_id not in tried]
                 if not jobs:
                     break
                 log.warning("%d cell(s) ended without a result; running them again", len(jobs))
         from analysis.report import build_report
 
+        finish_run_info(run_dir, info)
         report = build_report(run_dir)
     print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run_dir / 'results'}; report {report}", flush=True)
     return report
 
 
 def run_pretraining(cfg: StudyConfig, run_dir: Path, data: StudyData) -> dict[str, Path]:
-    """Only the pretraining of ``cfg.pretrain.methods`` (search, benchmarks); returns encoder paths."""
-    jobs = [{"kind": "pretrain", "method": m, "needs": None} for m in cfg.pretrain.methods if not encoder_path(run_dir, m).is_file()]
+    """Only the pretraining of ``cfg.pretrain.methods`` on ``grid.archs`` (search, benchmarks);
+    returns encoder paths by run name."""
+    jobs = [j for j in pretrain_jobs(cfg) if not encoder_path(run_dir, j.name).is_file()]
     if jobs:
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
         context = build_context(cfg, run_dir, data, planned, ray.put(data.images.images))
@@ -244,7 +250,7 @@ def run_pretraining(cfg: StudyConfig, run_dir: Path, data: StudyData) -> dict[st
         failed = [r for r in results if r.error is not None]
         if failed:
             raise RuntimeError(f"pretraining failed: {error_line(failed[0].error)}")
-    return {m: encoder_path(run_dir, m) for m in cfg.pretrain.methods}
+    return {j.name: encoder_path(run_dir, j.name) for j in pretrain_jobs(cfg)}
 
 
 def search_study(cfg: StudyConfig, run_dir: Path, shrink: bool = False) -> dict:
@@ -252,17 +258,21 @@ def search_study(cfg: StudyConfig, run_dir: Path, shrink: bool = False) -> dict:
     from raystudy.search import run_search
 
     run_dir = Path(run_dir).resolve()
+    check_run_folder(run_dir)
+    before = entries(run_dir)
     with run_lock(run_dir), ExitStack() as stack:
-        data = prepare_data(cfg, run_dir / "cache")
+        with removed_if_failing(run_dir, before):
+            data = prepare_data(cfg, run_dir / "cache")
         dump_config(cfg, run_dir / "config.yaml")
         quiet_tune(False)
         ensure_ray()
         cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
         encoders: dict[str, Path] = {}
         pretrains_itself = any(k.startswith("pretrain.") for k in cfg.search.space)
-        if cfg.search.model != "baseline" and not pretrains_itself:
+        if cfg.search.model != BASELINE and not pretrains_itself:
             one = copy.deepcopy(cfg)
             one.pretrain.methods = [cfg.search.model]
             one.grid.models = [cfg.search.model]
+            one.grid.archs = [cfg.model.arch]
             encoders = run_pretraining(one, run_dir, data)
         return run_search(cfg, run_dir, data, encoders)

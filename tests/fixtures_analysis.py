@@ -125,8 +125,13 @@ def make_tables(seed: int = 0, folds: int = 5, models: tuple[str, ...] = ("moco"
             ds.append({"campaign": "NASCENT20", "category": cat, "count": int(rng.integers(100, 2500)), "role": "pretrain"})
     for cat, cnt in zip(CATEGORIES_4, (900, 700, 300, 243)):
         ds.append({"campaign": "CLOUDLAB", "category": cat, "count": cnt, "role": "generalization"})
+    probes = pd.DataFrame([
+        {"model": m, "encoder": e, "category_set": "19cat", "n_train": 2000, "n_test": 500, "knn_accuracy": k,
+         "linear_probe_accuracy": lp}
+        for m, e, k, lp in (("random_init", "random init", 0.30, 0.35), ("moco", "encoders/moco.pt", 0.61, 0.66),
+                            ("byol", "encoders/byol.pt", 0.31, 0.36))])
     tables = {
-        "grid": pd.DataFrame(grid), "trials": pd.DataFrame(trials), "per_class": pd.DataFrame(per_class),
+        "probes": probes, "grid": pd.DataFrame(grid), "trials": pd.DataFrame(trials), "per_class": pd.DataFrame(per_class),
         "confusion": pd.DataFrame(confusion), "losses": pd.DataFrame(losses), "pretraining": pretraining,
         "dataset": pd.DataFrame(ds),
     }
@@ -151,11 +156,15 @@ def make_embeddings(rng: np.random.Generator, per_panel: int = 250) -> pd.DataFr
 
 
 def write_run(run_dir: Path, tables: dict[str, pd.DataFrame], analysis: dict[str, Any] | None = None,
-              name: str = "demo-paper") -> Path:
-    """A run folder: config.yaml plus results/<table>/part-0.parquet (and a temp file to ignore)."""
+              name: str = "demo-paper", data: dict[str, Any] | None = None) -> Path:
+    """A run folder: config.yaml plus results/<table>/part-0.parquet (and a temp file to ignore).
+
+    Without ``data`` (no data.root / data.manifest) the run counts as synthetic."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = {"name": name, "analysis": ANALYSIS_CONFIG if analysis is None else analysis}
+    if data is not None:
+        cfg["data"] = data
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     for table, df in tables.items():
         folder = run_dir / "results" / table

@@ -230,19 +230,23 @@ def test_accuracy_vs_size_boxes_inset_and_reference():
     q1, med, q3 = np.percentile(values[("moco", 128)], [25, 50, 75])
     assert moco.q1[0] == pytest.approx(q1) and moco.median[0] == pytest.approx(med) and moco.q3[0] == pytest.approx(q3)
     assert moco.lowerfence[0] == 0.5 and moco.upperfence[0] == 0.7
-    refs = [t for t in fig.data if isinstance(t, go.Scatter)]
+    refs = [t for t in fig.data if isinstance(t, go.Scatter) and t.name.endswith("(reference)")]
     assert len(refs) == 2 and refs[0].y[0] == 0.782  # main + zoom, only the 19-category point
+    points = [t for t in fig.data if isinstance(t, go.Scatter) and t.name.endswith(" folds")]
+    assert len(points) == 4  # fold points over every box trace (main + zoom)
+    moco_points = next(t for t in points if t.name == "Semisup-MoCo folds" and t.xaxis in (None, "x"))
+    assert sorted(moco_points.y[:len(values[("moco", 128)])]) == sorted(values[("moco", 128)])
     assert list(fig.layout.xaxis.ticktext) == ["128", "1\u2009024", "18\u2009864"]
-    assert len(fig.data) == 6
+    assert len(fig.data) == 10
     no_inset = figures.accuracy_vs_size(trials=trials, inset=False, reference_points=False)
-    assert len(no_inset.data) == 2
+    assert len(no_inset.data) == 4
     assert is_no_data(figures.accuracy_vs_size(trials=trials.iloc[:0]))
 
 
 def test_generalization_boxes():
     trials, _ = _box_trials()
     fig = figures.generalization(trials=trials)
-    assert len(fig.data) == 2 and all(isinstance(t, go.Box) for t in fig.data)
+    assert len(fig.data) == 4 and sum(isinstance(t, go.Box) for t in fig.data) == 2
     assert "CLOUDLAB" in fig.layout.title.text
     assert fig.data[0].median[0] == pytest.approx(0.5)
     assert is_no_data(figures.generalization(trials=trials.assign(generalization_accuracy=None)))
@@ -267,16 +271,25 @@ def test_paired_differences_known_numbers():
     assert r["n_pairs"] == 3 and r["mean_diff"] == pytest.approx(d.mean())
     t_stat = d.mean() / (d.std(ddof=1) / np.sqrt(3))
     assert r["p_value"] == pytest.approx(2 * stats.t.sf(t_stat, df=2))
-    assert d.min() - 1e-12 <= r["ci_low"] <= r["mean_diff"] <= r["ci_high"] <= d.max() + 1e-12
-    again = paired_difference_table(pd.DataFrame(rows), n_boot=500, seed=1).set_index("train_size").loc[256]
-    assert again["ci_low"] == r["ci_low"]  # seeded
+    # Hand-computed: mean 0.08333, s = 0.028868, s / sqrt(3) = 0.016667, t(0.975, 2) = 4.302653;
+    # half width 0.071711; p = 2 * P(T_2 > 5.0) = 0.037750.
+    assert r["ci_method"] == "t"
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.083333 - 0.071711, 0.083333 + 0.071711), abs=1e-6)
+    assert r["p_value"] == pytest.approx(0.037750, abs=1e-6)
+    # Ten or more pairs: the seeded percentile bootstrap, inside the range of the differences.
+    many = [trial(m, 128, f, 0.5 + 0.01 * f + (0.02 if m == "moco" else 0) * (f % 3)) for f in range(10)
+            for m in ("moco", "baseline")]
+    b = paired_difference_table(pd.DataFrame(many), n_boot=500, seed=1).iloc[0]
+    again = paired_difference_table(pd.DataFrame(many), n_boot=500, seed=1).iloc[0]
+    assert b["ci_method"] == "bootstrap" and again["ci_low"] == b["ci_low"]  # seeded
+    assert min(b["diffs"]) - 1e-12 <= b["ci_low"] <= b["mean_diff"] <= b["ci_high"] <= max(b["diffs"]) + 1e-12
     single = t.set_index("train_size").loc[512]
     assert single["n_pairs"] == 1 and single["mean_diff"] == pytest.approx(0.05)
     assert np.isnan(single["p_value"]) and np.isnan(single["ci_low"])
     w = paired_difference_table(pd.DataFrame(rows), test="wilcoxon").set_index("train_size").loc[256]
     assert 0 < w["p_value"] <= 1
     fig = figures.paired_differences(trials=pd.DataFrame(rows))
-    means = next(tr for tr in fig.data if tr.name.endswith("bootstrap CI"))
+    means = next(tr for tr in fig.data if tr.name.endswith("95 % CI (Student t)"))
     assert np.allclose(means.y, [100 * d.mean(), 5.0])
     assert is_no_data(figures.paired_differences(trials=pd.DataFrame(rows[:1])))
 
@@ -441,7 +454,7 @@ def test_grid_progress_and_states():
 def test_summary_sentence_names_the_knee():
     trials, _ = _doa_trials()
     text = " ".join(knee_sentences(doa_table(trials, None, {}), {"seconds_per_image": 33.0}))
-    assert "n = 2,048" in text and "154.1 h" in text and "4.0 %" in text
+    assert "n = 2,048" in text and "154.1 h" in text and "4.0 pp overall accuracy" in text  # pp, not %
 
 
 def _check_offline(html: str, n_expected: int | None = None) -> None:
@@ -509,3 +522,147 @@ def test_far_extrapolated_answers_are_not_quoted_as_numbers():
     (sentence,) = answer_sentences(answers)
     assert "80 %: out of reach of this study" in sentence and "7,800,000,000" not in sentence
     assert "70 %: n \u2248 3,000, extrapolated beyond the largest size 1,024" in sentence
+
+
+# ------------------------------------------------------------------ guards on automatic claims (issue 12)
+
+
+def test_noisy_non_monotone_doa_curve_gives_no_knee():
+    # Like the demo's Fig. 5: n = 256 is worse than n = 64 by far more than the fold spread.
+    rows = [trial("baseline", 1024, f, oa) for f, oa in enumerate([0.50, 0.52, 0.51])]
+    means = {64: 0.40, 128: 0.45, 256: 0.30, 512: 0.47, 1024: 0.48}
+    for n, m in means.items():
+        rows += [trial("moco", n, f, m + d) for f, d in enumerate([-0.01, 0.0, 0.01])]
+    t = doa_table(pd.DataFrame(rows), None, {})
+    assert not t["is_knee"].any()
+    assert t["knee_note"].iloc[0].startswith("no reliable knee: the DOA curve is not monotone")
+    text = " ".join(knee_sentences(t, {"seconds_per_image": 33.0}))
+    assert "no reliable knee" in text and "saves" not in text
+    fig = figures.doa_vs_time_saved(trials=pd.DataFrame(rows))
+    assert not any("knee (max" in (tr.name or "") for tr in fig.data)
+    assert any("no reliable knee" in a.text for a in fig.layout.annotations)
+    # Monotone but the steps below the corner are within the fold spread (folds +-8 pp): no knee either.
+    rows = [trial("baseline", 1024, f, 0.5) for f in range(3)]
+    for n, m in {64: 0.40, 128: 0.42, 256: 0.44, 512: 0.49, 1024: 0.495}.items():
+        rows += [trial("moco", n, f, m + d) for f, d in enumerate([-0.08, 0.0, 0.08])]
+    t = doa_table(pd.DataFrame(rows), None, {})
+    assert not t["is_knee"].any() and t["knee_note"].iloc[0].startswith("no reliable knee: differences within fold spread")
+
+
+def test_flat_data_set_gives_fit_unreliable():
+    from analysis.summary import answer_sentences
+
+    rng = np.random.default_rng(0)
+    rows = [trial("moco", n, f, float(0.45 + rng.normal(0, 0.01))) for n in (64, 128, 256, 512, 1024) for f in range(3)]
+    fits = analysis.stats.fit_learning_curves(pd.DataFrame(rows), n_boot=30, seed=0)
+    problems = fits[("19cat", "moco")].problems()
+    assert problems and any("bound" in p or "below the best measured" in p for p in problems)
+    answers = learning_curve_answers(fits, [0.4, 0.8])
+    assert not answers["reliable"].any() and answers["n"].isna().all()
+    (sentence,) = answer_sentences(answers)
+    assert "fit unreliable" in sentence and "n \u2248" not in sentence
+    fig = figures.learning_curves(trials=pd.DataFrame(rows), config={"curve_bootstrap": 30, "targets": [40]})
+    assert any("fit unreliable" in (t.name or "") for t in fig.data)
+    assert not any(getattr(t.marker, "symbol", None) == "x" for t in fig.data if isinstance(t, go.Scatter))
+    # Three sizes of a clean curve: still unreliable (fewer than 4 sizes).
+    few = [trial("moco", n, f, float(power_law(n, 0.85, 2.0, 0.5))) for n in (128, 512, 2048) for f in range(3)]
+    fit = analysis.stats.fit_learning_curves(pd.DataFrame(few), n_boot=20)[("19cat", "moco")]
+    assert any("fewer than 4" in p for p in fit.problems())
+
+
+def test_advantage_sentences_per_size_with_p_values():
+    from analysis.summary import advantage_sentences
+
+    rows = []
+    diffs = {64: [0.12, 0.14, 0.13], 128: [-0.09, 0.02, -0.05]}  # + significant, - not significant
+    for n, ds in diffs.items():
+        for f, d in enumerate(ds):
+            rows += [trial("baseline", n, f, 0.5), trial("moco", n, f, 0.5 + d)]
+    text = " ".join(advantage_sentences(pd.DataFrame(rows), analysis.config.merge_analysis_config(None)))
+    p64 = stats.ttest_rel([0.5 + d for d in diffs[64]], [0.5] * 3).pvalue
+    p128 = stats.ttest_rel([0.5 + d for d in diffs[128]], [0.5] * 3).pvalue
+    assert f"n = 64: +13.0 pp (p = {p64:.3f})" in text
+    assert f"n = 128: -4.0 pp (not significant, p = {p128:.3f})" in text
+    assert "significantly higher at n = 64" in text and "The sign changes with the size" in text
+    assert "average advantage" not in text and "2,048" not in text  # no average; sizes from the run only
+
+
+def test_reference_lines_majority_ceiling_and_no_learning_level():
+    trials, _ = _box_trials()
+    trials = pd.concat([trials, pd.DataFrame([{**trial("baseline", 20000, f, 0.83), "protocol": "ceiling",
+                                               "cell_id": f"ceil-{f}"} for f in range(2)])])
+    pc = pd.DataFrame([{"cell_id": "moco-19cat-n128-f0", "model": "moco", "category_set": "19cat", "split": "validation",
+                        "category": c, "support": s} for c, s in (("column", 45), ("plate", 35), ("cpc", 20))])
+    fig = figures.accuracy_vs_size(trials=trials, per_class=pc)
+    lines = [s for s in fig.layout.shapes if s.y0 == s.y1]
+    assert {round(s.y0, 3) for s in lines} == {0.45, 0.83}  # majority share, ceiling mean
+    assert 20000 not in [int(x) for b in fig.data if isinstance(b, go.Box) for x in b.x]  # ceiling is no box
+    assert 20000 not in set(analysis.stats.paired_difference_table(trials)["train_size"])
+    losses = pd.DataFrame([{"run": "pretrain-moco", "stage": "pretrain", "model": "moco", "step": s, "loss": 6.0}
+                           for s in range(5)])
+    pre = pd.DataFrame([{"model": "moco", "n_images": 720, "batch_size": 64}])
+    res = Results.from_frames(losses=losses, pretraining=pre, raw_config={"pretrain": {"queue_size": 1024}})
+    fig = figures.pretraining_loss(res)
+    (line,) = fig.layout.shapes
+    assert line.y0 == pytest.approx(np.log(640 + 1))  # K = 1024 clipped to 640 (720 images, batch 64)
+
+
+def _report_text(path):
+    return path.read_text(encoding="utf-8")
+
+
+def test_synthetic_banner_and_campaign_names(tmp_path):
+    tables = make_tables(folds=3, embeddings=False)
+    synthetic = write_run(tmp_path / "syn", tables, analysis={"curve_bootstrap": 10, "n_bootstrap": 200})
+    html = _report_text(build_report(synthetic))
+    assert "id='synthetic-banner'" in html and "synthetic demonstration data, not scientific results" in html.lower()
+    assert "NASCENT19 (synthetic)" in html and "CLOUDLAB (synthetic)" in html
+    real = write_run(tmp_path / "real", tables, analysis={"curve_bootstrap": 10, "n_bootstrap": 200},
+                     data={"root": "/data/ice"})
+    html = _report_text(build_report(real))
+    assert "synthetic-banner" not in html and "(synthetic)" not in html
+    assert "root /data/ice" in html
+    assert "not recorded" in html  # no run_info.json in a hand-made run
+
+
+def test_csv_link_holds_the_figure_numbers_and_run_section(tmp_path):
+    import base64
+    import io
+    import json
+
+    tables = make_tables(folds=3, embeddings=False)
+    tables["trials"] = tables["trials"].assign(train_accuracy=0.9, steps=120, init="random")
+    run = write_run(tmp_path / "run", tables, analysis={"curve_bootstrap": 10, "n_bootstrap": 200})
+    (run / "run_info.json").write_text(json.dumps({
+        "software": {"python": "3.11.7", "raystudy": "0.1.0", "torch": "2.14.1", "ray": "2.60.0"},
+        "hardware": {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu_models": []},
+        "seeds": {"study": 0}, "config_hash": "abc123", "started_at": 1.7e9, "wall_seconds": 95.0}))
+    html = _report_text(build_report(run))
+    links = re.findall(r"download='([^']+)' href='data:text/csv;base64,([^']+)'", html)
+    assert len(links) >= int(re.search(r"content='(\d+)'", html).group(1))  # one per figure (+ numbers table)
+    name, payload = next((n, p) for n, p in links if "Fig.-4" in n)
+    csv = pd.read_csv(io.StringIO(base64.b64decode(payload).decode()))
+    want = done = tables["trials"][tables["trials"]["category_set"] == "19cat"]
+    assert len(csv) == len(done)
+    assert csv["overall_accuracy"].sort_values().to_numpy() == pytest.approx(
+        want["overall_accuracy"].sort_values().to_numpy())
+    for section in ("id='toc'", "id='pretraining'", "id='numbers-table'", "id='run-facts'", "id='parquet-paths'",
+                    "id='resolved-config'"):
+        assert section in html, section
+    assert "Test CPU, 2 cores" in html and "torch 2.14.1" in html and "95 s" in html
+    assert "training accuracy (mean)" in html and "Semisup-MoCo: random" in html
+    assert str(run / "results" / "trials") in html
+
+
+def test_bad_catalog_or_config_fails_by_name(tmp_path):
+    from raystudy.config import ConfigError
+
+    (tmp_path / "config.yaml").write_text("name: x\ncatalog:\n  categories: [a, b]\n  colours: [red]\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml: unknown config key\(s\) catalog\.colours"):
+        load_results(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml is not valid YAML"):
+        load_results(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: x\ncatalog:\n  categories: [a, b]\n  basic: [a]\n"
+                                          "  category_sets: {two: [a, b]}\n  aliases: {}\n")
+    assert load_results(tmp_path).catalog.category_set("two") == ("a", "b")

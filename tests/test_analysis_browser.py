@@ -19,7 +19,12 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on 
 
 # Injected into a copy of the report: records console.error/warn and uncaught errors, then
 # writes them and the number of drawn plots into the DOM that --dump-dom prints.
+# Every report section the page must show (issue 12): banner, table of contents, summary, pretraining
+# verdict, numbers table, run provenance, Parquet paths, resolved config.
+SECTIONS = ["synthetic-banner", "toc", "summary-sentences", "pretraining", "pretraining-verdict", "numbers-table",
+            "run", "run-facts", "parquet-paths", "resolved-config"]
 HOOK = """<script>
+var SECTIONS = """ + json.dumps(SECTIONS) + """;
 window.__problems = [];
 window.addEventListener('error', function (e) { window.__problems.push('error: ' + e.message); }, true);
 window.addEventListener('unhandledrejection', function (e) { window.__problems.push('rejection: ' + e.reason); });
@@ -34,9 +39,14 @@ window.addEventListener('load', function () {
   setTimeout(function () {
     var out = document.createElement('pre');
     out.id = 'browser-check';
+    var toc = document.getElementById('toc');
     out.textContent = JSON.stringify({problems: window.__problems,
       plots: document.querySelectorAll('.js-plotly-plot').length,
-      svgs: document.querySelectorAll('.js-plotly-plot .main-svg').length});
+      svgs: document.querySelectorAll('.js-plotly-plot .main-svg').length,
+      sections: SECTIONS.filter(function (id) { return document.getElementById(id) !== null; }),
+      sticky: toc ? getComputedStyle(toc).position : null,
+      csv: Array.prototype.filter.call(document.querySelectorAll('a.csv'), function (a) {
+        return a.href.indexOf('data:text/csv;base64,') === 0; }).length});
     document.body.appendChild(out);
   }, 1500);
 });
@@ -85,6 +95,10 @@ def test_report_draws_every_figure_offline(tmp_path, kind):
     assert check["problems"] == []
     assert check["plots"] == n_figures
     assert check["svgs"] >= n_figures
+    # every section present (fixture runs are synthetic: banner shown; a partial run has no pretraining yet)
+    assert check["sections"] == [s for s in SECTIONS if kind == "full" or s != "pretraining-verdict"]
+    assert check["sticky"] == "sticky"  # the table of contents stays in view
+    assert check["csv"] >= n_figures  # an offline CSV download per figure (+ the numbers table)
 
     if kind == "full":  # a screenshot to look at while developing (kept in pytest's tmp dir)
         shot = tmp_path / "report.png"

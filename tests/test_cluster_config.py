@@ -9,7 +9,8 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from raystudy.cli import build_parser, load_run_config
+from raystudy.cli import build_parser
+from raystudy.config import load_config
 from raystudy.resources import NodeType, check_fits, study_requests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +85,6 @@ def test_rayjob_manifest_matches_the_project():
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[:2] == ["python", "studies/scaling.py"]
     args = build_parser("demo").parse_args(["run", *argv[2:]])
-    cfg = load_run_config(args, "demo")
-    assert cfg.name == "paper" and str(args.out).startswith("/mnt/shared/")
+    cfg = load_config(preset=args.preset, overrides=args.overrides)  # --data is read on the cluster
+    assert cfg.name == "paper" and str(args.out).startswith("/mnt/shared/") and str(args.data).startswith("/mnt/shared/")
     check_fits(study_requests(cfg, use_gpu=True), rayjob_node_types(job), str(RAYJOB))

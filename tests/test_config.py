@@ -78,3 +78,74 @@ def test_config_hash_ignores_concurrency_only():
     b = load_config(preset="smoke", overrides=["finetune.max_concurrent_trials=1"])
     c = load_config(preset="smoke", overrides=["finetune.epochs=5"])
     assert a.config_hash() == b.config_hash() != c.config_hash()
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            preset="smoke",
+            overrides=["finetune.epoch=3", "finetune.batch_size=many", "grid.folds=1", "pretrain.optimizer=adam",
+                       "model.in_channels=2"],
+        )
+    text = str(err.value)
+    assert "smoke.yaml (5 problem(s))" in text
+    for key in ("finetune.epoch", "finetune.batch_size: expected int", "grid.folds: must be >= 2",
+                "pretrain.optimizer: 'adam' is not one of 'lars', 'sgd'", "model.in_channels: 2 is not one of 1, 3"):
+        assert key in text
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("finetune.base_lr=-1", "finetune.base_lr: must be > 0, got -1.0"),
+        ("finetune.weight_decay=-3", "finetune.weight_decay: must be >= 0, got -3.0"),
+        ("pretrain.base_lr=.nan", "pretrain.base_lr: must be a finite number, got nan"),
+        ("pretrain.weight_decay=.inf", "pretrain.weight_decay: must be a finite number, got inf"),
+        ("finetune.momentum=1.5", "finetune.momentum: must be in [0, 1)"),
+        ("pretrain.moco={momentum: -0.1}", "pretrain.moco.momentum: must be in [0, 1)"),
+        ("pretrain.simclr={temperature: 0}", "pretrain.simclr.temperature: must be > 0"),
+    ],
+)
+def test_learning_rates_and_decays_must_be_finite_and_in_range(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(preset="smoke", overrides=[override])
+    assert message in str(err.value)
+
+
+def test_choices_are_checked_where_declared_and_yaml_booleans_work():
+    assert load_config(preset="smoke", overrides=["pretrain.use_gpu=true"]).pretrain.wants_gpu() is True
+    assert load_config(preset="smoke", overrides=["pretrain.use_gpu=false"]).pretrain.wants_gpu() is False
+    assert load_config(preset="smoke", overrides=["pretrain.use_gpu='true'"]).pretrain.wants_gpu() is True
+    assert load_config(preset="smoke").pretrain.wants_gpu() is None  # auto
+    with pytest.raises(ConfigError, match="pretrain.use_gpu: .*'auto'"):
+        load_config(preset="smoke", overrides=["pretrain.use_gpu=sometimes"])
+    with pytest.raises(ConfigError, match="grid.protocol: 'kfold' is not one of 'paper', 'holdout'"):
+        load_config(preset="smoke", overrides=["grid.protocol=kfold"])
+
+
+def test_analysis_section_is_typed():
+    cfg = load_config(preset="demo")
+    assert cfg.analysis.seconds_per_image == 33.0 and cfg.analysis.cssl_model == "moco"
+    with pytest.raises(ConfigError, match="analysis.cssl_modle.*allowed keys"):
+        load_config(preset="smoke", overrides=["analysis.cssl_modle=byol"])
+    with pytest.raises(ConfigError, match="analysis.labeling_time_model"):
+        load_config(preset="smoke", overrides=["analysis.labeling_time_model=hourly"])
+
+
+def test_hash_leaves_out_the_fields_marked_no_hash():
+    base = load_config(preset="smoke").config_hash()
+    for same in ("name=other", "pretrain.num_workers=4", "pretrain.use_gpu=false", "finetune.cpus_per_trial=2",
+                 "search.num_samples=3", "analysis.seconds_per_image=10"):
+        assert load_config(preset="smoke", overrides=[same]).config_hash() == base, same
+    for other in ("pretrain.moco={queue_size: 512}", "pretrain.byol={base_momentum: 0.9}", "grid.archs=[resnet18, resnet34]"):
+        assert load_config(preset="smoke", overrides=[other]).config_hash() != base, other
+
+
+def test_dumped_config_loads_back_the_same(tmp_path):
+    from raystudy.config import dump_config
+
+    cfg = load_config(preset="paper")
+    dump_config(cfg, tmp_path / "config.yaml")
+    again = load_config(path=tmp_path / "config.yaml")
+    assert again == cfg and again.config_hash() == cfg.config_hash()
+    assert again.pretrain.section("moco").queue_size == 65536

@@ -14,8 +14,8 @@ def test_search_space_and_apply_values():
     space = search_space({"finetune.base_lr": {"loguniform": [0.01, 1.0]}, "finetune.epochs": {"choice": [1, 2]}})
     assert set(space) == {"finetune.base_lr", "finetune.epochs"}
     cfg = load_config(preset="smoke").to_dict()
-    out = apply_values(cfg, {"finetune.base_lr": 0.3, "pretrain.temperature": 0.5})
-    assert out["finetune"]["base_lr"] == 0.3 and out["pretrain"]["temperature"] == 0.5
+    out = apply_values(cfg, {"finetune.base_lr": 0.3, "pretrain.moco.temperature": 0.5})
+    assert out["finetune"]["base_lr"] == 0.3 and out["pretrain"]["moco"]["temperature"] == 0.5
     assert cfg["finetune"]["base_lr"] != 0.3  # a copy
     with pytest.raises(ConfigError, match="unknown key 'finetune.nope'"):
         apply_values(cfg, {"finetune.nope": 1})
@@ -33,19 +33,19 @@ def test_search_writes_best_config(ray_instance, tmp_path):
             "search.model=moco",
             "search.train_size=64",
             "search.num_samples=2",
-            "search.space={pretrain.temperature: {uniform: [0.1, 0.5]}, finetune.base_lr: {loguniform: [0.1, 1.0]}}",
+            "search.space={pretrain.moco.temperature: {uniform: [0.1, 0.5]}, finetune.base_lr: {loguniform: [0.1, 1.0]}}",
             "finetune.epochs=2",
             "pretrain.probe=false",
         ],
     )
     run_dir = tmp_path / "search"
     best = search_study(cfg, run_dir)
-    assert set(best) == {"pretrain.temperature", "finetune.base_lr"}
-    assert 0.1 <= best["pretrain.temperature"] <= 0.5
+    assert set(best) == {"pretrain.moco.temperature", "finetune.base_lr"}
+    assert 0.1 <= best["pretrain.moco.temperature"] <= 0.5
     samples = pd.read_csv(run_dir / "search" / "samples.csv")
     assert len(samples) == 2 and samples["val_accuracy"].between(0, 1).all()
     summary = yaml.safe_load((run_dir / "search" / "best.yaml").read_text())
     assert summary["train_size"] == 64 and summary["model"] == "moco"
     best_cfg = load_config(path=run_dir / "search" / "best_config.yaml")
-    assert best_cfg.pretrain.temperature == pytest.approx(best["pretrain.temperature"])
+    assert best_cfg.pretrain.section("moco").temperature == pytest.approx(best["pretrain.moco.temperature"])
     assert best_cfg.finetune.base_lr == pytest.approx(best["finetune.base_lr"])

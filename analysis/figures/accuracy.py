@@ -12,8 +12,15 @@ from plotly.subplots import make_subplots
 from analysis.config import REFERENCE_COLOR, display_name, model_color, order_models
 from analysis.figures._common import SizeAxis, fade, fmt_int, model_boxes, no_data_figure, style
 from analysis.results import Results, resolve
-from analysis.select import category_sets, done_trials, n_categories_of, set_label
-from analysis.stats import CurveFit, fit_learning_curves, paired_difference_table
+from analysis.select import category_sets, done_trials, majority_share, n_categories_of, set_label
+from analysis.stats import MAX_BAND_WIDTH, CurveFit, fit_learning_curves, paired_difference_table
+
+
+def p_label(p: float, n_pairs: int) -> str:
+    """Short p-value label under a mean difference ('p=0.04', 'n.s. p=0.09', '1 fold')."""
+    if n_pairs < 2 or p != p:
+        return "1 fold" if n_pairs < 2 else ""
+    return f"p={p:.2g}" if p <= 0.05 else f"n.s. p={p:.2g}"
 
 METRIC_LABEL = {
     "overall_accuracy": "Overall accuracy",
@@ -35,9 +42,36 @@ def _reference_points(cfg: dict[str, Any], category_set: str, n_categories: int 
     return out
 
 
+BOX_GAP = 0.15  # plotly boxgap: the share of a size's slot left empty between groups of boxes
+
+
+def fold_points(data: pd.DataFrame, metric: str, model: str, axis: SizeAxis, sizes: Sequence[int] | None = None,
+                slot: int = 0, n_slots: int = 1) -> go.Scatter:
+    """Every fold's value as a dot over the model's box (its ``slot`` of ``n_slots`` grouped boxes)."""
+    sub = data[data["model"] == model]
+    if sizes is not None:
+        sub = sub[sub["train_size"].isin(list(sizes))]
+    width = 1.0 - BOX_GAP
+    shift = -width / 2 + width / n_slots * (slot + 0.5)
+    return go.Scatter(
+        x=axis.pos(sub["train_size"].to_numpy()) + shift, y=sub[metric], mode="markers", legendgroup=str(model),
+        showlegend=False, name=f"{display_name(model)} folds",
+        marker=dict(color=model_color(model), size=6, line=dict(width=0.8, color="white")),
+        customdata=np.stack([sub["train_size"], sub["fold"].fillna(-1)], axis=-1),
+        hovertemplate="n = %{customdata[0]:,}, fold %{customdata[1]}: %{y:.1%}<extra>" + display_name(model) + "</extra>")
+
+
+def _hline(fig: go.Figure, y: float, text: str, color: str, dash: str, cols: int) -> None:
+    """A labelled horizontal reference line across every panel."""
+    for col in range(1, cols + 1):
+        fig.add_hline(y=y, line=dict(color=color, dash=dash, width=1.3), row=1, col=col,
+                      annotation_text=text if col == 1 else None, annotation_position="bottom right",
+                      annotation_font=dict(size=11, color=color))
+
+
 def _box_figure(
     data: pd.DataFrame, metric: str, cset: str, cfg: dict[str, Any], models: Sequence[str] | None,
-    inset: bool, refs: list[dict[str, Any]], title: str,
+    inset: bool, refs: list[dict[str, Any]], title: str, lines: Sequence[tuple[float, str, str, str]] = (),
 ) -> go.Figure:
     models = [m for m in (models or order_models(data["model"])) if (data["model"] == m).any()]
     sizes = sorted(data["train_size"].unique().tolist())
@@ -48,14 +82,19 @@ def _box_figure(
                             subplot_titles=("", f"zoom: n = {fmt_int(zoom[0])} and {fmt_int(zoom[1])}"))
     else:
         fig = make_subplots(rows=1, cols=1)
-    for model in models:
+    for i, model in enumerate(models):
         box = model_boxes(data, metric, model, axis)
         if box is not None:
             fig.add_trace(box, row=1, col=1)
+            fig.add_trace(fold_points(data, metric, model, axis, slot=i, n_slots=len(models)), row=1, col=1)
         if zoom:
             box = model_boxes(data, metric, model, axis, sizes=zoom, showlegend=False)
             if box is not None:
                 fig.add_trace(box, row=1, col=2)
+                fig.add_trace(fold_points(data, metric, model, axis, sizes=zoom, slot=i, n_slots=len(models)),
+                              row=1, col=2)
+    for y, text, color, dash in lines:
+        _hline(fig, y, text, color, dash, 2 if zoom else 1)
     for i, p in enumerate(refs):
         # Just right of the model boxes of that size, like the paper's green IceDetectNet box.
         x_ref = axis.pos(int(p["train_size"])) + 0.42
@@ -71,7 +110,7 @@ def _box_figure(
                 hovertemplate=f"{label}: %{{y:.1%}} \u00b1 {spread:.1%}<br>n = {fmt_int(p['train_size'])}<extra></extra>",
             ), row=1, col=col)
     ylabel = METRIC_LABEL.get(metric, metric)
-    style(fig, title, height=540, boxmode="group", boxgroupgap=0.25, boxgap=0.15)
+    style(fig, title, height=540, boxmode="group", boxgroupgap=0.25, boxgap=BOX_GAP)
     fig.update_xaxes(axis.axis(sizes=sizes), row=1, col=1)
     fig.update_yaxes(title=ylabel, tickformat=".0%", row=1, col=1)
     if zoom:
@@ -84,12 +123,14 @@ def _box_figure(
 
 def accuracy_vs_size(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    per_class: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     metric: str = "overall_accuracy", models: Sequence[str] | None = None, inset: bool = True,
     reference_points: bool = True, title: str | None = None,
 ) -> go.Figure:
-    """Figs. 4 and 9: accuracy over folds as boxes per model and size, with a zoom panel."""
-    res = resolve(results, config=config, trials=trials)
+    """Figs. 4 and 9: accuracy over folds as boxes per model and size (fold dots over them), with a
+    zoom panel and the majority-class and supervised-ceiling lines where the run has them."""
+    res = resolve(results, config=config, trials=trials, per_class=per_class)
     done = done_trials(res.trials, metric)
     sets = category_sets(done)
     base = f"{METRIC_LABEL.get(metric, metric)} vs training set size"
@@ -100,27 +141,51 @@ def accuracy_vs_size(
     ncat = n_categories_of(cset, data)
     refs = _reference_points(res.config, cset, ncat) if reference_points else []
     return _box_figure(data, metric, cset, res.config, models, inset, refs,
-                       title or f"{base} \u2014 {set_label(cset, ncat)}")
+                       title or f"{base} \u2014 {set_label(cset, ncat)}",
+                       reference_lines(res, cset, metric, "validation"))
+
+
+MAJORITY_COLOR, CEILING_COLOR = "#b22222", "#2f4f4f"
+
+
+def reference_lines(res: Results, cset: str, metric: str, split: str) -> list[tuple[float, str, str, str]]:
+    """(y, label, colour, dash) of the majority-class share of ``split`` and of the supervised
+    ceiling (mean over its folds) where the run has them."""
+    out = []
+    share = majority_share(res.per_class, cset, split)
+    if share is not None:
+        out.append((share, f"majority class {share:.1%} (always predicting the most frequent category)",
+                    MAJORITY_COLOR, "dot"))
+    ceil = done_trials(res.trials, metric, ceiling=True)
+    ceil = ceil[ceil["category_set"] == cset]
+    if len(ceil):
+        n = int(ceil["train_size"].max())
+        out.append((float(ceil[metric].mean()), f"supervised ceiling {ceil[metric].mean():.1%} (all {n:,} labeled images, "
+                    f"{len(ceil)} fold{'s' if len(ceil) != 1 else ''})", CEILING_COLOR, "dash"))
+    return out
 
 
 def generalization(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    per_class: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     models: Sequence[str] | None = None, title: str | None = None,
 ) -> go.Figure:
-    """Fig. 12: accuracy on the unseen campaign (generalization_accuracy) per model and size."""
-    res = resolve(results, config=config, trials=trials)
+    """Fig. 12: accuracy on the unseen campaign (generalization_accuracy) per model and size, with
+    the campaign's majority-class share."""
+    res = resolve(results, config=config, trials=trials, per_class=per_class)
     done = done_trials(res.trials, "generalization_accuracy")
     sets = category_sets(done)
     if not sets or (category_set is not None and category_set not in sets):
         return no_data_figure(title or "Accuracy on the unseen campaign", "no data yet: no generalization accuracy recorded")
     cset = category_set or sets[0]
     data = done[done["category_set"] == cset]
-    campaigns = data["generalization_campaign"].dropna().astype(str).unique().tolist()
+    campaigns = [res.campaign(c) for c in data["generalization_campaign"].dropna().astype(str).unique()]
     where = " / ".join(campaigns) if campaigns else "the unseen campaign"
     return _box_figure(data, "generalization_accuracy", cset, res.config, models, False, [],
                        title or f"Accuracy on {where} without further fine-tuning \u2014 "
-                       f"{set_label(cset, n_categories_of(cset, data))}")
+                       f"{set_label(cset, n_categories_of(cset, data))}",
+                       reference_lines(res, cset, "generalization_accuracy", "generalization"))
 
 
 def learning_curves(
@@ -145,10 +210,12 @@ def learning_curves(
     targets = [float(t) for t in cfg.get("targets") or []]
     # Extend the curves towards a target answer when it lies within 4x the largest size.
     n_hi = float(max(sizes))
+    max_band = float(cfg.get("max_band_width") or MAX_BAND_WIDTH)
+    problems = {m: fits[(cset, m)].problems(max_band, fits[(cset, m)].best_mean) for m in models if (cset, m) in fits}
     for m in models:
         fit = fits.get((cset, m))
         for t in targets:
-            n_t = fit.samples_to_reach(t)["n"] if fit else None
+            n_t = fit.samples_to_reach(t)["n"] if fit and not problems[m] else None
             if n_t is not None and n_hi < n_t <= 4 * max(sizes):
                 n_hi = n_t
     axis = SizeAxis(sizes + ([int(np.ceil(n_hi))] if n_hi > max(sizes) else []))
@@ -169,12 +236,15 @@ def learning_curves(
                 y=np.concatenate([band[1], band[0][::-1]]), fill="toself", fillcolor=fade(color, 0.15),
                 line=dict(width=0), hoverinfo="skip", name=f"{display_name(m)} 95 % band",
                 legendgroup=f"fit-{m}", showlegend=False))
+        verdict = "fit unreliable: " + "; ".join(problems[m]) if problems[m] else "fit"
         fig.add_trace(go.Scatter(
-            x=axis.pos(grid), y=fit.predict(grid), mode="lines", line=dict(color=color, width=2, dash="dash"),
-            name=f"{display_name(m)} fit: a={fit.a:.3f}, b={fit.b:.3g}, c={fit.c:.2f}",
+            x=axis.pos(grid), y=fit.predict(grid), mode="lines",
+            line=dict(color=color, width=2 if not problems[m] else 1, dash="dash" if not problems[m] else "dot"),
+            name=f"{display_name(m)} fit: a={fit.a:.3f}, b={fit.b:.3g}, c={fit.c:.2f}"
+                 + (f"<br>  {verdict}" if problems[m] else ""),
             legendgroup=f"fit-{m}", customdata=grid,
             hovertemplate="n = %{customdata:,.0f}<br>OA = %{y:.1%}<extra>" + display_name(m) + "</extra>"))
-        for t in targets:
+        for t in targets if not problems[m] else []:
             ans = fit.samples_to_reach(t)
             if ans["n"] is not None and ans["n"] <= n_hi * 1.0001:
                 ci = (f" (95 % CI {fmt_int(ans['low'])}\u2013{fmt_int(ans['high'])})"
@@ -233,7 +303,8 @@ def paired_differences(
         fig.add_trace(go.Scatter(x=fx, y=fy, mode="markers", marker=dict(color=fade(color, 0.45), size=6),
                                  name=f"{label}: single folds", legendgroup=cset, hoverinfo="y"))
         fig.add_trace(go.Scatter(
-            x=x, y=mean, mode="lines+markers+text", name=f"{label}: mean, 95 % bootstrap CI",
+            x=x, y=mean, mode="lines+markers+text",
+            name=f"{label}: mean, 95 % CI ({'Student t' if (sub['ci_method'] == 't').all() else 'bootstrap'})",
             legendgroup=cset, line=dict(color=color, width=2), marker=dict(size=9, color=color),
             error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi), arrayminus=np.nan_to_num(lo),
                          thickness=1.5, width=5),
@@ -242,9 +313,12 @@ def paired_differences(
             customdata=np.stack([sub["train_size"], sub["n_pairs"], np.nan_to_num(p, nan=-1)], axis=-1),
             hovertemplate=("n = %{customdata[0]:,}<br>mean \u0394 = %{y:.2f} pp<br>pairs: %{customdata[1]}"
                            "<br>p = %{customdata[2]:.3g} (-1: too few pairs)<extra>" + label + "</extra>")))
+        for xi, yi, pi, npair in zip(x, mean, p, sub["n_pairs"]):
+            fig.add_annotation(x=xi, y=yi, text=p_label(pi, int(npair)), showarrow=False, yshift=-16,
+                               font=dict(size=10, color=color))
     fig.add_hline(y=0, line=dict(color="black", width=1))
     style(fig, title or f"Paired difference in {METRIC_LABEL.get(metric, metric).lower()}: {name} "
           f"(same fold; * p < 0.05, {table['test'].iloc[0]})", height=500)
     fig.update_xaxes(axis.axis())
-    fig.update_yaxes(title="\u0394 accuracy (percentage points)", zeroline=False)
+    fig.update_yaxes(title="\u0394 accuracy (pp, percentage points)", zeroline=False)
     return fig

@@ -23,8 +23,9 @@ def _num(x: float, integral: bool) -> str:
     return fmt_int(x) if integral else f"{x:.1f}"
 
 
-def margin_heatmap(matrix: pd.DataFrame, showscale: bool = False) -> go.Heatmap:
-    """(k+1) x (k+1) heatmap: column shares inside, precision row, recall column, OA corner."""
+def margin_heatmap(matrix: pd.DataFrame, showscale: bool = False, corner: str = "OA") -> go.Heatmap:
+    """(k+1) x (k+1) heatmap: column shares inside, precision row, recall column; the corner holds
+    the accuracy on the matrix shown, labelled ``corner``."""
     m, precision, recall, oa = confusion_with_margins(matrix)
     values = m.to_numpy(dtype=float)
     k = len(values)
@@ -45,7 +46,7 @@ def margin_heatmap(matrix: pd.DataFrame, showscale: bool = False) -> go.Heatmap:
         z[k, j] = precision.iloc[j]
         text[k][j] = f"{_num(col[j], integral)}<br><b>{_pct(precision.iloc[j])}</b>"
     z[k, k] = oa
-    text[k][k] = f"{_num(total, integral)}<br><b>OA {_pct(oa)}</b>"
+    text[k][k] = f"{_num(total, integral)}<br><b>{corner} {_pct(oa)}</b>"
     labels = [str(c) for c in m.columns]
     return go.Heatmap(
         z=z, x=labels + [MARGIN_COL], y=[str(c) for c in m.index] + [MARGIN_ROW], text=text,
@@ -109,7 +110,8 @@ def confusion_matrices(
     first = True
     for c, (m, views) in enumerate(panels, start=1):
         for r, (_, mat) in enumerate(views, start=1):
-            fig.add_trace(margin_heatmap(mat, showscale=first), row=r, col=c)
+            corner = "OA" if len(views) == 1 else "subset OA"
+            fig.add_trace(margin_heatmap(mat, showscale=first, corner=corner), row=r, col=c)
             first = False
             fig.update_yaxes(autorange="reversed", title="true category" if c == 1 else None,
                              row=r, col=c, tickfont=dict(size=11))
@@ -119,7 +121,9 @@ def confusion_matrices(
     heights = [max(len(v[r][1]) for _, v in panels if r < len(v)) for r in range(n_rows)]
     style(fig, title or (f"{base}, {split} set, n = {fmt_int(size)} \u2014 {set_label(cset, ncat)}<br><sup>counts {agg}; "
                          "cell %: share of the predicted column; last row: precision; last column: recall; "
-                         "corner: overall accuracy</sup>"),
+                         + ("corner: overall accuracy" if n_rows == 1 else
+                            "corner: accuracy on that subset (images of its categories, predictions among them)")
+                         + "</sup>"),
           height=int(180 + sum(70 + 48 * (h + 1) for h in heights)))
     fig.update_layout(legend=dict(visible=False), margin=dict(l=150, r=40, t=120, b=110))
     return fig

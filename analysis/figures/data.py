@@ -11,10 +11,16 @@ from plotly.subplots import make_subplots
 from scipy import stats
 
 from analysis.config import display_name, model_color, order_models
-from analysis.figures._common import PALETTE, fmt_int, no_data_figure, style
+from analysis.figures._common import fmt_int, no_data_figure, style
 from analysis.results import Results, resolve
 from analysis.select import category_sets, n_categories_of, set_label
 
+# Kelly's 20 colours of maximum contrast (white and black left out): distinct for 19 categories.
+CATEGORY_PALETTE = (
+    "#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#848482", "#008856", "#E68FAC",
+    "#0067A5", "#F99379", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#882D17", "#8DB600", "#654522",
+    "#E25822", "#2B3D26",
+)
 ROLE_PRIORITY = ("labeled", "generalization", "pretrain")
 CAMPAIGN_COLORS = ("#e6b400", "#e377c2", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
 STAGE_ORDER = ("before_pretraining", "after_pretraining", "after_finetuning")
@@ -54,11 +60,12 @@ def class_distribution(
         counts = counts.reindex(order)
         total = counts.sum()
         fig.add_trace(go.Bar(
-            y=order, x=counts.fillna(0), orientation="h", name=f"{camp} ({role}, {fmt_int(total)} images)",
+            y=order, x=counts.fillna(0), orientation="h", name=f"{res.campaign(camp)} ({role}, {fmt_int(total)} images)",
             marker_color=CAMPAIGN_COLORS[i % len(CAMPAIGN_COLORS)],
-            customdata=(counts / total).fillna(0), hovertemplate="%{y}: %{x:,} images (%{customdata:.1%})<extra>" + camp + "</extra>",
+            customdata=(counts / total).fillna(0),
+            hovertemplate="%{y}: %{x:,} images (%{customdata:.1%})<extra>" + res.campaign(camp) + "</extra>",
         ))
-    style(fig, title or f"{base} (sorted by {labeled[0]})", height=int(160 + 18 * len(order) * max(1.0, len(chosen) / 1.5)),
+    style(fig, title or f"{base} (sorted by {res.campaign(labeled[0])})", height=int(160 + 18 * len(order) * max(1.0, len(chosen) / 1.5)),
           barmode="group", bargap=0.25)
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title=None)
     fig.update_xaxes(title="Number of images")
@@ -85,7 +92,7 @@ def tsne_grid(
     stages += sorted(set(emb["stage"].dropna().astype(str)) - set(stages))
     sizes = sorted(emb["train_size"].dropna().astype(int).unique(), reverse=True) or [None]
     cats = list(pd.unique(emb["category"].astype(str)))
-    colors = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(sorted(cats))}
+    colors = {c: CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)] for i, c in enumerate(sorted(cats))}
     rank = {c: i for i, c in enumerate(sorted(cats))}
     letters = "abcdefghijklmnopqrstuvwxyz"
     titles, panels = [], []

@@ -14,12 +14,24 @@ from analysis.results import Results, resolve
 from analysis.select import category_sets, set_label
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + len(word) + 1 > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + ([line] if line else [])
+
+
 def doa_vs_time_saved(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
     per_class: pd.DataFrame | None = None, config: dict[str, Any] | None = None,
     category_set: str | None = None, table: pd.DataFrame | None = None, title: str | None = None,
 ) -> go.Figure:
-    """DOA_n = ROA - OA_n (percentage points) against TS_n (hours), sizes as labels, knee marked."""
+    """DOA_n = ROA - OA_n (percentage points, fold std as error bars) against TS_n (hours), sizes as
+    labels, the knee marked where it is reliable, else the reason there is none."""
     res = resolve(results, config=config, trials=trials, per_class=per_class)
     cfg = res.config
     if table is None:
@@ -46,6 +58,7 @@ def doa_vs_time_saved(
         x=t["time_saved_hours"], y=100 * t["doa"], mode="lines+markers+text",
         text=[fmt_int(n) for n in t["train_size"]], textposition="middle left",
         line=dict(color=color, width=1.5), marker=dict(size=9, color=color), name=f"{cssl} (mean over folds)",
+        error_y=dict(type="data", array=100 * t["oa_std"].fillna(0).to_numpy(), thickness=1, width=4, color=color),
         customdata=t[["train_size", "n_folds", "oa_mean"]].to_numpy(),
         hovertemplate=("n = %{customdata[0]:,}<br>time saved %{x:.1f} h<br>DOA %{y:.2f} pp"
                        "<br>OA %{customdata[2]:.1%} (%{customdata[1]} folds)<extra></extra>"),
@@ -54,7 +67,8 @@ def doa_vs_time_saved(
     if len(knee):
         k = knee.iloc[0]
         fig.add_trace(go.Scatter(
-            x=[k["time_saved_hours"]], y=[100 * k["doa"]], mode="markers", name="knee (max distance to chord)",
+            x=[k["time_saved_hours"]], y=[100 * k["doa"]], mode="markers",
+            name="knee (max distance to chord; monotone, steps above the fold spread)",
             marker=dict(symbol="star", size=18, color="#d62728", line=dict(width=1, color="black")),
             hoverinfo="skip"))
         fig.add_annotation(
@@ -62,6 +76,11 @@ def doa_vs_time_saved(
             text=(f"knee: n = {fmt_int(k['train_size'])}<br>saves {k['time_saved_hours']:.1f} h<br>"
                   f"gives up {100 * k['doa']:.1f} pp OA"), align="left",
             bgcolor="rgba(255,255,255,0.85)", bordercolor="#d62728")
+    else:
+        note = str(first.get("knee_note") or "no reliable knee")
+        fig.add_annotation(x=0.98, y=0.98, xref="paper", yref="paper", showarrow=False, align="right",
+                           text="<br>".join(_wrap(note, 60)), bgcolor="rgba(255,255,255,0.9)",
+                           bordercolor="#b22222", font=dict(size=12, color="#b22222"), xanchor="right", yanchor="top")
     n_cat = first["n_categories"] if first["n_categories"] == first["n_categories"] else None
     style(fig, title or (f"{base} \u2014 {cssl}, {set_label(cset, n_cat)}<br><sup>reference: {ref} at "
                          f"n = {fmt_int(first['reference_size'])} (OA {pct(first['reference_oa'])}); {time_note}</sup>"),

@@ -51,11 +51,42 @@ def pretraining_loss(
             fig.add_trace(go.Scatter(x=g[xcol], y=g["loss"], mode="lines", name=f"{pretrain_name(m)}: {run}",
                                      line=dict(color=model_color(m), width=1.5)), row=1, col=c)
         fig.update_xaxes(title=f"training {xcol}", row=1, col=c)
+    levels = no_learning_levels(res)
+    for c, m in enumerate(models, start=1):
+        if m in levels:
+            k, level = levels[m]
+            fig.add_hline(y=level, line=dict(color="#b22222", dash="dot", width=1.3), row=1, col=c,
+                          annotation_text=f"no-learning level ln(K+1) = {level:.2f} (K = {k:,})",
+                          annotation_position="top right", annotation_font=dict(size=11, color="#b22222"))
     fig.update_yaxes(title="loss", row=1, col=1)
     style(fig, title or base, height=420)
     several = df.groupby("model")["run"].nunique().max() > 1
     fig.update_layout(showlegend=bool(several), legend=dict(y=1.12), margin=dict(t=120 if several else 90))
     return fig
+
+
+def moco_queue_size(res: Results, n_images: int, batch_size: int) -> int:
+    """The queue size K MoCo used: the config's ``pretrain.moco.queue_size`` (``pretrain.queue_size``
+    in older run folders) clipped exactly as ``MoCo.from_config`` clips it (the pretraining table
+    does not record K)."""
+    from raystudy.models.moco import MoCoConfig, clip_queue_size  # imports torch: only when MoCo rows exist
+
+    section = res.raw_config.get("pretrain") or {}
+    moco = section.get("moco") or {}
+    queue = int(moco.get("queue_size", section.get("queue_size", MoCoConfig().queue_size)))
+    return clip_queue_size(queue, int(n_images), int(batch_size))
+
+
+def no_learning_levels(res: Results) -> dict[str, tuple[int, float]]:
+    """{'moco': (K, ln(K+1))}: the InfoNCE loss of an encoder that tells no key apart (uniform over
+    the positive and K queue negatives). BYOL has no such fixed level."""
+    pre = res.pretraining[(res.pretraining["model"] == "moco") & res.pretraining["n_images"].notna()
+                          & res.pretraining["batch_size"].notna()]
+    if pre.empty:
+        return {}
+    r = pre.iloc[-1]
+    k = moco_queue_size(res, int(r["n_images"]), int(r["batch_size"]))
+    return {"moco": (k, float(np.log(k + 1)))}
 
 
 def finetuning_loss(
@@ -108,13 +139,18 @@ def training_time_table(
     if done.empty and pre.empty:
         return no_data_figure(title or base, "no data yet: no training times recorded")
     models = order_models(list(done["model"]) + list(pre["model"].dropna()))
-    header = ["Stage", "Category set", "Training set size n", "Folds"] + [f"{display_name(m)} (min)" for m in models]
+    unit, div = ("s", 1.0) if max(list(done["train_seconds"]) + list(pre["seconds"]) or [0]) < 60 else ("min", 60.0)
+    header = ["Stage", "Category set", "Training set size n", "Folds"] + [f"{display_name(m)} ({unit})" for m in models]
     rows: list[list[Any]] = []
-    for _, p in pre.iterrows():
-        mins = ["" for _ in models]
-        mins[models.index(str(p["model"]))] = f"{p['seconds'] / 60:.1f}"
+    pre = pre.assign(_rank=pre["model"].map({m: i for i, m in enumerate(models)})).sort_values("_rank")
+    for i, (_, p) in enumerate(pre.iterrows()):  # one row per method under one heading
+        cells = ["" for _ in models]
+        cells[models.index(str(p["model"]))] = f"{p['seconds'] / div:.1f}"
+        arch = p["arch"] if p["arch"] == p["arch"] else "encoder"
+        what = f"{pretrain_name(p['model'])} ({arch}, whole run)"
+        stage = f"Unsupervised pre-training: {what}" if i == 0 else f"\u2003\u2003\u2003{what}"
         n = "" if p["n_images"] != p["n_images"] else fmt_int(p["n_images"])
-        rows.append([f"Unsupervised pre-training ({p['arch'] if p['arch'] == p['arch'] else 'encoder'})", "\u2014", n, "\u2014"] + mins)
+        rows.append([stage, "\u2014", n, "\u2014"] + cells)
     for cset in category_sets(done):
         sub = done[done["category_set"] == cset]
         table = sub.pivot_table(index="train_size", columns="model", values="train_seconds", aggfunc="mean")
@@ -122,7 +158,7 @@ def training_time_table(
         for size, r in table.sort_index().iterrows():
             rows.append(["Supervised fine-tuning", set_label(cset, n_categories_of(cset, sub)), fmt_int(size),
                          str(int(folds.get(size, 0)))]
-                        + [("" if m not in r or r[m] != r[m] else f"{r[m] / 60:.1f}") for m in models])
+                        + [("" if m not in r or r[m] != r[m] else f"{r[m] / div:.1f}") for m in models])
     columns = list(map(list, zip(*rows))) if rows else [[] for _ in header]
     fig = go.Figure(go.Table(
         header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#dde6f0", align="left"),
@@ -130,7 +166,9 @@ def training_time_table(
                    fill_color=[["#ffffff" if i % 2 else "#f6f8fa" for i in range(len(rows))]]),
         columnwidth=[2.2, 1.6, 1.2, 0.6] + [1.1] * len(models),
     ))
-    style(fig, title or (f"{base}<br><sup>fine-tuning: mean minutes per fold over finished folds; "
-                         "pre-training: whole run</sup>"), height=min(160 + 25 * (len(rows) + 1), 900))
+    word = "seconds" if unit == "s" else "minutes"
+    style(fig, title or (f"{base}<br><sup>fine-tuning: mean {word} per fold over finished folds; "
+                         f"pre-training: {word} of the whole run, one row for every method</sup>"),
+          height=min(160 + 25 * (len(rows) + 1), 900))
     fig.update_layout(margin=dict(l=20, r=20, t=90, b=20))
     return fig

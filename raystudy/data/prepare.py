@@ -13,7 +13,8 @@ import pandas as pd
 
 from raystudy.catalog import Catalog
 from raystudy.config import StudyConfig
-from raystudy.data.loading import DataError, ImageSet, check_campaigns, load_images, read_manifest, scan_folder
+from raystudy.data.loading import ImageSet, check_campaigns, load_images, read_manifest, scan_folder
+from raystudy.data.problems import Problems
 
 log = logging.getLogger("raystudy")
 
@@ -60,12 +61,20 @@ def synthetic_root(cfg: StudyConfig) -> Path:
     return REPO_ROOT / "data" / f"synthetic-{cfg.data.synthetic.image_size}px-{tag}"
 
 
-def image_table(cfg: StudyConfig, catalog: Catalog) -> tuple[pd.DataFrame, str]:
-    """List the study's images: a manifest, a data folder, or the synthetic set."""
+def image_table(
+    cfg: StudyConfig, catalog: Catalog, problems: Problems | None = None, new_categories: bool = False
+) -> tuple[pd.DataFrame, str]:
+    """List the study's images: a manifest, a data folder, or the synthetic set.
+
+    Args:
+        problems: collects what is wrong with the input; None: raise at once.
+        new_categories: names outside the catalog become new categories instead of problems.
+    """
     if cfg.data.manifest:
-        return read_manifest(Path(cfg.data.manifest), catalog), f"manifest {cfg.data.manifest}"
+        table = read_manifest(Path(cfg.data.manifest), catalog, problems, new_categories)
+        return table, f"manifest {cfg.data.manifest}"
     if cfg.data.root:
-        return scan_folder(Path(cfg.data.root), catalog), f"data folder {cfg.data.root}"
+        return scan_folder(Path(cfg.data.root), catalog, problems, new_categories), f"data folder {cfg.data.root}"
     from raystudy.data.synthetic import generate_dataset
 
     root = synthetic_root(cfg)
@@ -75,7 +84,7 @@ def image_table(cfg: StudyConfig, catalog: Catalog) -> tuple[pd.DataFrame, str]:
         size=cfg.data.synthetic.image_size,
         seed=cfg.data.synthetic.seed,
     )
-    return scan_folder(root, catalog), f"synthetic data set {root}"
+    return scan_folder(root, catalog, problems), f"synthetic data set {root}"
 
 
 def _pool(index: pd.DataFrame, campaign: str, categories: list[str]) -> LabeledPool:
@@ -86,52 +95,76 @@ def _pool(index: pd.DataFrame, campaign: str, categories: list[str]) -> LabeledP
     return LabeledPool(indices=rows, labels=labels, categories=list(categories))
 
 
-def prepare_data(cfg: StudyConfig, cache_dir: Path) -> StudyData:
-    """Find, check and decode the study's images; every problem is reported before training."""
-    catalog = cfg.catalog.build()
+def check_inits(cfg: StudyConfig, problems: Problems) -> None:
+    """Initial-weight checkpoints named in the config must exist."""
     inits = {"model.baseline_init": cfg.model.baseline_init}
     inits.update({f"model.pretrain_init.{m}": p for m, p in cfg.model.pretrain_init.items()})
-    missing = [f"{key}: {path}" for key, path in inits.items() if path and not Path(path).is_file()]
-    if missing:
-        raise DataError(
-            "initial weights not found: " + "; ".join(missing)
-            + ". Give the path of a checkpoint file (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar)"
-        )
-    table, source = image_table(cfg, catalog)
+    for key, path in inits.items():
+        if path and not Path(path).is_file():
+            problems.add(
+                "initial weight file(s) not found", f"{key}: {path}",
+                fix="give the path of a checkpoint file (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar)",
+            )
+
+
+def check_category_sets(cfg: StudyConfig, catalog: Catalog, table: pd.DataFrame, problems: Problems) -> None:
+    """Every category set of the grid (and the generalization set) must be held by its campaign."""
+    labeled = set(table.loc[table["campaign"] == cfg.data.labeled_campaign, "category"])
+    fix = (
+        "declare category sets the data hold under catalog.category_sets (with grid.sizes), "
+        "or run with --data and no category sets to derive them from the data"
+    )
+    for set_name in cfg.grid.sizes:
+        if len(catalog.category_set(set_name)) < 2:
+            problems.add(
+                "category set(s) the data lack",
+                f"category set '{set_name}' has {len(catalog.category_set(set_name))} category; a classifier needs at least 2",
+                fix=fix,
+            )
+        absent = [c for c in catalog.category_set(set_name) if c not in labeled]
+        if absent:
+            problems.add(
+                "category set(s) the data lack",
+                f"category set '{set_name}' names {absent}, which the labeled campaign '{cfg.data.labeled_campaign}' lacks",
+                fix=fix,
+            )
+    gset, gcamp = cfg.data.generalization_category_set, cfg.data.generalization_campaign
+    if gcamp and gset:
+        held = table[(table["campaign"] == gcamp) & table["category"].isin(catalog.category_set(gset))]
+        if held.empty and gcamp in set(table["campaign"]):
+            problems.add(
+                "category set(s) the data lack",
+                f"generalization campaign '{gcamp}' has no images of category set '{gset}'",
+                fix="set data.generalization_campaign: null, or data.generalization_category_set to a set it holds",
+            )
+
+
+def prepare_data(cfg: StudyConfig, cache_dir: Path) -> StudyData:
+    """Find, check and decode the study's images.
+
+    Every problem of every kind (config keys, folders, manifest rows, files) is
+    collected and raised in one DataError before anything is trained or written.
+    """
+    catalog = cfg.catalog.build()
+    problems = Problems()
+    check_inits(cfg, problems)
+    table, source = image_table(cfg, catalog, problems)
     needed = {"data.labeled_campaign": cfg.data.labeled_campaign}
     for i, c in enumerate(cfg.data.pretrain_campaigns):
         needed[f"data.pretrain_campaigns[{i}]"] = c
     if cfg.data.generalization_campaign:
         needed["data.generalization_campaign"] = cfg.data.generalization_campaign
-    check_campaigns(table, needed, source)
-    used = set(needed.values())
-    table = table[table["campaign"].isin(used)]
-
-    labeled = table[table["campaign"] == cfg.data.labeled_campaign]
-    problems = []
-    for set_name in cfg.grid.sizes:
-        members = catalog.category_set(set_name)
-        absent = [c for c in members if c not in set(labeled["category"])]
-        if absent:
-            problems.append(
-                f"category set '{set_name}' names {absent}, which the labeled campaign "
-                f"'{cfg.data.labeled_campaign}' lacks; declare a category set without them under catalog.category_sets"
-            )
-    if problems:
-        raise DataError(f"{source}:\n  " + "\n  ".join(problems))
-
-    images = load_images(table, cfg.data.image_size, cache_dir)
+    if not table.empty:  # an empty table is already a problem of its own
+        check_campaigns(table, needed, source, problems)
+        check_category_sets(cfg, catalog, table, problems)
+    table = table[table["campaign"].isin(set(needed.values()))]
+    images = load_images(table, cfg.data.image_size, cache_dir, problems, where=source)
     index = images.index
     pools = {s: _pool(index, cfg.data.labeled_campaign, list(catalog.category_set(s))) for s in cfg.grid.sizes}
     generalization = None
     gset = cfg.data.generalization_category_set
     if cfg.data.generalization_campaign and gset:
         generalization = _pool(index, cfg.data.generalization_campaign, list(catalog.category_set(gset)))
-        if len(generalization.indices) == 0:
-            raise DataError(
-                f"{source}: generalization campaign '{cfg.data.generalization_campaign}' has no images "
-                f"of category set '{gset}'"
-            )
     pretrain = np.flatnonzero(index["campaign"].isin(cfg.data.pretrain_campaigns).to_numpy())
     log.info("%s: %d images decoded at %d px", source, len(index), cfg.data.image_size)
     return StudyData(images=images, catalog=catalog, pools=pools, generalization=generalization, pretrain_indices=pretrain)

@@ -1,22 +1,30 @@
-"""Encoders, heads and the two contrastive pre-training methods (MoCo, BYOL)."""
+"""Encoders, heads and the pretraining methods (MoCo, BYOL, SimCLR; see ``raystudy.registry``)."""
 
-from raystudy.models.base import MomentumMethod
-from raystudy.models.byol import BYOL, byol_loss
+from raystudy.models.base import MomentumMethod, PretrainModel
+from raystudy.models.byol import BYOL, BYOLConfig, byol_loss
 from raystudy.models.encoders import build_encoder, load_encoder_weights
 from raystudy.models.heads import Classifier, ClassifierMLP, ProjectionMLP
-from raystudy.models.moco import MoCo, clip_queue_size, concat_all_gather, info_nce
+from raystudy.models.moco import MoCo, MoCoConfig, clip_queue_size, concat_all_gather, info_nce
+from raystudy.models.simclr import SimCLR, SimCLRConfig, gather_with_grad, nt_xent
 
 __all__ = [
     "BYOL",
+    "BYOLConfig",
     "Classifier",
     "ClassifierMLP",
     "MoCo",
+    "MoCoConfig",
     "MomentumMethod",
+    "PretrainModel",
     "ProjectionMLP",
+    "SimCLR",
+    "SimCLRConfig",
     "build_encoder",
     "byol_loss",
     "clip_queue_size",
     "concat_all_gather",
+    "gather_with_grad",
     "info_nce",
     "load_encoder_weights",
+    "nt_xent",
 ]

@@ -1,18 +1,58 @@
-"""Online/target (momentum) encoder pair shared by MoCo and BYOL (paper Sect. 3.2-3.3)."""
+"""What every pretraining method is (``PretrainModel``) and the online/target (momentum)
+encoder pair shared by MoCo and BYOL (paper Sect. 3.2-3.3)."""
 
 from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from raystudy.config import ModelConfig
 
-class MomentumMethod(nn.Module, ABC):
+
+class PretrainModel(nn.Module, ABC):
+    """A self-supervised method: two views in, a loss out; ``online_encoder`` is transferred.
+
+    Subclasses build themselves from the study config (:meth:`from_config`) and may
+    update state after each optimizer step (:meth:`after_step`: momentum encoders).
+    The pretraining loop knows nothing else about a method.
+    """
+
+    online_encoder: nn.Module
+
+    @classmethod
+    @abstractmethod
+    def from_config(
+        cls, encoder: nn.Module, feature_dim: int, model: ModelConfig, section: Any, n_images: int, global_batch: int
+    ) -> PretrainModel:
+        """Build the method around ``encoder`` (output ``feature_dim``) from its ``pretrain.<name>`` section.
+
+        Args:
+            encoder: the backbone (B, C, H, W) -> (B, feature_dim), randomly or pre-initialised.
+            feature_dim: width of the encoder's output.
+            model: the study's ``model`` section (head widths).
+            section: the method's config dataclass (``pretrain.<name>``).
+            n_images: images in the pretraining pool.
+            global_batch: images per optimizer step over all workers.
+        """
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called after every optimizer step (``step`` counts from 0); no-op by default."""
+
+    @abstractmethod
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Two augmented views (B, C, H, W) -> {"loss": scalar tensor, ...metrics}."""
+
+
+class MomentumMethod(PretrainModel):
     """Online encoder + projector trained by gradients; target copies updated by EMA (Eq. 3).
 
-    ``online_encoder`` is the backbone that is transferred downstream.
+    ``online_encoder`` is the backbone that is transferred downstream; after every
+    step the target moves towards the online weights with :meth:`momentum_at`.
     """
 
     def __init__(self, encoder: nn.Module, projector: nn.Module) -> None:
@@ -40,5 +80,8 @@ class MomentumMethod(nn.Module, ABC):
                 b_k.copy_(b_q)
 
     @abstractmethod
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Two augmented views (B, C, H, W) -> {"loss": scalar tensor, ...metrics}."""
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """The EMA momentum m after step ``step`` of ``total_steps``."""
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        self.update_momentum(self.momentum_at(step, total_steps))

@@ -43,6 +43,17 @@ def build_encoder(arch: str = "resnet50", in_channels: int = 1) -> tuple[nn.Modu
 
     ``fc`` is replaced by ``nn.Identity()`` so ``backbone(x)`` returns the pooled
     features (B, feature_dim); ``conv1`` is rebuilt for ``in_channels``.
+
+    Args:
+        arch: resnet18, resnet34 (feature_dim 512), resnet50 or resnet101 (2048).
+        in_channels: 1 for grey images, 3 for RGB.
+
+    Returns:
+        (backbone: (B, in_channels, H, W) -> (B, feature_dim), feature_dim)
+
+    Example:
+        >>> net, dim = build_encoder("resnet18", in_channels=1)
+        >>> net(torch.randn(2, 1, 32, 32)).shape  # torch.Size([2, 512])
     """
     if arch not in _ARCHS:
         raise ValueError(f"unknown encoder arch {arch!r}; allowed: {', '.join(_ARCHS)}")
@@ -108,8 +119,16 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     classifier/projector/predictor keys, and adapts a 3-channel ``conv1`` to a
     1-channel encoder (sum over channels) or the reverse (repeat / 3).
 
+    Args:
+        encoder: a backbone from :func:`build_encoder`, loaded in place.
+        path: the checkpoint file (``torch.load`` with ``weights_only=True``).
+
     Raises FileNotFoundError for a missing file and ValueError for a file that is not
     a weights-only checkpoint or whose keys/shapes do not match ``encoder``.
+
+    Example:
+        >>> net, _ = build_encoder("resnet50")
+        >>> load_encoder_weights(net, "moco_v2_800ep_pretrain.pth.tar")
     """
     path = Path(path)
     if not path.is_file():

@@ -1,14 +1,33 @@
-"""MoCo (He et al., 2020) with a key queue and InfoNCE, paper Sect. 3.3, Eq. 1."""
+"""MoCo (He et al., 2020) with a key queue and InfoNCE, paper Sect. 3.3, Eq. 1; config
+section ``pretrain.moco``."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from raystudy.config import at_least, gt, in_unit_interval
 from raystudy.models.base import MomentumMethod
 from raystudy.models.heads import ProjectionMLP
+from raystudy.registry import MethodSpec, register_method
+
+if TYPE_CHECKING:
+    from raystudy.config import ModelConfig
+
+
+@dataclass
+class MoCoConfig:
+    """``pretrain.moco``: constant EMA momentum, key queue, InfoNCE temperature."""
+
+    momentum: float = field(default=0.99, metadata=in_unit_interval())
+    queue_size: int = field(default=65536, metadata=at_least(1))  # clipped to the pool (clip_queue_size)
+    temperature: float = field(default=0.2, metadata=gt(0))
+    symmetric: bool = False  # True: MoCo v3-style symmetrized loss (twice the cost)
 
 
 def _world_size() -> int:
@@ -17,7 +36,11 @@ def _world_size() -> int:
 
 @torch.no_grad()
 def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
-    """(B, ...) on each rank -> (world_size * B, ...) on every rank, rank order; no gradient."""
+    """(B, ...) on each rank -> (world_size * B, ...) on every rank, rank order; no gradient.
+
+    Example:
+        >>> keys = concat_all_gather(k)  # (B, D) per rank -> (world * B, D)
+    """
     gathered = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, x.contiguous())
     return torch.cat(gathered, dim=0)
@@ -28,7 +51,13 @@ def info_nce(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """InfoNCE (Eq. 1) with the positive at index 0; returns (loss, logits (B, 1 + K)).
 
-    q, k: (B, D) L2-normalised query / positive key; queue: (D, K) normalised negatives.
+    Args:
+        q, k: (B, D) L2-normalised query / positive key.
+        queue: (D, K) normalised negatives.
+        temperature: softmax temperature T.
+
+    Example:
+        >>> loss, logits = info_nce(F.normalize(q, dim=1), F.normalize(k, dim=1), queue, 0.2)
     """
     l_pos = torch.einsum("bd,bd->b", q, k).unsqueeze(-1)  # (B, 1)
     l_neg = q @ queue  # (B, K)
@@ -72,6 +101,20 @@ class MoCo(MomentumMethod):
       and its positive key are normalised with statistics of different random subsets,
       as with shuffle BN across GPUs. Skipped when the batch is smaller than
       2 * shuffle_bn_groups (or ``shuffle_bn_groups <= 1``).
+
+    Args:
+        encoder: backbone (B, C, H, W) -> (B, feature_dim).
+        feature_dim: width of the encoder output.
+        proj_hidden_dim, proj_dim: projector widths; proj_layers: projector depth.
+        queue_size: number of negative keys K; temperature: InfoNCE's T.
+        shuffle_bn_groups: chunks of the single-process shuffle-BN emulation.
+        symmetric: symmetrized loss (see above).
+        momentum: the constant EMA momentum of the target branch.
+
+    Example:
+        >>> enc, dim = build_encoder("resnet18")
+        >>> moco = MoCo(enc, dim, proj_hidden_dim=64, proj_dim=32, queue_size=64)
+        >>> moco(torch.randn(8, 1, 32, 32), torch.randn(8, 1, 32, 32))["loss"]  # scalar
     """
 
     def __init__(
@@ -85,15 +128,35 @@ class MoCo(MomentumMethod):
         shuffle_bn_groups: int = 2,
         symmetric: bool = True,
         proj_layers: int = 3,
+        momentum: float = 0.99,
     ) -> None:
         super().__init__(encoder, ProjectionMLP(feature_dim, proj_hidden_dim, proj_dim, proj_layers))
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.temperature = temperature
+        self.momentum = momentum
         self.shuffle_bn_groups = shuffle_bn_groups
         self.symmetric = symmetric
         self.register_buffer("queue", F.normalize(torch.randn(proj_dim, queue_size), dim=0))  # (D, K)
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @classmethod
+    def from_config(
+        cls, encoder: nn.Module, feature_dim: int, model: ModelConfig, section: MoCoConfig, n_images: int, global_batch: int
+    ) -> MoCo:
+        return cls(
+            encoder,
+            feature_dim,
+            proj_hidden_dim=model.proj_hidden_dim,
+            proj_dim=model.proj_dim,
+            queue_size=clip_queue_size(section.queue_size, n_images, global_batch),
+            temperature=section.temperature,
+            symmetric=section.symmetric,
+            momentum=section.momentum,
+        )
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        return self.momentum
 
     # -- branches ---------------------------------------------------------------------------
     def _use_groups(self, batch_size: int) -> bool:
@@ -178,3 +241,13 @@ class MoCo(MomentumMethod):
             acc = (logits.argmax(dim=1) == 0).float().mean()
         self._dequeue_and_enqueue(new_keys)
         return {"loss": loss, "acc": acc}
+
+
+register_method(
+    MethodSpec(
+        "moco", MoCoConfig, MoCo, display_name="MoCo", color="#1f77b4",
+        moved_keys={"moco_momentum": "momentum", "queue_size": "queue_size", "temperature": "temperature",
+                    "moco_symmetric": "symmetric"},
+        order=0,
+    )
+)

@@ -224,7 +224,23 @@ def _stat(v: Stat, channels: int) -> tuple[float, ...]:
 
 class FinetuneAugment(_BatchTransform):
     """Downstream augmentation (Sect. 3.1): resize 256, random crop of 60-100 % of the area
-    resized to 224, random horizontal OR vertical flip; one ``grid_sample``."""
+    resized to 224, random horizontal OR vertical flip; one ``grid_sample``.
+
+    Args:
+        resize: side the image is (notionally) resized to before cropping.
+        crop_size: side of the output crop.
+        crop_scale, crop_ratio: RandomResizedCrop's area fraction and aspect ratio ranges.
+        flip_p: probability of a flip (horizontal or vertical, 50/50).
+        out_channels: 1 (grey) or 3 (grey repeated).
+        mean, std: normalisation of the [0, 1] pixels.
+        antialias: shrink inputs larger than ``resize`` with an anti-aliased resize first.
+
+    Shapes: uint8 (B, 1|3, H, W) on any device -> float (B, out_channels, crop_size, crop_size).
+
+    Example:
+        >>> aug = FinetuneAugment(resize=40, crop_size=32)
+        >>> x = aug(torch.randint(0, 255, (8, 1, 40, 40), dtype=torch.uint8), torch.Generator().manual_seed(0))
+    """
 
     def __init__(
         self,
@@ -268,6 +284,19 @@ class PretrainAugment(FinetuneAugment):
     (the explicit anti-aliased resize is only done when the input is larger than
     ``resize``, to avoid aliasing). Border padding fills the corners a rotation exposes;
     where a rotated crop reaches past the crop box, real image content is sampled.
+
+    Args (besides :class:`FinetuneAugment`'s):
+        jitter_p: probability of colour jitter; brightness, contrast, saturation: its strengths.
+        blur_p, blur_sigma: probability and sigma range of the Gaussian blur.
+        solarize_p, solarize_threshold: probability and threshold of solarisation.
+        rotation_degrees: range of the uniform rotation angle.
+
+    Shapes: uint8 (B, 1|3, H, W) -> float (B, out_channels, crop_size, crop_size).
+
+    Example:
+        >>> aug = PretrainAugment(resize=40, crop_size=32)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> view1, view2 = aug(images, g), aug(images, g)  # two views of the same batch
     """
 
     def __init__(
@@ -334,7 +363,14 @@ class PretrainAugment(FinetuneAugment):
 
 
 class EvalTransform(_BatchTransform):
-    """Deterministic: resize to resize x resize (anti-aliased), centre crop crop_size."""
+    """Deterministic: resize to resize x resize (anti-aliased), centre crop crop_size.
+
+    Shapes: uint8 (B, 1|3, H, W) -> float (B, out_channels, crop_size, crop_size).
+
+    Example:
+        >>> EvalTransform(resize=40, crop_size=32)(torch.zeros(2, 1, 40, 40, dtype=torch.uint8)).shape
+        torch.Size([2, 1, 32, 32])
+    """
 
     def __init__(
         self, resize: int = 256, crop_size: int = 224, out_channels: int = 1, mean: Stat = 0.5, std: Stat = 0.5

@@ -1,18 +1,39 @@
-"""Small helpers shared by pretraining and fine-tuning."""
+"""Small helpers shared by pretraining, fine-tuning and the probes."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from raystudy.config import AugmentConfig
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on the GPU, plain fp32 on the CPU.
+
+    Example:
+        >>> with autocast(device):
+        ...     loss = model(x)
+    """
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def images_to_device(images: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``images[rows]`` ((n, S, S) uint8) as a (n, 1, S, S) uint8 tensor on ``device``."""
+    return torch.from_numpy(images[rows]).unsqueeze(1).to(device, non_blocking=True)
 
 
 def pick_device(gpus: float) -> torch.device:
@@ -27,20 +48,20 @@ def pick_device(gpus: float) -> torch.device:
     return torch.device("cpu")
 
 
-def augment_kwargs(aug: dict[str, Any], in_channels: int) -> dict[str, Any]:
-    """Pretraining augmentation kwargs from the config's ``augment`` mapping."""
+def augment_kwargs(aug: AugmentConfig, in_channels: int) -> dict[str, Any]:
+    """``PretrainAugment`` kwargs from a config's ``augment`` section."""
     return {
-        "resize": aug["resize"],
-        "crop_size": aug["crop_size"],
-        "crop_scale": tuple(aug["crop_scale"]),
-        "jitter_p": aug["jitter_p"],
-        "brightness": aug["brightness"],
-        "contrast": aug["contrast"],
-        "saturation": aug["saturation"],
-        "blur_p": aug["blur_p"],
-        "blur_sigma": tuple(aug["blur_sigma"]),
-        "solarize_p": aug["solarize_p"],
-        "flip_p": aug["flip_p"],
-        "rotation_degrees": tuple(aug["rotation_degrees"]),
+        "resize": aug.resize,
+        "crop_size": aug.crop_size,
+        "crop_scale": tuple(aug.crop_scale),
+        "jitter_p": aug.jitter_p,
+        "brightness": aug.brightness,
+        "contrast": aug.contrast,
+        "saturation": aug.saturation,
+        "blur_p": aug.blur_p,
+        "blur_sigma": tuple(aug.blur_sigma),
+        "solarize_p": aug.solarize_p,
+        "flip_p": aug.flip_p,
+        "rotation_degrees": tuple(aug.rotation_degrees),
         "out_channels": in_channels,
     }

@@ -1,12 +1,16 @@
 """Downstream fine-tuning of one grid cell, as a plain Ray Tune function trainable.
 
-A trial takes its cell (model type, category set, train size, fold), builds the
-encoder from its initial weights (the pretrained MoCo / BYOL encoder, or the
-baseline's init), adds the 3-layer MLP classifier (Sect. 3.4), trains it with SGD
-and the warmup-cosine schedule, evaluates it on the validation fold and, for the
-generalization category set, on the whole unseen campaign. Results are written
-to the Parquet store; the trial row is written last and marks the cell done, so a
-rerun skips it (trials are idempotent).
+A trial takes its cell (model type, backbone, category set, train size, fold) and
+runs four phases, each a function a test can call:
+
+1. :func:`setup_trial`: the idempotency check, the encoder from its initial weights
+   (the pretrained encoder, or the baseline's init) plus the 3-layer MLP classifier
+   (Sect. 3.4), the resume state, and the embeddings before and after pretraining;
+2. :func:`train_trial`: SGD with the warmup-cosine schedule, epoch checkpoints;
+3. :func:`evaluate_trial`: the validation fold and, for the generalization category
+   set, the whole unseen campaign;
+4. :func:`write_trial`: the Parquet store; the trial row is written last and marks
+   the cell done, so a rerun skips it (trials are idempotent).
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -25,14 +29,17 @@ import ray
 import torch
 import torch.nn.functional as F
 
+from raystudy.config import StudyConfig
 from raystudy.data.prepare import LabeledPool
 from raystudy.data.splits import Split, derive_seed
+from raystudy.grid import Cell, needs_encoder
 from raystudy.metrics import Evaluation, evaluate
 from raystudy.models import Classifier, build_encoder, load_encoder_weights
+from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
 from raystudy.training.augment import EvalTransform, FinetuneAugment
-from raystudy.training.common import pick_device, seed_everything
-from raystudy.training.probes import autocast, encode, tsne_2d
+from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
+from raystudy.training.probes import encode, tsne_2d
 from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
 
 
@@ -40,19 +47,24 @@ from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
 class FinetuneContext:
     """Everything a trial needs besides its cell; shared once through the object store."""
 
-    cfg: dict[str, Any]
+    cfg: StudyConfig
     config_hash: str
     run_dir: str
     images_ref: Any  # ObjectRef of the (N, S, S) uint8 array of every image of the study
     pools: dict[str, LabeledPool]
     generalization: LabeledPool | None
     splits: dict[tuple[str, int, int], Split]  # (set, size, fold) -> split
-    encoders: dict[str, str]  # model -> encoder checkpoint
+    encoders: dict[str, str]  # run name (model on arch, see grid.run_name) -> encoder checkpoint
     image_ids: np.ndarray  # (N,) str, row i of ``images``
     runnable_sizes: dict[str, list[int]]  # category set -> sizes that are not skipped
     inject_failure: tuple[str, int] | None = None  # (cell_id, epoch): raise once, for fault tests
     pretrain_rows: np.ndarray | None = None  # rows of the unlabeled pretraining pool
     probe_split: dict[str, np.ndarray] | None = None  # train/test rows and labels of the encoder probes
+
+    def images(self) -> np.ndarray:
+        """The (N, S, S) uint8 images: a zero-copy view of the object store (or the array itself)."""
+        ref = self.images_ref
+        return ref if isinstance(ref, np.ndarray) else ray.get(ref)
 
 
 def log_event(run_dir: Path, cell_id: str, event: str, **fields: Any) -> None:
@@ -80,17 +92,13 @@ def log_prior(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
-def _to_device(images: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(images[rows]).unsqueeze(1).to(device, non_blocking=True)
-
-
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, transform, batch: int, device) -> np.ndarray:
     model.eval()
     preds = []
     for i in range(0, len(rows), batch):
         with autocast(device):
-            logits = model(transform(_to_device(images, rows[i : i + batch], device)))
+            logits = model(transform(images_to_device(images, rows[i : i + batch], device)))
         preds.append(logits.argmax(1).cpu().numpy())
     return np.concatenate(preds) if preds else np.empty(0, dtype=np.int64)
 
@@ -114,50 +122,51 @@ def recalibrate_batchnorm(model: torch.nn.Module, images: np.ndarray, rows: np.n
         if len(chunk) < 2:
             continue
         with autocast(device):
-            model(transform(_to_device(images, chunk, device)))
+            model(transform(images_to_device(images, chunk, device)))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.eval()
 
 
-def initial_encoder(cfg: dict[str, Any], model_type: str, encoders: dict[str, str], before_pretraining: bool = False):
-    """The encoder a cell starts from: the pretrained one (moco / byol) or the baseline's init.
+def initial_encoder(cfg: StudyConfig, cell: Cell, encoders: dict[str, str], before_pretraining: bool = False):
+    """The encoder a cell starts from: its pretrained one, or the baseline's init.
 
     With ``before_pretraining`` it is the encoder pretraining started from (Fig. 8, first row).
     """
-    m = cfg["model"]
-    encoder, feature_dim = build_encoder(m["arch"], m["in_channels"])
-    if model_type == "baseline":
-        init = m.get("baseline_init")
+    m = cfg.model
+    encoder, feature_dim = build_encoder(cell.arch or m.arch, m.in_channels)
+    if cell.model == BASELINE:
+        init = m.baseline_init
     elif before_pretraining:
-        init = m["pretrain_init"].get(model_type)
+        init = m.pretrain_init.get(cell.model)
     else:
-        init = encoders.get(model_type)
+        init = encoders.get(needs_encoder(cell))
     if init:
         load_encoder_weights(encoder, init)
     return encoder, feature_dim
 
 
-def build_classifier(cfg: dict[str, Any], model_type: str, n_classes: int, encoders: dict[str, str]) -> Classifier:
-    encoder, feature_dim = initial_encoder(cfg, model_type, encoders)
-    return Classifier(encoder, feature_dim, n_classes, hidden_dim=cfg["model"]["classifier_hidden_dim"])
+def build_classifier(cfg: StudyConfig, cell: Cell, n_classes: int, encoders: dict[str, str]) -> Classifier:
+    encoder, feature_dim = initial_encoder(cfg, cell, encoders)
+    return Classifier(encoder, feature_dim, n_classes, hidden_dim=cfg.model.classifier_hidden_dim)
 
 
-def embedding_sizes(cfg: dict[str, Any], runnable_sizes: dict[str, list[int]]) -> tuple[str, list[int]]:
+def embedding_sizes(cfg: StudyConfig, runnable_sizes: dict[str, list[int]]) -> tuple[str, list[int]]:
     """The category set and train sizes whose fold-0 embeddings are mapped (Fig. 8)."""
-    e = cfg["embeddings"]
-    set_name = e["category_set"] or next(iter(cfg["grid"]["sizes"]))
-    sizes = e["sizes"] or sorted(runnable_sizes.get(set_name, []), reverse=True)[:4]
+    e = cfg.embeddings
+    set_name = e.category_set or next(iter(cfg.grid.sizes))
+    sizes = e.sizes or sorted(runnable_sizes.get(set_name, []), reverse=True)[:4]
     return set_name, list(sizes)
 
 
-def wants_embeddings(cfg: dict[str, Any], cell: dict[str, Any], runnable_sizes: dict[str, list[int]]) -> bool:
+def wants_embeddings(cfg: StudyConfig, cell: Cell, runnable_sizes: dict[str, list[int]]) -> bool:
     set_name, sizes = embedding_sizes(cfg, runnable_sizes)
     return (
-        cell["fold"] == 0
-        and cell["model"] in cfg["embeddings"]["models"]
-        and cell["category_set"] == set_name
-        and cell["train_size"] in sizes
+        cell.fold == 0
+        and cell.model in cfg.embeddings.models
+        and (cell.arch or cfg.model.arch) == cfg.model.arch
+        and cell.category_set == set_name
+        and cell.train_size in sizes
     )
 
 
@@ -231,30 +240,30 @@ class CellTrainer:
     continues exactly where it stopped. Small train sizes run at least ``min_steps``.
     """
 
-    def __init__(self, cfg, model_type: str, encoders: dict[str, str], images: np.ndarray,
+    def __init__(self, cfg: StudyConfig, cell: Cell, encoders: dict[str, str], images: np.ndarray,
                  train_rows: np.ndarray, train_labels: np.ndarray, n_classes: int,
                  device: torch.device, key: str) -> None:
-        f, in_ch = cfg["finetune"], cfg["model"]["in_channels"]
-        self.f, self.seed, self.key, self.device = f, cfg["seed"], key, device
+        f, in_ch = cfg.finetune, cfg.model.in_channels
+        self.f, self.seed, self.key, self.device = f, cfg.seed, key, device
         self.images, self.train_rows, self.train_labels = images, train_rows, train_labels
-        self.model = build_classifier(cfg, model_type, n_classes, encoders).to(device)
+        self.model = build_classifier(cfg, cell, n_classes, encoders).to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        aug = f["augment"]
-        self.train_tf = FinetuneAugment(resize=aug["resize"], crop_size=aug["crop_size"],
-                                        crop_scale=tuple(aug["crop_scale"]), flip_p=aug["flip_p"], out_channels=in_ch)
-        self.eval_tf = EvalTransform(resize=aug["resize"], crop_size=aug["crop_size"], out_channels=in_ch)
-        self.batch = min(f["batch_size"], len(train_rows))
+        aug = f.augment
+        self.train_tf = FinetuneAugment(resize=aug.resize, crop_size=aug.crop_size,
+                                        crop_scale=tuple(aug.crop_scale), flip_p=aug.flip_p, out_channels=in_ch)
+        self.eval_tf = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=in_ch)
+        self.batch = min(f.batch_size, len(train_rows))
         steps_per_epoch = math.ceil(len(train_rows) / self.batch)
-        self.epochs = max(f["epochs"], math.ceil(f["min_steps"] / steps_per_epoch))
+        self.epochs = max(f.epochs, math.ceil(f.min_steps / steps_per_epoch))
         self.total_steps = self.epochs * steps_per_epoch
-        self.warmup_steps = min(f["warmup_epochs"] * steps_per_epoch, self.total_steps // 2)
-        self.target_lr = scaled_lr(f["base_lr"], self.batch)
+        self.warmup_steps = min(f.warmup_epochs * steps_per_epoch, self.total_steps // 2)
+        self.target_lr = scaled_lr(f.base_lr, self.batch)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.target_lr,
-                                         momentum=f["momentum"], weight_decay=f["weight_decay"])
+                                         momentum=f.momentum, weight_decay=f.weight_decay)
         self.adjustment = (
-            f["logit_adjustment_tau"] * log_prior(train_labels, n_classes).to(device)
-            if f["logit_adjustment_tau"] > 0 else None
+            f.logit_adjustment_tau * log_prior(train_labels, n_classes).to(device)
+            if f.logit_adjustment_tau > 0 else None
         )
         self.generator = torch.Generator(device=device)
         self.step, self.losses, self.spent = 0, [], 0.0
@@ -272,7 +281,7 @@ class CellTrainer:
         self.model.train()
         rng = np.random.default_rng(derive_seed(self.seed, self.key, "order", epoch))
         self.generator.manual_seed(derive_seed(self.seed, self.key, "augment", epoch))
-        order = epoch_order(self.train_labels, rng, self.f["balanced_sampling"])
+        order = epoch_order(self.train_labels, rng, self.f.balanced_sampling)
         epoch_loss = []
         for i in range(0, len(order), self.batch):
             b = order[i : i + self.batch]
@@ -280,7 +289,7 @@ class CellTrainer:
                 continue
             lr = warmup_cosine_lr(self.step, self.total_steps, self.warmup_steps, self.target_lr)
             set_lr(self.optimizer, lr)
-            x = self.train_tf(_to_device(self.images, self.train_rows[b], self.device), self.generator)  # (B,C,crop,crop)
+            x = self.train_tf(images_to_device(self.images, self.train_rows[b], self.device), self.generator)  # (B,C,crop,crop)
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(self.train_labels[b]).to(self.device)
@@ -300,120 +309,201 @@ class CellTrainer:
 
     def prepare_evaluation(self) -> None:
         """Re-estimate BatchNorm statistics on the training images (if configured); eval mode."""
-        if self.f["recalibrate_bn"]:
-            recalibrate_batchnorm(self.model, self.images, self.train_rows, self.eval_tf, self.f["eval_batch_size"], self.device)
+        if self.f.recalibrate_bn:
+            recalibrate_batchnorm(self.model, self.images, self.train_rows, self.eval_tf, self.f.eval_batch_size, self.device)
         self.model.eval()
 
     def evaluate(self, rows: np.ndarray, labels: np.ndarray, categories: list[str]) -> Evaluation:
-        pred = predict(self.model, self.images, rows, self.eval_tf, self.f["eval_batch_size"], self.device)
+        pred = predict(self.model, self.images, rows, self.eval_tf, self.f.eval_batch_size, self.device)
         return evaluate(labels, pred, categories)
 
 
-def finetune_trial(config: dict[str, Any], context: FinetuneContext) -> None:
-    """Fine-tune and evaluate one cell; a no-op when its result already exists."""
-    from ray import tune
+@dataclass
+class TrialSetup:
+    """A cell ready to train: its data, its trainer (restored from its checkpoint) and the
+    embeddings taken before training (Fig. 8)."""
 
-    cell = config["cell"]
+    cell: Cell
+    run_dir: Path
+    node: str
+    images: np.ndarray  # (N, S, S) uint8, every image of the study
+    pool: LabeledPool
+    split: Split
+    trainer: CellTrainer
+    checkpoint: EpochCheckpoint
+    start_epoch: int
+    embed: bool  # this cell maps its embeddings (Fig. 8)
+    embedding_rows: np.ndarray  # rows of ``images`` that are mapped
+    embeddings: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (stage, (n, D) features)
+
+    @property
+    def train_rows(self) -> np.ndarray:
+        return self.pool.indices[self.split.train]
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self.pool.labels[self.split.train]
+
+    @property
+    def val_rows(self) -> np.ndarray:
+        return self.pool.indices[self.split.validation]
+
+    @property
+    def val_labels(self) -> np.ndarray:
+        return self.pool.labels[self.split.validation]
+
+
+@dataclass
+class TrialEvaluation:
+    """What :func:`evaluate_trial` measured, as the rows of the result tables."""
+
+    validation: Evaluation
+    per_class: pd.DataFrame
+    confusion: pd.DataFrame
+    generalization_accuracy: float | None
+    generalization_campaign: str | None
+    embeddings: pd.DataFrame | None  # None: this cell maps no embeddings
+    train_seconds: float
+
+
+def setup_trial(cell: Cell, context: FinetuneContext, node: str = "") -> TrialSetup | None:
+    """Phase 1: everything before the first step; None when the cell's result exists."""
     run_dir = Path(context.run_dir)
-    if has_result(run_dir, cell["cell_id"]):
-        tune.report({"done": 1, "reused": 1})
-        return
-    node = ray.get_runtime_context().get_node_id()
-    log_event(run_dir, cell["cell_id"], "start", node=node)
-    cfg, f = context.cfg, context.cfg["finetune"]
-    images: np.ndarray = ray.get(context.images_ref)  # zero-copy view of the object store
-    torch.set_num_threads(max(1, int(f["cpus_per_trial"])))
-    seed_everything(derive_seed(cfg["seed"], cell["cell_id"]))
-    device = pick_device(f["gpus_per_trial"])
-    pool = context.pools[cell["category_set"]]
-    split = context.splits[(cell["category_set"], cell["train_size"], cell["fold"])]
-    train_rows, train_labels = pool.indices[split.train], pool.labels[split.train]
-    val_rows, val_labels = pool.indices[split.validation], pool.labels[split.validation]
-    n_classes = len(pool.categories)
-
-    keys = {k: cell[k] for k in ("cell_id", "model", "category_set", "n_categories", "train_size", "fold")}
-    cid = cell["cell_id"]
-    checkpoint = EpochCheckpoint(run_dir / "checkpoints" / f"{cid}.pt", f["checkpoint_every_s"])
-    trainer = CellTrainer(cfg, cell["model"], context.encoders, images, train_rows, train_labels, n_classes, device, cid)
+    if has_result(run_dir, cell.cell_id):
+        return None
+    cfg, f, cid = context.cfg, context.cfg.finetune, cell.cell_id
+    log_event(run_dir, cid, "start", node=node)
+    images = context.images()
+    torch.set_num_threads(max(1, int(f.cpus_per_trial)))
+    seed_everything(derive_seed(cfg.seed, cid))
+    device = pick_device(f.gpus_per_trial)
+    pool = context.pools[cell.category_set]
+    split = context.splits[(cell.category_set, cell.train_size, cell.fold)]
+    checkpoint = EpochCheckpoint(run_dir / "checkpoints" / f"{cid}.pt", f.checkpoint_every_s)
+    trainer = CellTrainer(cfg, cell, context.encoders, images, pool.indices[split.train], pool.labels[split.train],
+                          len(pool.categories), device, cid)
     start_epoch = trainer.restore(checkpoint)
     if start_epoch:
         log_event(run_dir, cid, "resume", node=node, epoch=start_epoch)
-
     embed = wants_embeddings(cfg, cell, context.runnable_sizes)
-    emb_rows = val_rows[: cfg["embeddings"]["max_points"]]
-    embeddings = []
+    setup = TrialSetup(cell, run_dir, node, images, pool, split, trainer, checkpoint, start_epoch, embed,
+                       pool.indices[split.validation][: cfg.embeddings.max_points])
     if embed:
         for stage, before in (("before_pretraining", True), ("after_pretraining", False)):
-            encoder, _ = initial_encoder(cfg, cell["model"], context.encoders, before_pretraining=before)
-            feats = encode(encoder.to(device), images, emb_rows, trainer.eval_tf, f["eval_batch_size"], device)
-            embeddings.append((stage, feats))
+            encoder, _ = initial_encoder(cfg, cell, context.encoders, before_pretraining=before)
+            feats = encode(encoder.to(device), images, setup.embedding_rows, trainer.eval_tf, f.eval_batch_size, device)
+            setup.embeddings.append((stage, feats))
+    return setup
 
-    log_event(run_dir, cid, "first_step", node=node)
+
+def train_trial(
+    setup: TrialSetup,
+    report: Callable[[dict[str, Any]], None],
+    inject_failure: tuple[str, int] | None = None,
+) -> float:
+    """Phase 2: the remaining epochs, checkpointed; ``report`` gets each epoch's loss.
+
+    ``inject_failure`` = (cell_id, epoch): raise once after that epoch (fault tests).
+    Returns the training seconds, including those before a resume.
+    """
+    trainer, checkpoint, cid = setup.trainer, setup.checkpoint, setup.cell.cell_id
+    log_event(setup.run_dir, cid, "first_step", node=setup.node)
     t0 = time.time()
-    for epoch in range(start_epoch, trainer.epochs):
+    for epoch in range(setup.start_epoch, trainer.epochs):
         epoch_loss = trainer.run_epoch(epoch)
         trainer.save(checkpoint, epoch, time.time() - t0)
-        if context.inject_failure == (cid, epoch) and checkpoint.path.is_file():
+        if inject_failure == (cid, epoch) and checkpoint.path.is_file():
             marker = checkpoint.path.with_suffix(".injected")
             if not marker.exists():
                 marker.touch()
                 raise RuntimeError(f"injected failure in {cid} after epoch {epoch}")
-        tune.report({"epoch": epoch, "loss": epoch_loss})
-    train_seconds = trainer.spent + time.time() - t0
-    log_event(run_dir, cid, "last_step", node=node, images=len(train_rows) * (trainer.epochs - start_epoch), seconds=time.time() - t0)
+        report({"epoch": epoch, "loss": epoch_loss})
+    log_event(setup.run_dir, cid, "last_step", node=setup.node,
+              images=len(setup.train_rows) * (trainer.epochs - setup.start_epoch), seconds=time.time() - t0)
+    return trainer.spent + time.time() - t0
+
+
+def evaluate_trial(setup: TrialSetup, context: FinetuneContext, train_seconds: float) -> TrialEvaluation:
+    """Phase 3: validation fold, unseen campaign (generalization set) and the last embeddings."""
+    cfg, trainer, cell, pool = context.cfg, setup.trainer, setup.cell, setup.pool
+    keys = cell.keys()
+    n_classes = len(pool.categories)
     trainer.prepare_evaluation()
-    train_counts = np.bincount(train_labels, minlength=n_classes)
-    val_ev = trainer.evaluate(val_rows, val_labels, pool.categories)
+    train_counts = np.bincount(setup.train_labels, minlength=n_classes)
+    val_ev = trainer.evaluate(setup.val_rows, setup.val_labels, pool.categories)
     per_class, confusion = _long_rows(keys, "validation", val_ev, train_counts)
     gen_acc, gen_campaign = None, None
     gen = context.generalization
-    if gen is not None and cell["category_set"] == cfg["data"]["generalization_category_set"]:
+    if gen is not None and cell.category_set == cfg.data.generalization_category_set:
         gen_ev = trainer.evaluate(gen.indices, gen.labels, gen.categories)
-        gen_acc, gen_campaign = gen_ev.overall_accuracy, cfg["data"]["generalization_campaign"]
+        gen_acc, gen_campaign = gen_ev.overall_accuracy, cfg.data.generalization_campaign
         pc, cm = _long_rows(keys, "generalization", gen_ev, train_counts)
         per_class, confusion = pd.concat([per_class, pc]), pd.concat([confusion, cm])
+    embeddings = None
+    if setup.embed:
+        rows = setup.embedding_rows
+        feats = encode(trainer.model.encoder, setup.images, rows, trainer.eval_tf, cfg.finetune.eval_batch_size, trainer.device)
+        cats = np.array(pool.categories)[setup.val_labels[: len(rows)]]
+        embeddings = pd.concat(
+            [embedding_rows(keys, stage, x, context.image_ids[rows], cats, cfg.seed)
+             for stage, x in setup.embeddings + [("after_finetuning", feats)]],
+            ignore_index=True,
+        )
+    return TrialEvaluation(val_ev, per_class, confusion, gen_acc, gen_campaign, embeddings, train_seconds)
 
-    if embed:
-        feats = encode(trainer.model.encoder, images, emb_rows, trainer.eval_tf, f["eval_batch_size"], device)
-        embeddings.append(("after_finetuning", feats))
-        cats = np.array(pool.categories)[pool.labels[split.validation][: len(emb_rows)]]
-        frames = [
-            embedding_rows(keys, stage, feats, context.image_ids[emb_rows], cats, cfg["seed"])
-            for stage, feats in embeddings
-        ]
-        write_table(run_dir, "embeddings", cid, pd.concat(frames, ignore_index=True))
-    write_table(run_dir, "per_class", cid, per_class)
-    write_table(run_dir, "confusion", cid, confusion)
+
+def write_trial(setup: TrialSetup, ev: TrialEvaluation, context: FinetuneContext) -> dict[str, Any]:
+    """Phase 4: the cell's tables, the trial row last (it marks the cell done); returns the row."""
+    cfg, cell, trainer, run_dir = context.cfg, setup.cell, setup.trainer, setup.run_dir
+    cid = cell.cell_id
+    if ev.embeddings is not None:
+        write_table(run_dir, "embeddings", cid, ev.embeddings)
+    write_table(run_dir, "per_class", cid, ev.per_class)
+    write_table(run_dir, "confusion", cid, ev.confusion)
     write_table(
         run_dir,
         "losses",
         cid,
         pd.DataFrame(trainer.losses, columns=["epoch", "step", "loss", "lr"]).assign(
-            run=cid, stage="finetune", model=cell["model"], category_set=cell["category_set"],
-            train_size=cell["train_size"], fold=cell["fold"],
+            run=cid, stage="finetune", model=cell.model, category_set=cell.category_set,
+            train_size=cell.train_size, fold=cell.fold,
         ),
     )
     row = {
-        "study": cfg["name"],
-        **keys,
-        "seed": cfg["seed"],
-        "protocol": cfg["grid"]["protocol"],
+        "study": cfg.name,
+        **cell.keys(),
+        "seed": cfg.seed,
+        "protocol": cfg.grid.protocol,
         "status": "done",
-        "message": "; ".join(split.notes) or None,
-        "overall_accuracy": val_ev.overall_accuracy,
-        "macro_f1": val_ev.macro_f1,
-        "generalization_accuracy": gen_acc,
-        "generalization_campaign": gen_campaign,
-        "n_train": len(train_rows),
-        "n_validation": len(val_rows),
+        "message": "; ".join(setup.split.notes) or None,
+        "overall_accuracy": ev.validation.overall_accuracy,
+        "macro_f1": ev.validation.macro_f1,
+        "generalization_accuracy": ev.generalization_accuracy,
+        "generalization_campaign": ev.generalization_campaign,
+        "n_train": len(setup.train_rows),
+        "n_validation": len(setup.val_rows),
         "epochs": trainer.epochs,
-        "train_seconds": train_seconds,
-        "device": str(device),
-        "node": node,
+        "train_seconds": ev.train_seconds,
+        "device": str(trainer.device),
+        "node": setup.node,
         "config_hash": context.config_hash,
         "finished_at": time.time(),
     }
     write_table(run_dir, "trials", cid, pd.DataFrame([row]))
-    checkpoint.remove()
-    log_event(run_dir, cid, "finish", node=node)
-    tune.report({"done": 1, "overall_accuracy": val_ev.overall_accuracy})
+    setup.checkpoint.remove()
+    log_event(run_dir, cid, "finish", node=setup.node)
+    return row
+
+
+def finetune_trial(cell: Cell, context: FinetuneContext) -> None:
+    """Fine-tune and evaluate one cell; a no-op when its result already exists."""
+    from ray import tune
+
+    setup = setup_trial(cell, context, node=ray.get_runtime_context().get_node_id())
+    if setup is None:
+        tune.report({"done": 1, "reused": 1})
+        return
+    seconds = train_trial(setup, tune.report, context.inject_failure)
+    evaluation = evaluate_trial(setup, context, seconds)
+    write_trial(setup, evaluation, context)
+    tune.report({"done": 1, "overall_accuracy": evaluation.validation.overall_accuracy})

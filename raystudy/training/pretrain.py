@@ -1,15 +1,18 @@
-"""Upstream contrastive pretraining (MoCo / BYOL) as a DDP run on Ray Train.
+"""Upstream self-supervised pretraining as a DDP run on Ray Train, for any registered method.
 
-Each method is one Tune trial that launches a ``TorchTrainer`` (Ray's documented
-Tune-drives-Train pattern), so MoCo and BYOL can run side by side. Workers read
+Each (method, backbone) is one Tune trial that launches a ``TorchTrainer`` (Ray's
+documented Tune-drives-Train pattern), so methods run side by side. Workers read
 the decoded images from the object store, augment whole batches on their device,
 and rank 0 checkpoints every epoch; an interrupted run continues from its last
-checkpoint. The online encoder is saved as ``RUN_DIR/encoders/<method>.pt``.
+checkpoint. The online encoder is saved as ``RUN_DIR/encoders/<run name>.pt``.
+The loop knows no method by name: the registry builds the model
+(``PretrainModel.from_config``) and the model updates itself after each step.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -22,47 +25,49 @@ import pandas as pd
 import ray
 import torch
 
-
+from raystudy import registry
+from raystudy.config import StudyConfig
 from raystudy.data.splits import derive_seed
-from raystudy.models import BYOL, MoCo, build_encoder, clip_queue_size
+from raystudy.grid import Job
+from raystudy.models import build_encoder, load_encoder_weights
+from raystudy.models.base import PretrainModel
 from raystudy.results import write_table
 from raystudy.training.augment import PretrainAugment
-from raystudy.training.common import augment_kwargs, seed_everything
+from raystudy.training.common import augment_kwargs, autocast, images_to_device, seed_everything
 from raystudy.training.lars import LARS, lars_param_groups
-from raystudy.training.probes import autocast
-from raystudy.training.schedules import byol_momentum, scaled_lr, set_lr, warmup_cosine_lr
+from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
+
+log = logging.getLogger("raystudy")
 
 
-def build_method(method: str, cfg: dict[str, Any], n_images: int, global_batch: int) -> torch.nn.Module:
-    encoder, feature_dim = build_encoder(cfg["model"]["arch"], cfg["model"]["in_channels"])
-    init = cfg["model"]["pretrain_init"].get(method)
+def build_method(method: str, cfg: StudyConfig, n_images: int, global_batch: int, arch: str | None = None) -> PretrainModel:
+    """The registered ``method`` around a fresh (or ``model.pretrain_init``) ``arch`` encoder."""
+    spec = registry.get_method(method)
+    encoder, feature_dim = build_encoder(arch or cfg.model.arch, cfg.model.in_channels)
+    init = cfg.model.pretrain_init.get(method)
     if init:
-        from raystudy.models import load_encoder_weights
-
         load_encoder_weights(encoder, init)
-    m, p = cfg["model"], cfg["pretrain"]
-    if method == "moco":
-        queue = clip_queue_size(p["queue_size"], n_images, global_batch)
-        return MoCo(
-            encoder,
-            feature_dim,
-            proj_hidden_dim=m["proj_hidden_dim"],
-            proj_dim=m["proj_dim"],
-            queue_size=queue,
-            temperature=p["temperature"],
-            symmetric=p["moco_symmetric"],
-        )
-    return BYOL(
-        encoder,
-        feature_dim,
-        proj_hidden_dim=m["proj_hidden_dim"],
-        proj_dim=m["proj_dim"],
-        pred_hidden_dim=m["pred_hidden_dim"],
+    return spec.model.from_config(encoder, feature_dim, cfg.model, cfg.pretrain.section(method), n_images, global_batch)
+
+
+def epoch_line(method: str, metrics: dict[str, Any]) -> str:
+    """``pretrain moco epoch 3/100 loss 6.812 | 412 img/s, ~1234s left``: one line per epoch."""
+    return (
+        f"pretrain {method} epoch {int(metrics['epoch']) + 1}/{int(metrics['epochs'])} "
+        f"loss {metrics['loss']:.4f} | {metrics['images_per_s']:.0f} img/s, ~{metrics['seconds_left']:.0f}s left"
     )
 
 
+def make_optimizer(cfg: StudyConfig, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """LARS (BN and bias excluded from adaptation and decay) or SGD, momentum 0.9."""
+    p = cfg.pretrain
+    if p.optimizer == "lars":
+        return LARS(lars_param_groups(model, p.weight_decay), lr=lr, momentum=0.9)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=p.weight_decay)
+
+
 def run_pretrain_loop(
-    cfg: dict[str, Any],
+    cfg: StudyConfig,
     method: str,
     images: np.ndarray,
     device: torch.device,
@@ -72,32 +77,32 @@ def run_pretrain_loop(
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
     on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     rows: np.ndarray | None = None,
+    arch: str | None = None,
 ) -> dict[str, Any]:
     """Pretrain one method on ``images[rows]`` ((N, S, S) uint8; all rows by default).
 
     ``resume`` is a state given to ``on_epoch`` before; ``wrap`` wraps the model for
     DDP; ``on_epoch(metrics, state)`` runs after every epoch (checkpoint and report).
     The state holds the model, the optimizer, the epoch, the per-step losses and the
-    online encoder (``state["encoder"]``, what fine-tuning transfers).
+    online encoder (``state["encoder"]``, what fine-tuning transfers). ``arch``: the
+    backbone (default ``cfg.model.arch``). Rank 0 logs one line per epoch.
     """
-    p = cfg["pretrain"]
+    p = cfg.pretrain
+    arch = arch or cfg.model.arch
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
     n_images = len(rows)
-    batch = p["batch_size_per_worker"]
+    batch = p.batch_size_per_worker
     global_batch = batch * world
     steps_per_epoch = max(1, n_images // global_batch)
-    total_steps = steps_per_epoch * p["epochs"]
-    warmup_steps = min(steps_per_epoch * p["warmup_epochs"], total_steps // 2)
+    total_steps = steps_per_epoch * p.epochs
+    warmup_steps = min(steps_per_epoch * p.warmup_epochs, total_steps // 2)
 
-    model = build_method(method, cfg, n_images, global_batch).to(device)
+    model = build_method(method, cfg, n_images, global_batch, arch).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    target_lr = scaled_lr(p["base_lr"], global_batch)
-    if p["optimizer"] == "lars":
-        optimizer: torch.optim.Optimizer = LARS(lars_param_groups(model, p["weight_decay"]), lr=target_lr, momentum=0.9)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=target_lr, momentum=0.9, weight_decay=p["weight_decay"])
-    augment = PretrainAugment(**augment_kwargs(p["augment"], cfg["model"]["in_channels"]))
+    target_lr = scaled_lr(p.base_lr, global_batch)
+    optimizer = make_optimizer(cfg, model, target_lr)
+    augment = PretrainAugment(**augment_kwargs(p.augment, cfg.model.in_channels))
 
     start_epoch, losses = 0, []
     if resume:
@@ -110,10 +115,10 @@ def run_pretrain_loop(
     generator = torch.Generator(device=device)
     t0 = time.time()
     state: dict[str, Any] = {}
-    for epoch in range(start_epoch, p["epochs"]):
-        order = np.random.default_rng(derive_seed(cfg["seed"], method, "order", epoch)).permutation(n_images)
+    for epoch in range(start_epoch, p.epochs):
+        order = np.random.default_rng(derive_seed(cfg.seed, method, "order", epoch)).permutation(n_images)
         shard = order[rank::world][: steps_per_epoch * batch]
-        generator.manual_seed(derive_seed(cfg["seed"], method, "augment", epoch, rank))
+        generator.manual_seed(derive_seed(cfg.seed, method, "augment", epoch, rank))
         model.train()
         epoch_losses, epoch_start = [], time.time()
         for i in range(steps_per_epoch):
@@ -121,7 +126,7 @@ def run_pretrain_loop(
             lr = warmup_cosine_lr(step, total_steps, warmup_steps, target_lr)
             set_lr(optimizer, lr)
             idx = np.sort(rows[shard[i * batch : (i + 1) * batch]])
-            x = torch.from_numpy(images[idx]).unsqueeze(1).to(device, non_blocking=True)  # (B,1,S,S)
+            x = images_to_device(images, idx, device)  # (B,1,S,S)
             view1, view2 = augment(x, generator), augment(x, generator)  # (B,C,crop,crop) each
             if device.type == "cuda":
                 view1 = view1.contiguous(memory_format=torch.channels_last)
@@ -131,25 +136,29 @@ def run_pretrain_loop(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            momentum = byol_momentum(step, total_steps, p["byol_base_momentum"]) if method == "byol" else p["moco_momentum"]
-            inner.update_momentum(momentum)
+            inner.after_step(step, total_steps)  # momentum encoders: EMA update
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"{method} pretraining loss became {value} at step {step}")
             losses.append({"epoch": epoch, "step": step, "loss": value, "lr": lr})
             epoch_losses.append(value)
+        now = time.time()
         metrics = {
             "epoch": epoch,
+            "epochs": p.epochs,
             "loss": float(np.mean(epoch_losses)),
-            "seconds": time.time() - t0,
-            "images_per_s": steps_per_epoch * global_batch / (time.time() - epoch_start),  # this epoch's steps
+            "seconds": now - t0,
+            "images_per_s": steps_per_epoch * global_batch / (now - epoch_start),  # this epoch's steps
+            "seconds_left": (now - t0) / (epoch + 1 - start_epoch) * (p.epochs - epoch - 1),
         }
+        if rank == 0:
+            log.info(epoch_line(method if arch == cfg.model.arch else f"{method}-{arch}", metrics))
         state = {
             "model": inner.state_dict(),
             "optimizer": optimizer.state_dict(),
             "epoch": epoch,
             "losses": losses,
-            "encoder": {"state_dict": inner.online_encoder.state_dict(), "arch": cfg["model"]["arch"], "method": method},
+            "encoder": {"state_dict": inner.online_encoder.state_dict(), "arch": arch, "method": method},
         }
         if on_epoch is not None:
             on_epoch(metrics, state)
@@ -161,11 +170,12 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    cfg, method = loop_config["cfg"], loop_config["method"]
+    cfg: StudyConfig = loop_config["cfg"]
+    job: Job = loop_config["job"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(cfg["pretrain"]["cpus_per_worker"])))
-    seed_everything(cfg["seed"] + rank)
+    torch.set_num_threads(max(1, int(cfg.pretrain.cpus_per_worker)))
+    seed_everything(cfg.seed + rank)
     images: np.ndarray = ray.get(loop_config["images_ref"])  # (N, S, S) uint8, zero-copy
     rows = loop_config["rows"]  # the unlabeled pretraining pool
     if rank == 0 and loop_config.get("started_marker"):  # the scheduler waits for this (workers placed)
@@ -189,44 +199,45 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else None
-    run_pretrain_loop(cfg, method, images, ray.train.torch.get_device(), rank, world, resume, wrap, report, rows)
+    run_pretrain_loop(cfg, job.model, images, ray.train.torch.get_device(), rank, world, resume, wrap, report, rows, job.arch)
 
 
-def started_marker(run_dir: Path, method: str) -> Path:
-    """Touched by rank 0 once the pretraining workers of ``method`` hold their resources."""
-    return Path(run_dir) / "encoders" / f".{method}.started"
+def started_marker(run_dir: Path, name: str) -> Path:
+    """Touched by rank 0 once the pretraining workers of run ``name`` hold their resources."""
+    return Path(run_dir) / "encoders" / f".{name}.started"
 
 
-def pretrain_trial(method: str, cfg: dict[str, Any], run_dir: Path, images_ref: Any, rows: np.ndarray) -> None:
-    """A Tune trial that drives one TorchTrainer run (stable run name per method, so an
-    interrupted run continues from its last checkpoint)."""
+def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Path, images_ref: Any, rows: np.ndarray) -> None:
+    """A Tune trial that drives one TorchTrainer run (stable run name per method and arch,
+    so an interrupted run continues from its last checkpoint)."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    p = cfg["pretrain"]
-    encoder_path = run_dir / "encoders" / f"{method}.pt"
+    p, method, name = cfg.pretrain, job.model, job.name
+    encoder_path = run_dir / "encoders" / f"{name}.pt"
     if encoder_path.is_file():
         ray.tune.report({"done": True, "skipped_existing": True})
         return
-    started_marker(run_dir, method).parent.mkdir(parents=True, exist_ok=True)
-    started_marker(run_dir, method).unlink(missing_ok=True)
-    use_gpu = {"auto": torch.cuda.is_available() or bool(ray.cluster_resources().get("GPU")), "true": True, "false": False}[p["use_gpu"]]
+    started_marker(run_dir, name).parent.mkdir(parents=True, exist_ok=True)
+    started_marker(run_dir, name).unlink(missing_ok=True)
+    wanted = p.wants_gpu()
+    use_gpu = (torch.cuda.is_available() or bool(ray.cluster_resources().get("GPU"))) if wanted is None else wanted
     t0 = time.time()
     trainer = TorchTrainer(
         pretrain_worker_loop,
         train_loop_config={
             "cfg": cfg,
-            "method": method,
+            "job": job,
             "images_ref": images_ref,
             "rows": rows,
-            "started_marker": str(started_marker(run_dir, method)),
+            "started_marker": str(started_marker(run_dir, name)),
         },
         scaling_config=ScalingConfig(
-            num_workers=p["num_workers"], use_gpu=use_gpu, resources_per_worker={"CPU": p["cpus_per_worker"], **({"GPU": 1} if use_gpu else {})}
+            num_workers=p.num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
         ),
         run_config=RunConfig(
-            name=f"pretrain-{method}",
+            name=f"pretrain-{name}",
             storage_path=str(run_dir / "ray"),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
@@ -240,22 +251,22 @@ def pretrain_trial(method: str, cfg: dict[str, Any], run_dir: Path, images_ref: 
     write_table(
         run_dir,
         "losses",
-        f"pretrain-{method}",
-        losses.assign(run=f"pretrain-{method}", stage="pretrain", model=method),
+        f"pretrain-{name}",
+        losses.assign(run=f"pretrain-{name}", stage="pretrain", model=method),
     )
     write_table(
         run_dir,
         "pretraining",
-        method,
+        name,
         pd.DataFrame(
             [
                 {
                     "model": method,
-                    "arch": cfg["model"]["arch"],
-                    "epochs": p["epochs"],
+                    "arch": job.arch,
+                    "epochs": p.epochs,
                     "n_images": len(rows),
-                    "batch_size": p["batch_size_per_worker"] * p["num_workers"],
-                    "world_size": p["num_workers"],
+                    "batch_size": p.batch_size_per_worker * p.num_workers,
+                    "world_size": p.num_workers,
                     "seconds": time.time() - t0,
                     "final_loss": float(losses["loss"].iloc[-1]),
                     "device": "cuda" if use_gpu else "cpu",

@@ -3,7 +3,7 @@ and 2-D t-SNE maps of encoder embeddings (Fig. 8)."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,12 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 
+from raystudy.training.common import autocast, images_to_device
 
-def autocast(device: torch.device):
-    """bf16 autocast on the GPU, plain fp32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+if TYPE_CHECKING:
+    from raystudy.config import StudyConfig
 
 
 @torch.no_grad()
@@ -33,7 +31,7 @@ def encode(
     encoder.eval()
     out = []
     for i in range(0, len(rows), batch_size):
-        x = torch.from_numpy(images[rows[i : i + batch_size]]).unsqueeze(1).to(device)  # (b,1,S,S)
+        x = images_to_device(images, rows[i : i + batch_size], device)  # (b,1,S,S)
         with autocast(device):
             out.append(encoder(transform(x)).float().cpu())
     return torch.cat(out).numpy() if out else np.empty((0, 0), dtype=np.float32)
@@ -82,7 +80,7 @@ def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def probe_encoder(
-    cfg: dict,
+    cfg: StudyConfig,
     encoder_path: str | None,
     images: np.ndarray,
     train_rows: np.ndarray,
@@ -90,25 +88,29 @@ def probe_encoder(
     test_rows: np.ndarray,
     test_y: np.ndarray,
     device_gpus: float = 0.0,
+    arch: str | None = None,
 ) -> dict[str, float]:
-    """kNN and linear-probe accuracy of one frozen encoder (random init when no path)."""
+    """kNN and linear-probe accuracy of one frozen encoder (random init when no path).
+
+    ``arch``: the backbone (default ``cfg.model.arch``).
+    """
     from raystudy.data.splits import derive_seed
     from raystudy.models import build_encoder, load_encoder_weights
     from raystudy.training.augment import EvalTransform
     from raystudy.training.common import pick_device
 
-    torch.manual_seed(derive_seed(cfg["seed"], "probe-init"))
-    m, aug = cfg["model"], cfg["finetune"]["augment"]
-    encoder, _ = build_encoder(m["arch"], m["in_channels"])
+    torch.manual_seed(derive_seed(cfg.seed, "probe-init"))
+    m, aug = cfg.model, cfg.finetune.augment
+    encoder, _ = build_encoder(arch or m.arch, m.in_channels)
     if encoder_path:
         load_encoder_weights(encoder, encoder_path)
     device = pick_device(device_gpus)
     encoder = encoder.to(device)
-    transform = EvalTransform(resize=aug["resize"], crop_size=aug["crop_size"], out_channels=m["in_channels"])
-    batch = cfg["finetune"]["eval_batch_size"]
+    transform = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=m.in_channels)
+    batch = cfg.finetune.eval_batch_size
     train_x = encode(encoder, images, train_rows, transform, batch, device)
     test_x = encode(encoder, images, test_rows, transform, batch, device)
     return {
-        "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg["pretrain"]["probe_knn_k"]),
-        "linear_probe_accuracy": linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=cfg["seed"]),
+        "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg.pretrain.probe_knn_k),
+        "linear_probe_accuracy": linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=cfg.seed),
     }

@@ -8,7 +8,12 @@ import torch
 
 
 def scaled_lr(base_lr: float, global_batch_size: int) -> float:
-    """Linear scaling rule: base_lr * global_batch_size / 256."""
+    """Linear scaling rule: base_lr * global_batch_size / 256.
+
+    Example:
+        >>> scaled_lr(0.3, 512)
+        0.6
+    """
     return base_lr * global_batch_size / 256
 
 
@@ -19,6 +24,15 @@ def warmup_cosine_lr(
 
     step == 0 -> start_lr (or target_lr without warm-up); step == warmup_steps -> target_lr;
     step >= total_steps -> 0.
+
+    Args:
+        step: optimizer steps taken so far; total_steps: of the whole run.
+        warmup_steps: length of the linear warm-up; target_lr: the peak.
+        start_lr: the first step's rate.
+
+    Example:
+        >>> warmup_cosine_lr(50, 100, 0, 1.0)  # half-way down the cosine
+        0.5
     """
     if step < warmup_steps:
         return start_lr + (target_lr - start_lr) * step / warmup_steps
@@ -27,12 +41,21 @@ def warmup_cosine_lr(
 
 
 def byol_momentum(step: int, total_steps: int, base: float = 0.99, final: float = 1.0) -> float:
-    """Cosine increase of the EMA momentum from base (step 0) to final (step total_steps)."""
+    """Cosine increase of the EMA momentum from base (step 0) to final (step total_steps).
+
+    Example:
+        >>> byol_momentum(0, 100), byol_momentum(100, 100)
+        (0.99, 1.0)
+    """
     progress = min(1.0, step / max(1, total_steps))
     return final - (final - base) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set lr on every param group (times the group's optional ``lr_scale``)."""
+    """Set lr on every param group (times the group's optional ``lr_scale``).
+
+    Example:
+        >>> set_lr(optimizer, warmup_cosine_lr(step, total, warmup, target))
+    """
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)

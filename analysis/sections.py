@@ -1,0 +1,246 @@
+"""HTML sections of the report besides the figures: did pretraining learn, the numbers table,
+provenance (run facts, config, Parquet paths) and the CSV download link of a figure's numbers."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from analysis.config import display_name, order_models, pretrain_name
+from analysis.figures.training import no_learning_levels
+from analysis.results import TABLES, Results
+from analysis.select import category_sets, done_trials, n_categories_of, set_label
+
+esc = html.escape
+NOT_RECORDED = "not recorded"
+SYNTHETIC_BANNER = "synthetic demonstration data, not scientific results"
+
+
+def csv_link(data: pd.DataFrame, name: str) -> str:
+    """An offline download link holding ``data`` as CSV in a ``data:text/csv;base64`` URL.
+
+    Example:
+        >>> csv_link(pd.DataFrame({"n": [64]}), "fig 4").startswith("<a class='csv' download='fig-4.csv'")
+        True
+    """
+    frame = data.copy()
+    for col in frame.columns:  # list cells (paired fold differences) as 'a;b;c'
+        if frame[col].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
+            frame[col] = frame[col].map(lambda v: ";".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v)
+    payload = base64.b64encode(frame.to_csv(index=False).encode("utf-8")).decode("ascii")
+    file = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") + ".csv"
+    return (f"<a class='csv' download='{file}' href='data:text/csv;base64,{payload}'>"
+            f"download the numbers (CSV, {len(frame):,} rows)</a>")
+
+
+def _table(header: list[str], rows: list[list[Any]], cls: str = "numbers", table_id: str | None = None) -> str:
+    ident = f" id='{table_id}'" if table_id else ""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table class='{cls}'{ident}><tr>{head}</tr>{body}</table>"
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None or x != x else f"{100 * float(x):.1f} %"
+
+
+# ------------------------------------------------------------------ did pretraining learn?
+
+
+def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
+    """Per pretrained encoder: probe accuracies against random init (pp, with the binomial
+    standard error of the difference) and the final loss against the no-learning level."""
+    probes = res.probes[res.probes["model"].notna()]
+    random = probes[~probes["model"].isin(["moco", "byol"]) & probes["encoder"].astype(str).str.contains("random")]
+    base = random.iloc[-1] if len(random) else None
+    levels = no_learning_levels(res) if len(res.pretraining) else {}
+    out = []
+    models = order_models(list(res.pretraining["model"].dropna()) + list(probes["model"][probes["model"].isin(["moco", "byol"])]))
+    for m in models:
+        row: dict[str, Any] = {"model": m}
+        p = probes[probes["model"] == m]
+        pre = res.pretraining[res.pretraining["model"] == m]
+        better, worse = [], []
+        for metric in ("knn_accuracy", "linear_probe_accuracy"):
+            mine = float(p[metric].iloc[-1]) if len(p) and p[metric].iloc[-1] == p[metric].iloc[-1] else (
+                float(pre[metric].iloc[-1]) if len(pre) and pre[metric].iloc[-1] == pre[metric].iloc[-1] else None)
+            ref = float(base[metric]) if base is not None and base[metric] == base[metric] else None
+            row[metric], row[f"random_{metric}"] = mine, ref
+            if mine is None or ref is None:
+                continue
+            n_test = float(base["n_test"]) if base["n_test"] == base["n_test"] else np.nan
+            se = np.sqrt((mine * (1 - mine) + ref * (1 - ref)) / n_test) if n_test == n_test and n_test > 0 else np.nan
+            row[f"{metric}_se"] = se
+            if se == se and mine - ref > 2 * se:
+                better.append(metric)
+            elif se == se and ref - mine > 2 * se:
+                worse.append(metric)
+        row["final_loss"] = float(pre["final_loss"].iloc[-1]) if len(pre) and pre["final_loss"].iloc[-1] == pre["final_loss"].iloc[-1] else None
+        row["queue_size"], row["level"] = levels.get(m, (None, None))
+        at_level = row["level"] is not None and row["final_loss"] is not None and row["final_loss"] >= 0.95 * row["level"]
+        if row.get("knn_accuracy") is None or row.get("random_knn_accuracy") is None:
+            verdict = "cannot tell: no probe of this encoder and of random init recorded"
+        elif len(better) == 2 and not at_level:
+            verdict = "yes: both probes beat random init by more than 2 standard errors"
+        elif worse:
+            verdict = "no: a probe is worse than random init by more than 2 standard errors"
+        else:
+            verdict = "no evidence: the probes are within 2 standard errors of random init" if not better else (
+                "partly: only one probe beats random init by more than 2 standard errors")
+        if at_level:
+            verdict += "; the final loss is at the no-learning level ln(K+1)"
+        row["verdict"] = verdict
+        out.append(row)
+    return out
+
+
+def pretraining_html(res: Results) -> str:
+    rows = pretraining_verdicts(res)
+    if not rows:
+        return "<p class='nodata'>No pretraining recorded in this run.</p>"
+    probes = res.probes
+    n_info = ""
+    if len(probes) and probes["n_test"].notna().any():
+        r = probes[probes["n_test"].notna()].iloc[-1]
+        n_info = (f" Probes: frozen encoder, {int(r['n_train']):,} training and {int(r['n_test']):,} test images of "
+                  f"{r['category_set']}; standard error from the binomial variance of both accuracies.")
+    body = []
+    for r in rows:
+        def cmp(metric: str) -> str:
+            if r.get(metric) is None:
+                return "n/a"
+            ref = r.get(f"random_{metric}")
+            if ref is None:
+                return _pct(r[metric])
+            se = r.get(f"{metric}_se")
+            se_txt = f" \u00b1 {100 * se:.1f}" if se is not None and se == se else ""
+            return f"{_pct(r[metric])} vs {_pct(ref)} ({100 * (r[metric] - ref):+.1f}{se_txt} pp)"
+        loss = "n/a" if r["final_loss"] is None else f"{r['final_loss']:.3f}"
+        level = (f"ln(K+1) = {r['level']:.3f} (K = {r['queue_size']:,})" if r["level"] is not None
+                 else "none fixed (BYOL)" if r["model"] == "byol" else "n/a")
+        body.append([pretrain_name(r["model"]), cmp("knn_accuracy"), cmp("linear_probe_accuracy"), loss, level, r["verdict"]])
+    table = _table(["Encoder", "kNN accuracy vs random init", "linear probe vs random init", "final loss",
+                    "no-learning level", "did it learn?"], body, table_id="pretraining-verdict")
+    k_note = (" K is the MoCo queue size actually used: the config's pretrain.queue_size clipped as the training "
+              "code clips it (to a multiple of the global batch below the number of pretraining images).")
+    return (f"{table}<p class='caption'>Accuracy differences in percentage points (pp).{n_info}"
+            f"{k_note if any(r['level'] is not None for r in rows) else ''}</p>")
+
+
+# ------------------------------------------------------------------ numbers table
+
+
+def numbers_frame(res: Results) -> pd.DataFrame:
+    """OA mean, std, min, max per category set, model and size, with n_train / n_validation
+    (and training accuracy and steps when the trials table has them); ceiling rows last."""
+    frames = []
+    for ceiling in (False, True):
+        done = done_trials(res.trials, ceiling=ceiling)
+        if done.empty:
+            continue
+        agg = {"folds": ("overall_accuracy", "count"), "oa_mean": ("overall_accuracy", "mean"),
+               "oa_std": ("overall_accuracy", "std"), "oa_min": ("overall_accuracy", "min"),
+               "oa_max": ("overall_accuracy", "max"), "n_train": ("n_train", "mean"),
+               "n_validation": ("n_validation", "mean")}
+        for extra in ("train_accuracy", "steps"):
+            if extra in done.columns and pd.to_numeric(done[extra], errors="coerce").notna().any():
+                done[extra] = pd.to_numeric(done[extra], errors="coerce")
+                agg[f"{extra}_mean"] = (extra, "mean")
+        g = done.groupby(["category_set", "model", "train_size"], as_index=False).agg(**agg)
+        g.insert(1, "protocol", "ceiling" if ceiling else "curve")
+        frames.append(g)
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    rank = {c: i for i, c in enumerate(category_sets(res.trials))}
+    order = {m: i for i, m in enumerate(order_models(out["model"]))}
+    out["_k"] = [(rank.get(c, 99), p == "ceiling", order.get(m, 99), n)
+                 for c, p, m, n in zip(out["category_set"], out["protocol"], out["model"], out["train_size"])]
+    return out.sort_values("_k").drop(columns="_k").reset_index(drop=True)
+
+
+def numbers_html(res: Results, frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "<p class='nodata'>No finished trials yet.</p>"
+    extra = [c for c in ("train_accuracy_mean", "steps_mean") if c in frame.columns]
+    header = ["category set", "model", "n", "folds", "OA mean \u00b1 std", "OA min / max", "n_train", "n_validation"]
+    header += [{"train_accuracy_mean": "training accuracy (mean)", "steps_mean": "steps (mean)"}[c] for c in extra]
+    rows = []
+    for _, r in frame.iterrows():
+        std = f" \u00b1 {100 * r['oa_std']:.1f} pp" if r["oa_std"] == r["oa_std"] else ""
+        model = display_name(r["model"]) + (" \u2014 supervised ceiling" if r["protocol"] == "ceiling" else "")
+        cells = [set_label(r["category_set"], n_categories_of(r["category_set"], res.trials)), model,
+                 f"{int(r['train_size']):,}", int(r["folds"]), f"{100 * r['oa_mean']:.1f} %{std}",
+                 f"{100 * r['oa_min']:.1f} % / {100 * r['oa_max']:.1f} %",
+                 "" if r["n_train"] != r["n_train"] else f"{r['n_train']:,.0f}",
+                 "" if r["n_validation"] != r["n_validation"] else f"{r['n_validation']:,.0f}"]
+        for c in extra:
+            v = r[c]
+            cells.append("" if v != v else (_pct(v) if c == "train_accuracy_mean" else f"{v:,.0f}"))
+        rows.append(cells)
+    return _table(header, rows, table_id="numbers-table") + "<p>" + csv_link(frame, "numbers") + "</p>"
+
+
+# ------------------------------------------------------------------ provenance
+
+
+def _fmt_seconds(s: Any) -> str:
+    if s is None or s != s:
+        return "not finished (or not recorded)"
+    s = float(s)
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def run_html(res: Results) -> str:
+    """Software, hardware, wall time, seeds, config hash, initialisation, Parquet paths, the resolved config."""
+    info = res.run_info
+    rows: list[list[str]] = []
+    if info is None:
+        rows.append(["run facts (run_info.json)", NOT_RECORDED])
+    else:
+        sw = info.get("software") or {}
+        hw = info.get("hardware") or {}
+        rows += [
+            ["software", ", ".join(f"{k} {v or NOT_RECORDED}" for k, v in sw.items()) or NOT_RECORDED],
+            ["hardware", f"CPU {hw.get('cpu_model') or NOT_RECORDED}, {hw.get('cpu_cores') or '?'} cores; GPU "
+                         + (", ".join(hw.get("gpu_models") or []) or "none")],
+            ["host", str(hw.get("hostname") or NOT_RECORDED) + (f" ({hw['platform']})" if hw.get("platform") else "")],
+            ["wall time of the study", _fmt_seconds(info.get("wall_seconds"))],
+            ["started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["started_at"])))
+             if info.get("started_at") else NOT_RECORDED],
+            ["seeds", ", ".join(f"{k} {v}" for k, v in (info.get("seeds") or {}).items()) or NOT_RECORDED],
+            ["config hash", str(info.get("config_hash") or NOT_RECORDED)],
+        ]
+    hashes = sorted(res.trials["config_hash"].dropna().astype(str).unique())
+    rows.append(["config hash of the trials", ", ".join(hashes) or NOT_RECORDED])
+    data = res.raw_config.get("data") or {}
+    rows.append(["data", (SYNTHETIC_BANNER + " (data.root and data.manifest unset)") if res.synthetic
+                 else (f"root {data.get('root')}" if data.get("root") else f"manifest {data.get('manifest')}")
+                 if res.raw_config else "no config.yaml: " + NOT_RECORDED])
+    if "init" in res.trials.columns and res.trials["init"].notna().any():
+        inits = res.trials[res.trials["init"].notna()].groupby("model")["init"].agg(lambda s: sorted(set(map(str, s))))
+        rows.append(["initialisation", "; ".join(f"{display_name(m)}: {', '.join(v)}" for m, v in inits.items())])
+    else:
+        rows.append(["initialisation", NOT_RECORDED])
+    if "arch" in res.trials.columns and res.trials["arch"].notna().any():
+        rows.append(["architecture", ", ".join(sorted(res.trials["arch"].dropna().astype(str).unique()))])
+    table = _table(["", ""], rows, cls="run", table_id="run-facts")
+    base = Path(res.run_dir) if res.run_dir is not None else None
+    paths = "".join(
+        f"<tr><td>{esc(t)}</td><td><code>{esc(str(base / 'results' / t) if base else 'results/' + t)}</code></td>"
+        f"<td>{len(getattr(res, t)):,} rows</td></tr>" for t in TABLES)
+    parquet = (f"<h3>Parquet tables</h3><table class='run' id='parquet-paths'><tr><th>table</th><th>path</th>"
+               f"<th>rows</th></tr>{paths}</table><p class='caption'>Read one with "
+               "<code>pandas.read_parquet(PATH)</code>.</p>")
+    cfg = (f"<details><summary><b>Resolved config (config.yaml)</b></summary><pre id='resolved-config'>"
+           f"{esc(yaml.safe_dump(res.raw_config, sort_keys=False))}</pre></details>" if res.raw_config
+           else f"<p>Resolved config: {NOT_RECORDED} (no config.yaml).</p>")
+    return table + parquet + cfg
