@@ -120,7 +120,8 @@ def raystudy_runs(work: Path, pretrain_epochs: int, steps: int) -> dict:
     from raystudy.grid import plan_grid
     from raystudy.results import read_table
     from raystudy.scheduler import build_context, run_jobs
-    from raystudy.sweep import fit_resources, plan_jobs, run_pretraining
+    from raystudy.resources import shrink_to_cluster
+    from raystudy.sweep import plan_jobs, run_pretraining
 
     out: dict = {}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -133,7 +134,7 @@ def raystudy_runs(work: Path, pretrain_epochs: int, steps: int) -> dict:
     # pretraining: one method at a time so each gets the same cores as its bare loop
     decodes_before = loading.DECODE_COUNT
     for method in ("moco", "byol"):
-        cfg = fit_resources(study_config(common + [f"pretrain.methods=[{method}]", f"grid.models=[{method}]"]))
+        cfg = shrink_to_cluster(study_config(common + [f"pretrain.methods=[{method}]", f"grid.models=[{method}]"]))
         run_dir = work / f"pretrain-{method}"
         data = prepare_data(cfg, work / "cache")
         run_pretraining(cfg, run_dir, data)
@@ -145,7 +146,7 @@ def raystudy_runs(work: Path, pretrain_epochs: int, steps: int) -> dict:
 
     # fine-tuning throughput: two 640-image cells, one at a time (like the bare loop)
     def finetune_grid(name: str, sizes: list[int], folds: int, concurrent: int, epochs: int) -> tuple[pd.DataFrame, float]:
-        cfg = fit_resources(
+        cfg = shrink_to_cluster(
             study_config(
                 common
                 + [

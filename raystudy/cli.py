@@ -20,6 +20,7 @@ def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:
     p.add_argument("--out", type=Path, help="run folder (default runs/<study name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one config value, e.g. finetune.epochs=3")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray Tune's full progress tables")
+    p.add_argument("--shrink-to-fit", action="store_true", help="on a cluster, shrink requests to its current nodes (a local instance always does)")
 
 
 def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
@@ -31,6 +32,13 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     rep.add_argument("run_dir", type=Path)
     st = sub.add_parser("status", help="show done / pending / skipped / failed cells of a run")
     st.add_argument("run_dir", type=Path)
+    pl = sub.add_parser("plan", help="cells, resources per job, node types that hold them, images, device-hours")
+    _add_run_args(pl, default_preset)
+    pl.add_argument("--cluster", type=Path, default=Path(__file__).resolve().parents[1] / "cluster.yaml", help="cluster config (default: the repository's cluster.yaml)")
+    rate = pl.add_mutually_exclusive_group()
+    rate.add_argument("--images-per-s", type=float, help="images/s of one fine-tuning trial")
+    rate.add_argument("--calibrate", action="store_true", help="measure it: a few timed steps of the backbone here")
+    pl.add_argument("--pretrain-images-per-s", type=float, help="images/s of one pretraining worker (default: a third of --images-per-s)")
     return parser
 
 
@@ -55,8 +63,11 @@ def cmd_run(args: argparse.Namespace, default_preset: str) -> int:
     from raystudy.sweep import run_study
 
     cfg, data_fit = load_run_config(args, default_preset)
-    out = args.out or Path("runs") / cfg.name
-    run_study(cfg, out, verbose=args.verbose, data_fit=data_fit)
+    out = (args.out or Path("runs") / cfg.name).resolve()
+    if "runtime_resources/working_dir_files" in str(out):
+        print(f"raystudy: WARNING: the run folder {out} lies in this Ray job's copy of --working-dir, which Ray "
+              "deletes once unused; pass --out on shared storage, e.g. --out /mnt/shared/runs/NAME", file=sys.stderr)
+    run_study(cfg, out, verbose=args.verbose, data_fit=data_fit, shrink=args.shrink_to_fit)
     return 0
 
 
@@ -64,7 +75,7 @@ def cmd_search(args: argparse.Namespace, default_preset: str) -> int:
     from raystudy.sweep import search_study
 
     cfg, _ = load_run_config(args, default_preset)
-    search_study(cfg, args.out or Path("runs") / f"{cfg.name}-search")
+    search_study(cfg, args.out or Path("runs") / f"{cfg.name}-search", shrink=args.shrink_to_fit)
     return 0
 
 
@@ -74,6 +85,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (args.run_dir / "results").is_dir():
         raise DataError(f"{args.run_dir} is not a raystudy run folder (no results/ inside)")
     print(build_report(args.run_dir))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, default_preset: str) -> int:
+    from raystudy import plan
+    from raystudy.resources import load_node_types
+
+    cfg, _ = load_run_config(args, default_preset)
+    node_types = load_node_types(args.cluster)
+    rate = plan.calibrate(cfg) if args.calibrate else plan.throughput_from(args.images_per_s, args.pretrain_images_per_s)
+    print(plan.format_plan(cfg, node_types, str(args.cluster), plan.count_images(cfg), rate))
     return 0
 
 
@@ -99,6 +121,8 @@ def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
             return cmd_search(args, default_preset)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "plan":
+            return cmd_plan(args, default_preset)
         return cmd_status(args)
     except (ConfigError, DataError, StudyLockedError) as err:
         print(f"raystudy: error: {err}", file=sys.stderr)

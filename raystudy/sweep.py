@@ -12,7 +12,7 @@ import fcntl
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +26,7 @@ from raystudy.errors import StudyLockedError
 from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs
 from raystudy.registry import BASELINE
 from raystudy.runfolder import check_run_folder, entries, removed_if_failing
+from raystudy.resources import fit_resources
 from raystudy.results import finished_cells, has_result, read_table, write_table
 from raystudy.provenance import finish_run_info, start_run_info
 from raystudy.training.budget import cell_budget
@@ -77,36 +78,6 @@ def quiet_tune(verbose: bool) -> None:
     """One progress line per change instead of Tune's tables (kept with --verbose)."""
     if not verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-
-
-def fit_resources(cfg: StudyConfig) -> StudyConfig:
-    """Shrink per-trial and per-worker requests to what the Ray cluster has, with a warning.
-
-    A preset written for GPU nodes runs unchanged on a CPU-only machine: GPU requests
-    become 0 and CPU requests are capped at the largest node's CPU count.
-    """
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    max_cpu = max((r.get("CPU", 0) for r in nodes), default=1) or 1
-    has_gpu = any(r.get("GPU", 0) > 0 for r in nodes)
-    f, p = cfg.finetune, cfg.pretrain
-    changes = []
-    if f.gpus_per_trial > 0 and not has_gpu:
-        changes.append(f"finetune.gpus_per_trial {f.gpus_per_trial} -> 0 (no GPU in the cluster)")
-        f.gpus_per_trial = 0.0
-    if f.cpus_per_trial > max_cpu:
-        changes.append(f"finetune.cpus_per_trial {f.cpus_per_trial} -> {max_cpu}")
-        f.cpus_per_trial = float(max_cpu)
-    if p.cpus_per_worker > max_cpu:
-        changes.append(f"pretrain.cpus_per_worker {p.cpus_per_worker} -> {int(max_cpu)}")
-        p.cpus_per_worker = int(max_cpu)
-    total_cpu = sum(r.get("CPU", 0) for r in nodes)
-    if not has_gpu and p.num_workers * p.cpus_per_worker > total_cpu:
-        workers = max(1, int(total_cpu // p.cpus_per_worker // max(1, len(p.methods))))
-        changes.append(f"pretrain.num_workers {p.num_workers} -> {workers} (CPU only)")
-        p.num_workers = workers
-    for change in changes:
-        log.warning("resources: %s", change)
-    return cfg
 
 
 def ensure_ray() -> None:
@@ -206,18 +177,23 @@ def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> li
     return jobs
 
 
-def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: DataFit | None = None) -> Path:
+def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: DataFit | None = None,
+              shrink: bool = False) -> Path:
     """Run (or resume) the whole study in ``run_dir``; returns the report's path.
 
     ``data_fit``: what ``--data`` decided (saved as ``data_fit.json`` for the report).
+    ``shrink``: fit requests to the cluster's current nodes (always done on a local instance).
     """
     run_dir = Path(run_dir).resolve()
     t0 = time.time()
     check_run_folder(run_dir)
     before = entries(run_dir)
-    with run_lock(run_dir):
+    with run_lock(run_dir), ExitStack() as stack:
         with removed_if_failing(run_dir, before):  # bad input: leave nothing behind
             check_resumable(cfg, run_dir)
+            quiet_tune(verbose)
+            ensure_ray()  # before the data: the autoscaler boots nodes while images decode
+            run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
             data = prepare_data(cfg, run_dir / "cache")
         dump_config(cfg, run_dir / "config.yaml")
         if data_fit is not None:
@@ -228,9 +204,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: 
         write_table(run_dir, "grid", "grid", grid_frame(planned))
         config_hash = cfg.config_hash()
         _write_skipped(cfg, run_dir, planned, config_hash)
-        quiet_tune(verbose)
-        ensure_ray()
-        cfg = fit_resources(copy.deepcopy(cfg))
+        cfg = run_cfg
         jobs = plan_jobs(cfg, run_dir, planned)
         cells = [j for j in jobs if j.cell is not None]
         runnable = sum(p.split is not None for p in planned)
@@ -282,20 +256,20 @@ def run_pretraining(cfg: StudyConfig, run_dir: Path, data: StudyData) -> dict[st
     return {j.name: encoder_path(run_dir, j.name) for j in pretrain_jobs(cfg)}
 
 
-def search_study(cfg: StudyConfig, run_dir: Path) -> dict:
+def search_study(cfg: StudyConfig, run_dir: Path, shrink: bool = False) -> dict:
     """``raystudy search``: data, the search model's encoder if needed, then the search."""
     from raystudy.search import run_search
 
     run_dir = Path(run_dir).resolve()
     check_run_folder(run_dir)
     before = entries(run_dir)
-    with run_lock(run_dir):
+    with run_lock(run_dir), ExitStack() as stack:
         with removed_if_failing(run_dir, before):
             data = prepare_data(cfg, run_dir / "cache")
         dump_config(cfg, run_dir / "config.yaml")
         quiet_tune(False)
         ensure_ray()
-        cfg = fit_resources(copy.deepcopy(cfg))
+        cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
         encoders: dict[str, Path] = {}
         pretrains_itself = any(k.startswith("pretrain.") for k in cfg.search.space)
         if cfg.search.model != BASELINE and not pretrains_itself:

@@ -37,9 +37,14 @@ def images_to_device(images: np.ndarray, rows: np.ndarray, device: torch.device)
 
 
 def pick_device(gpus: float) -> torch.device:
-    """The GPU when this trial was given one, else the CPU."""
+    """The GPU when this trial was given one, else the CPU (loudly, when it was given one)."""
     if gpus > 0 and torch.cuda.is_available():
         return torch.device("cuda")
+    if gpus > 0:
+        import sys
+
+        print(f"raystudy: WARNING: this trial holds {gpus:g} GPU but CUDA is absent here "
+              f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); it runs on the CPU", file=sys.stderr, flush=True)
     return torch.device("cpu")
 
 
