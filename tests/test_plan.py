@@ -44,4 +44,4 @@ def test_cell_length_matches_what_the_trials_trained(smoke_run):
 def test_calibrate_times_the_backbone(one_thread):
     rate = calibrate(load_config(preset="smoke"), steps=1)
     assert rate.finetune > 0 and rate.pretrain > 0
-    assert "resnet18 at 32 px" in rate.how
+    assert "resnet18_w16 at 32 px" in rate.how
