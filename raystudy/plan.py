@@ -78,6 +78,7 @@ class CellGroup:
     skipped: bool
     epochs: list[int]  # per fold
     images: int  # images trained by all of its cells
+    ceiling: bool = False  # the supervised-ceiling cell of the set
 
 
 def plan_cells(cfg: StudyConfig, counts: DataCounts) -> list[CellGroup]:
@@ -95,7 +96,7 @@ def plan_cells(cfg: StudyConfig, counts: DataCounts) -> list[CellGroup]:
         if g.ceiling_epochs > 0 and pool is not None:  # the supervised ceiling: one baseline cell
             train = train_images(pool, 0, g.folds, "paper")
             e = cell_epochs(f, train, g.ceiling_epochs)
-            groups.append(CellGroup(set_name, pool, 1, False, [e], e * train))
+            groups.append(CellGroup(set_name, pool, 1, False, [e], e * train, ceiling=True))
     return groups
 
 
@@ -197,7 +198,8 @@ def format_plan(cfg: StudyConfig, node_types: list[NodeType], cluster: str, coun
                  f"protocol {cfg.grid.protocol})")
     for g in groups:
         state = "skipped (exceeds the pool)" if g.skipped else f"epochs {'/'.join(map(str, sorted(set(g.epochs))))}, {g.images:,} images"
-        lines.append(f"  {g.category_set:>6} n={g.train_size:<6} {g.cells:>3} cells  {state}")
+        ceiling = "  (supervised ceiling: every labeled image)" if g.ceiling else ""
+        lines.append(f"  {g.category_set:>6} n={g.train_size:<6} {g.cells:>3} cells  {state}{ceiling}")
     lines.append(f"resources (node types of {cluster}):")
     for r in requests:
         fit = holders(r, node_types)

@@ -13,8 +13,9 @@ from raystudy.plan import calibrate, cell_epochs, train_images
 def test_plan_prints_cells_requests_node_types_and_hours(capsys):
     assert main(["plan", "--preset", "smoke", "--set", "finetune.gpus_per_trial=0.5", "--images-per-s", "100"]) == 0
     out = capsys.readouterr().out
-    assert "cells: 18 planned" in out
-    assert "a cell (finetune.cpus_per_trial=1, finetune.gpus_per_trial=0.5) asks {CPU: 1, GPU: 0.5} x18: gpu_worker (8 per node" in out
+    assert "cells: 20 planned" in out  # 18 of the grid and the two supervised-ceiling cells
+    assert "(supervised ceiling: every labeled image)" in out
+    assert "a cell (finetune.cpus_per_trial=1, finetune.gpus_per_trial=0.5) asks {CPU: 1, GPU: 0.5} x20: gpu_worker (8 per node" in out
     assert "pretraining moco" in out and "pretraining byol" in out
     assert "throughput: 100.0 img/s per fine-tuning trial, 33.3 img/s per pretraining worker" in out
     assert "device-hours: pretraining" in out and "GPU-h" in out
@@ -37,7 +38,8 @@ def test_cell_length_matches_what_the_trials_trained(smoke_run):
     trials = pd.read_parquet(smoke_run / "results" / "trials")
     done = trials[trials["status"] == "done"]
     for row in done.itertuples():
-        assert cell_epochs(cfg.finetune, row.n_train) == row.epochs, row.cell_id
+        ceiling = cfg.grid.ceiling_epochs if row.protocol == "ceiling" else None
+        assert cell_epochs(cfg.finetune, row.n_train, ceiling) == row.epochs, row.cell_id
         assert abs(train_images(row.train_size, row.fold, cfg.grid.folds, cfg.grid.protocol) - row.n_train) <= 1
 
 
