@@ -34,6 +34,7 @@ STUDY_ARGS = ["--set", "finetune.gpus_per_trial=0.5", "--set", "pretrain.use_gpu
 
 NO_INITS = ["model.require_init=false"]  # these tests check resource requests; no weights are loaded
 
+
 def check_run(run_dir: Path, output: str, head: str, workers: list[str], temp_dir: Path) -> pd.DataFrame:
     """Every runnable cell done on a worker node; no request shrunk; the CUDA warning written."""
     assert "study 'smoke' finished" in output, output[-3000:]

@@ -27,19 +27,10 @@ def test_every_expected_cell_once(smoke_run):
         for f in range(cfg.grid.folds)
         for m in cfg.grid.models
     }
-    expected |= {f"baseline-{s}-ceiling" for s in cfg.grid.sizes}  # the supervised ceiling of each set
     assert trials["cell_id"].is_unique
     assert set(trials["cell_id"]) == expected
     grid = pd.read_parquet(smoke_run / "results" / "grid")
     assert set(grid["cell_id"]) == expected
-
-
-def test_ceiling_cells_use_every_labeled_image(smoke_run):
-    trials = pd.read_parquet(smoke_run / "results" / "trials").set_index("cell_id")
-    ceiling = trials[trials["protocol"] == "ceiling"]
-    assert sorted(ceiling.index) == ["baseline-19cat-ceiling", "baseline-4cat-ceiling"]
-    assert ceiling.loc["baseline-19cat-ceiling", "train_size"] == 480  # every labeled image of the set
-    assert (ceiling["status"] == "done").all() and (ceiling["model"] == "baseline").all()
 
 
 def test_training_length_and_initialisation_recorded(smoke_run):
@@ -52,7 +43,7 @@ def test_training_length_and_initialisation_recorded(smoke_run):
     assert (done.loc[done["model"] == "baseline", "init"] == "random").all()
     moco = done.loc[done["model"] == "moco", "init"]
     assert moco.str.match(r".*encoders/moco\.pt sha256:[0-9a-f]{64}$").all()
-    paired = done[done["protocol"] == "paper"].groupby(["category_set", "train_size", "fold"])["steps"].nunique()
+    paired = done.groupby(["category_set", "train_size", "fold"])["steps"].nunique()
     assert (paired == 1).all()  # one stopping rule for every model type
 
 
@@ -65,7 +56,7 @@ def test_skipped_cells_are_named(smoke_run):
     assert skipped["message"].str.contains("exceeds the 480 labeled images").all()
     assert skipped["overall_accuracy"].isna().all()
     done = trials[trials["status"] == "done"]
-    assert len(done) == 12 + 2  # and the two ceiling cells
+    assert len(done) == 12
     assert set(done["status"]) == {"done"}
 
 

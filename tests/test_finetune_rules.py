@@ -145,3 +145,28 @@ def test_pretraining_batches_keep_their_shuffled_order(monkeypatch):
     assert any((np.diff(batch) < 0).any() for batch in seen)  # not sorted
     order = np.concatenate(seen)
     assert not np.array_equal(order, np.sort(order))
+
+
+@pytest.mark.e2e
+def test_ceiling_cells_end_to_end(ray_instance, tmp_path):
+    """A baseline-only study with the supervised ceiling: one cell per set on every labeled
+    image, trained ``grid.ceiling_epochs``, recorded as protocol 'ceiling' and drawn in the report."""
+    import pandas as pd
+
+    from raystudy.sweep import run_study
+
+    cfg = load_config(preset="smoke", overrides=[
+        "grid.models=[baseline]", "grid.sizes={4cat: [40]}", "finetune.epochs=1", "grid.ceiling_epochs=2",
+    ])
+    report = run_study(cfg, tmp_path / "run")
+    trials = pd.read_parquet(tmp_path / "run" / "results" / "trials").set_index("cell_id")
+    assert sorted(trials.index) == ["baseline-4cat-ceiling", "baseline-4cat-n40-f0", "baseline-4cat-n40-f1"]
+    ceiling = trials.loc["baseline-4cat-ceiling"]
+    assert ceiling["protocol"] == "ceiling" and ceiling["status"] == "done" and ceiling["epochs"] >= 2
+    pool = pd.read_parquet(tmp_path / "run" / "results" / "dataset")
+    labeled = pool[(pool["role"] == "labeled") & pool["category"].isin(cfg.catalog.category_sets["4cat"])]
+    assert ceiling["train_size"] == labeled["count"].sum()  # every labeled image of the set
+    assert ceiling["n_train"] + ceiling["n_validation"] == ceiling["train_size"]
+    per_class = pd.read_parquet(tmp_path / "run" / "results" / "per_class")
+    assert "baseline-4cat-ceiling" in set(per_class["cell_id"])  # stored; the report keeps it out of per-size figures
+    assert "supervised ceiling" in report.read_text()

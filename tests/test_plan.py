@@ -13,12 +13,18 @@ from raystudy.plan import calibrate, cell_epochs, train_images
 def test_plan_prints_cells_requests_node_types_and_hours(capsys):
     assert main(["plan", "--preset", "smoke", "--set", "finetune.gpus_per_trial=0.5", "--images-per-s", "100"]) == 0
     out = capsys.readouterr().out
-    assert "cells: 20 planned" in out  # 18 of the grid and the two supervised-ceiling cells
-    assert "(supervised ceiling: every labeled image)" in out
-    assert "a cell (finetune.cpus_per_trial=1, finetune.gpus_per_trial=0.5) asks {CPU: 1, GPU: 0.5} x20: gpu_worker (8 per node" in out
+    assert "cells: 18 planned" in out
+    assert "a cell (finetune.cpus_per_trial=1, finetune.gpus_per_trial=0.5) asks {CPU: 1, GPU: 0.5} x18: gpu_worker (8 per node" in out
     assert "pretraining moco" in out and "pretraining byol" in out
     assert "throughput: 100.0 img/s per fine-tuning trial, 33.3 img/s per pretraining worker" in out
     assert "device-hours: pretraining" in out and "GPU-h" in out
+
+
+def test_plan_counts_the_supervised_ceiling(capsys):
+    assert main(["plan", "--preset", "smoke", "--set", "grid.ceiling_epochs=5", "--images-per-s", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "cells: 20 planned" in out  # 18 of the grid and one supervised-ceiling cell per set
+    assert out.count("(supervised ceiling: every labeled image)") == 2 and " x20: " in out
 
 
 def test_plan_names_a_request_no_node_type_holds(capsys):
@@ -46,4 +52,4 @@ def test_cell_length_matches_what_the_trials_trained(smoke_run):
 def test_calibrate_times_the_backbone(one_thread):
     rate = calibrate(load_config(preset="smoke"), steps=1)
     assert rate.finetune > 0 and rate.pretrain > 0
-    assert "resnet18_w16 at 32 px" in rate.how
+    assert "resnet18 at 32 px" in rate.how
