@@ -172,9 +172,27 @@ def load_results(run_dir: str | Path) -> Results:
     raw = read_config(run_dir)
     catalog_from_config(raw, source=str(run_dir / "config.yaml"))  # a bad catalog fails here, by name
     section = raw.get("analysis") if isinstance(raw.get("analysis"), dict) else None
-    tables = {name: read_table(run_dir, name) for name in TABLES}
+    tables = drop_ceiling_details({name: read_table(run_dir, name) for name in TABLES})
     return Results(**tables, config=merge_analysis_config(section), raw_config=raw, run_dir=run_dir,
                    run_info=read_run_info(run_dir))
+
+
+def drop_ceiling_details(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The supervised-ceiling cells are a reference line (their ``trials`` rows): keep their
+    per-class, confusion, loss and embedding rows out of the figures built per train size."""
+    trials = tables.get("trials")
+    if trials is None or "protocol" not in trials:
+        return tables
+    ceiling = set(trials.loc[trials["protocol"] == "ceiling", "cell_id"])
+    if not ceiling:
+        return tables
+    out = dict(tables)
+    for name in ("per_class", "confusion", "embeddings"):
+        if name in out and "cell_id" in out[name]:
+            out[name] = out[name][~out[name]["cell_id"].isin(ceiling)].reset_index(drop=True)
+    if "losses" in out and "run" in out["losses"]:
+        out["losses"] = out["losses"][~out["losses"]["run"].isin(ceiling)].reset_index(drop=True)
+    return out
 
 
 def resolve(results: Results | None, config: dict[str, Any] | None = None, **frames: pd.DataFrame | None) -> Results:

@@ -58,12 +58,15 @@ def _pct(x: Any) -> str:
 def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
     """Per pretrained encoder: probe accuracies against random init (pp, with the binomial
     standard error of the difference) and the final loss against the no-learning level."""
+    from raystudy.registry import method_names
+
+    methods = list(method_names())
     probes = res.probes[res.probes["model"].notna()]
-    random = probes[~probes["model"].isin(["moco", "byol"]) & probes["encoder"].astype(str).str.contains("random")]
+    random = probes[~probes["model"].isin(methods) & probes["encoder"].astype(str).str.contains("random")]
     base = random.iloc[-1] if len(random) else None
     levels = no_learning_levels(res) if len(res.pretraining) else {}
     out = []
-    models = order_models(list(res.pretraining["model"].dropna()) + list(probes["model"][probes["model"].isin(["moco", "byol"])]))
+    models = order_models(list(res.pretraining["model"].dropna()) + list(probes["model"][probes["model"].isin(methods)]))
     for m in models:
         row: dict[str, Any] = {"model": m}
         p = probes[probes["model"] == m]
@@ -84,7 +87,7 @@ def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
             elif se == se and ref - mine > 2 * se:
                 worse.append(metric)
         row["final_loss"] = float(pre["final_loss"].iloc[-1]) if len(pre) and pre["final_loss"].iloc[-1] == pre["final_loss"].iloc[-1] else None
-        row["queue_size"], row["level"] = levels.get(m, (None, None))
+        row["level_name"], row["level"] = levels.get(m, (None, None))
         at_level = row["level"] is not None and row["final_loss"] is not None and row["final_loss"] >= 0.95 * row["level"]
         if row.get("knn_accuracy") is None or row.get("random_knn_accuracy") is None:
             verdict = "cannot tell: no probe of this encoder and of random init recorded"
@@ -96,7 +99,7 @@ def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
             verdict = "no evidence: the probes are within 2 standard errors of random init" if not better else (
                 "partly: only one probe beats random init by more than 2 standard errors")
         if at_level:
-            verdict += "; the final loss is at the no-learning level ln(K+1)"
+            verdict += f"; the final loss is at the no-learning level {row['level_name']}"
         row["verdict"] = verdict
         out.append(row)
     return out
@@ -124,13 +127,14 @@ def pretraining_html(res: Results) -> str:
             se_txt = f" \u00b1 {100 * se:.1f}" if se is not None and se == se else ""
             return f"{_pct(r[metric])} vs {_pct(ref)} ({100 * (r[metric] - ref):+.1f}{se_txt} pp)"
         loss = "n/a" if r["final_loss"] is None else f"{r['final_loss']:.3f}"
-        level = (f"ln(K+1) = {r['level']:.3f} (K = {r['queue_size']:,})" if r["level"] is not None
-                 else "none fixed (BYOL)" if r["model"] == "byol" else "n/a")
+        level = (f"{r['level_name']} = {r['level']:.3f}" if r["level"] is not None
+                 else f"none fixed ({pretrain_name(r['model'])})")
         body.append([pretrain_name(r["model"]), cmp("knn_accuracy"), cmp("linear_probe_accuracy"), loss, level, r["verdict"]])
     table = _table(["Encoder", "kNN accuracy vs random init", "linear probe vs random init", "final loss",
                     "no-learning level", "did it learn?"], body, table_id="pretraining-verdict")
-    k_note = (" K is the MoCo queue size actually used: the config's pretrain.queue_size clipped as the training "
-              "code clips it (to a multiple of the global batch below the number of pretraining images).")
+    k_note = (" The no-learning level is the loss of an encoder that tells no image apart, as the pretraining run "
+              "recorded it: ln(K+1) for MoCo with K queue keys (pretrain.moco.queue_size, cut to the number of "
+              "pretraining images when larger), ln(2B-1) for SimCLR with global batch B.")
     return (f"{table}<p class='caption'>Accuracy differences in percentage points (pp).{n_info}"
             f"{k_note if any(r['level'] is not None for r in rows) else ''}</p>")
 

@@ -85,8 +85,10 @@ def knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
         out.append(
             f"{label}: the knee of the DOA curve of {cssl} is at n = {int(k['train_size']):,}; labeling "
             f"{int(k['train_size']):,} instead of {int(k['reference_size']):,} images saves "
-            f"{k['time_saved_hours']:.1f} h ({time}) at the expense of {100 * k['doa']:.1f} pp overall accuracy "
-            f"relative to {ref} at n = {int(k['reference_size']):,} (OA {100 * k['reference_oa']:.1f} %; "
+            f"{k['time_saved_hours']:.1f} h ({time}) "
+            + (f"at the expense of {100 * k['doa']:.1f} pp overall accuracy relative to" if k["doa"] >= 0
+               else f"and still scores {-100 * k['doa']:.1f} pp above")
+            + f" {ref} at n = {int(k['reference_size']):,} (OA {100 * k['reference_oa']:.1f} %; "
             f"fold spread {100 * k['fold_spread']:.1f} pp)."
         )
     return out

@@ -92,6 +92,7 @@ def cmd_plan(args: argparse.Namespace, default_preset: str) -> int:
     from raystudy import plan
     from raystudy.resources import load_node_types
 
+    args.overrides = [*args.overrides, "model.require_init=false"]  # a plan trains nothing: no weights needed
     cfg, _ = load_run_config(args, default_preset)
     node_types = load_node_types(args.cluster)
     rate = plan.calibrate(cfg) if args.calibrate else plan.throughput_from(args.images_per_s, args.pretrain_images_per_s)

@@ -35,6 +35,8 @@ from raystudy.catalog import (
 )
 from raystudy import registry
 
+# the backbones of raystudy.models.encoders (kept here as names: the config does not import torch)
+Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet18_w16"]
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 PRESETS = ("smoke", "demo", "paper")
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -127,15 +129,34 @@ class CatalogConfig:
 class ModelConfig:
     """Backbone and heads (Sect. 3.2 and 3.4)."""
 
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    arch: Arch = "resnet50"
     in_channels: Literal[1, 3] = 1
     proj_hidden_dim: int = 4096
     proj_dim: int = 256
     pred_hidden_dim: int = 4096
-    classifier_hidden_dim: int = 512
-    # Initial weights (the paper's IM1K-Unsup-MoCo / -BYOL); None = random.
-    pretrain_init: dict[str, str] = field(default_factory=dict)
+    classifier_hidden_dim: int = 512  # the classifier's hidden layer (the paper gives no width)
+    # Initial weights: a checkpoint file, or "random" (None: random too, unless require_init).
+    # The paper starts pretraining from ImageNet MoCo / BYOL weights (IM1K-Unsup-MoCo /
+    # -BYOL) and the baseline from IM1K-Unsup-MoCo (Sect. 4.2.1).
+    pretrain_init: dict[str, str] = field(default_factory=dict)  # method -> checkpoint | "random"
     baseline_init: str | None = None
+    require_init: bool = False  # True: refuse to start until every initial weight is given (or "random")
+
+    def baseline_weights(self) -> str | None:
+        """The baseline's initial checkpoint, or None for random weights."""
+        return weights_path(self.baseline_init)
+
+    def pretrain_weights(self, method: str) -> str | None:
+        """The checkpoint pretraining of ``method`` starts from, or None for random weights."""
+        return weights_path(self.pretrain_init.get(method))
+
+
+RANDOM_INIT = "random"
+
+
+def weights_path(value: str | None) -> str | None:
+    """A configured initial-weights value as a file path; None for random initialisation."""
+    return None if value in (None, "", RANDOM_INIT) else value
 
 
 @dataclass
@@ -195,9 +216,20 @@ class PretrainConfig:
 class FinetuneConfig:
     """Downstream fine-tuning trials on Ray Tune (Sect. 3.4, 4.1)."""
 
+    # How long a cell trains (the stopping rule, the same for every model type): ``epochs``
+    # passes over its n training images, and at least ``min_steps`` optimizer steps (small n
+    # get more epochs), at most ``max_steps`` (0: no cap). ``trials`` records the steps,
+    # the epochs, which bound decided (``stop_reason``), the final training loss and the
+    # training accuracy, so a reader can see whether a cell learned what its images teach.
     epochs: int = field(default=50, metadata=at_least(1))
-    min_steps: int = field(default=0, metadata=at_least(0))  # small train sizes get more epochs, up to this many steps
+    min_steps: int = field(default=0, metadata=at_least(0))
+    max_steps: int = field(default=0, metadata=at_least(0))
+    # The global batch per optimizer step (the paper: 64 per GPU x 4 GPUs = 256); the learning
+    # rate is scaled from it. A trial runs on one device and accumulates gradients over
+    # micro-batches of ``micro_batch_size`` images (0: the whole batch at once; the paper's
+    # BatchNorm saw 64 images per GPU).
     batch_size: int = field(default=64, metadata=at_least(2))
+    micro_batch_size: int = field(default=0, metadata=at_least(0))
     base_lr: float = field(default=0.01, metadata=gt(0))
     momentum: float = field(default=0.9, metadata=in_unit_interval())
     weight_decay: float = field(default=1.0e-4, metadata=at_least(0))
@@ -219,7 +251,7 @@ class GridConfig:
     """The study grid: model types x backbones x category sets x train sizes x folds."""
 
     models: list[str] = field(default_factory=lambda: ["moco", "byol", "baseline"])
-    archs: list[Literal["resnet18", "resnet34", "resnet50", "resnet101"]] = field(default_factory=list)  # empty: [model.arch]
+    archs: list[Arch] = field(default_factory=list)  # empty: [model.arch]
     sizes: dict[str, list[int]] = field(
         default_factory=lambda: {
             "19cat": [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864],
@@ -228,6 +260,9 @@ class GridConfig:
     )
     folds: int = field(default=5, metadata=at_least(2))
     protocol: Literal["paper", "holdout"] = "paper"  # paper: CV inside the n images | holdout: fixed folds
+    # > 0: the supervised ceiling, one baseline cell per category set trained on all its labeled
+    # images (fold 0 of ``folds`` held out) for this many epochs; the report draws it as a line
+    ceiling_epochs: int = field(default=0, metadata=at_least(0))
 
 
 @dataclass
@@ -572,6 +607,20 @@ def problems(cfg: StudyConfig) -> list[str]:
         need(name in category_sets, f"grid.sizes.{name}: unknown category set; known sets are {sorted(category_sets)}")
         need(all(s >= 2 for s in sizes), f"grid.sizes.{name}: train sizes must be >= 2")
     need(len(set(cfg.grid.archs)) == len(cfg.grid.archs), f"grid.archs: {cfg.grid.archs} lists an arch twice")
+    if cfg.model.require_init:
+        checkpoints = {"baseline": "IM1K-Unsup-MoCo (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar for ResNet-50)",
+                       "moco": "IM1K-Unsup-MoCo (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar)",
+                       "byol": "IM1K-Unsup-BYOL (e.g. a ResNet-50 BYOL checkpoint converted to PyTorch)"}
+        wanted = {"model.baseline_init": (cfg.model.baseline_init, "baseline")} if registry.BASELINE in cfg.grid.models else {}
+        wanted.update({f"model.pretrain_init.{m}": (cfg.model.pretrain_init.get(m), m) for m in cfg.pretrain.methods})
+        for key, (value, who) in wanted.items():
+            need(bool(value), f"{key}: this study starts from ImageNet weights, as the paper does "
+                 f"(Sect. 4.2.1: {checkpoints.get(who, 'a checkpoint of the same arch')}); pass "
+                 f"--set {key}=/path/to/checkpoint, or --set {key}={RANDOM_INIT} to start from random weights")
+    f = cfg.finetune
+    need(f.micro_batch_size != 1, "finetune.micro_batch_size: BatchNorm needs at least 2 images; use 0 (whole batch) or >= 2")
+    need(f.max_steps == 0 or f.max_steps >= f.min_steps,
+         f"finetune.max_steps ({f.max_steps}) is below finetune.min_steps ({f.min_steps}); raise it or use 0 (no cap)")
     gset = cfg.data.generalization_category_set
     need(gset is None or gset in category_sets, f"data.generalization_category_set: unknown category set '{gset}'")
     for section in ("pretrain", "finetune"):

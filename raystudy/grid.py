@@ -34,6 +34,16 @@ class Cell:
     fold: int
     arch: str = ""  # the backbone; "" in hand-made cells: the study's model.arch
     default_arch: str = ""  # the study's model.arch (cell ids of other archs name theirs)
+    ceiling: bool = False  # the supervised ceiling: all labeled images of the set, trained long
+
+    @property
+    def pair_key(self) -> str:
+        """What cells paired across model types and archs share: the split and the dice.
+
+        Data order, augmentations and the head's initial weights are seeded from it, so a
+        paired difference measures the model, not the random draws.
+        """
+        return f"{self.category_set}-n{self.train_size}-f{self.fold}"
 
     @property
     def name(self) -> str:
@@ -42,12 +52,15 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
+        if self.ceiling:
+            return f"{self.name}-{self.category_set}-ceiling"
         return f"{self.name}-{self.category_set}-n{self.train_size}-f{self.fold}"
 
     def keys(self) -> dict:
         """The cell's key columns in the results tables."""
         d = asdict(self)
         d.pop("default_arch")
+        d.pop("ceiling")  # the trials row says it: protocol "ceiling"
         d["arch"] = self.arch or self.default_arch
         return {"cell_id": self.cell_id, **d}
 
@@ -111,7 +124,22 @@ def plan_grid(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[Plann
                             planned.append(PlannedCell(cell, None, split))
                         else:
                             planned.append(PlannedCell(cell, split))
+    if cfg.grid.ceiling_epochs > 0:
+        planned = ceiling_cells(cfg, set_labels) + planned
     return planned
+
+
+def ceiling_cells(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[PlannedCell]:
+    """The supervised ceiling of each category set: a baseline cell on every labeled image,
+    fold 0 of ``grid.folds`` held out for validation, trained ``grid.ceiling_epochs`` epochs."""
+    out = []
+    for set_name in cfg.grid.sizes:
+        labels = set_labels[set_name]
+        n_categories = len(cfg.catalog.category_sets[set_name])
+        cell = Cell(BASELINE, set_name, n_categories, len(labels), 0, cfg.model.arch, cfg.model.arch, ceiling=True)
+        split = make_split(labels, len(labels), 0, cfg.grid.folds, "paper", cfg.seed, set_name)
+        out.append(PlannedCell(cell, None, split) if isinstance(split, str) else PlannedCell(cell, split))
+    return out
 
 
 def needs_encoder(cell: Cell) -> str | None:

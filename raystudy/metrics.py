@@ -23,7 +23,12 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 
 def evaluate(y_true: np.ndarray, y_pred: np.ndarray, categories: list[str]) -> Evaluation:
-    """OA (Eq. 5), precision (Eq. 6), recall (Eq. 7), F1 (Eq. 8); 0 where undefined."""
+    """OA (Eq. 5), precision (Eq. 6), recall (Eq. 7), F1 (Eq. 8); 0 where undefined.
+
+    Macro-F1 averages F1 over every category of ``categories``: a category absent from
+    both the labels and the predictions of this split counts as F1 = 0, so a fold that
+    happens to lack a rare class scores the same way as one that misses it.
+    """
     n = len(categories)
     cm = confusion_matrix(y_true, y_pred, n)
     tp = np.diag(cm).astype(float)
@@ -35,8 +40,9 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray, categories: list[str]) -> E
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n), where=denom > 0)
     total = cm.sum()
     oa = float(tp.sum() / total) if total else float("nan")
-    present = support > 0
-    macro_f1 = float(f1[present].mean()) if present.any() else float("nan")
+    # over the category set's full label list, as scikit-learn's
+    # f1_score(y_true, y_pred, labels=range(n), average="macro", zero_division=0)
+    macro_f1 = float(f1.mean()) if n else float("nan")
     per_class = pd.DataFrame(
         {"category": categories, "precision": precision, "recall": recall, "f1": f1, "support": support}
     )

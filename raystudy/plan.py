@@ -14,22 +14,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from raystudy.training.budget import cell_budget
 from raystudy.config import FinetuneConfig, StudyConfig
 from raystudy.resources import NodeType, Request, holders, pretrain_uses_gpu, study_requests
 
 PRETRAIN_COST = 3.0  # a pretraining image costs about 3 fine-tuning images (two views, a target pass)
 
 
-def cell_epochs(f: FinetuneConfig, n_train: int) -> int:
-    """The epochs a cell trains: ``finetune.epochs``, more for small sizes to reach ``min_steps``.
+def cell_epochs(f: FinetuneConfig, n_train: int, epochs: int | None = None) -> int:
+    """The epochs a cell trains: the stopping rule of ``CellTrainer`` (:func:`cell_budget`).
 
-    The rule of ``CellTrainer`` (raystudy/training/finetune.py), in one function.
     Example:
         cell_epochs(FinetuneConfig(epochs=50, min_steps=500, batch_size=64), 102)  # 250
     """
-    batch = min(f.batch_size, n_train)
-    steps_per_epoch = math.ceil(n_train / batch)
-    return max(f.epochs, math.ceil(f.min_steps / steps_per_epoch))
+    return cell_budget(f, n_train, epochs).epochs
 
 
 def train_images(train_size: int, fold: int, folds: int, protocol: str) -> int:
@@ -80,6 +78,7 @@ class CellGroup:
     skipped: bool
     epochs: list[int]  # per fold
     images: int  # images trained by all of its cells
+    ceiling: bool = False  # the supervised-ceiling cell of the set
 
 
 def plan_cells(cfg: StudyConfig, counts: DataCounts) -> list[CellGroup]:
@@ -94,6 +93,10 @@ def plan_cells(cfg: StudyConfig, counts: DataCounts) -> list[CellGroup]:
             models = len(g.models) * len(g.archs)  # model types on each backbone
             images = 0 if skipped else models * sum(e * t for e, t in zip(epochs, trains))
             groups.append(CellGroup(set_name, n, models * g.folds, skipped, epochs, images))
+        if g.ceiling_epochs > 0 and pool is not None:  # the supervised ceiling: one baseline cell
+            train = train_images(pool, 0, g.folds, "paper")
+            e = cell_epochs(f, train, g.ceiling_epochs)
+            groups.append(CellGroup(set_name, pool, 1, False, [e], e * train, ceiling=True))
     return groups
 
 
@@ -195,7 +198,8 @@ def format_plan(cfg: StudyConfig, node_types: list[NodeType], cluster: str, coun
                  f"protocol {cfg.grid.protocol})")
     for g in groups:
         state = "skipped (exceeds the pool)" if g.skipped else f"epochs {'/'.join(map(str, sorted(set(g.epochs))))}, {g.images:,} images"
-        lines.append(f"  {g.category_set:>6} n={g.train_size:<6} {g.cells:>3} cells  {state}")
+        ceiling = "  (supervised ceiling: every labeled image)" if g.ceiling else ""
+        lines.append(f"  {g.category_set:>6} n={g.train_size:<6} {g.cells:>3} cells  {state}{ceiling}")
     lines.append(f"resources (node types of {cluster}):")
     for r in requests:
         fit = holders(r, node_types)

@@ -51,6 +51,12 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("n_train", pa.int64()),
             ("n_validation", pa.int64()),
             ("epochs", pa.int64()),
+            ("steps", pa.int64()),  # optimizer steps taken
+            ("batch_size", pa.int64()),  # images per optimizer step (the global batch)
+            ("stop_reason", pa.string()),  # which bound set the length: epochs / min_steps / max_steps
+            ("train_loss", pa.float64()),  # mean training loss of the last epoch
+            ("train_accuracy", pa.float64()),  # OA on the cell's own training images
+            ("init", pa.string()),  # initial encoder weights: random, or "<file> sha256:<hex>"
             ("train_seconds", pa.float64()),
             ("device", pa.string()),
             ("node", pa.string()),
@@ -105,6 +111,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("final_loss", pa.float64()),
             ("device", pa.string()),
             ("images_per_s", pa.float64()),
+            ("no_learning_loss", pa.float64()),  # the loss of an encoder that learned nothing (MoCo: ln(K+1))
             ("knn_accuracy", pa.float64()),
             ("linear_probe_accuracy", pa.float64()),
         ]

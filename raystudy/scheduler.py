@@ -235,7 +235,7 @@ def build_context(cfg: StudyConfig, run_dir: Path, data, planned, images_ref, in
         splits={(p.cell.category_set, p.cell.train_size, p.cell.fold): p.split for p in runnable},
         encoders={j.name: str(encoder_path(run_dir, j.name)) for j in pretrain_jobs(cfg)},
         image_ids=data.images.index["image_id"].to_numpy(),
-        runnable_sizes={s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s}) for s in cfg.grid.sizes},
+        runnable_sizes={s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s and not p.cell.ceiling}) for s in cfg.grid.sizes},
         inject_failure=inject_failure,
         pretrain_rows=data.pretrain_indices,
         probe_split={

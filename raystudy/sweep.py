@@ -26,10 +26,10 @@ from raystudy.errors import StudyLockedError
 from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs
 from raystudy.registry import BASELINE
 from raystudy.runfolder import check_run_folder, entries, removed_if_failing
-from raystudy.plan import cell_epochs
 from raystudy.resources import fit_resources
 from raystudy.results import finished_cells, has_result, read_table, write_table
 from raystudy.provenance import finish_run_info, start_run_info
+from raystudy.training.budget import cell_budget
 from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
 
 log = logging.getLogger("raystudy")
@@ -160,7 +160,7 @@ def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> li
     if cfg.pretrain.probe:
         probed = set(read_table(run_dir, "probes")["model"])
         # the encoder pretraining starts from: the first method's init (or a random one)
-        start = next(iter(cfg.model.pretrain_init.values()), None)
+        start = next((cfg.model.pretrain_weights(m) for m in cfg.model.pretrain_init), None)
         init = "pretrain_init" if start else "random_init"
         pretrained = [j for j in pretrain_jobs(cfg) if j.model in cfg.grid.models]
         if pretrained and init not in probed:
@@ -217,9 +217,12 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: 
         if jobs:
             images_ref = ray.put(data.images.images)
             context = build_context(cfg, run_dir, data, planned, images_ref, _injected_failure())
-            pending = {j.cell.cell_id for j in cells}
-            trained = {p.cell.cell_id: len(p.split.train) for p in planned if p.cell.cell_id in pending}
-            weights = {c: float(n * cell_epochs(cfg.finetune, n)) for c, n in trained.items()}
+            weights = {  # images each cell trains on: the progress line's time estimate
+                p.cell.cell_id: float(cell_budget(cfg.finetune, len(p.split.train),
+                                                  cfg.grid.ceiling_epochs if p.cell.ceiling else None).images)
+                for p in planned if p.split is not None
+            }
+            weights = {j.cell.cell_id: weights[j.cell.cell_id] for j in cells}
             progress = ProgressLine(runnable, runnable - len(cells), weights)
             for _ in range(2):  # a second pass only for cells lost without a result
                 results, searcher = run_jobs(cfg, run_dir, context, jobs, progress, verbose)

@@ -600,11 +600,11 @@ def test_reference_lines_majority_ceiling_and_no_learning_level():
     assert 20000 not in set(analysis.stats.paired_difference_table(trials)["train_size"])
     losses = pd.DataFrame([{"run": "pretrain-moco", "stage": "pretrain", "model": "moco", "step": s, "loss": 6.0}
                            for s in range(5)])
-    pre = pd.DataFrame([{"model": "moco", "n_images": 720, "batch_size": 64}])
-    res = Results.from_frames(losses=losses, pretraining=pre, raw_config={"pretrain": {"queue_size": 1024}})
+    pre = pd.DataFrame([{"model": "moco", "n_images": 720, "batch_size": 64, "no_learning_loss": np.log(720 + 1)}])
+    res = Results.from_frames(losses=losses, pretraining=pre, raw_config={"pretrain": {"moco": {"queue_size": 1024}}})
     fig = figures.pretraining_loss(res)
     (line,) = fig.layout.shapes
-    assert line.y0 == pytest.approx(np.log(640 + 1))  # K = 1024 clipped to 640 (720 images, batch 64)
+    assert line.y0 == pytest.approx(np.log(720 + 1))  # as recorded: K = 1024 cut to the 720 images
 
 
 def _report_text(path):
@@ -666,3 +666,15 @@ def test_bad_catalog_or_config_fails_by_name(tmp_path):
     (tmp_path / "config.yaml").write_text("name: x\ncatalog:\n  categories: [a, b]\n  basic: [a]\n"
                                           "  category_sets: {two: [a, b]}\n  aliases: {}\n")
     assert load_results(tmp_path).catalog.category_set("two") == ("a", "b")
+
+
+def test_ceiling_cells_stay_out_of_the_per_size_tables():
+    from analysis.results import drop_ceiling_details
+
+    trials = pd.DataFrame({"cell_id": ["baseline-19cat-ceiling", "moco-19cat-n64-f0"], "protocol": ["ceiling", "paper"]})
+    per_class = pd.DataFrame({"cell_id": ["baseline-19cat-ceiling", "moco-19cat-n64-f0"], "f1": [0.9, 0.5]})
+    losses = pd.DataFrame({"run": ["baseline-19cat-ceiling", "pretrain-moco"], "loss": [1.0, 6.0]})
+    out = drop_ceiling_details({"trials": trials, "per_class": per_class, "losses": losses})
+    assert out["trials"].equals(trials)  # the ceiling's trials row is the reference line
+    assert out["per_class"]["cell_id"].tolist() == ["moco-19cat-n64-f0"]
+    assert out["losses"]["run"].tolist() == ["pretrain-moco"]

@@ -32,6 +32,9 @@ CLUSTER = REPO / "cluster.yaml"
 STUDY_ARGS = ["--set", "finetune.gpus_per_trial=0.5", "--set", "pretrain.use_gpu='false'"]
 
 
+NO_INITS = ["model.require_init=false"]  # these tests check resource requests; no weights are loaded
+
+
 def check_run(run_dir: Path, output: str, head: str, workers: list[str], temp_dir: Path) -> pd.DataFrame:
     """Every runnable cell done on a worker node; no request shrunk; the CUDA warning written."""
     assert "study 'smoke' finished" in output, output[-3000:]
@@ -110,7 +113,7 @@ def test_paper_requests_fit_cluster_yaml_node_types():
     node_types = {t.name: t for t in load_node_types(CLUSTER)}
     head = yaml.safe_load(CLUSTER.read_text())["head_node_type"]
     assert node_types[head].resources == {"CPU": 0.0}  # the head takes no work
-    cfg = load_config(preset="paper")
+    cfg = load_config(preset="paper", overrides=NO_INITS)
     requests = study_requests(cfg, use_gpu=True)
     check_fits(requests, list(node_types.values()), str(CLUSTER))
     for r in requests:
@@ -120,7 +123,7 @@ def test_paper_requests_fit_cluster_yaml_node_types():
 
 def test_a_request_no_node_type_holds_fails_naming_both():
     node_types = load_node_types(CLUSTER)
-    cfg = load_config(preset="paper", overrides=["finetune.gpus_per_trial=8"])
+    cfg = load_config(preset="paper", overrides=[*NO_INITS, "finetune.gpus_per_trial=8"])
     with pytest.raises(ResourceError) as err:
         check_fits(study_requests(cfg, use_gpu=True), node_types, str(CLUSTER))
     text = str(err.value)
@@ -135,6 +138,6 @@ def test_a_request_no_node_type_holds_fails_naming_both():
 
 def test_a_local_instance_is_shrunk_to_fit(ray_instance):
     assert started_here()  # the test session started this instance itself: not a cluster
-    with fit_resources(load_config(preset="paper")) as cfg:
+    with fit_resources(load_config(preset="paper", overrides=NO_INITS)) as cfg:
         assert cfg.finetune.gpus_per_trial == 0 and cfg.finetune.cpus_per_trial <= 2
         assert cfg.pretrain.cpus_per_worker <= 2

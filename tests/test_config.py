@@ -5,8 +5,12 @@ import pytest
 from raystudy.config import ConfigError, load_config, parse_override
 
 
+# the paper preset requires its initial weights; these tests start it from random weights
+RANDOM_INITS = ["model.baseline_init=random", "model.pretrain_init={moco: random, byol: random}"]
+
+
 def test_presets_load_and_paper_is_faithful():
-    paper = load_config(preset="paper")
+    paper = load_config(preset="paper", overrides=RANDOM_INITS)
     assert paper.grid.sizes["19cat"] == [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864]
     assert paper.grid.sizes["4cat"] == [128, 256, 512, 1024, 2048, 4096, 8192]
     assert paper.grid.folds == 5 and paper.grid.models == ["moco", "byol", "baseline"]
@@ -17,8 +21,26 @@ def test_presets_load_and_paper_is_faithful():
     assert paper.data.pretrain_campaigns == ["NASCENT19", "NASCENT20"]
     assert paper.data.generalization_campaign == "CLOUDLAB"
     assert paper.pretrain.augment.crop_scale == [0.6, 1.0]
+    # Sect. 4.1: fine-tuning with SGD, 64 images per GPU on 4 GPUs: a global batch of 256,
+    # accumulated here in passes of 64 on one device; the rate "e.g. 0.01" per 256 images
+    assert (paper.finetune.batch_size, paper.finetune.micro_batch_size, paper.finetune.base_lr) == (256, 64, 0.01)
+    assert (paper.model.baseline_weights(), paper.model.pretrain_weights("moco")) == (None, None)
     for preset in ("smoke", "demo"):
         load_config(preset=preset)
+
+
+def test_paper_preset_refuses_to_start_without_its_initial_weights(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(preset="paper")
+    text = str(err.value)
+    for key in ("model.baseline_init", "model.pretrain_init.moco", "model.pretrain_init.byol"):
+        assert key in text
+    assert "IM1K-Unsup-MoCo" in text and "IM1K-Unsup-BYOL" in text and "=random" in text
+    ckpt = tmp_path / "moco_v2_800ep_pretrain.pth.tar"
+    ckpt.write_bytes(b"x")
+    cfg = load_config(preset="paper", overrides=[f"model.baseline_init={ckpt}", f"model.pretrain_init.moco={ckpt}",
+                                                  "model.pretrain_init.byol=random"])
+    assert cfg.model.baseline_weights() == str(ckpt) and cfg.model.pretrain_weights("byol") is None
 
 
 def test_unknown_preset_names_known_ones():
@@ -144,7 +166,7 @@ def test_hash_leaves_out_the_fields_marked_no_hash():
 def test_dumped_config_loads_back_the_same(tmp_path):
     from raystudy.config import dump_config
 
-    cfg = load_config(preset="paper")
+    cfg = load_config(preset="paper", overrides=RANDOM_INITS)
     dump_config(cfg, tmp_path / "config.yaml")
     again = load_config(path=tmp_path / "config.yaml")
     assert again == cfg and again.config_hash() == cfg.config_hash()

@@ -33,6 +33,20 @@ def test_every_expected_cell_once(smoke_run):
     assert set(grid["cell_id"]) == expected
 
 
+def test_training_length_and_initialisation_recorded(smoke_run):
+    cfg = load_config(preset="smoke")
+    trials = pd.read_parquet(smoke_run / "results" / "trials")
+    done = trials[trials["status"] == "done"]
+    assert done["stop_reason"].isin(["epochs", "min_steps", "max_steps"]).all()
+    assert (done["steps"] > 0).all() and (done["batch_size"] <= cfg.finetune.batch_size).all()
+    assert done[["train_accuracy"]].stack().between(0, 1).all() and done["train_loss"].notna().all()
+    assert (done.loc[done["model"] == "baseline", "init"] == "random").all()
+    moco = done.loc[done["model"] == "moco", "init"]
+    assert moco.str.match(r".*encoders/moco\.pt sha256:[0-9a-f]{64}$").all()
+    paired = done.groupby(["category_set", "train_size", "fold"])["steps"].nunique()
+    assert (paired == 1).all()  # one stopping rule for every model type
+
+
 def test_skipped_cells_are_named(smoke_run):
     trials = pd.read_parquet(smoke_run / "results" / "trials")
     skipped = trials[trials["status"] == "skipped"]

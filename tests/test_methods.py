@@ -43,7 +43,9 @@ class Opaque:  # a non-tensor object a weights-only load must refuse
 
 
 # -- encoders / heads ------------------------------------------------------------------------
-@pytest.mark.parametrize("arch,dim", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("resnet101", 2048)])
+@pytest.mark.parametrize(
+    "arch,dim", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("resnet101", 2048), ("resnet18_w16", 128)]
+)
 def test_build_encoder_feature_dim(arch: str, dim: int) -> None:
     net, feature_dim = build_encoder(arch, in_channels=1)
     assert feature_dim == dim
@@ -61,13 +63,32 @@ def test_build_encoder_rgb_and_unknown_arch() -> None:
         build_encoder("vgg16")
 
 
+def test_resnet18_w16_is_a_quarter_width_resnet18_with_a_light_stem() -> None:
+    net, dim = build_encoder("resnet18_w16", in_channels=1)
+    assert net.conv1.weight.shape == (16, 1, 3, 3) and net.conv1.stride == (2, 2)
+    assert isinstance(net.maxpool, nn.Identity)
+    assert [len(getattr(net, f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
+    assert [getattr(net, f"layer{i}")[0].conv1.out_channels for i in range(1, 5)] == [16, 32, 64, 128]
+    feats = net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(torch.randn(2, 1, 32, 32))))))
+    assert feats.shape[-2:] == (16, 16)  # a 32 px crop keeps a 16 x 16 map after the stem
+
+
+def test_config_arch_names_match_the_encoders() -> None:
+    from typing import get_args
+
+    from raystudy.config import Arch
+    from raystudy.models.encoders import ARCHS
+
+    assert set(get_args(Arch)) == set(ARCHS)
+
+
 def test_heads_and_classifier() -> None:
     proj = ProjectionMLP(8, hidden_dim=16, out_dim=4, num_layers=3)
     assert sum(isinstance(m, nn.Linear) for m in proj.modules()) == 3
     assert sum(isinstance(m, nn.BatchNorm1d) for m in proj.modules()) == 2
     pred = ProjectionMLP(4, hidden_dim=16, out_dim=4, num_layers=2)
     assert sum(isinstance(m, nn.Linear) for m in pred.modules()) == 2
-    head = ClassifierMLP(8, num_classes=5, hidden_dim=16, dropout=0.1)
+    head = ClassifierMLP(8, num_classes=5, hidden_dim=16, dropout=0.1, num_layers=3)
     assert sum(isinstance(m, nn.Linear) for m in head.modules()) == 3
     assert head(torch.randn(4, 8)).shape == (4, 5)
     enc, dim = tiny_encoder()
@@ -75,6 +96,21 @@ def test_heads_and_classifier() -> None:
     x = torch.randn(4, 1, 16, 16)
     assert clf(x).shape == (4, 5)
     assert clf.embed(x).shape == (4, dim)
+
+
+def test_projector_and_classifier_follow_the_papers_three_layer_mlp() -> None:
+    """Sect. 3.2: input (pooled features) -> hidden 4096 -> output 256, i.e. two Linear layers;
+    Sect. 3.4: the classifier is the same kind of MLP with one output per category."""
+    enc, dim = tiny_encoder()
+    moco = MoCo(enc, dim, proj_hidden_dim=4096, proj_dim=256, queue_size=8)
+    linears = [m for m in moco.online_projector.modules() if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(dim, 4096), (4096, 256)]
+    byol = BYOL(tiny_encoder()[0], dim, proj_hidden_dim=4096, proj_dim=256, pred_hidden_dim=4096)
+    linears = [m for m in byol.online_projector.modules() if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(dim, 4096), (4096, 256)]
+    head = Classifier(tiny_encoder()[0], dim, num_classes=19, hidden_dim=512).head
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(dim, 512), (512, 19)]
 
 
 # -- load_encoder_weights ----------------------------------------------------------------------
@@ -209,10 +245,10 @@ def test_info_nce_perfect_positives_lower() -> None:
 
 
 def test_clip_queue_size() -> None:
-    assert clip_queue_size(65536, 33354, 256) == 33024  # 129 * 256 <= 33354 - 256
-    assert clip_queue_size(1000, 33354, 256) == 1000
-    assert clip_queue_size(65536, 100, 64) == 64  # never below one batch
-    assert clip_queue_size(65536, 100, 8) == 88
+    assert clip_queue_size(65536, 33354) == 33354  # the paper's queue is longer than its 33,354 images
+    assert clip_queue_size(1000, 33354) == 1000  # the configured size is kept otherwise
+    assert clip_queue_size(1024, 1024) == 1024
+    assert clip_queue_size(65536, 100) == 100
 
 
 def test_queue_ring_buffer_wraps() -> None:
@@ -308,7 +344,7 @@ def test_momentum_update_formula_exact() -> None:
 def test_moco_resnet18_train_step() -> None:
     torch.manual_seed(0)
     enc, dim = build_encoder("resnet18")
-    model = MoCo(enc, dim, proj_hidden_dim=64, proj_dim=32, queue_size=clip_queue_size(64, 40, 8))
+    model = MoCo(enc, dim, proj_hidden_dim=64, proj_dim=32, queue_size=clip_queue_size(32, 40))
     out = _train_step(model, 0.99)
     assert 0.0 <= out["acc"].item() <= 1.0
 

@@ -26,4 +26,16 @@ def test_precision_recall_f1_by_hand():
 def test_absent_class_gives_zero_not_nan():
     ev = evaluate(np.array([0, 0]), np.array([0, 0]), ["a", "b"])
     assert ev.per_class["precision"].tolist() == [1.0, 0.0]
-    assert ev.macro_f1 == 1.0  # averaged over classes present in the labels
+    assert ev.macro_f1 == 0.5  # over the full label list: the absent class counts as F1 = 0
+
+
+def test_macro_f1_matches_scikit_learn_over_the_full_label_list():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    categories = [f"c{i}" for i in range(7)]
+    for _ in range(20):
+        y = rng.integers(0, 5, size=40)  # classes 5 and 6 never occur in this fold
+        p = np.where(rng.random(40) < 0.6, y, rng.integers(0, 7, size=40))
+        expected = f1_score(y, p, labels=list(range(7)), average="macro", zero_division=0)
+        assert abs(evaluate(y, p, categories).macro_f1 - expected) < 1e-12

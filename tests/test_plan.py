@@ -20,6 +20,13 @@ def test_plan_prints_cells_requests_node_types_and_hours(capsys):
     assert "device-hours: pretraining" in out and "GPU-h" in out
 
 
+def test_plan_counts_the_supervised_ceiling(capsys):
+    assert main(["plan", "--preset", "smoke", "--set", "grid.ceiling_epochs=5", "--images-per-s", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "cells: 20 planned" in out  # 18 of the grid and one supervised-ceiling cell per set
+    assert out.count("(supervised ceiling: every labeled image)") == 2 and " x20: " in out
+
+
 def test_plan_names_a_request_no_node_type_holds(capsys):
     assert main(["plan", "--preset", "paper", "--set", "finetune.gpus_per_trial=8"]) == 0
     out = capsys.readouterr().out
@@ -37,7 +44,8 @@ def test_cell_length_matches_what_the_trials_trained(smoke_run):
     trials = pd.read_parquet(smoke_run / "results" / "trials")
     done = trials[trials["status"] == "done"]
     for row in done.itertuples():
-        assert cell_epochs(cfg.finetune, row.n_train) == row.epochs, row.cell_id
+        ceiling = cfg.grid.ceiling_epochs if row.protocol == "ceiling" else None
+        assert cell_epochs(cfg.finetune, row.n_train, ceiling) == row.epochs, row.cell_id
         assert abs(train_images(row.train_size, row.fold, cfg.grid.folds, cfg.grid.protocol) - row.n_train) <= 1
 
 

@@ -54,9 +54,9 @@ def pretraining_loss(
     levels = no_learning_levels(res)
     for c, m in enumerate(models, start=1):
         if m in levels:
-            k, level = levels[m]
+            what, level = levels[m]
             fig.add_hline(y=level, line=dict(color="#b22222", dash="dot", width=1.3), row=1, col=c,
-                          annotation_text=f"no-learning level ln(K+1) = {level:.2f} (K = {k:,})",
+                          annotation_text=f"no-learning level {what} = {level:.2f}",
                           annotation_position="top right", annotation_font=dict(size=11, color="#b22222"))
     fig.update_yaxes(title="loss", row=1, col=1)
     style(fig, title or base, height=420)
@@ -65,28 +65,18 @@ def pretraining_loss(
     return fig
 
 
-def moco_queue_size(res: Results, n_images: int, batch_size: int) -> int:
-    """The queue size K MoCo used: the config's ``pretrain.moco.queue_size`` (``pretrain.queue_size``
-    in older run folders) clipped exactly as ``MoCo.from_config`` clips it (the pretraining table
-    does not record K)."""
-    from raystudy.models.moco import MoCoConfig, clip_queue_size  # imports torch: only when MoCo rows exist
-
-    section = res.raw_config.get("pretrain") or {}
-    moco = section.get("moco") or {}
-    queue = int(moco.get("queue_size", section.get("queue_size", MoCoConfig().queue_size)))
-    return clip_queue_size(queue, int(n_images), int(batch_size))
-
-
-def no_learning_levels(res: Results) -> dict[str, tuple[int, float]]:
-    """{'moco': (K, ln(K+1))}: the InfoNCE loss of an encoder that tells no key apart (uniform over
-    the positive and K queue negatives). BYOL has no such fixed level."""
-    pre = res.pretraining[(res.pretraining["model"] == "moco") & res.pretraining["n_images"].notna()
-                          & res.pretraining["batch_size"].notna()]
-    if pre.empty:
+def no_learning_levels(res: Results) -> dict[str, tuple[str, float]]:
+    """{method: (what, level)}: the loss of an encoder that learned nothing, as each pretraining run
+    recorded it (``pretraining.no_learning_loss``: ln(K+1) for MoCo's K queue keys, ln(2B-1) for
+    SimCLR); methods without such a level (BYOL) are absent."""
+    if "no_learning_loss" not in res.pretraining:
         return {}
-    r = pre.iloc[-1]
-    k = moco_queue_size(res, int(r["n_images"]), int(r["batch_size"]))
-    return {"moco": (k, float(np.log(k + 1)))}
+    pre = res.pretraining[res.pretraining["no_learning_loss"].notna()]
+    what = {"moco": "ln(K+1)", "simclr": "ln(2B-1)"}
+    return {
+        str(r["model"]): (what.get(str(r["model"]), "no-learning level"), float(r["no_learning_loss"]))
+        for _, r in pre.iterrows()
+    }
 
 
 def finetuning_loss(

@@ -97,9 +97,9 @@ def _pool(index: pd.DataFrame, campaign: str, categories: list[str]) -> LabeledP
 
 def check_inits(cfg: StudyConfig, problems: Problems) -> None:
     """Initial-weight checkpoints named in the config must exist."""
-    inits = {"model.baseline_init": cfg.model.baseline_init}
-    inits.update({f"model.pretrain_init.{m}": p for m, p in cfg.model.pretrain_init.items()})
-    for key, path in inits.items():
+    inits = {"model.baseline_init": cfg.model.baseline_weights()}
+    inits.update({f"model.pretrain_init.{m}": cfg.model.pretrain_weights(m) for m in cfg.model.pretrain_init})
+    for key, path in inits.items():  # None: random weights
         if path and not Path(path).is_file():
             problems.add(
                 "initial weight file(s) not found", f"{key}: {path}",

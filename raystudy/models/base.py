@@ -43,6 +43,11 @@ class PretrainModel(nn.Module, ABC):
     def after_step(self, step: int, total_steps: int) -> None:
         """Called after every optimizer step (``step`` counts from 0); no-op by default."""
 
+    def no_learning_loss(self, global_batch: int) -> float | None:
+        """The loss of an encoder that has learned nothing, or None where the method has no
+        such fixed level (BYOL). The report draws it beside the pretraining loss."""
+        return None
+
     @abstractmethod
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
         """Two augmented views (B, C, H, W) -> {"loss": scalar tensor, ...metrics}."""

@@ -58,7 +58,7 @@ class BYOL(MomentumMethod):
         proj_hidden_dim: int = 4096,
         proj_dim: int = 256,
         pred_hidden_dim: int = 4096,
-        proj_layers: int = 3,
+        proj_layers: int = 2,  # the paper's "3-layer MLP": features -> hidden -> out
         base_momentum: float = 0.99,
     ) -> None:
         super().__init__(encoder, ProjectionMLP(feature_dim, proj_hidden_dim, proj_dim, proj_layers))

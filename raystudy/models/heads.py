@@ -1,4 +1,11 @@
-"""MLP heads: projector/predictor (Sect. 3.2) and the downstream classifier (Sect. 3.4)."""
+"""MLP heads: projector/predictor (Sect. 3.2) and the downstream classifier (Sect. 3.4).
+
+The paper calls both heads a "3-layer MLP" and counts layers of neurons: an input
+layer (the encoder's pooled features), one hidden layer and an output layer
+(Sect. 3.2: "The hidden layer in the middle has 4096 neurons, and the output layer
+has the dimension of 256"). That is two Linear layers, as in MoCo v3 and solo-learn
+for ResNets, so ``num_layers`` below counts Linear layers and defaults to 2.
+"""
 
 from __future__ import annotations
 
@@ -23,20 +30,20 @@ def _mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, dropout: f
 
 
 class ProjectionMLP(nn.Module):
-    """Projector (3 layers, 4096 hidden, 256 out in the paper) or BYOL predictor (2 layers).
+    """Projector (paper Sect. 3.2: features -> 4096 hidden -> 256) or BYOL predictor.
 
     Args:
-        in_dim: input width (the encoder's feature_dim for a projector).
-        hidden_dim: width of the hidden Linear-BN-ReLU layers.
-        out_dim: output width.
-        num_layers: Linear layers in all (>= 1).
+        in_dim: input features (the encoder's pooled feature size for a projector).
+        hidden_dim: hidden layer width (4096 in the paper).
+        out_dim: embedding size (256 in the paper).
+        num_layers: Linear layers; 2 is the paper's "3-layer MLP" (input, hidden, output).
 
     Example:
-        >>> proj = ProjectionMLP(512, hidden_dim=4096, out_dim=256)
-        >>> proj(torch.randn(8, 512)).shape  # torch.Size([8, 256])
+        >>> ProjectionMLP(512, 4096, 256)(torch.randn(8, 512)).shape
+        torch.Size([8, 256])
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256, num_layers: int = 3) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256, num_layers: int = 2) -> None:
         super().__init__()
         self.net = _mlp(in_dim, hidden_dim, out_dim, num_layers)
 
@@ -45,18 +52,22 @@ class ProjectionMLP(nn.Module):
 
 
 class ClassifierMLP(nn.Module):
-    """The paper's 3-layer MLP classifier: (Linear-BN-ReLU) x 2, Linear -> logits.
+    """The paper's "3-layer MLP" classifier (Sect. 3.4): features -> hidden -> one logit per category.
+
+    Same layer count as the projector (Linear-BN-ReLU, Linear); the output layer has one
+    neuron per category. The paper does not give the hidden width: it is
+    ``model.classifier_hidden_dim`` in the study config (this project's choice).
 
     Args:
-        in_dim: the encoder's feature_dim; num_classes: logits out.
-        hidden_dim, num_layers: hidden width and Linear layers in all; dropout: after each ReLU.
-
-    Example:
-        >>> ClassifierMLP(512, num_classes=19)(torch.randn(8, 512)).shape  # torch.Size([8, 19])
+        in_dim: the encoder's pooled feature size.
+        num_classes: categories of the category set.
+        hidden_dim: hidden layer width.
+        num_layers: Linear layers (2 = the paper's input, hidden and output layers).
+        dropout: dropout after the hidden activation (0: none, as in the paper).
     """
 
     def __init__(
-        self, in_dim: int, num_classes: int, hidden_dim: int = 512, num_layers: int = 3, dropout: float = 0.0
+        self, in_dim: int, num_classes: int, hidden_dim: int = 512, num_layers: int = 2, dropout: float = 0.0
     ) -> None:
         super().__init__()
         self.net = _mlp(in_dim, hidden_dim, num_classes, num_layers, dropout)
@@ -66,16 +77,7 @@ class ClassifierMLP(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Downstream network: transferred encoder + MLP classifier; softmax is left to the loss.
-
-    Args:
-        encoder: backbone (B, C, H, W) -> (B, feature_dim); feature_dim: its width.
-        num_classes, hidden_dim, num_layers, dropout: the :class:`ClassifierMLP`.
-
-    Example:
-        >>> enc, dim = build_encoder("resnet18")
-        >>> Classifier(enc, dim, num_classes=4)(torch.randn(2, 1, 32, 32)).shape  # torch.Size([2, 4])
-    """
+    """Downstream network: transferred encoder + MLP classifier; softmax is left to the loss."""
 
     def __init__(
         self,
@@ -83,7 +85,7 @@ class Classifier(nn.Module):
         feature_dim: int,
         num_classes: int,
         hidden_dim: int = 512,
-        num_layers: int = 3,
+        num_layers: int = 2,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()

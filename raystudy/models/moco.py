@@ -3,6 +3,8 @@ section ``pretrain.moco``."""
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -66,14 +68,20 @@ def info_nce(
     return F.cross_entropy(logits, labels), logits
 
 
-def clip_queue_size(queue_size: int, n_images: int, batch_size: int) -> int:
-    """min(queue_size, largest multiple of batch_size <= n_images - batch_size), >= batch_size.
+def clip_queue_size(queue_size: int, n_images: int) -> int:
+    """The number of negative keys MoCo keeps: the configured size, or the data set's size if smaller.
 
-    Keeps the queue from holding more keys than there are images outside the current
-    batch (``batch_size`` = global number of keys enqueued per step).
+    MoCo's queue holds the keys of the most recent batches (65,536 in He et al. 2020, far
+    fewer than ImageNet's 1.28 M images). A queue longer than the data set would hold
+    several keys of the same image, so it is cut to ``n_images``; otherwise the
+    configured size is kept. As in MoCo, keys of an image from earlier steps may still
+    be in the queue when that image comes round again; at K < N they are few.
+
+    Example:
+        >>> clip_queue_size(65536, 33354)  # the paper's pretraining set
+        33354
     """
-    fit = (n_images - batch_size) // batch_size * batch_size
-    return max(batch_size, min(queue_size, fit))
+    return max(1, min(queue_size, n_images))
 
 
 class MoCo(MomentumMethod):
@@ -127,7 +135,7 @@ class MoCo(MomentumMethod):
         temperature: float = 0.2,
         shuffle_bn_groups: int = 2,
         symmetric: bool = True,
-        proj_layers: int = 3,
+        proj_layers: int = 2,  # the paper's "3-layer MLP": features -> hidden -> out
         momentum: float = 0.99,
     ) -> None:
         super().__init__(encoder, ProjectionMLP(feature_dim, proj_hidden_dim, proj_dim, proj_layers))
@@ -149,7 +157,7 @@ class MoCo(MomentumMethod):
             feature_dim,
             proj_hidden_dim=model.proj_hidden_dim,
             proj_dim=model.proj_dim,
-            queue_size=clip_queue_size(section.queue_size, n_images, global_batch),
+            queue_size=clip_queue_size(section.queue_size, n_images),
             temperature=section.temperature,
             symmetric=section.symmetric,
             momentum=section.momentum,
@@ -157,6 +165,10 @@ class MoCo(MomentumMethod):
 
     def momentum_at(self, step: int, total_steps: int) -> float:
         return self.momentum
+
+    def no_learning_loss(self, global_batch: int) -> float:
+        """ln(K + 1): InfoNCE when the positive scores like each of the K queue negatives."""
+        return math.log(self.queue.shape[1] + 1)
 
     # -- branches ---------------------------------------------------------------------------
     def _use_groups(self, batch_size: int) -> bool:

@@ -3,6 +3,8 @@ config section ``pretrain.simclr``. No momentum encoder, no queue."""
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -104,6 +106,10 @@ class SimCLR(PretrainModel):
         cls, encoder: nn.Module, feature_dim: int, model: ModelConfig, section: SimCLRConfig, n_images: int, global_batch: int
     ) -> SimCLR:
         return cls(encoder, feature_dim, model.proj_hidden_dim, model.proj_dim, section.temperature)
+
+    def no_learning_loss(self, global_batch: int) -> float:
+        """ln(2B - 1): NT-Xent when the positive scores like each of the 2B - 2 in-batch negatives."""
+        return math.log(2 * global_batch - 1)
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, torch.Tensor]:
         z1 = self.projector(self.online_encoder(view1))  # (B, proj_dim)

@@ -15,6 +15,8 @@ runs four phases, each a function a test can call:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -38,6 +40,7 @@ from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
 from raystudy.training.augment import EvalTransform, FinetuneAugment
+from raystudy.training.budget import cell_budget
 from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
 from raystudy.training.probes import encode, tsne_2d
 from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
@@ -128,22 +131,42 @@ def recalibrate_batchnorm(model: torch.nn.Module, images: np.ndarray, rows: np.n
     model.eval()
 
 
-def initial_encoder(cfg: StudyConfig, cell: Cell, encoders: dict[str, str], before_pretraining: bool = False):
-    """The encoder a cell starts from: its pretrained one, or the baseline's init.
+def initial_weights(cfg: StudyConfig, cell: Cell, encoders: dict[str, str], before_pretraining: bool = False) -> str | None:
+    """The checkpoint a cell's encoder starts from (None: random weights): its pretrained
+    encoder, or the baseline's init. With ``before_pretraining`` it is the checkpoint
+    pretraining started from (Fig. 8, first row)."""
+    if cell.model == BASELINE:
+        return cfg.model.baseline_weights()
+    if before_pretraining:
+        return cfg.model.pretrain_weights(cell.model)
+    return encoders.get(needs_encoder(cell))
 
-    With ``before_pretraining`` it is the encoder pretraining started from (Fig. 8, first row).
-    """
+
+def initial_encoder(cfg: StudyConfig, cell: Cell, encoders: dict[str, str], before_pretraining: bool = False):
+    """The encoder a cell starts from (see :func:`initial_weights`) and its feature size."""
     m = cfg.model
     encoder, feature_dim = build_encoder(cell.arch or m.arch, m.in_channels)
-    if cell.model == BASELINE:
-        init = m.baseline_init
-    elif before_pretraining:
-        init = m.pretrain_init.get(cell.model)
-    else:
-        init = encoders.get(needs_encoder(cell))
+    init = initial_weights(cfg, cell, encoders, before_pretraining)
     if init:
         load_encoder_weights(encoder, init)
     return encoder, feature_dim
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_init(path: str | None) -> str:
+    """``random``, or ``<checkpoint path> sha256:<hex>``: the ``init`` column of ``trials``."""
+    if not path:
+        return "random"
+    st = os.stat(path)
+    return f"{path} sha256:{_file_sha256(str(path), st.st_mtime_ns, st.st_size)}"
 
 
 def build_classifier(cfg: StudyConfig, cell: Cell, n_classes: int, encoders: dict[str, str]) -> Classifier:
@@ -235,9 +258,12 @@ class CellTrainer:
     """Fine-tunes one cell's classifier epoch by epoch (Sect. 3.4 and 4.1).
 
     The encoder starts from the model type's initial weights; SGD with momentum and the
-    warmup-cosine schedule per step; the sample order and the augmentations of an epoch
-    depend only on the cell and the epoch, so a trial resumed from its checkpoint
-    continues exactly where it stopped. Small train sizes run at least ``min_steps``.
+    warmup-cosine schedule per step, the learning rate scaled from the global batch; the
+    training length is :func:`~raystudy.training.budget.cell_budget` (the same rule for
+    every model type). The sample order and the augmentations of an epoch depend only on
+    ``key`` (the cell's pair key: set, size, fold) and the epoch, so paired cells of
+    different model types see the same batches, and a trial resumed from its checkpoint
+    continues exactly where it stopped.
     """
 
     def __init__(self, cfg: StudyConfig, cell: Cell, encoders: dict[str, str], images: np.ndarray,
@@ -253,12 +279,10 @@ class CellTrainer:
         self.train_tf = FinetuneAugment(resize=aug.resize, crop_size=aug.crop_size,
                                         crop_scale=tuple(aug.crop_scale), flip_p=aug.flip_p, out_channels=in_ch)
         self.eval_tf = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=in_ch)
-        self.batch = min(f.batch_size, len(train_rows))
-        steps_per_epoch = math.ceil(len(train_rows) / self.batch)
-        self.epochs = max(f.epochs, math.ceil(f.min_steps / steps_per_epoch))
-        self.total_steps = self.epochs * steps_per_epoch
-        self.warmup_steps = min(f.warmup_epochs * steps_per_epoch, self.total_steps // 2)
-        self.target_lr = scaled_lr(f.base_lr, self.batch)
+        self.budget = cell_budget(f, len(train_rows), cfg.grid.ceiling_epochs if cell.ceiling else None)
+        self.batch, self.epochs, self.total_steps = self.budget.batch, self.budget.epochs, self.budget.total_steps
+        self.warmup_steps = min(f.warmup_epochs * self.budget.steps_per_epoch, self.total_steps // 2)
+        self.target_lr = scaled_lr(f.base_lr, self.batch)  # linear scaling from the global batch
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.target_lr,
                                          momentum=f.momentum, weight_decay=f.weight_decay)
         self.adjustment = (
@@ -276,8 +300,15 @@ class CellTrainer:
     def save(self, checkpoint: EpochCheckpoint, epoch: int, seconds: float) -> None:
         checkpoint.maybe_save(self.model, self.optimizer, epoch, self.step, self.losses, self.spent + seconds)
 
+    def micro_batches(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Split one step's batch into forward passes of at most ``micro_batch`` images, none of one image."""
+        k = math.ceil(len(batch) / self.budget.micro_batch)
+        while k > 1 and len(batch) // k < 2:  # BatchNorm needs two images per pass
+            k -= 1
+        return np.array_split(batch, k)
+
     def run_epoch(self, epoch: int) -> float:
-        """One epoch of SGD; returns its mean loss."""
+        """One epoch of SGD (gradients accumulated over micro-batches); returns its mean loss."""
         self.model.train()
         rng = np.random.default_rng(derive_seed(self.seed, self.key, "order", epoch))
         self.generator.manual_seed(derive_seed(self.seed, self.key, "augment", epoch))
@@ -289,23 +320,32 @@ class CellTrainer:
                 continue
             lr = warmup_cosine_lr(self.step, self.total_steps, self.warmup_steps, self.target_lr)
             set_lr(self.optimizer, lr)
-            x = self.train_tf(images_to_device(self.images, self.train_rows[b], self.device), self.generator)  # (B,C,crop,crop)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(self.train_labels[b]).to(self.device)
-            with autocast(self.device):
-                logits = self.model(x).float()  # (B, n_classes)
-            if self.adjustment is not None:  # train on logits + tau log prior; predict with raw logits
-                logits = logits + self.adjustment
-            loss = F.cross_entropy(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value = 0.0
+            for mb in self.micro_batches(b):
+                x = self.train_tf(images_to_device(self.images, self.train_rows[mb], self.device), self.generator)  # (b,C,crop,crop)
+                if self.device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = torch.from_numpy(self.train_labels[mb]).to(self.device)
+                with autocast(self.device):
+                    logits = self.model(x).float()  # (b, n_classes)
+                if self.adjustment is not None:  # train on logits + tau log prior; predict with raw logits
+                    logits = logits + self.adjustment
+                loss = F.cross_entropy(logits, y) * (len(mb) / len(b))  # the batch mean, summed over passes
+                loss.backward()
+                value += float(loss.detach())
             self.optimizer.step()
-            value = float(loss.detach())
             self.losses.append({"epoch": epoch, "step": self.step, "loss": value, "lr": lr})
             epoch_loss.append(value)
             self.step += 1
         return float(np.mean(epoch_loss)) if epoch_loss else float("nan")
+
+    def final_loss(self) -> float:
+        """Mean training loss of the last epoch (NaN before the first step)."""
+        if not self.losses:
+            return float("nan")
+        last = self.losses[-1]["epoch"]
+        return float(np.mean([r["loss"] for r in self.losses if r["epoch"] == last]))
 
     def prepare_evaluation(self) -> None:
         """Re-estimate BatchNorm statistics on the training images (if configured); eval mode."""
@@ -364,6 +404,7 @@ class TrialEvaluation:
     generalization_campaign: str | None
     embeddings: pd.DataFrame | None  # None: this cell maps no embeddings
     train_seconds: float
+    train_accuracy: float  # OA on the cell's own training images (eval transform): did it learn them?
 
 
 def setup_trial(cell: Cell, context: FinetuneContext, node: str = "") -> TrialSetup | None:
@@ -375,13 +416,13 @@ def setup_trial(cell: Cell, context: FinetuneContext, node: str = "") -> TrialSe
     log_event(run_dir, cid, "start", node=node)
     images = context.images()
     torch.set_num_threads(max(1, int(f.cpus_per_trial)))
-    seed_everything(derive_seed(cfg.seed, cid))
+    seed_everything(derive_seed(cfg.seed, cell.pair_key))  # the same head init for every model of the pair
     device = pick_device(f.gpus_per_trial)
     pool = context.pools[cell.category_set]
     split = context.splits[(cell.category_set, cell.train_size, cell.fold)]
     checkpoint = EpochCheckpoint(run_dir / "checkpoints" / f"{cid}.pt", f.checkpoint_every_s)
     trainer = CellTrainer(cfg, cell, context.encoders, images, pool.indices[split.train], pool.labels[split.train],
-                          len(pool.categories), device, cid)
+                          len(pool.categories), device, cell.pair_key)
     start_epoch = trainer.restore(checkpoint)
     if start_epoch:
         log_event(run_dir, cid, "resume", node=node, epoch=start_epoch)
@@ -431,6 +472,7 @@ def evaluate_trial(setup: TrialSetup, context: FinetuneContext, train_seconds: f
     trainer.prepare_evaluation()
     train_counts = np.bincount(setup.train_labels, minlength=n_classes)
     val_ev = trainer.evaluate(setup.val_rows, setup.val_labels, pool.categories)
+    train_acc = trainer.evaluate(setup.train_rows, setup.train_labels, pool.categories).overall_accuracy
     per_class, confusion = _long_rows(keys, "validation", val_ev, train_counts)
     gen_acc, gen_campaign = None, None
     gen = context.generalization
@@ -449,7 +491,7 @@ def evaluate_trial(setup: TrialSetup, context: FinetuneContext, train_seconds: f
              for stage, x in setup.embeddings + [("after_finetuning", feats)]],
             ignore_index=True,
         )
-    return TrialEvaluation(val_ev, per_class, confusion, gen_acc, gen_campaign, embeddings, train_seconds)
+    return TrialEvaluation(val_ev, per_class, confusion, gen_acc, gen_campaign, embeddings, train_seconds, train_acc)
 
 
 def write_trial(setup: TrialSetup, ev: TrialEvaluation, context: FinetuneContext) -> dict[str, Any]:
@@ -473,7 +515,7 @@ def write_trial(setup: TrialSetup, ev: TrialEvaluation, context: FinetuneContext
         "study": cfg.name,
         **cell.keys(),
         "seed": cfg.seed,
-        "protocol": cfg.grid.protocol,
+        "protocol": "ceiling" if cell.ceiling else cfg.grid.protocol,
         "status": "done",
         "message": "; ".join(setup.split.notes) or None,
         "overall_accuracy": ev.validation.overall_accuracy,
@@ -483,6 +525,12 @@ def write_trial(setup: TrialSetup, ev: TrialEvaluation, context: FinetuneContext
         "n_train": len(setup.train_rows),
         "n_validation": len(setup.val_rows),
         "epochs": trainer.epochs,
+        "steps": trainer.step,
+        "batch_size": trainer.batch,
+        "stop_reason": trainer.budget.stop_reason,
+        "train_loss": trainer.final_loss(),
+        "train_accuracy": ev.train_accuracy,
+        "init": describe_init(initial_weights(cfg, cell, context.encoders)),
         "train_seconds": ev.train_seconds,
         "device": str(trainer.device),
         "node": setup.node,

@@ -44,7 +44,7 @@ def build_method(method: str, cfg: StudyConfig, n_images: int, global_batch: int
     """The registered ``method`` around a fresh (or ``model.pretrain_init``) ``arch`` encoder."""
     spec = registry.get_method(method)
     encoder, feature_dim = build_encoder(arch or cfg.model.arch, cfg.model.in_channels)
-    init = cfg.model.pretrain_init.get(method)
+    init = cfg.model.pretrain_weights(method)
     if init:
         load_encoder_weights(encoder, init)
     return spec.model.from_config(encoder, feature_dim, cfg.model, cfg.pretrain.section(method), n_images, global_batch)
@@ -125,8 +125,9 @@ def run_pretrain_loop(
             step = epoch * steps_per_epoch + i
             lr = warmup_cosine_lr(step, total_steps, warmup_steps, target_lr)
             set_lr(optimizer, lr)
-            idx = np.sort(rows[shard[i * batch : (i + 1) * batch]])
-            x = images_to_device(images, idx, device)  # (B,1,S,S)
+            # the batch stays in its shuffled order: rows are stored by campaign and category,
+            # and MoCo's one-process shuffle-BN forwards the queries in groups of the batch order
+            x = images_to_device(images, rows[shard[i * batch : (i + 1) * batch]], device)  # (B,1,S,S)
             view1, view2 = augment(x, generator), augment(x, generator)  # (B,C,crop,crop) each
             if device.type == "cuda":
                 view1 = view1.contiguous(memory_format=torch.channels_last)
@@ -150,6 +151,7 @@ def run_pretrain_loop(
             "seconds": now - t0,
             "images_per_s": steps_per_epoch * global_batch / (now - epoch_start),  # this epoch's steps
             "seconds_left": (now - t0) / (epoch + 1 - start_epoch) * (p.epochs - epoch - 1),
+            "no_learning_loss": inner.no_learning_loss(global_batch),  # None: the method has no such level
         }
         if rank == 0:
             log.info(epoch_line(method if arch == cfg.model.arch else f"{method}-{arch}", metrics))
@@ -271,6 +273,7 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Path, images_ref: Any, r
                     "final_loss": float(losses["loss"].iloc[-1]),
                     "device": "cuda" if use_gpu else "cpu",
                     "images_per_s": last_metrics["images_per_s"],
+                    "no_learning_loss": last_metrics.get("no_learning_loss"),
                 }
             ]
         ),

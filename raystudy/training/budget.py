@@ -1,0 +1,99 @@
+"""How long a fine-tuning cell trains: the stopping rule of ``finetune``, in one function.
+
+The same rule for every model type, so curves compare models and not training time:
+``epochs`` passes over the cell's n training images, at least ``min_steps`` optimizer
+steps (a cell of 40 images gets more epochs), at most ``max_steps`` (0: no cap). The
+scheduler's progress estimate and ``raystudy plan`` use the same function. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from raystudy.config import FinetuneConfig
+
+StopReason = Literal["epochs", "min_steps", "max_steps"]
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    """The training length of one cell.
+
+    Attributes:
+        batch: images per optimizer step (the global batch, at most n).
+        micro_batch: images per forward/backward pass; gradients of ``batch / micro_batch``
+            passes are accumulated into one step.
+        steps_per_epoch: optimizer steps per pass over the n images.
+        epochs: passes over the n images.
+        stop_reason: the bound that set ``epochs``: ``epochs`` (the configured epochs),
+            ``min_steps`` (the step floor gave more) or ``max_steps`` (the cap gave fewer).
+    """
+
+    batch: int
+    micro_batch: int
+    steps_per_epoch: int
+    epochs: int
+    stop_reason: StopReason
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def images(self) -> int:
+        """Images processed in training (an upper bound: a last batch of one is skipped)."""
+        return self.epochs * self.steps_per_epoch * self.batch
+
+
+def step_budget(
+    n_train: int,
+    epochs: int,
+    batch_size: int,
+    min_steps: int = 0,
+    max_steps: int = 0,
+    micro_batch_size: int = 0,
+) -> StepBudget:
+    """The stopping rule applied to a cell with ``n_train`` training images.
+
+    Args:
+        n_train: training images of the cell.
+        epochs: the configured passes over them (``finetune.epochs``).
+        batch_size: the global batch (``finetune.batch_size``); at most ``n_train``.
+        min_steps: step floor (``finetune.min_steps``); whole epochs are added to reach it.
+        max_steps: step cap (``finetune.max_steps``); 0 means none.
+        micro_batch_size: images per forward pass (``finetune.micro_batch_size``); 0: the batch.
+
+    Example:
+        >>> b = step_budget(n_train=43, epochs=30, batch_size=32, min_steps=200)
+        >>> (b.batch, b.steps_per_epoch, b.epochs, b.total_steps, b.stop_reason)
+        (32, 2, 100, 200, 'min_steps')
+    """
+    if n_train < 1:
+        raise ValueError(f"a cell needs at least one training image, got {n_train}")
+    batch = max(1, min(batch_size, n_train))
+    micro = batch if micro_batch_size <= 0 else min(micro_batch_size, batch)
+    steps_per_epoch = math.ceil(n_train / batch)
+    n_epochs, reason = epochs, "epochs"
+    if epochs * steps_per_epoch < min_steps:
+        n_epochs, reason = math.ceil(min_steps / steps_per_epoch), "min_steps"
+    if max_steps and n_epochs * steps_per_epoch > max_steps:
+        n_epochs, reason = max(1, max_steps // steps_per_epoch), "max_steps"
+    return StepBudget(batch, micro, steps_per_epoch, n_epochs, reason)
+
+
+def cell_budget(finetune: FinetuneConfig, n_train: int, epochs: int | None = None) -> StepBudget:
+    """:func:`step_budget` with the values of a study's ``finetune`` section.
+
+    ``epochs`` replaces ``finetune.epochs`` (the supervised-ceiling cell trains longer).
+    """
+    return step_budget(
+        n_train,
+        finetune.epochs if epochs is None else epochs,
+        finetune.batch_size,
+        finetune.min_steps,
+        finetune.max_steps,
+        finetune.micro_batch_size,
+    )
