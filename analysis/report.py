@@ -200,7 +200,7 @@ def render_html(res: Results) -> str:
     progress = grid_progress(res.grid, res.trials)
     states = cell_states(res.grid, res.trials)
     sentences = (knee_sentences(extra["doa"], cfg) + advantage_sentences(res.trials, cfg, extra["paired"])
-                 + generalization_sentences(res.trials, cfg, res.per_class, res.campaign))
+                 + generalization_sentences(res.trials, cfg, res.per_class, res.campaign, res.confusion))
     answers = answer_sentences(extra["answers"])
     esc = html.escape
     head = [f"<h1>{esc(res.study_name)} \u2014 label-efficiency report</h1>"]

@@ -147,8 +147,25 @@ def advantage_sentences(trials: pd.DataFrame, cfg: dict[str, Any], paired: pd.Da
     return out
 
 
+def one_class_share(confusion: pd.DataFrame, category_set: str, split: str = "generalization") -> pd.DataFrame:
+    """Per model and train size: the share of the split's images that each fold model puts into
+    its most-predicted category (``share_min`` .. ``share_max`` over folds) and that category."""
+    cm = confusion[(confusion["split"] == split) & (confusion["category_set"] == category_set)]
+    if cm.empty:
+        return pd.DataFrame(columns=["model", "train_size", "share_min", "share_max", "category"])
+    pred = cm.groupby(["model", "train_size", "fold", "predicted_category"])["count"].sum()
+    total = pred.groupby(level=[0, 1, 2]).transform("sum")
+    share = (pred / total).reset_index(name="share")
+    top = share.loc[share.groupby(["model", "train_size", "fold"])["share"].idxmax()]
+    return (top.groupby(["model", "train_size"])
+            .agg(share_min=("share", "min"), share_max=("share", "max"),
+                 category=("predicted_category", lambda c: c.mode().iloc[0]))
+            .reset_index())
+
+
 def generalization_sentences(trials: pd.DataFrame, cfg: dict[str, Any], per_class: pd.DataFrame | None = None,
-                             campaign: Callable[[str], str] = str) -> list[str]:
+                             campaign: Callable[[str], str] = str, confusion: pd.DataFrame | None = None,
+                             one_class: float = 0.7) -> list[str]:
     """Per size and fold-paired, the CSSL-minus-reference accuracy on the unseen campaign, and whether
     the folds only score the majority-class share."""
     done = done_trials(trials, "generalization_accuracy")
@@ -169,6 +186,13 @@ def generalization_sentences(trials: pd.DataFrame, cfg: dict[str, Any], per_clas
             if at:
                 out.append(f"{label}: {at} of {len(sub)} fold models score the majority-class share of {camp} "
                            f"({100 * share:.1f} %) within 0.5 pp: they may predict mostly one category.")
+        if confusion is not None and len(sub):
+            top = int(sub["train_size"].max())
+            shares = one_class_share(confusion, cset)
+            for r in shares[(shares["train_size"] == top) & (shares["share_min"] >= one_class)].itertuples():
+                out.append(f"{label}: on {camp} at n = {top:,}, every fold model of {display_name(r.model)} puts "
+                           f"{100 * r.share_min:.0f}\u2013{100 * r.share_max:.0f} % of the images into one category "
+                           f"({r.category}): it predicts mostly one class there.")
     return out
 
 

@@ -130,14 +130,23 @@ def plan_grid(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[Plann
 
 
 def ceiling_cells(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[PlannedCell]:
-    """The supervised ceiling of each category set: a baseline cell on every labeled image,
-    fold 0 of ``grid.folds`` held out for validation, trained ``grid.ceiling_epochs`` epochs."""
-    out = []
-    for set_name in cfg.grid.sizes:
+    """The supervised ceiling of each category set: a baseline cell trained ``grid.ceiling_epochs``
+    epochs on every labeled image outside fold 0 of ``grid.folds``, validated on fold 0.
+
+    Under the ``paper`` protocol the cell is the grid's largest possible size (n = the whole
+    pool, CV inside it); under ``holdout`` it trains on fold 0's whole training pool and is
+    validated on the same held-out fold as every other fold-0 cell.
+    """
+    g, out = cfg.grid, []
+    for set_name in g.sizes:
         labels = set_labels[set_name]
-        n_categories = len(cfg.catalog.category_sets[set_name])
-        cell = Cell(BASELINE, set_name, n_categories, len(labels), 0, cfg.model.arch, cfg.model.arch, ceiling=True)
-        split = make_split(labels, len(labels), 0, cfg.grid.folds, "paper", cfg.seed, set_name)
+        n = len(labels)
+        if g.protocol == "holdout":
+            fold0 = make_split(labels, min(n, 2), 0, g.folds, "holdout", cfg.seed, set_name)
+            n = n - len(fold0.validation) if not isinstance(fold0, str) else n
+        cell = Cell(BASELINE, set_name, len(cfg.catalog.category_sets[set_name]), n, 0, cfg.model.arch,
+                    cfg.model.arch, ceiling=True)
+        split = make_split(labels, n, 0, g.folds, g.protocol, cfg.seed, set_name)
         out.append(PlannedCell(cell, None, split) if isinstance(split, str) else PlannedCell(cell, split))
     return out
 

@@ -678,3 +678,27 @@ def test_ceiling_cells_stay_out_of_the_per_size_tables():
     assert out["trials"].equals(trials)  # the ceiling's trials row is the reference line
     assert out["per_class"]["cell_id"].tolist() == ["moco-19cat-n64-f0"]
     assert out["losses"]["run"].tolist() == ["pretrain-moco"]
+
+
+def test_a_model_that_predicts_one_class_on_the_unseen_campaign_is_named():
+    from analysis.summary import generalization_sentences, one_class_share
+
+    rows, trials = [], []
+    for model, counts in (("byol", {"column": 80, "column_aged": 20}), ("moco", {"column": 50, "column_aged": 50})):
+        for fold in (0, 1):
+            for cat, n in counts.items():
+                rows.append({"split": "generalization", "category_set": "4cat", "model": model, "train_size": 192,
+                             "fold": fold, "true_category": "column", "predicted_category": cat, "count": n + fold})
+            trials.append({"cell_id": f"{model}-4cat-n192-f{fold}", "model": model, "category_set": "4cat",
+                           "n_categories": 4, "train_size": 192, "fold": fold, "status": "done", "protocol": "holdout",
+                           "overall_accuracy": 0.7, "generalization_accuracy": 0.5, "generalization_campaign": "CLOUDLAB",
+                           "finished_at": 1.0, "arch": "resnet18"})
+    confusion = pd.DataFrame(rows)
+    shares = one_class_share(confusion, "4cat").set_index("model")
+    assert shares.loc["byol", "share_min"] == pytest.approx(81 / 102) and shares.loc["byol", "share_max"] == pytest.approx(0.8)
+    assert shares.loc["byol", "category"] == "column"
+    assert shares.loc["moco", "share_max"] == pytest.approx(51 / 102)
+    text = " ".join(generalization_sentences(pd.DataFrame(trials), {"cssl_model": "moco", "reference_model": "byol"},
+                                             confusion=confusion))
+    assert "every fold model of Semisup-BYOL puts 79\u201380 % of the images into one category (column)" in text
+    assert "Semisup-MoCo puts" not in text

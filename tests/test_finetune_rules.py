@@ -117,6 +117,14 @@ def test_ceiling_cells_train_on_the_whole_pool_for_longer():
     budget = cell_budget(cfg.finetune, len(split.train), cfg.grid.ceiling_epochs)
     assert budget.epochs >= 7
     assert not any(p.cell.ceiling for p in plan_grid(load_config(preset="smoke"), labels))
+    # holdout: the whole training pool of fold 0, validated on the fold every fold-0 cell uses
+    holdout = plan_grid(load_config(preset="smoke", overrides=["grid.ceiling_epochs=7", "grid.protocol=holdout",
+                                                                "grid.sizes={4cat: [40]}"]), labels)
+    ceiling = next(p for p in holdout if p.cell.ceiling)
+    cell = next(p for p in holdout if p.cell.fold == 0 and not p.cell.ceiling)
+    assert np.array_equal(ceiling.split.validation, cell.split.validation)
+    assert ceiling.cell.train_size == len(ceiling.split.train) == 200 - len(cell.split.validation)
+    assert not set(ceiling.split.train) & set(ceiling.split.validation)
 
 
 # -- initialisation ---------------------------------------------------------------------------------
