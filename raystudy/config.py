@@ -633,5 +633,8 @@ def problems(cfg: StudyConfig) -> list[str]:
     return found
 
 
-def dump_config(cfg: StudyConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def dump_config(cfg: StudyConfig, path: "str | Path | Location") -> None:
+    """Write the resolved config as YAML, atomically (a path or a URI: see :mod:`raystudy.storage`)."""
+    from raystudy.storage import as_location
+
+    as_location(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
