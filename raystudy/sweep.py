@@ -15,7 +15,7 @@ import sys
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 import ray
@@ -186,13 +186,15 @@ SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
 
 
 @contextmanager
-def interrupts(stop: StopFlag) -> Iterator[None]:
+def interrupts(stop: StopFlag) -> Iterator[Callable[[], None]]:
     """SIGINT / SIGTERM stop the study within seconds, keeping every finished result.
 
     The first signal sets ``stop`` (Tune then stops every trial and returns) or, outside
     Tune, raises :class:`StudyInterrupted` at once; a second signal exits immediately
     (exit status 128 + signal number). Ray Tune's own SIGINT handler is turned off so that
-    it cannot swallow the first Ctrl-C.
+    it cannot swallow the first Ctrl-C. Yields ``arm``, which installs the handlers again:
+    call it after ``ray.init``, whose core worker installs its own SIGTERM handler (it
+    aborts the process).
     """
     def handler(signum: int, frame) -> None:
         if stop.signum is not None:
@@ -204,13 +206,21 @@ def interrupts(stop: StopFlag) -> Iterator[None]:
         if not stop.in_tune:
             raise StudyInterrupted(signum)
 
+    def arm() -> None:
+        for s in SIGNAL_NAMES:
+            signal.signal(s, handler)
+
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    previous = {s: signal.signal(s, handler) for s in SIGNAL_NAMES}
+    previous = {s: signal.getsignal(s) for s in SIGNAL_NAMES}
+    arm()
     try:
-        yield
+        yield arm
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        if stop.signum is None:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        else:  # interrupted: a second signal during the cleanup (Ray's shutdown) still stops at once
+            arm()
 
 
 def pending_cells(run_dir: Location, planned: list[PlannedCell]) -> list[str]:
@@ -235,11 +245,12 @@ def run_study(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = 
     stop = StopFlag()
     check_run_folder(run)
     before = entries(run)
-    with interrupts(stop), run_lock(run), ExitStack() as stack:
+    with interrupts(stop) as arm_interrupts, run_lock(run), ExitStack() as stack:
         with removed_if_failing(run, before):  # bad input: leave nothing behind
             check_resumable(cfg, run)
             quiet_tune(verbose)
             ensure_ray()  # before the data: the autoscaler boots nodes while images decode
+            arm_interrupts()
             check_visible_to_nodes(run)
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
             data = prepare_data(cfg, cache_dir(run))
