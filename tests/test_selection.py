@@ -137,3 +137,53 @@ def test_selection_study_pairs_strategies_on_one_validation_fold(selection_run):
     grid = pd.read_parquet(selection_run / "results" / "grid")
     assert set(grid["selection"]) == {"random", "coreset"}
     assert "Selection strategies" in (selection_run / "report.html").read_text()
+
+
+def _png_pool(folder, n: int, seed: int = 0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        sub = folder / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, size=(48, 48), dtype=np.uint8)).save(sub / f"{i:03d}.png")
+    return folder
+
+
+@pytest.mark.e2e
+def test_advise_writes_budget_distinct_pool_paths(smoke_run, tmp_path, capsys):
+    from raystudy.cli import main
+
+    pool = _png_pool(tmp_path / "pool", 12)
+    for strategy in ("coreset", "uncertainty", None):
+        out = tmp_path / f"{strategy}.csv"
+        args = ["advise", str(smoke_run), "--pool", str(pool), "--budget", "5", "--out", str(out)]
+        assert main(args + (["--strategy", strategy] if strategy else [])) == 0
+        rows = pd.read_csv(out)
+        assert rows["rank"].tolist() == [1, 2, 3, 4, 5]
+        assert rows["path"].is_unique and set(rows["path"]) <= {str(p) for p in pool.rglob("*.png")}
+        text = capsys.readouterr().out
+        # smoke runs one 19cat size: the curve cannot say
+        assert "64 labeled + 5: fit unreliable" in text
+    assert "(random: the study ran one selection strategy)" in text
+    assert main(["advise", str(smoke_run), "--pool", str(pool), "--budget", "13"]) == 2
+    assert "choose 1 to 12 (the pool" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["advise", str(smoke_run), "--pool", str(tmp_path / "empty"), "--budget", "1"]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_advise_defaults_to_the_studys_best_strategy(selection_run, tmp_path, capsys):
+    from raystudy.advise import advise, best_strategy, study_trials
+
+    trials = study_trials(selection_run, "19cat", "moco")
+    best, why = best_strategy(trials)
+    assert best in ("random", "coreset") and "best mean OA at n = 64" in why
+    advice = advise(selection_run, _png_pool(tmp_path / "pool", 6), 3)
+    assert advice.strategy == best and len(set(advice.paths)) == 3
+    missing = tmp_path / "copy"
+    (missing / "encoders").mkdir(parents=True)
+    (missing / "config.yaml").write_text((selection_run / "config.yaml").read_text())
+    with pytest.raises(Exception, match=r"no selection encoder at .*encoders/moco.pt"):
+        advise(missing, tmp_path / "pool", 2, strategy="coreset")
