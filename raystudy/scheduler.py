@@ -41,7 +41,7 @@ from raystudy.training.probes import probe_encoder
 
 
 class StudySearcher(Searcher):
-    """Suggests the first job (in priority order) whose encoder, if it needs one, is known.
+    """Suggests the first job (in priority order) whose encoders (``Job.requires``), if any, are known.
 
     Args:
         jobs: the pending jobs in priority order.
@@ -78,17 +78,26 @@ class StudySearcher(Searcher):
         """True while the pretraining that writes encoder ``name`` is queued or running."""
         return any(j.kind == "pretrain" and j.name == name for j in [*self.queue, *self.running.values()])
 
+    def _why_never(self, job: Job) -> str | None:
+        """Why ``job`` can never start (an encoder it requires will never come), else None."""
+        for name in job.requires:
+            if name in self.encoders or self._producer_pending(name):
+                continue
+            if name in self.failed_pretraining:
+                return f"pretraining of {name} failed"
+            return (f"encoder {name} does not exist and no pretraining of it is queued or running; "
+                    "rerun the study to pretrain it")
+        return None
+
     def _drop_orphans(self) -> None:
         """Jobs whose encoder will never come are dropped now (bounded wait), with the reason."""
         keep = []
         for job in self.queue:
-            if job.needs is None or job.needs in self.encoders or self._producer_pending(job.needs):
+            why = self._why_never(job)
+            if why is None:
                 keep.append(job)
-            elif job.needs in self.failed_pretraining:
-                self.blocked.append((job, f"pretraining of {job.needs} failed"))
             else:
-                self.blocked.append((job, f"encoder {job.needs} does not exist and no pretraining of it is "
-                                          "queued or running; rerun the study to pretrain it"))
+                self.blocked.append((job, why))
         self.queue = keep
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -97,11 +106,12 @@ class StudySearcher(Searcher):
         self._drop_orphans()
         hold = self._pretraining_starting()
         for i, job in enumerate(self.queue):
-            ready = job.needs is None or job.needs in self.encoders
+            ready = all(name in self.encoders for name in job.requires)
             if ready and not (hold and job.kind != "pretrain"):
                 job = self.queue.pop(i)
-                if job.needs is not None:  # the reference to the encoder it starts from
-                    job = dataclasses.replace(job, path=self.encoders[job.needs])
+                if job.requires:  # the references to the encoders it reads
+                    job = dataclasses.replace(job, refs={n: self.encoders[n] for n in job.requires},
+                                              path=self.encoders[job.needs] if job.needs else job.path)
                 self.running[trial_id] = job
                 if job.kind == "pretrain":
                     self.launched[job.name] = time.time()
@@ -135,7 +145,7 @@ def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     """The one trainable of the experiment: dispatch on the job's kind."""
     job: Job = config["job"]
     if job.kind == "cell":
-        finetune_trial(job.cell, context, job.path)
+        finetune_trial(job.cell, context, job.refs)
     elif job.kind == "pretrain":
         pretrain_trial(job, context.cfg, as_location(context.run_dir), context.images_ref, context.pretrain_rows)
     elif job.kind == "probe":

@@ -25,7 +25,8 @@ from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.fit import DataFit
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted
-from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs
+from raystudy.grid import (Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs,
+                           selection_encoder)
 from raystudy.registry import BASELINE
 from raystudy.runfolder import cache_dir, check_run_folder, check_visible_to_nodes, entries, removed_if_failing, run_lock
 from raystudy.resources import fit_resources
@@ -162,7 +163,7 @@ def plan_jobs(cfg: StudyConfig, run_dir: str | Path | Location, planned: list[Pl
     """
     done = finished_cells(run_dir)  # one read of the trials table, not one per cell
     pending = [p for p in planned if p.split is not None and p.cell.cell_id not in done]
-    needed = {needs_encoder(p.cell) for p in pending}
+    needed = {name for p in pending for name in (needs_encoder(p.cell), selection_encoder(cfg, p.cell))}
     existing = existing_encoders(cfg, run_dir)
     jobs = [j for j in pretrain_jobs(cfg) if j.name in needed and j.name not in existing]
     if cfg.pretrain.probe and pending:
@@ -176,7 +177,8 @@ def plan_jobs(cfg: StudyConfig, run_dir: str | Path | Location, planned: list[Pl
             jobs.append(Job("probe", init, cfg.model.arch, path=start, name=init))
         jobs += [Job("probe", j.model, j.arch, needs=j.name, name=j.name) for j in pretrained if j.name not in probed]
     jobs += [
-        Job("cell", p.cell.model, p.cell.arch, needs=needs_encoder(p.cell), cell=p.cell)
+        Job("cell", p.cell.model, p.cell.arch, needs=needs_encoder(p.cell), cell=p.cell,
+            selects_with=selection_encoder(cfg, p.cell))
         for p in pending  # planned largest first
     ]
     return jobs

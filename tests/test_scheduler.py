@@ -91,3 +91,15 @@ def test_progress_line_estimates_from_cell_work_only(capsys, monkeypatch):
     line.on_trial_complete(0, [], trial("a", 0.5))
     out = capsys.readouterr().out
     assert out.startswith("[1/3] a done OA=0.500 | 310s, ~30s left")  # 10 s per 100 units, 300 left
+
+
+def test_selection_encoder_is_required_and_handed_over():
+    """A baseline cell of an embedding strategy waits for the selection encoder and gets its URI."""
+    job = Job("cell", "baseline", "resnet18", cell=Cell("baseline", "a", 4, 8, 0, "resnet18", "resnet18", selection="coreset"),
+              selects_with="moco")
+    s = StudySearcher([pretrain("moco"), job], hold_s=0.0)
+    assert s.suggest("t1")["kind"] == "pretrain"
+    assert s.suggest("t2") is None
+    s.on_trial_complete("t1", result={"encoder": "/run/encoders/moco.pt"})
+    released = s.suggest("t2")["job"]
+    assert released.refs == {"moco": "/run/encoders/moco.pt"} and released.path is None

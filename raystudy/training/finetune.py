@@ -36,11 +36,12 @@ from raystudy.config import StudyConfig
 from raystudy.events import log_event
 from raystudy.data.prepare import LabeledPool
 from raystudy.data.splits import Split, derive_seed
-from raystudy.grid import Cell, needs_encoder
+from raystudy.grid import Cell, needs_encoder, selection_encoder
 from raystudy.metrics import Evaluation, evaluate
 from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
+from raystudy.selection import selected_split
 from raystudy.storage import Location, as_location
 from raystudy.training.augment import EvalTransform, FinetuneAugment
 from raystudy.training.budget import cell_budget
@@ -441,7 +442,7 @@ class TrialSetup:
     checkpoint: CellCheckpoint
     start_epoch: int
     embed: bool  # this cell maps its embeddings (Fig. 8)
-    encoders: dict[str, str]  # the encoder it starts from: run name -> URI ({} for the baseline)
+    encoders: dict[str, str]  # the encoders it reads (start, selection): run name -> URI
     embedding_rows: np.ndarray  # rows of ``images`` that are mapped
     embeddings: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (stage, (n, D) features)
 
@@ -476,11 +477,13 @@ class TrialEvaluation:
     train_accuracy: float  # OA on the cell's own training images (eval transform): did it learn them?
 
 
-def setup_trial(cell: Cell, context: FinetuneContext, node: str = "", encoder: str | None = None) -> TrialSetup | None:
+def setup_trial(cell: Cell, context: FinetuneContext, node: str = "",
+                encoders: dict[str, str] | None = None) -> TrialSetup | None:
     """Phase 1: everything before the first step; None when the cell's result exists.
 
-    ``encoder``: the URI of the pretrained encoder the cell starts from (the scheduler takes
-    it from the pretraining's result; None for the baseline).
+    ``encoders``: run name -> URI of the encoders the cell reads (the one it starts from,
+    the one its selection strategy embeds with; ``Job.refs``, which the scheduler took from
+    the pretraining results). None or {} for a random-selection baseline cell.
     """
     run_dir = as_location(context.run_dir)
     if has_result(run_dir, cell.cell_id):
@@ -489,25 +492,28 @@ def setup_trial(cell: Cell, context: FinetuneContext, node: str = "", encoder: s
     log_event(run_dir, cid, "start", node=node)
     images = context.images()
     torch.set_num_threads(max(1, int(f.cpus_per_trial)))
-    seed_everything(derive_seed(cfg.seed, cell.pair_key))  # the same head init for every model of the pair
     device = pick_device(f.gpus_per_trial)
     pool = context.pools[cell.category_set]
     split = context.splits[(cell.category_set, cell.train_size, cell.fold)]
-    encoders = {needs_encoder(cell): encoder} if encoder and needs_encoder(cell) else {}
-    if needs_encoder(cell) and not encoders:
-        raise RuntimeError(f"{cid}: no encoder given for {needs_encoder(cell)} (its pretraining did not report one)")
+    given = dict(encoders or {})
+    missing = [n for n in (needs_encoder(cell), selection_encoder(cfg, cell)) if n and n not in given]
+    if missing:
+        raise RuntimeError(f"{cid}: no reference to encoder(s) {missing} (their pretraining did not report one)")
+    if cell.selection != "random":  # the same validation fold, training images chosen by the strategy
+        split = selected_split(cfg, cell, split, pool.labels, pool.indices, images, given, device)
+    seed_everything(derive_seed(cfg.seed, cell.pair_key))  # the same head init for every model of the pair
     checkpoint = CellCheckpoint(run_dir, cid, f.checkpoint_every_s)
-    trainer = CellTrainer(cfg, cell, encoders, images, pool.indices[split.train], pool.labels[split.train],
+    trainer = CellTrainer(cfg, cell, given, images, pool.indices[split.train], pool.labels[split.train],
                           len(pool.categories), device, cell.pair_key)
     start_epoch = trainer.restore(checkpoint)
     if start_epoch:
         log_event(run_dir, cid, "resume", node=node, epoch=start_epoch)
     embed = wants_embeddings(cfg, cell, context.runnable_sizes)
-    setup = TrialSetup(cell, run_dir, node, images, pool, split, trainer, checkpoint, start_epoch, embed, encoders,
+    setup = TrialSetup(cell, run_dir, node, images, pool, split, trainer, checkpoint, start_epoch, embed, given,
                        pool.indices[split.validation][: cfg.embeddings.max_points])
     if embed:
         for stage, before in (("before_pretraining", True), ("after_pretraining", False)):
-            net, _ = initial_encoder(cfg, cell, encoders, before_pretraining=before)
+            net, _ = initial_encoder(cfg, cell, given, before_pretraining=before)
             feats = encode(net.to(device), images, setup.embedding_rows, trainer.eval_tf, f.eval_batch_size, device)
             setup.embeddings.append((stage, feats))
     return setup
@@ -620,14 +626,14 @@ def write_trial(setup: TrialSetup, ev: TrialEvaluation, context: FinetuneContext
     return row
 
 
-def finetune_trial(cell: Cell, context: FinetuneContext, encoder: str | None = None) -> None:
+def finetune_trial(cell: Cell, context: FinetuneContext, encoders: dict[str, str] | None = None) -> None:
     """Fine-tune and evaluate one cell; a no-op when its result already exists.
 
-    ``encoder``: the URI of the pretrained encoder it starts from (``Job.path``).
+    ``encoders``: run name -> URI of the encoders it reads (``Job.refs``).
     """
     from ray import tune
 
-    setup = setup_trial(cell, context, node=ray.get_runtime_context().get_node_id(), encoder=encoder)
+    setup = setup_trial(cell, context, node=ray.get_runtime_context().get_node_id(), encoders=encoders)
     if setup is None:
         tune.report({"done": 1, "reused": 1})
         return
