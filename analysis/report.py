@@ -19,6 +19,7 @@ from analysis.labeling import doa_table
 from analysis.results import Results, load_results
 from analysis.select import category_sets, done_trials, n_categories_of, set_label
 from analysis.sections import SYNTHETIC_BANNER, csv_link, numbers_frame, numbers_html, pretraining_html, run_html
+from analysis.strategies import compared_sets, labels_saved_table, selection_sentences, strategy_curves
 from analysis.stats import (
     MAX_BAND_WIDTH, MIN_FIT_SIZES, fit_learning_curves, learning_curve_answers, paired_difference_table,
 )
@@ -154,10 +155,26 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
                              _safe(lambda c=cset: figures.learning_curves(res, category_set=c, fits=fits), "Learning curves"),
                              lambda c=cset: pd.concat([_fold_values(res, "overall_accuracy", c),
                                                        _rows(answers, category_set=c)], ignore_index=True)))
+    saved = labels_saved_table(res.trials)
+    for cset in compared_sets(res.trials):  # only where more than one selection strategy ran
+        sec = f"Selection strategies: {set_label(cset, n_categories_of(cset, res.trials, res.grid))}"
+        entries += [
+            Entry(sec, "new", "Overall accuracy per selection strategy (fold mean ± fold std) for every model "
+                  "type; every strategy is validated on the same held-out folds, and all model types of a strategy "
+                  "train on the same selected images (coreset and uncertainty embed with one pretrained encoder).",
+                  _safe(lambda c=cset: figures.selection_curves(res, category_set=c), "Selection strategies"),
+                  lambda c=cset: _rows(strategy_curves(res.trials), category_set=c)),
+            Entry(sec, "new", "Labels saved at equal OA against random: random's n minus the n at which the "
+                  "strategy's mean curve reaches random's mean OA (interpolated in log n between measured sizes, "
+                  "never beyond them). Filled markers: a verdict (fold-paired difference at the same n beyond its "
+                  "fold spread, t-test p < 0.05); open markers: no verdict.",
+                  _safe(lambda c=cset: figures.labels_saved(res, category_set=c, table=saved), "Labels saved"),
+                  lambda c=cset: _rows(saved, category_set=c)),
+        ]
     entries.append(Entry("Beyond the paper", "new", "Per-category F1 against the category's share of the training "
                          "subset (mean over folds, every size).", _safe(lambda: figures.f1_vs_share(res), "F1 vs share"),
                          lambda: _rows(res.per_class, split="validation")))
-    extra = {"doa": doa, "paired": paired, "fits": fits, "answers": answers}
+    extra = {"doa": doa, "paired": paired, "fits": fits, "answers": answers, "selection": saved}
     return entries, extra
 
 
@@ -200,7 +217,8 @@ def render_html(res: Results) -> str:
     progress = grid_progress(res.grid, res.trials)
     states = cell_states(res.grid, res.trials)
     sentences = (knee_sentences(extra["doa"], cfg) + advantage_sentences(res.trials, cfg, extra["paired"])
-                 + generalization_sentences(res.trials, cfg, res.per_class, res.campaign, res.confusion))
+                 + generalization_sentences(res.trials, cfg, res.per_class, res.campaign, res.confusion)
+                 + selection_sentences(extra["selection"]))
     answers = answer_sentences(extra["answers"])
     esc = html.escape
     head = [f"<h1>{esc(res.study_name)} \u2014 label-efficiency report</h1>"]

@@ -11,6 +11,7 @@ import pyarrow as pa
 import yaml
 
 from analysis.config import catalog_from_config, merge_analysis_config
+from analysis.select import RANDOM, selection_of
 from raystudy.catalog import Catalog
 from raystudy.config import ConfigError
 from raystudy.provenance import read_run_info
@@ -179,11 +180,15 @@ def load_results(run_dir: str | Path) -> Results:
 
 def drop_ceiling_details(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """The supervised-ceiling cells are a reference line (their ``trials`` rows): keep their
-    per-class, confusion, loss and embedding rows out of the figures built per train size."""
+    per-class, confusion, loss and embedding rows out of the figures built per train size;
+    the same for the cells of selection strategies other than random."""
     trials = tables.get("trials")
     if trials is None or "protocol" not in trials:
         return tables
     ceiling = set(trials.loc[trials["protocol"] == "ceiling", "cell_id"])
+    # cells of other selection strategies than random belong to the selection section, which
+    # reads their trials rows only; the per-size figures describe the random draw
+    ceiling |= set(trials.loc[selection_of(trials) != RANDOM, "cell_id"])
     if not ceiling:
         return tables
     out = dict(tables)

@@ -30,18 +30,31 @@ def is_ceiling(trials: pd.DataFrame) -> pd.Series:
     return trials["protocol"].astype("object") == CEILING
 
 
-def done_trials(trials: pd.DataFrame, metric: str = "overall_accuracy", ceiling: bool = False) -> pd.DataFrame:
+RANDOM = "random"  # trials.selection of the stratified random draw (null in runs before the column)
+
+
+def selection_of(trials: pd.DataFrame) -> pd.Series:
+    """Each row's selection strategy; ``random`` where the column is absent or null."""
+    if "selection" not in trials.columns:
+        return pd.Series(RANDOM, index=trials.index, dtype="object")
+    return trials["selection"].astype("object").where(trials["selection"].notna(), RANDOM)
+
+
+def done_trials(trials: pd.DataFrame, metric: str = "overall_accuracy", ceiling: bool = False,
+                selection: str | None = RANDOM) -> pd.DataFrame:
     """Finished trials (status 'done') with a value for ``metric``.
 
     The supervised ceiling is a reference, not a point of a learning curve: its rows are
-    left out, or with ``ceiling=True`` they are the only rows returned.
+    left out, or with ``ceiling=True`` they are the only rows returned. Only cells of the
+    ``selection`` strategy are kept (default random: every figure of the paper is about the
+    random draw); ``selection=None`` keeps every strategy.
     """
     df = latest_trials(trials)
     if df.empty:
         return df
     status = df["status"].astype("object")
     ok = ((status.isna() | (status == "done")) & df[metric].notna() & df["train_size"].notna()
-          & (is_ceiling(df) == ceiling))
+          & (is_ceiling(df) == ceiling) & (selection is None or selection_of(df) == selection))
     out = df[ok].copy()
     out["train_size"] = out["train_size"].astype(int)
     out[metric] = out[metric].astype(float)

@@ -1,4 +1,4 @@
-"""The ``raystudy`` command: run a study, rebuild its report, show its status."""
+"""The ``raystudy`` command: run a study, rebuild its report, show its status, advise what to label next."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     rep.add_argument("run_dir", type=Path)
     st = sub.add_parser("status", help="show done / pending / skipped / failed cells of a run")
     st.add_argument("run_dir", type=Path)
+    adv = sub.add_parser("advise", help="rank the images of an unlabeled pool to label next, with the OA to expect")
+    adv.add_argument("run_dir", type=Path, help="a finished study's run folder")
+    adv.add_argument("--pool", type=Path, required=True, help="folder of unlabeled images (searched recursively)")
+    adv.add_argument("--budget", type=int, required=True, help="how many images to label next")
+    adv.add_argument("--strategy", choices=["random", "coreset", "uncertainty"], help="default: the best in the study")
+    adv.add_argument("--labeled", type=int, help="images labeled so far (default: the study's largest train size)")
+    adv.add_argument("--out", type=Path, default=Path("labels.csv"), help="the ranked CSV (default labels.csv)")
     pl = sub.add_parser("plan", help="cells, resources per job, node types that hold them, images, device-hours")
     _add_run_args(pl, default_preset)
     pl.add_argument("--cluster", type=Path, default=Path(__file__).resolve().parents[1] / "cluster.yaml", help="cluster config (default: the repository's cluster.yaml)")
@@ -100,6 +107,16 @@ def cmd_plan(args: argparse.Namespace, default_preset: str) -> int:
     return 0
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    from raystudy.advise import advise, write_advice
+
+    a = advise(args.run_dir, args.pool, args.budget, args.strategy, args.labeled)
+    out = write_advice(a, args.out)
+    print(f"{len(a.paths)} images to label next ({a.strategy}: {a.why_strategy}) -> {out}")
+    print(f"{a.category_set}, {a.model}, {a.labeled} labeled + {len(a.paths)}: {a.expected}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from raystudy.status import format_status, is_run_folder
 
@@ -124,6 +141,8 @@ def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
             return cmd_report(args)
         if args.command == "plan":
             return cmd_plan(args, default_preset)
+        if args.command == "advise":
+            return cmd_advise(args)
         return cmd_status(args)
     except (ConfigError, DataError, StudyLockedError) as err:
         print(f"raystudy: error: {err}", file=sys.stderr)

@@ -265,6 +265,32 @@ class GridConfig:
     # > 0: the supervised ceiling, one baseline cell per category set trained on all its labeled
     # images (fold 0 of ``folds`` held out) for this many epochs; the report draws it as a line
     ceiling_epochs: int = field(default=0, metadata=at_least(0))
+    # Which n images a cell trains on (raystudy.selection.STRATEGIES): a list for every category
+    # set, or a mapping by set like ``sizes`` (a set it does not name gets [random]). Strategies
+    # other than random need protocol: holdout (the validation fold is then the same for all).
+    selection: list[str] | dict[str, list[str]] = field(default_factory=lambda: ["random"])
+
+    def strategies(self, category_set: str) -> list[str]:
+        """The selection strategies of one category set (``[random]`` when not named)."""
+        if isinstance(self.selection, dict):
+            return list(self.selection.get(category_set, ["random"]))
+        return list(self.selection)
+
+    def all_strategies(self) -> list[str]:
+        """Every strategy of any category set of ``sizes``, first-seen order."""
+        return list(dict.fromkeys(s for name in self.sizes for s in self.strategies(name)))
+
+
+@dataclass
+class SelectionConfig:
+    """Knobs of the selection strategies (``grid.selection``; also ``raystudy advise``)."""
+
+    # the pretraining method whose encoder (on the cell's arch) embeds the pool for coreset and
+    # uncertainty, for every model type of a cell so that paired cells train on the same images;
+    # None: the first of pretrain.methods
+    encoder: str | None = None
+    uncertainty_rounds: int = field(default=4, metadata=at_least(1))  # refit-and-add rounds after the seed set
+    uncertainty_seed_fraction: float = field(default=0.25, metadata=gt(0))  # share of n drawn at random first
 
 
 @dataclass
@@ -328,6 +354,7 @@ class StudyConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     grid: GridConfig = field(default_factory=GridConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     search: SearchConfig = field(default_factory=SearchConfig, metadata=NO_HASH)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig, metadata=NO_HASH)
@@ -576,6 +603,8 @@ def resolve_defaults(cfg: StudyConfig) -> list[str]:
         cfg.pretrain.methods = [m for m in cfg.grid.models if m in methods]
     if not cfg.grid.archs:
         cfg.grid.archs = [cfg.model.arch]
+    if cfg.selection.encoder is None and cfg.pretrain.methods:
+        cfg.selection.encoder = cfg.pretrain.methods[0]
     found = []
     for m in cfg.pretrain.methods:
         if m not in methods:
@@ -630,8 +659,44 @@ def problems(cfg: StudyConfig) -> list[str]:
         need(0.0 < aug.crop_scale[0] <= aug.crop_scale[1] <= 1.0 if len(aug.crop_scale) == 2 else False, f"{section}.augment.crop_scale: two numbers 0 < lo <= hi <= 1")
         need(aug.crop_size <= aug.resize, f"{section}.augment.crop_size must not exceed resize")
     need(cfg.search.model in types_, f"search.model: use one of {list(types_)}")
+    found += selection_problems(cfg)
     eset = cfg.embeddings.category_set
     need(eset is None or eset in cfg.grid.sizes, f"embeddings.category_set: '{eset}' is not in grid.sizes")
+    return found
+
+
+def selection_problems(cfg: StudyConfig) -> list[str]:
+    """``grid.selection`` and the ``selection`` section: known strategies and sets, the holdout
+    protocol for non-random strategies, a pretrained encoder for the embedding strategies."""
+    from raystudy.selection import EMBEDDING_STRATEGIES, STRATEGIES
+
+    g, found = cfg.grid, []
+    lists = g.selection.items() if isinstance(g.selection, dict) else [(None, g.selection)]
+    for name, strategies in lists:
+        key = "grid.selection" if name is None else f"grid.selection.{name}"
+        if name is not None and name not in g.sizes:
+            found.append(f"{key}: category set '{name}' is not in grid.sizes ({sorted(g.sizes)})")
+        if not strategies:
+            found.append(f"{key}: empty; list at least one strategy, e.g. [random]")
+        if len(set(strategies)) != len(strategies):
+            found.append(f"{key}: {strategies} lists a strategy twice")
+        for i, s in enumerate(strategies):
+            if s not in STRATEGIES:
+                found.append(f"{key}[{i}]: unknown selection strategy '{s}'; use one of {list(STRATEGIES)}")
+    chosen = [s for s in g.all_strategies() if s in STRATEGIES]
+    other = [s for s in chosen if s != "random"]
+    if other and g.protocol != "holdout":
+        found.append(
+            f"grid.selection: {other} need grid.protocol: holdout (under '{g.protocol}' the validation folds "
+            "are drawn inside the n selected images, so they would differ between strategies and the cells "
+            "would not be paired); set grid.protocol: holdout or use only [random]")
+    enc = cfg.selection.encoder
+    if any(s in EMBEDDING_STRATEGIES for s in chosen):
+        if enc is None:
+            found.append(f"selection.encoder: {[s for s in chosen if s in EMBEDDING_STRATEGIES]} embed the pool with "
+                         "a pretrained encoder, but the study pretrains none; add a method to pretrain.methods")
+        elif enc not in cfg.pretrain.methods:
+            found.append(f"selection.encoder: '{enc}' is not pretrained by this study; use one of {cfg.pretrain.methods}")
     return found
 
 

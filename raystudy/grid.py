@@ -4,6 +4,7 @@ and the typed jobs (pretraining, probe, cell) the scheduler hands to Ray Tune.""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import product
 from typing import Literal
 
 import numpy as np
@@ -35,13 +36,17 @@ class Cell:
     arch: str = ""  # the backbone; "" in hand-made cells: the study's model.arch
     default_arch: str = ""  # the study's model.arch (cell ids of other archs name theirs)
     ceiling: bool = False  # the supervised ceiling: all labeled images of the set, trained long
+    selection: str = "random"  # how the train_size images are chosen (grid.selection)
 
     @property
     def pair_key(self) -> str:
-        """What cells paired across model types and archs share: the split and the dice.
+        """What cells paired across model types, archs and selection strategies share: the
+        validation fold and the dice.
 
         Data order, augmentations and the head's initial weights are seeded from it, so a
-        paired difference measures the model, not the random draws.
+        paired difference measures the model (or the selected images), not the random draws.
+        The strategy is left out on purpose: cells of two strategies differ only in which n
+        images they train on.
         """
         return f"{self.category_set}-n{self.train_size}-f{self.fold}"
 
@@ -54,7 +59,8 @@ class Cell:
     def cell_id(self) -> str:
         if self.ceiling:
             return f"{self.name}-{self.category_set}-ceiling"
-        return f"{self.name}-{self.category_set}-n{self.train_size}-f{self.fold}"
+        chosen = "" if self.selection == "random" else f"-{self.selection}"
+        return f"{self.name}-{self.category_set}-n{self.train_size}-f{self.fold}{chosen}"
 
     def keys(self) -> dict:
         """The cell's key columns in the results tables."""
@@ -71,7 +77,9 @@ class Job:
 
     ``kind``: ``pretrain`` (``model`` on ``arch``), ``probe`` (an encoder at ``path``;
     ``model`` names it: a method, or ``random_init`` / ``pretrain_init``) or ``cell``.
-    ``needs``: the encoder name (``run_name``) that must exist before the job can start.
+    ``needs``: the encoder name (``run_name``) the job starts from, which must exist before it
+    can start; ``selects_with``: the encoder that embeds a cell's pool for its selection
+    strategy (coreset, uncertainty), also needed first. ``requires`` lists both.
     """
 
     kind: Literal["pretrain", "probe", "cell"]
@@ -81,6 +89,12 @@ class Job:
     cell: Cell | None = None
     path: str | None = None
     name: str = ""  # pretrain / probe: the run name (encoder file stem, table key)
+    selects_with: str | None = None
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """Every encoder (run name) that must exist before the job can start."""
+        return tuple(dict.fromkeys(e for e in (self.needs, self.selects_with) if e is not None))
 
     @property
     def label(self) -> str:
@@ -108,7 +122,9 @@ def plan_grid(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[Plann
     """Plan every cell; ``set_labels[name]`` are the class indices of that set's labeled pool.
 
     Cells are ordered largest train size first so the sweep's tail is short. A cell's
-    split depends on (set, size, fold) only, so cells are paired across models and archs.
+    split depends on (set, size, fold) only, so cells are paired across models, archs and
+    selection strategies; a strategy other than random replaces the split's training images
+    inside the trial (the validation fold stays, see :mod:`raystudy.selection`).
     """
     planned: list[PlannedCell] = []
     for set_name, sizes in cfg.grid.sizes.items():
@@ -117,13 +133,12 @@ def plan_grid(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[Plann
         for size in sorted(sizes, reverse=True):
             for fold in range(cfg.grid.folds):
                 split = make_split(labels, size, fold, cfg.grid.folds, cfg.grid.protocol, cfg.seed, set_name)
-                for arch in cfg.grid.archs:
-                    for model in cfg.grid.models:
-                        cell = Cell(model, set_name, n_categories, size, fold, arch, cfg.model.arch)
-                        if isinstance(split, str):
-                            planned.append(PlannedCell(cell, None, split))
-                        else:
-                            planned.append(PlannedCell(cell, split))
+                for strategy, arch, model in product(cfg.grid.strategies(set_name), cfg.grid.archs, cfg.grid.models):
+                    cell = Cell(model, set_name, n_categories, size, fold, arch, cfg.model.arch, selection=strategy)
+                    if isinstance(split, str):
+                        planned.append(PlannedCell(cell, None, split))
+                    else:
+                        planned.append(PlannedCell(cell, split))
     if cfg.grid.ceiling_epochs > 0:
         planned = ceiling_cells(cfg, set_labels) + planned
     return planned
@@ -154,6 +169,17 @@ def ceiling_cells(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[P
 def needs_encoder(cell: Cell) -> str | None:
     """The pretrained encoder a cell starts from (None for the baseline)."""
     return None if cell.model == BASELINE else cell.name
+
+
+def selection_encoder(cfg: StudyConfig, cell: Cell) -> str | None:
+    """The encoder (run name) that embeds a cell's pool for its selection strategy: the
+    ``selection.encoder`` method on the cell's arch, the same for every model type of the cell
+    (so paired cells train on the same images); None for strategies that embed nothing."""
+    from raystudy.selection import EMBEDDING_STRATEGIES
+
+    if cell.selection not in EMBEDDING_STRATEGIES or cfg.selection.encoder is None:
+        return None
+    return run_name(cfg.selection.encoder, cell.arch or cfg.model.arch, cfg.model.arch)
 
 
 def grid_frame(planned: list[PlannedCell]) -> pd.DataFrame:

@@ -90,7 +90,7 @@ def plan_cells(cfg: StudyConfig, counts: DataCounts) -> list[CellGroup]:
             skipped = (pool is not None and n > pool) or n < g.folds
             trains = [train_images(n, k, g.folds, g.protocol) for k in range(g.folds)]
             epochs = [cell_epochs(f, t) for t in trains]
-            models = len(g.models) * len(g.archs)  # model types on each backbone
+            models = len(g.models) * len(g.archs) * len(g.strategies(set_name))  # model types on each backbone, per strategy
             images = 0 if skipped else models * sum(e * t for e, t in zip(epochs, trains))
             groups.append(CellGroup(set_name, n, models * g.folds, skipped, epochs, images))
         if g.ceiling_epochs > 0 and pool is not None:  # the supervised ceiling: one baseline cell
@@ -194,7 +194,8 @@ def format_plan(cfg: StudyConfig, node_types: list[NodeType], cluster: str, coun
     run = [g for g in groups if not g.skipped]
     lines = [f"study '{cfg.name}': {cfg.model.arch} at {cfg.finetune.augment.crop_size} px; data: {counts.source}"]
     lines.append(f"cells: {sum(g.cells for g in groups)} planned, {sum(g.cells for g in run)} to run "
-                 f"({len(cfg.grid.models)} models x {len(cfg.grid.archs)} arch(s) x {cfg.grid.folds} folds per size, "
+                 f"({len(cfg.grid.models)} models x {len(cfg.grid.archs)} arch(s) x {cfg.grid.folds} folds per size"
+                 f"{' and selection strategy' if len(cfg.grid.all_strategies()) > 1 else ''}, "
                  f"protocol {cfg.grid.protocol})")
     for g in groups:
         state = "skipped (exceeds the pool)" if g.skipped else f"epochs {'/'.join(map(str, sorted(set(g.epochs))))}, {g.images:,} images"

@@ -113,7 +113,8 @@ def study_requests(cfg: StudyConfig, use_gpu: bool, cells: int | None = None) ->
     p, f = cfg.pretrain, cfg.finetune
     worker = {"CPU": float(p.cpus_per_worker), **({"GPU": 1.0} if use_gpu else {})}
     cell = {"CPU": float(f.cpus_per_trial), **({"GPU": float(f.gpus_per_trial)} if f.gpus_per_trial > 0 else {})}
-    n_cells = sum(len(s) for s in cfg.grid.sizes.values()) * cfg.grid.folds * len(cfg.grid.models) * len(cfg.grid.archs)
+    g = cfg.grid
+    n_cells = sum(len(s) * len(g.strategies(name)) for name, s in g.sizes.items()) * g.folds * len(g.models) * len(g.archs)
     n_cells += len(cfg.grid.sizes) if cfg.grid.ceiling_epochs > 0 else 0  # one supervised-ceiling cell per set
     requests = [
         Request(f"pretraining {j.name} (pretrain.num_workers={p.num_workers}, pretrain.cpus_per_worker={p.cpus_per_worker}, "

@@ -6,7 +6,7 @@ half-written result and writing the same cell twice replaces it instead of
 duplicating it. ``pandas.read_parquet(RUN_DIR / "results" / table)`` reads a table;
 pyarrow skips the hidden temporary files.
 
-Cells are keyed by ``cell_id, model, category_set, n_categories, train_size, fold, arch``
+Cells are keyed by ``cell_id, model, category_set, n_categories, train_size, fold, arch, selection``
 (:data:`SCHEMAS` lists every table's columns).
 
 Example:
@@ -32,6 +32,7 @@ _CELL_KEYS = [
     ("train_size", pa.int64()),
     ("fold", pa.int64()),
     ("arch", pa.string()),  # the backbone (grid.archs)
+    ("selection", pa.string()),  # how the n training images were chosen (grid.selection); null in older runs: random
 ]
 
 SCHEMAS: dict[str, pa.Schema] = {

@@ -38,7 +38,7 @@ def encoder_path(run_dir: Path, name: str) -> Path:
 
 
 class StudySearcher(Searcher):
-    """Suggests the first job (in priority order) whose encoder, if it needs one, exists.
+    """Suggests the first job (in priority order) whose encoders (``Job.requires``), if any, exist.
 
     Pretraining is the sweep's critical path: once a pretraining job is handed out, no
     cell is released until its Train workers hold their resources (or ``hold_s`` passed),
@@ -66,12 +66,12 @@ class StudySearcher(Searcher):
         )
 
     def _ready(self, job: Job) -> bool:
-        return job.needs is None or encoder_path(self.run_dir, job.needs).is_file()
+        return all(encoder_path(self.run_dir, name).is_file() for name in job.requires)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         keep = []
         for job in self.queue:
-            (self.blocked if job.needs in self.failed_pretraining else keep).append(job)
+            (self.blocked if self.failed_pretraining.intersection(job.requires) else keep).append(job)
         self.queue = keep
         hold = self._pretraining_starting()
         for i, job in enumerate(self.queue):

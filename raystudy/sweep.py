@@ -23,7 +23,8 @@ from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.fit import DataFit
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.errors import StudyLockedError
-from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs
+from raystudy.grid import (Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs,
+                           selection_encoder)
 from raystudy.registry import BASELINE
 from raystudy.runfolder import check_run_folder, entries, removed_if_failing
 from raystudy.resources import fit_resources
@@ -143,7 +144,8 @@ def record_failures(cfg: StudyConfig, run_dir: Path, results: list, searcher, co
             log.error("%s failed: %s", job.label, error_line(result.error))
     for job in searcher.blocked:
         if job.cell is not None:
-            _write_failed(cfg, run_dir, job.cell, RuntimeError(f"pretraining of {job.needs} failed"), config_hash)
+            failed = [name for name in job.requires if name in searcher.failed_pretraining] or list(job.requires)
+            _write_failed(cfg, run_dir, job.cell, RuntimeError(f"pretraining of {', '.join(failed)} failed"), config_hash)
 
 
 def attempted(run_dir: Path) -> set[str]:
@@ -155,7 +157,7 @@ def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> li
     """Pending work in priority order: pretraining, probes, then cells largest first."""
     done = finished_cells(run_dir)  # one read of the trials table, not one per cell
     pending = [p for p in planned if p.split is not None and p.cell.cell_id not in done]
-    needed = {needs_encoder(p.cell) for p in pending}
+    needed = {name for p in pending for name in (needs_encoder(p.cell), selection_encoder(cfg, p.cell))}
     jobs = [j for j in pretrain_jobs(cfg) if j.name in needed and not encoder_path(run_dir, j.name).is_file()]
     if cfg.pretrain.probe:
         probed = set(read_table(run_dir, "probes")["model"])
@@ -171,7 +173,8 @@ def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> li
             if j.name not in probed
         ]
     jobs += [
-        Job("cell", p.cell.model, p.cell.arch, needs=needs_encoder(p.cell), cell=p.cell)
+        Job("cell", p.cell.model, p.cell.arch, needs=needs_encoder(p.cell), cell=p.cell,
+            selects_with=selection_encoder(cfg, p.cell))
         for p in pending  # planned largest first
     ]
     return jobs

@@ -702,3 +702,42 @@ def test_a_model_that_predicts_one_class_on_the_unseen_campaign_is_named():
                                              confusion=confusion))
     assert "every fold model of Semisup-BYOL puts 79\u201380 % of the images into one category (column)" in text
     assert "Semisup-MoCo puts" not in text
+
+
+# ------------------------------------------------------------------ selection strategies
+
+
+def test_selection_section_appears_with_two_strategies_and_leaves_the_rest_unchanged(tmp_path):
+    from fixtures_analysis import with_selection
+
+    from analysis.sections import numbers_frame
+    from analysis.strategies import labels_saved_table, size_at_accuracy
+
+    base = make_tables(seed=3, folds=5, embeddings=False)
+    both = with_selection(base, "coreset", gain=0.04)
+    single = load_results(write_run(tmp_path / "single", base))
+    paired = load_results(write_run(tmp_path / "paired", both))
+    # the paper's figures describe the random draw: the coreset cells change none of their numbers
+    pd.testing.assert_frame_equal(numbers_frame(single), numbers_frame(paired))
+    assert set(paired.per_class["cell_id"]) == set(single.per_class["cell_id"])
+    html = _report_text(build_report(tmp_path / "paired"))
+    assert "Selection strategies: 19 categories (19cat)" in html
+    assert "Selection strategies" not in _report_text(build_report(tmp_path / "single"))
+    table = labels_saved_table(paired.trials)
+    assert set(table["selection"]) == {"coreset"} and set(table["category_set"]) == {"19cat"}
+    # +4 pp at every size with tiny noise: coreset reaches random's OA with fewer labels, a verdict
+    claims = table[~table["verdict"].str.startswith("no verdict")]
+    assert len(claims) and (claims["labels_saved"].dropna() > 0).all() and (claims["p_value"] < 0.05).all()
+    assert (table["mean_diff"] > 0.03).all()
+    assert "coreset is better than random" in html
+    assert size_at_accuracy(np.array([100, 400]), np.array([0.5, 0.7]), 0.6) == pytest.approx(200)
+
+
+def test_selection_without_difference_gives_no_verdict(tmp_path):
+    from fixtures_analysis import with_selection
+
+    from analysis.strategies import labels_saved_table
+
+    table = labels_saved_table(load_results(write_run(tmp_path / "run", with_selection(
+        make_tables(seed=4, folds=5, embeddings=False), "balanced", gain=0.0, noise=0.0))).trials)
+    assert len(table) and table["verdict"].str.startswith("no verdict").all()

@@ -268,6 +268,8 @@ def fit_to_data(cfg: StudyConfig, given: set[str] = frozenset()) -> tuple[StudyC
         sets, sizes, derived, dropped = derive_category_sets(counts, catalog, cfg.grid.sizes, cfg.data.labeled_campaign)
         cfg.catalog.category_sets = sets
         cfg.grid.sizes = sizes
+        if isinstance(cfg.grid.selection, dict):  # strategies of sets left out go with them
+            cfg.grid.selection = {k: v for k, v in cfg.grid.selection.items() if k in sizes}
         for line in [f"category set '{n}': {why}" for n, why in derived.items()] + dropped:
             notes.add(line)
         if cfg.data.generalization_category_set not in sets:

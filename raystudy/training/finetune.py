@@ -39,6 +39,7 @@ from raystudy.metrics import Evaluation, evaluate
 from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
+from raystudy.selection import selected_split
 from raystudy.training.augment import EvalTransform, FinetuneAugment
 from raystudy.training.budget import cell_budget
 from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
@@ -416,10 +417,12 @@ def setup_trial(cell: Cell, context: FinetuneContext, node: str = "") -> TrialSe
     log_event(run_dir, cid, "start", node=node)
     images = context.images()
     torch.set_num_threads(max(1, int(f.cpus_per_trial)))
-    seed_everything(derive_seed(cfg.seed, cell.pair_key))  # the same head init for every model of the pair
     device = pick_device(f.gpus_per_trial)
     pool = context.pools[cell.category_set]
     split = context.splits[(cell.category_set, cell.train_size, cell.fold)]
+    if cell.selection != "random":  # the same validation fold, training images chosen by the strategy
+        split = selected_split(cfg, cell, split, pool.labels, pool.indices, images, context.encoders, device)
+    seed_everything(derive_seed(cfg.seed, cell.pair_key))  # the same head init for every model of the pair
     checkpoint = EpochCheckpoint(run_dir / "checkpoints" / f"{cid}.pt", f.checkpoint_every_s)
     trainer = CellTrainer(cfg, cell, context.encoders, images, pool.indices[split.train], pool.labels[split.train],
                           len(pool.categories), device, cell.pair_key)

@@ -1,0 +1,134 @@
+"""Selection strategies against the random draw: OA per strategy and labels saved at equal OA.
+
+"Labels saved" is the DOA-vs-time-saved idea (Figs. 5 and 10) applied to selection: for every
+size n where random was measured, the size at which a strategy's mean curve reaches random's
+mean OA (linear interpolation in log n between the strategy's measured sizes, never beyond
+them) and the difference n - n_equal. The guards of the rest of the report hold: beside every
+number stands the fold-paired t-test of the strategy minus random at the same n (the cells
+share their validation fold, :mod:`raystudy.selection`), and a verdict is given only when that
+difference exceeds its fold spread and p < 0.05.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.select import RANDOM, done_trials, selection_of
+from analysis.stats import paired_difference_table
+
+P_CLAIM = 0.05
+
+CURVE_COLUMNS = ["category_set", "model", "selection", "train_size", "mean", "std", "n_folds"]
+SAVED_COLUMNS = ["category_set", "model", "selection", "train_size", "random_mean", "n_equal", "labels_saved",
+                 "saved_share", "mean_diff", "std_diff", "p_value", "n_pairs", "verdict"]
+
+
+def strategy_trials(trials: pd.DataFrame, metric: str = "overall_accuracy") -> pd.DataFrame:
+    """Finished trials of every strategy (``selection`` filled, ``random`` where null)."""
+    done = done_trials(trials, metric, selection=None)
+    return done.assign(selection=selection_of(done)) if len(done) else done.assign(selection=pd.Series(dtype=object))
+
+
+def compared_sets(trials: pd.DataFrame) -> list[str]:
+    """Category sets with finished cells of random and at least one other strategy."""
+    done = strategy_trials(trials)
+    if done.empty:
+        return []
+    per_set = done.groupby("category_set")["selection"].agg(lambda s: set(s))
+    return [str(c) for c, found in per_set.items() if RANDOM in found and len(found) > 1]
+
+
+def strategy_curves(trials: pd.DataFrame, metric: str = "overall_accuracy") -> pd.DataFrame:
+    """Mean and fold std of ``metric`` per (set, model, strategy, size)."""
+    done = strategy_trials(trials, metric)
+    if done.empty:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    g = done.groupby(["category_set", "model", "selection", "train_size"])[metric]
+    out = pd.concat([g.mean().rename("mean"), g.std(ddof=1).rename("std"), g.size().rename("n_folds")], axis=1)
+    return out.reset_index()[CURVE_COLUMNS]
+
+
+def size_at_accuracy(sizes: np.ndarray, means: np.ndarray, target: float) -> float | None:
+    """The n at which a measured mean curve first reaches ``target`` (linear in log n between
+    measured sizes); None when the curve never reaches it or starts above it already (beyond
+    the measured sizes nothing is extrapolated).
+
+    Example:
+        >>> round(size_at_accuracy(np.array([32, 128]), np.array([0.5, 0.7]), 0.6))
+        64
+    """
+    order = np.argsort(sizes)
+    x, y = np.log(np.asarray(sizes, dtype=float)[order]), np.asarray(means, dtype=float)[order]
+    if len(x) == 0 or y[0] > target:
+        return None
+    for i in range(len(x)):
+        if y[i] >= target:
+            if i == 0 or y[i] == y[i - 1]:
+                return float(np.exp(x[i]))
+            t = (target - y[i - 1]) / (y[i] - y[i - 1])
+            return float(np.exp(x[i - 1] + t * (x[i] - x[i - 1])))
+    return None
+
+
+def verdict(saved: float | None, diff: float, std: float, p: float, n_pairs: int) -> str:
+    """A claim only where the strategy's paired difference exceeds its fold spread and p < 0.05.
+
+    Example:
+        >>> verdict(-10.0, 0.01, 0.02, 0.3, 5)
+        'no verdict: the difference is within the fold spread (p = 0.3)'
+    """
+    if n_pairs < 2:
+        return "no verdict: fewer than 2 paired folds"
+    if p != p or abs(diff) <= std or p >= P_CLAIM:
+        return f"no verdict: the difference is within the fold spread (p = {p:.2g})"
+    better = "better" if diff > 0 else "worse"
+    if saved is None:
+        return f"{better} than random at this n (p = {p:.2g}); labels saved outside the measured sizes"
+    return f"{better} than random (p = {p:.2g}): {saved:+.0f} labels at equal OA"
+
+
+def labels_saved_table(trials: pd.DataFrame, metric: str = "overall_accuracy") -> pd.DataFrame:
+    """Per (set, model, strategy other than random, size where both ran): labels saved at equal
+    OA against random and the fold-paired difference at the same n."""
+    done = strategy_trials(trials, metric)
+    curves = strategy_curves(trials, metric)
+    rows = []
+    for cset in compared_sets(trials):
+        for (model, strategy), cur in curves[curves["category_set"] == cset].groupby(["model", "selection"]):
+            if strategy == RANDOM:
+                continue
+            ref = curves[(curves["category_set"] == cset) & (curves["model"] == model) & (curves["selection"] == RANDOM)]
+            if ref.empty:
+                continue
+            pair = done[(done["category_set"] == cset) & (done["model"] == model)
+                        & done["selection"].isin([RANDOM, strategy])]
+            paired = paired_difference_table(pair.drop(columns="selection").assign(model=pair["selection"]),
+                                             model=strategy, reference_model=RANDOM, metric=metric)
+            paired = paired.set_index("train_size")
+            for r in ref.itertuples():
+                n_eq = size_at_accuracy(cur["train_size"].to_numpy(), cur["mean"].to_numpy(), r.mean)
+                saved = None if n_eq is None else float(r.train_size) - n_eq
+                p = paired.loc[r.train_size] if r.train_size in paired.index else None
+                diff, std = (float(p["mean_diff"]), float(p["std_diff"])) if p is not None else (np.nan, np.nan)
+                pval = float(p["p_value"]) if p is not None else np.nan
+                rows.append({
+                    "category_set": cset, "model": model, "selection": strategy, "train_size": int(r.train_size),
+                    "random_mean": float(r.mean), "n_equal": n_eq, "labels_saved": saved,
+                    "saved_share": None if saved is None else saved / float(r.train_size),
+                    "mean_diff": diff, "std_diff": std, "p_value": pval,
+                    "n_pairs": int(p["n_pairs"]) if p is not None else 0,
+                    "verdict": verdict(saved, diff, std, pval, int(p["n_pairs"])) if p is not None else "no verdict: not run at this n",
+                })
+    return pd.DataFrame(rows, columns=SAVED_COLUMNS)
+
+
+def selection_sentences(table: pd.DataFrame) -> list[str]:
+    """One summary line per claim of :func:`labels_saved_table` (rows with a verdict)."""
+    out = []
+    for r in table.itertuples():
+        if r.verdict.startswith("no verdict"):
+            continue
+        out.append(f"{r.category_set}, {r.model}, n = {r.train_size}: {r.selection} is {r.verdict} "
+                   f"({100 * r.mean_diff:+.1f} pp OA over {r.n_pairs} paired folds).")
+    return out

@@ -1,0 +1,334 @@
+"""Which images to label: the selection strategies of ``grid.selection`` and ``raystudy advise``.
+
+Every strategy picks ``n`` indices from a pool (positions ``0 .. len(pool) - 1``):
+
+- ``random``: the stratified random draw the study always used (class shares kept);
+- ``balanced``: equal counts per category as far as the pool allows;
+- ``coreset``: greedy k-center on L2-normalised encoder embeddings (no labels at all);
+- ``uncertainty``: a random seed set, then rounds that add the images whose predicted
+  category is least certain (smallest top-1 minus top-2 probability) under a linear head
+  refitted each round on the embeddings of the images selected so far.
+
+``random`` and ``balanced`` read the pool's categories (they model a labeled pool, as the
+stratified draw always did); ``coreset`` reads none; ``uncertainty`` reads only the labels
+of images it has already selected, through a :class:`SelectedLabels` reveal callback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from raystudy.data.splits import stratified_sample
+
+if TYPE_CHECKING:
+    import torch
+
+    from raystudy.config import StudyConfig
+    from raystudy.data.splits import Split
+    from raystudy.grid import Cell
+
+STRATEGIES = ("random", "balanced", "coreset", "uncertainty")
+EMBEDDING_STRATEGIES = ("coreset", "uncertainty")  # strategies that need the selection encoder
+
+Reveal = Callable[[np.ndarray], np.ndarray]  # pool positions -> their labels (only selected ones)
+
+
+class SelectedLabels:
+    """Reveals labels one selected image at a time and remembers which were asked for.
+
+    Example:
+        >>> oracle = SelectedLabels(np.array([3, 1, 2]))
+        >>> oracle(np.array([2])).tolist(), sorted(oracle.revealed)
+        ([2], [2])
+    """
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self._labels = np.asarray(labels)
+        self.revealed: set[int] = set()
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        self.revealed.update(int(p) for p in positions)
+        return self._labels[positions]
+
+
+def select_random(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """The stratified random draw of ``n`` pool positions (class shares kept, largest remainder).
+
+    Bit-identical to the draw of :func:`raystudy.data.splits.make_split` for the same seed.
+
+    Args:
+        labels: (P,) category of every pool image.
+        n: how many to pick (all of them when ``n >= P``).
+        seed: the draw's seed.
+
+    Example:
+        >>> labels = np.array([0] * 6 + [1] * 2)
+        >>> np.bincount(labels[select_random(labels, 4, seed=0)]).tolist()
+        [3, 1]
+    """
+    return stratified_sample(np.asarray(labels), n, seed)
+
+
+def balanced_counts(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """How many images to take per category: equal shares, capped at what each category holds.
+
+    Categories that run out leave their share to the others; the last few images (fewer
+    than open categories) go to open categories in a seeded random order.
+
+    Example:
+        >>> balanced_counts(np.array([1, 10, 10]), 9, np.random.default_rng(0)).tolist()
+        [1, 4, 4]
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    take = np.zeros_like(counts)
+    left = min(int(n), int(counts.sum()))
+    while left > 0:
+        open_ = np.flatnonzero(take < counts)
+        share = left // len(open_)
+        if share == 0:  # fewer images left than open categories
+            take[rng.permutation(open_)[:left]] += 1
+            break
+        for c in open_:
+            add = min(share, int(counts[c] - take[c]))
+            take[c] += add
+            left -= add
+    return take
+
+
+def select_balanced(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` pool positions with (as far as the pool allows) equal counts per category.
+
+    Args:
+        labels: (P,) category of every pool image.
+        n: how many to pick.
+        seed: seeds the leftover spread and the draw inside each category.
+
+    Example:
+        >>> labels = np.array([0] * 2 + [1] * 8 + [2] * 8)
+        >>> np.bincount(labels[select_balanced(labels, 8, seed=0)]).tolist()
+        [2, 3, 3]
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    take = balanced_counts(counts, n, rng)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return rng.permutation(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
+
+
+def l2_normalise(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    x = np.asarray(features, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
+def select_coreset(
+    features: np.ndarray,
+    n: int,
+    seed: int,
+    start: int | None = None,
+    already: np.ndarray | None = None,
+    normalise: bool = True,
+) -> np.ndarray:
+    """Greedy k-center: each step adds the pool point farthest from everything selected so far.
+
+    Args:
+        features: (P, D) embeddings of the pool.
+        n: how many to pick (at most P).
+        seed: picks the first point when neither ``start`` nor ``already`` is given.
+        start: the first point (a pool position) instead of a seeded random one.
+        already: (K, D) embeddings of images labeled before (``raystudy advise``): the
+            distances start from them, so the first pick is the pool point farthest from them.
+        normalise: L2-normalise the embeddings first (cosine geometry, as the encoders train).
+
+    Returns:
+        (n,) pool positions in the order picked.
+
+    Example:
+        >>> pts = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [5.0, 0.0]])
+        >>> select_coreset(pts, 3, seed=0, start=0, normalise=False).tolist()
+        [0, 2, 3]
+    """
+    x = l2_normalise(features) if normalise else np.asarray(features, dtype=np.float64)  # (P, D)
+    n = min(int(n), len(x))
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    picked: list[int] = []
+    if already is not None and len(already):
+        ref = l2_normalise(already) if normalise else np.asarray(already, dtype=np.float64)  # (K, D)
+        nearest = np.full(len(x), np.inf)
+        for i in range(0, len(ref), 1024):
+            d = np.linalg.norm(x[:, None, :] - ref[None, i : i + 1024, :], axis=2)  # (P, k)
+            nearest = np.minimum(nearest, d.min(axis=1))
+    else:
+        first = int(np.random.default_rng(seed).integers(len(x))) if start is None else int(start)
+        picked.append(first)
+        nearest = np.linalg.norm(x - x[first], axis=1)  # (P,)
+    while len(picked) < n:
+        nearest[picked] = -1.0  # never pick twice
+        nxt = int(np.argmax(nearest))
+        picked.append(nxt)
+        nearest = np.minimum(nearest, np.linalg.norm(x - x[nxt], axis=1))
+    return np.asarray(picked, dtype=np.int64)
+
+
+def prediction_margin(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, seed: int) -> np.ndarray:
+    """Top-1 minus top-2 probability of a multinomial logistic-regression head fitted on
+    (``train_x``, ``train_y``), for every row of ``x``; small = uncertain.
+
+    With a single category among the training labels every margin is 1 (no information).
+
+    Example:
+        >>> tx = np.array([[0.0], [0.1], [1.0], [1.1]]); ty = np.array([0, 0, 1, 1])
+        >>> m = prediction_margin(tx, ty, np.array([[0.55], [5.0]]), seed=0)
+        >>> bool(m[0] < m[1])
+        True
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(train_y)) < 2:
+        return np.ones(len(x))
+    head = LogisticRegression(max_iter=500, C=1.0, random_state=seed).fit(train_x, train_y)
+    proba = head.predict_proba(x)  # (M, classes seen)
+    top = np.sort(proba, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+def select_uncertainty(
+    features: np.ndarray,
+    n: int,
+    reveal: Reveal,
+    seed: int,
+    rounds: int = 4,
+    seed_fraction: float = 0.25,
+) -> np.ndarray:
+    """A seeded random seed set, then ``rounds`` rounds each adding the least-certain pool images.
+
+    Each round refits a linear head (multinomial logistic regression) on the L2-normalised
+    embeddings of the images selected so far and adds the unselected images with the
+    smallest top-1 minus top-2 probability margin. Labels are only ever asked for through
+    ``reveal`` and only for selected images.
+
+    Args:
+        features: (P, D) embeddings of the pool.
+        n: how many to pick (at most P).
+        reveal: pool positions -> their labels (a :class:`SelectedLabels`).
+        seed: seeds the seed set and the head.
+        rounds: how many refit-and-add rounds after the seed set.
+        seed_fraction: share of ``n`` drawn at random first (at least one image).
+
+    Returns:
+        (n,) pool positions in the order picked.
+
+    Example:
+        >>> x = np.array([[0.0, 1.0], [0.1, 1.0], [1.0, 0.1], [1.0, 0.0], [0.7, 0.7]])
+        >>> len(select_uncertainty(x, 4, SelectedLabels(np.array([0, 0, 1, 1, 0])), seed=0, rounds=1))
+        4
+    """
+    x = l2_normalise(features)  # (P, D)
+    n = min(int(n), len(x))
+    rng = np.random.default_rng(seed)
+    k0 = min(n, max(1, int(round(seed_fraction * n))))
+    picked = list(rng.choice(len(x), size=k0, replace=False).astype(np.int64))
+    for add in np.array_split(np.arange(n - k0), max(1, rounds)):
+        if len(add) == 0:
+            continue
+        chosen = np.asarray(picked, dtype=np.int64)
+        rest = np.setdiff1d(np.arange(len(x)), chosen)
+        margin = prediction_margin(x[chosen], reveal(chosen), x[rest], seed)
+        picked += list(rest[np.argsort(margin, kind="stable")[: len(add)]])
+    return np.asarray(picked, dtype=np.int64)
+
+
+def select(
+    strategy: str,
+    n: int,
+    seed: int,
+    labels: np.ndarray | None = None,
+    features: Callable[[], np.ndarray] | None = None,
+    rounds: int = 4,
+    seed_fraction: float = 0.25,
+) -> np.ndarray:
+    """``n`` pool positions chosen by ``strategy`` (one of :data:`STRATEGIES`).
+
+    Args:
+        strategy: random, balanced, coreset or uncertainty.
+        n: how many to pick.
+        seed: the selection's seed.
+        labels: (P,) pool categories (random and balanced read them all; uncertainty only
+            through a :class:`SelectedLabels` view of them).
+        features: computes the (P, D) pool embeddings (coreset, uncertainty), called once.
+        rounds, seed_fraction: the uncertainty strategy's knobs.
+
+    Example:
+        >>> select("balanced", 2, 0, labels=np.array([0, 0, 0, 1])).size
+        2
+    """
+    if strategy == "random":
+        return select_random(labels, n, seed)
+    if strategy == "balanced":
+        return select_balanced(labels, n, seed)
+    if strategy == "coreset":
+        return select_coreset(features(), n, seed)
+    if strategy == "uncertainty":
+        return select_uncertainty(features(), n, SelectedLabels(labels), seed, rounds, seed_fraction)
+    raise ValueError(f"unknown selection strategy {strategy!r}; use one of {list(STRATEGIES)}")
+
+
+# ---------------------------------------------------------------- inside a grid cell
+
+
+def embed_images(cfg: "StudyConfig", encoder_file: str, arch: str, images: np.ndarray, rows: np.ndarray,
+                 device: "torch.device") -> np.ndarray:
+    """(len(rows), D) features of ``images[rows]`` under a frozen encoder checkpoint (eval transform).
+
+    Example:
+        >>> feats = embed_images(cfg, "runs/demo/encoders/moco.pt", "resnet18_w16", images, rows, torch.device("cpu"))  # doctest: +SKIP
+    """
+    import torch
+
+    from raystudy.models import build_encoder, load_encoder_weights
+    from raystudy.training.augment import EvalTransform
+    from raystudy.training.probes import encode
+
+    m, aug = cfg.model, cfg.finetune.augment
+    encoder, _ = build_encoder(arch, m.in_channels)
+    load_encoder_weights(encoder, encoder_file)
+    transform = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=m.in_channels)
+    with torch.no_grad():
+        return encode(encoder.to(device), images, rows, transform, cfg.finetune.eval_batch_size, device)
+
+
+def selected_split(cfg: "StudyConfig", cell: "Cell", split: "Split", labels: np.ndarray, rows: np.ndarray,
+                   images: np.ndarray, encoders: dict[str, str], device: "torch.device") -> "Split":
+    """The cell's split with its ``train_size`` training images chosen by ``cell.selection``.
+
+    The pool is every labeled image outside the split's validation fold (the holdout
+    protocol's training pool); the validation fold is kept, so cells of every strategy are
+    validated on the same images. Deterministic from the study seed and the selection
+    encoder, so every model type of a (set, size, fold, strategy) trains on the same images.
+
+    Args:
+        cfg: the study config (``selection`` knobs, the encoder's arch and transform).
+        cell: the grid cell (its set, size, fold, strategy and arch).
+        split: the planned split of (set, size, fold).
+        labels: (P,) categories of the set's labeled pool; rows: (P,) their rows of ``images``.
+        images: (N, S, S) uint8, every image of the study.
+        encoders: run name -> encoder checkpoint (``FinetuneContext.encoders``).
+        device: where the encoder embeds.
+    """
+    from raystudy.data.splits import Split, derive_seed
+    from raystudy.grid import selection_encoder
+
+    pool = np.setdiff1d(np.arange(len(labels)), split.validation)
+    name = selection_encoder(cfg, cell)
+    arch = cell.arch or cfg.model.arch
+    features = lambda: embed_images(cfg, encoders[name], arch, images, rows[pool], device)  # noqa: E731
+    seed = derive_seed(cfg.seed, cell.category_set, cell.train_size, cell.fold, cell.selection, "select")
+    pick = select(cell.selection, cell.train_size, seed, labels=labels[pool], features=features,
+                  rounds=cfg.selection.uncertainty_rounds, seed_fraction=cfg.selection.uncertainty_seed_fraction)
+    return Split(train=np.sort(pool[pick]), validation=split.validation, notes=list(split.notes))

@@ -1,0 +1,189 @@
+"""Selection strategies (``grid.selection``): the strategies by hand, the config rules, the grid
+axis, a selection study end to end and ``raystudy advise``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raystudy.config import ConfigError, load_config
+from raystudy.data.splits import derive_seed, make_split
+from raystudy.grid import Cell, plan_grid, selection_encoder
+from raystudy.selection import (
+    SelectedLabels, balanced_counts, select_balanced, select_coreset, select_random, select_uncertainty,
+)
+
+
+# -- the strategies by hand ---------------------------------------------------------------------
+def test_k_center_adds_the_farthest_point_each_step():
+    # start at (0, 0); farthest is (10, 0); then (0, 6) is 6 from (0, 0) and beats (5, 0) (5 from
+    # both) and (1, 1); then (5, 0) at 5; then (1, 1) (sqrt 2 from the origin) last
+    pts = np.array([[0.0, 0.0], [1.0, 1.0], [10.0, 0.0], [5.0, 0.0], [0.0, 6.0]])
+    assert select_coreset(pts, 5, seed=0, start=0, normalise=False).tolist() == [0, 2, 4, 3, 1]
+    # each pick is the argmax of the distance to the points picked before it
+    order = select_coreset(pts, 5, seed=0, start=3, normalise=False)
+    for k in range(1, 5):
+        d = np.linalg.norm(pts[:, None] - pts[order[:k]][None], axis=2).min(axis=1)
+        assert d[order[k]] == d.max()
+
+
+def test_k_center_starts_from_already_labeled_images():
+    pts = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.7, 0.7]])
+    # already labeled: (1, 0); on the unit circle (-1, 0) is farthest from it, then (0, 1)
+    assert select_coreset(pts, 2, seed=0, already=np.array([[1.0, 0.0]])).tolist() == [2, 1]
+
+
+def test_balanced_counts_by_hand():
+    rng = np.random.default_rng(0)
+    # 4 categories holding 2, 3, 10, 10 images; 17 wanted: shares 4 each, the first two run out
+    # (2 + 3), the 12 left split 6 / 6 between the two large ones
+    assert balanced_counts(np.array([2, 3, 10, 10]), 17, rng).tolist() == [2, 3, 6, 6]
+    # 10 of [5, 5, 5]: 3 each, the one left goes to one category
+    take = balanced_counts(np.array([5, 5, 5]), 10, rng)
+    assert sorted(take.tolist()) == [3, 3, 4]
+    labels = np.array([0] * 2 + [1] * 3 + [2] * 10 + [3] * 10)
+    pick = select_balanced(labels, 17, seed=1)
+    assert len(set(pick.tolist())) == 17 and np.bincount(labels[pick]).tolist() == [2, 3, 6, 6]
+    assert select_balanced(labels, 17, seed=1).tolist() == pick.tolist()  # deterministic by seed
+
+
+def test_uncertainty_never_reads_an_unselected_label():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=120)
+    features = rng.normal(size=(120, 8)) + labels[:, None] * 0.8
+    oracle = SelectedLabels(labels)
+    picked = select_uncertainty(features, 30, oracle, seed=5, rounds=3, seed_fraction=0.2)
+    assert len(set(picked.tolist())) == 30
+    assert oracle.revealed <= set(picked.tolist())  # only labels of images already selected
+    scrambled = rng.permutation(labels)
+    scrambled[picked] = labels[picked]  # the unselected labels are garbage now
+    again = select_uncertainty(features, 30, SelectedLabels(scrambled), seed=5, rounds=3, seed_fraction=0.2)
+    assert again.tolist() == picked.tolist()
+
+
+def test_random_is_the_previous_stratified_draw():
+    labels = np.arange(300) % 7
+    labels[:40] = 0  # imbalanced
+    for fold in range(3):
+        split = make_split(labels, 50, fold, 3, "holdout", 11, "7cat")
+        pool = np.setdiff1d(np.arange(len(labels)), split.validation)
+        pick = select_random(labels[pool], 50, derive_seed(11, "7cat", 50, fold, "train"))
+        assert np.array_equal(np.sort(pool[pick]), split.train)
+
+
+# -- the config and the grid axis ---------------------------------------------------------------
+def test_config_refuses_unknown_strategies_and_non_random_under_the_paper_protocol():
+    with pytest.raises(ConfigError, match=r"grid.selection\[1\]: unknown selection strategy 'corset'"):
+        load_config(preset="smoke", overrides=["grid.selection=[random, corset]", "grid.protocol=holdout"])
+    with pytest.raises(ConfigError, match=r"grid.selection: \['coreset'\] need grid.protocol: holdout"):
+        load_config(preset="smoke", overrides=["grid.selection={19cat: [random, coreset]}"])
+    with pytest.raises(ConfigError, match=r"grid.selection.5cat: category set '5cat' is not in grid.sizes"):
+        load_config(preset="smoke", overrides=["grid.selection={5cat: [random]}"])
+    with pytest.raises(ConfigError, match="selection.encoder: 'simclr' is not pretrained by this study"):
+        load_config(preset="smoke", overrides=["grid.selection=[coreset]", "grid.protocol=holdout",
+                                               "selection.encoder=simclr"])
+
+
+def test_selection_axis_keeps_random_ids_and_shares_the_validation_fold():
+    cfg = load_config(preset="smoke", overrides=["grid.protocol=holdout", "grid.selection={19cat: [random, coreset]}"])
+    assert cfg.selection.encoder == "moco" and cfg.grid.strategies("4cat") == ["random"]
+    planned = plan_grid(cfg, {"19cat": np.arange(480) % 19, "4cat": np.arange(200) % 4})
+    ids = {p.cell.cell_id for p in planned}
+    assert "moco-19cat-n64-f0" in ids and "baseline-19cat-n64-f1-coreset" in ids
+    assert not any(i.endswith("coreset") for i in ids if "-4cat-" in i)
+    assert len(planned) == 2 * 2 * 3 * 2 + 2 * 3  # 19cat: 2 sizes x 2 folds x 3 models x 2 strategies
+    c = Cell("baseline", "19cat", 19, 64, 0, "resnet18", "resnet18", selection="coreset")
+    assert c.pair_key == Cell("moco", "19cat", 19, 64, 0).pair_key and c.keys()["selection"] == "coreset"
+    assert selection_encoder(cfg, c) == "moco"  # the baseline's coreset cell waits for MoCo's encoder
+    assert selection_encoder(cfg, Cell("baseline", "19cat", 19, 64, 0)) is None
+
+
+# -- end to end ---------------------------------------------------------------------------------
+SELECTION_STUDY = ["grid.protocol=holdout", "grid.models=[moco, baseline]", "grid.sizes={19cat: [64]}",
+                   "grid.selection=[random, coreset]"]
+
+
+@pytest.fixture(scope="module")
+def selection_run(ray_instance, tmp_path_factory):
+    """The smoke preset with two strategies at its one real 19cat size, under the holdout protocol
+    (the smoke preset itself keeps the paper protocol that many tests count on)."""
+    from raystudy.sweep import run_study
+
+    run_dir = tmp_path_factory.mktemp("selection") / "run"
+    run_study(load_config(preset="smoke", overrides=SELECTION_STUDY), run_dir)
+    return run_dir
+
+
+@pytest.mark.e2e
+def test_selection_study_pairs_strategies_on_one_validation_fold(selection_run):
+    trials = pd.read_parquet(selection_run / "results" / "trials")
+    assert sorted(trials["cell_id"]) == sorted(
+        f"{m}-19cat-n64-f{f}{s}" for m in ("moco", "baseline") for f in (0, 1) for s in ("", "-coreset"))
+    assert (trials["status"] == "done").all() and (trials["n_train"] == 64).all()
+    assert set(trials["selection"]) == {"random", "coreset"}
+    # one validation fold per fold for every strategy and model
+    assert (trials.groupby("fold")["n_validation"].nunique() == 1).all()
+    per_class = pd.read_parquet(selection_run / "results" / "per_class")
+    counts = per_class[per_class["split"] == "validation"].groupby(["cell_id", "selection"])["train_count"].sum()
+    assert (counts == 64).all()
+    # both model types of a (fold, strategy) trained on the same images: identical class counts
+    pc = per_class[per_class["split"] == "validation"]
+    shares = pc.pivot_table(index=["fold", "selection", "category"], columns="model", values="train_count")
+    assert (shares["moco"] == shares["baseline"]).all()
+    random_counts = shares.xs("random", level="selection")["moco"]
+    coreset_counts = shares.xs("coreset", level="selection")["moco"]
+    assert not random_counts.equals(coreset_counts)  # the strategy chose other images
+    grid = pd.read_parquet(selection_run / "results" / "grid")
+    assert set(grid["selection"]) == {"random", "coreset"}
+    assert "Selection strategies" in (selection_run / "report.html").read_text()
+
+
+def _png_pool(folder, n: int, seed: int = 0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        sub = folder / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, size=(48, 48), dtype=np.uint8)).save(sub / f"{i:03d}.png")
+    return folder
+
+
+@pytest.mark.e2e
+def test_advise_writes_budget_distinct_pool_paths(smoke_run, tmp_path, capsys):
+    from raystudy.cli import main
+
+    pool = _png_pool(tmp_path / "pool", 12)
+    for strategy in ("coreset", "uncertainty", None):
+        out = tmp_path / f"{strategy}.csv"
+        args = ["advise", str(smoke_run), "--pool", str(pool), "--budget", "5", "--out", str(out)]
+        assert main(args + (["--strategy", strategy] if strategy else [])) == 0
+        rows = pd.read_csv(out)
+        assert rows["rank"].tolist() == [1, 2, 3, 4, 5]
+        assert rows["path"].is_unique and set(rows["path"]) <= {str(p) for p in pool.rglob("*.png")}
+        text = capsys.readouterr().out
+        # smoke runs one 19cat size: the curve cannot say
+        assert "64 labeled + 5: fit unreliable" in text
+    assert "(random: the study ran one selection strategy)" in text
+    assert main(["advise", str(smoke_run), "--pool", str(pool), "--budget", "13"]) == 2
+    assert "choose 1 to 12 (the pool" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["advise", str(smoke_run), "--pool", str(tmp_path / "empty"), "--budget", "1"]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_advise_defaults_to_the_studys_best_strategy(selection_run, tmp_path, capsys):
+    from raystudy.advise import advise, best_strategy, study_trials
+
+    trials = study_trials(selection_run, "19cat", "moco")
+    best, why = best_strategy(trials)
+    assert best in ("random", "coreset") and "best mean OA at n = 64" in why
+    advice = advise(selection_run, _png_pool(tmp_path / "pool", 6), 3)
+    assert advice.strategy == best and len(set(advice.paths)) == 3
+    missing = tmp_path / "copy"
+    (missing / "encoders").mkdir(parents=True)
+    (missing / "config.yaml").write_text((selection_run / "config.yaml").read_text())
+    with pytest.raises(Exception, match=r"no selection encoder at .*encoders/moco.pt"):
+        advise(missing, tmp_path / "pool", 2, strategy="coreset")
