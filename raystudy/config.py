@@ -192,6 +192,8 @@ class PretrainConfig:
     num_workers: int = field(default=1, metadata={**at_least(1), **NO_HASH})
     cpus_per_worker: int = field(default=1, metadata={**at_least(1), **NO_HASH})
     use_gpu: bool | Literal["auto", "true", "false"] = field(default="auto", metadata=NO_HASH)
+    # a lost worker (or node) restarts the DDP group from its last epoch checkpoint this many times
+    max_failures: int = field(default=3, metadata={**at_least(0), **NO_HASH})
     optimizer: Literal["lars", "sgd"] = "lars"
     base_lr: float = field(default=0.3, metadata=gt(0))  # scaled by global batch / 256
     weight_decay: float = field(default=1.0e-6, metadata=at_least(0))

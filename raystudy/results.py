@@ -116,6 +116,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("device", pa.string()),
             ("images_per_s", pa.float64()),
             ("no_learning_loss", pa.float64()),  # the loss of an encoder that learned nothing (MoCo: ln(K+1))
+            ("restarts", pa.int64()),  # times the DDP group started again from a checkpoint (lost worker, rerun)
+            ("resumed_from_epoch", pa.int64()),  # the epoch of the checkpoint it last resumed from; null: never
             ("knn_accuracy", pa.float64()),
             ("linear_probe_accuracy", pa.float64()),
         ]

@@ -4,7 +4,9 @@ Each (method, backbone) is one Tune trial that launches a ``TorchTrainer`` (Ray'
 documented Tune-drives-Train pattern), so methods run side by side. Workers read
 the decoded images from the object store, augment whole batches on their device,
 and rank 0 checkpoints every epoch; an interrupted run continues from its last
-checkpoint. The online encoder is saved as ``RUN_DIR/encoders/<run name>.pt`` (through
+checkpoint, and a lost worker or node restarts the whole group from it (up to
+``pretrain.max_failures`` times; the ``pretraining`` row counts the ``restarts``).
+The online encoder is saved as ``RUN_DIR/encoders/<run name>.pt`` (through
 :mod:`raystudy.storage`, so the run location may be an object store), and the trial's
 last result names it (``{"encoder": URI}``): that reference is how the scheduler learns
 that the cells of this method may start.
@@ -191,14 +193,19 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     images: np.ndarray = ray.get(loop_config["images_ref"])  # (N, S, S) uint8, zero-copy
     rows = loop_config["rows"]  # the unlabeled pretraining pool
     ray.train.report({WORKERS_STARTED: 1})  # every rank: the scheduler releases other jobs after this
-    resume = None
-    checkpoint = ray.train.get_checkpoint()
+    resume, carried = None, {"restarts": 0}
+    checkpoint = ray.train.get_checkpoint()  # the last one reported: after a lost worker or a rerun
     if checkpoint:
         with checkpoint.as_directory() as d:
             resume = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
-            resume["losses"] = json.loads((Path(d) / "losses.json").read_text())
+            resume["losses"] = json.loads((Path(d) / "losses.json").read_text())  # steps 0..epoch, once each
+            before = json.loads((Path(d) / "metrics.json").read_text()).get("restarts", 0)
+        carried = {"restarts": int(before) + 1, "resumed_from_epoch": int(resume["epoch"])}
+        if rank == 0:
+            log.warning("pretrain %s: resumed from epoch %d checkpoint", job.name, resume["epoch"])
 
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        metrics = {**metrics, **carried}  # every later checkpoint says how this run got here
         if rank != 0:
             ray.train.report(metrics)
             return
@@ -216,7 +223,7 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
 def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Location, images_ref: Any, rows: np.ndarray) -> None:
     """A Tune trial that drives one TorchTrainer run (stable run name per method and arch,
     so an interrupted run continues from its last checkpoint)."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -243,6 +250,8 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Location, images_ref: An
             name=f"pretrain-{name}",
             **(run_dir / "ray").ray_storage(),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # a lost worker or node restarts the whole group, which resumes from the last checkpoint
+            failure_config=FailureConfig(max_failures=p.max_failures),
             callbacks=[TuneReportCallback()],
         ),
     )
@@ -275,6 +284,8 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Location, images_ref: An
                     "device": "cuda" if use_gpu else "cpu",
                     "images_per_s": last_metrics["images_per_s"],
                     "no_learning_loss": last_metrics.get("no_learning_loss"),
+                    "restarts": last_metrics.get("restarts", 0),
+                    "resumed_from_epoch": last_metrics.get("resumed_from_epoch"),
                 }
             ]
         ),
