@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from raystudy.runfolder import cache_dir
-from raystudy.storage import Location, as_location
+from raystudy.storage import Location, reachable
 from raystudy.config import StudyConfig, load_config
 from raystudy.data.loading import IMAGE_SUFFIXES, decode_all
 from raystudy.data.problems import DataError
@@ -129,7 +129,7 @@ def advise(run_dir: str | Path | Location, pool_dir: Path, budget: int, strategy
         >>> advice = advise(Path("runs/demo"), Path("unlabeled"), 50)  # doctest: +SKIP
         >>> advice.paths[:2], advice.expected  # doctest: +SKIP
     """
-    run_dir = as_location(run_dir)
+    run_dir = reachable(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise DataError(f"{run_dir} is not a raystudy run folder (no config.yaml); give the --out folder of a study")

@@ -10,7 +10,7 @@ from pathlib import Path
 from raystudy.config import ConfigError, load_config
 from raystudy.data.loading import DataError
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted, StudyLockedError
-from raystudy.storage import as_location, is_uri
+from raystudy.storage import LocationError, as_location, is_uri, reachable
 
 
 def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:
@@ -104,7 +104,7 @@ def cmd_search(args: argparse.Namespace, default_preset: str) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
-    run = as_location(args.run_dir)
+    run = reachable(args.run_dir)
     if not (run / "results").is_dir():
         raise DataError(f"{run.uri} is not a raystudy run folder (no results/ inside)")
     print(build_report(run))
@@ -136,7 +136,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from raystudy.status import format_status, is_run_folder
 
-    run = as_location(args.run_dir)
+    run = reachable(args.run_dir)
     if not is_run_folder(run):
         raise DataError(
             f"{run.uri} is not a raystudy run folder (no results/ inside); "
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
         if args.command == "advise":
             return cmd_advise(args)
         return cmd_status(args)
-    except (ConfigError, DataError, StudyLockedError, NothingToRun) as err:
+    except (ConfigError, DataError, StudyLockedError, NothingToRun, LocationError) as err:
         print(f"raystudy: error: {err}", file=sys.stderr)
         return 2
     except StudyIncomplete as err:

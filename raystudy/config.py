@@ -368,7 +368,11 @@ class StudyConfig:
 
     def config_hash(self) -> str:
         """Hash of everything that changes a trial's result (not paths, names or resources)."""
-        blob = json.dumps(self.to_dict(hashed_only=True), sort_keys=True, default=str).encode()
+        hashed = self.to_dict(hashed_only=True)
+        if self.grid.all_strategies() == ["random"]:  # a study without the selection axis keeps the hash it had before it
+            hashed["grid"].pop("selection", None)
+            hashed.pop("selection", None)
+        blob = json.dumps(hashed, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 

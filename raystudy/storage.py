@@ -33,6 +33,10 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
+class LocationError(ValueError):
+    """A URI that names no reachable file system (a bad scheme, an unreachable bucket)."""
+
+
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
@@ -76,7 +80,8 @@ class Location:
         try:
             fs = _filesystem(prefix)
         except (ValueError, OSError) as err:
-            raise ValueError(f"{text}: pyarrow cannot open this location ({err})") from err
+            raise LocationError(f"{text}: pyarrow cannot open this location ({str(err).splitlines()[0]}); check "
+                                "the URI, the endpoint (?endpoint_override=HOST:PORT) and the credentials") from err
         if parts.scheme in ("s3", "gs", "gcs"):  # bucket/key, without building a second client
             path = f"{parts.netloc}{parts.path}"
         else:
@@ -243,3 +248,14 @@ class Location:
 def as_location(where: str | Path | Location) -> Location:
     """A :class:`Location` from a path, a URI or a Location."""
     return Location.from_uri(where)
+
+
+def reachable(where: str | Path | Location) -> Location:
+    """The location, after one request that proves it can be reached (else a LocationError)."""
+    location = as_location(where)
+    try:
+        location.exists()
+    except OSError as err:
+        raise LocationError(f"{location.uri} cannot be reached ({str(err).splitlines()[0]}); check the endpoint "
+                            "and the credentials") from err
+    return location

@@ -108,3 +108,35 @@ def test_initial_weights_are_read_through_the_storage_layer(s3_server):
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
     with pytest.raises(FileNotFoundError, match="encoder checkpoint not found"):
         load_encoder_weights(other, s3_uri(endpoint, "weights/missing.pt"))
+
+
+def test_a_local_run_folder_unseen_by_a_node_stops_the_study(ray_instance, s3_server, tmp_path, monkeypatch):
+    """Every alive node reads a token the driver wrote into the run folder; a node that
+    cannot (a local folder on a multi-node cluster) stops the study before anything runs."""
+    from raystudy import runfolder
+    from raystudy.data.problems import DataError
+
+    run = as_location(tmp_path)
+    token = run / ".visible-test"
+    token.write_text("abc")
+    assert runfolder.nodes_missing(run, token, "abc") == []  # this node sees it (a real task on it)
+    assert len(runfolder.nodes_missing(run, token, "another driver's token")) == 1
+
+    alive = ray_instance.nodes()
+    monkeypatch.setattr(ray_instance, "nodes",
+                        lambda: alive + [{**alive[0], "NodeID": "f" * 56, "NodeManagerAddress": "10.0.0.7"}])
+    monkeypatch.setattr(runfolder, "nodes_missing", lambda run, token_path, token: ["10.0.0.7"])
+    with pytest.raises(DataError, match=r"node\(s\) 10\.0\.0\.7 cannot see.*s3://"):
+        runfolder.check_visible_to_nodes(run)
+    assert not list(tmp_path.glob(".visible-*-*"))  # its token is removed
+    monkeypatch.undo()
+    runfolder.check_visible_to_nodes(run)  # one node: nothing to check
+    runfolder.check_visible_to_nodes(s3_uri(s3_server[0], "visible"))  # an object store is seen everywhere
+
+
+def test_an_unreachable_location_is_a_clear_error(capsys):
+    from raystudy.cli import main
+
+    assert main(["status", "s3://bucket/run?endpoint_override=127.0.0.1:9&scheme=http"]) == 2
+    err = capsys.readouterr().err
+    assert "raystudy: error: s3://bucket/run" in err and "cannot be reached" in err and "Traceback" not in err
