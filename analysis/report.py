@@ -18,6 +18,7 @@ from analysis.figures._common import is_no_data, no_data_figure, no_data_note
 from analysis.labeling import doa_table
 from analysis.results import Results, load_results
 from analysis.select import category_sets, done_trials, n_categories_of, set_label
+from raystudy.storage import Location, as_location
 from analysis.sections import SYNTHETIC_BANNER, csv_link, numbers_frame, numbers_html, pretraining_html, run_html
 from analysis.strategies import compared_sets, labels_saved_table, selection_sentences, strategy_curves
 from analysis.stats import (
@@ -274,17 +275,10 @@ def render_html(res: Results) -> str:
             f"<body data-figure-count='{n_fig}'>" + nav + "".join(head) + "".join(parts) + "</body></html>\n")
 
 
-def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
-    """Write ``RUN_DIR/report.html`` (or ``out_path``) atomically and return its path."""
-    run_dir = Path(run_dir)
-    out = Path(out_path) if out_path is not None else run_dir / "report.html"
-    text = render_html(load_results(run_dir))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+def build_report(run_dir: str | Path | Location, out_path: str | Path | Location | None = None) -> Path | Location:
+    """Write ``RUN_DIR/report.html`` (or ``out_path``; paths or URIs) atomically and return
+    where: a :class:`~pathlib.Path` on a local disk, else the :class:`Location`."""
+    run_dir = as_location(run_dir)
+    out = as_location(out_path) if out_path is not None else run_dir / "report.html"
+    out.write_text(render_html(load_results(run_dir)))
+    return out.local_path() if out.is_local else out

@@ -16,6 +16,8 @@ from raystudy.catalog import Catalog
 from raystudy.config import ConfigError
 from raystudy.provenance import read_run_info
 from raystudy.results import SCHEMAS as STORE_SCHEMAS
+from raystudy.results import parquet_files, read_parquet
+from raystudy.storage import Location, as_location
 
 
 
@@ -55,25 +57,18 @@ def conform(name: str, frame: pd.DataFrame | None) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _visible_files(folder: Path) -> list[Path]:
-    def hidden(p: Path) -> bool:
-        return any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
-
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not hidden(p))
-
-
-def read_table(run_dir: Path, name: str) -> pd.DataFrame:
+def read_table(run_dir: str | Path | Location, name: str) -> pd.DataFrame:
     """One result table; missing, empty or half-written folders give an empty frame."""
-    folder = Path(run_dir) / "results" / name
-    if not folder.is_dir() or not _visible_files(folder):
+    files = parquet_files(as_location(run_dir) / "results" / name)
+    if not files:
         return empty_table(name)
     try:
-        return conform(name, pd.read_parquet(folder))
+        return conform(name, pa.concat_tables([read_parquet(f) for f in files], promote_options="permissive").to_pandas())
     except Exception:  # mixed schemas or a file being replaced: read file by file
         parts = []
-        for path in _visible_files(folder):
+        for path in files:
             try:
-                parts.append(pd.read_parquet(path))
+                parts.append(read_parquet(path).to_pandas())
             except Exception:
                 continue
         parts = [p for p in parts if len(p)]
@@ -82,13 +77,13 @@ def read_table(run_dir: Path, name: str) -> pd.DataFrame:
         return conform(name, pd.concat(parts, ignore_index=True))
 
 
-def read_config(run_dir: Path) -> dict[str, Any]:
+def read_config(run_dir: str | Path | Location) -> dict[str, Any]:
     """``RUN_DIR/config.yaml`` as a mapping ({} when absent); ConfigError naming the file when unreadable."""
-    path = Path(run_dir) / "config.yaml"
+    path = as_location(run_dir) / "config.yaml"
     if not path.is_file():
         return {}
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML ({err}); fix it or rerun the study") from err
     if raw is not None and not isinstance(raw, dict):
@@ -111,7 +106,7 @@ class Results:
     probes: pd.DataFrame = field(default_factory=lambda: empty_table("probes"))
     config: dict[str, Any] = field(default_factory=lambda: merge_analysis_config(None))
     raw_config: dict[str, Any] = field(default_factory=dict)
-    run_dir: Path | None = None
+    run_dir: Location | None = None
     run_info: dict[str, Any] | None = None  # RUN_DIR/run_info.json (raystudy.provenance); None: not recorded
 
     @classmethod
@@ -119,7 +114,7 @@ class Results:
         cls,
         config: dict[str, Any] | None = None,
         raw_config: dict[str, Any] | None = None,
-        run_dir: Path | None = None,
+        run_dir: Location | None = None,
         **frames: pd.DataFrame | None,
     ) -> "Results":
         """Results from hand-made frames; ``config`` is the (partial) analysis section."""
@@ -167,9 +162,9 @@ class Results:
         return self.run_dir.name if self.run_dir is not None else "study"
 
 
-def load_results(run_dir: str | Path) -> Results:
-    """Read ``RUN_DIR/config.yaml`` and every table under ``RUN_DIR/results``."""
-    run_dir = Path(run_dir)
+def load_results(run_dir: str | Path | Location) -> Results:
+    """Read ``RUN_DIR/config.yaml`` and every table under ``RUN_DIR/results`` (a path or a URI)."""
+    run_dir = as_location(run_dir)
     raw = read_config(run_dir)
     catalog_from_config(raw, source=str(run_dir / "config.yaml"))  # a bad catalog fails here, by name
     section = raw.get("analysis") if isinstance(raw.get("analysis"), dict) else None

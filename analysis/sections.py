@@ -237,7 +237,7 @@ def run_html(res: Results) -> str:
     if "arch" in res.trials.columns and res.trials["arch"].notna().any():
         rows.append(["architecture", ", ".join(sorted(res.trials["arch"].dropna().astype(str).unique()))])
     table = _table(["", ""], rows, cls="run", table_id="run-facts")
-    base = Path(res.run_dir) if res.run_dir is not None else None
+    base = res.run_dir
     paths = "".join(
         f"<tr><td>{esc(t)}</td><td><code>{esc(str(base / 'results' / t) if base else 'results/' + t)}</code></td>"
         f"<td>{len(getattr(res, t)):,} rows</td></tr>" for t in TABLES)

@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from raystudy.runfolder import cache_dir
+from raystudy.storage import Location, reachable
 from raystudy.config import StudyConfig, load_config
 from raystudy.data.loading import IMAGE_SUFFIXES, decode_all
 from raystudy.data.problems import DataError
@@ -65,7 +68,7 @@ def pool_images(pool_dir: Path) -> list[Path]:
     return found
 
 
-def study_trials(run_dir: Path, category_set: str, model: str) -> pd.DataFrame:
+def study_trials(run_dir: Location, category_set: str, model: str) -> pd.DataFrame:
     """Finished trials of one set and model, ``selection`` filled (random where null)."""
     trials = read_table(run_dir, "trials")
     keep = (trials["status"] == "done") & (trials["category_set"] == category_set) & (trials["model"] == model)
@@ -111,12 +114,12 @@ def expected_accuracy(trials: pd.DataFrame, strategy: str, n: int, cfg: StudyCon
             f"{n} is {where} them)")
 
 
-def advise(run_dir: Path, pool_dir: Path, budget: int, strategy: str | None = None,
+def advise(run_dir: str | Path | Location, pool_dir: Path, budget: int, strategy: str | None = None,
            labeled: int | None = None) -> Advice:
     """Rank ``budget`` images of ``pool_dir`` for labeling with the run's encoder and curves.
 
     Args:
-        run_dir: a finished study's run folder (config.yaml, encoders/, results/).
+        run_dir: a finished study's run folder or URI (config.yaml, encoders/, results/).
         pool_dir: a folder of unlabeled images (searched recursively).
         budget: how many images to label next.
         strategy: random, coreset or uncertainty; None: the best in the study (random if alone).
@@ -126,11 +129,11 @@ def advise(run_dir: Path, pool_dir: Path, budget: int, strategy: str | None = No
         >>> advice = advise(Path("runs/demo"), Path("unlabeled"), 50)  # doctest: +SKIP
         >>> advice.paths[:2], advice.expected  # doctest: +SKIP
     """
-    run_dir = Path(run_dir)
+    run_dir = reachable(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise DataError(f"{run_dir} is not a raystudy run folder (no config.yaml); give the --out folder of a study")
-    cfg = load_config(config)
+    cfg = load_config(raw=yaml.safe_load(config.read_text()))
     paths = pool_images(Path(pool_dir))
     if budget < 1 or budget > len(paths):
         raise DataError(f"--budget {budget}: choose 1 to {len(paths)} (the pool {pool_dir} holds {len(paths)} images)")
@@ -151,7 +154,7 @@ def advise(run_dir: Path, pool_dir: Path, budget: int, strategy: str | None = No
                   expected_accuracy(trials, strategy, labeled + budget, cfg))
 
 
-def rank_pool(cfg: StudyConfig, run_dir: Path, paths: list[Path], budget: int, strategy: str, cset: str) -> np.ndarray:
+def rank_pool(cfg: StudyConfig, run_dir: Location, paths: list[Path], budget: int, strategy: str, cset: str) -> np.ndarray:
     """(budget,) positions into ``paths`` in labeling order."""
     if strategy not in EMBEDDING_STRATEGIES:
         return np.random.default_rng(cfg.seed).permutation(len(paths))[:budget]
@@ -166,7 +169,7 @@ def rank_pool(cfg: StudyConfig, run_dir: Path, paths: list[Path], budget: int, s
                         "config and --out), or use --strategy random")
     size = cfg.data.image_size
     pool = decode_all(pd.DataFrame({"path": [str(p) for p in paths]}), size)  # (P, S, S) uint8
-    data = prepare_data(cfg, run_dir / "cache")
+    data = prepare_data(cfg, cache_dir(run_dir))
     known = data.pools[cset]
     device = torch.device("cpu")
     feats = embed_images(cfg, str(encoder), cfg.model.arch, pool, np.arange(len(pool)), device)  # (P, D)

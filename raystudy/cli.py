@@ -9,7 +9,8 @@ from pathlib import Path
 
 from raystudy.config import ConfigError, load_config
 from raystudy.data.loading import DataError
-from raystudy.errors import StudyLockedError
+from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted, StudyLockedError
+from raystudy.storage import LocationError, as_location, is_uri, reachable
 
 
 def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:
@@ -17,7 +18,8 @@ def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:
     src.add_argument("--preset", default=None, help=f"smoke, demo or paper (default {default_preset})")
     src.add_argument("--config", type=Path, help="a study YAML file")
     p.add_argument("--data", type=Path, help="DATA folder (<campaign>/<category>/<images>) or a manifest CSV/Parquet")
-    p.add_argument("--out", type=Path, help="run folder (default runs/<study name>)")
+    p.add_argument("--out", help="run location: a folder, a shared mount or a URI such as s3://bucket/runs/NAME "
+                                 "(default runs/<study name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one config value, e.g. finetune.epochs=3")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray Tune's full progress tables")
     p.add_argument("--shrink-to-fit", action="store_true", help="on a cluster, shrink requests to its current nodes (a local instance always does)")
@@ -29,11 +31,11 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     _add_run_args(sub.add_parser("run", help="run or resume a study"), default_preset)
     _add_run_args(sub.add_parser("search", help="search hyperparameters at one train size (search: in the config)"), default_preset)
     rep = sub.add_parser("report", help="rebuild RUN_DIR/report.html from the Parquet results")
-    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("run_dir", help="run folder or URI (s3://...)")
     st = sub.add_parser("status", help="show done / pending / skipped / failed cells of a run")
-    st.add_argument("run_dir", type=Path)
+    st.add_argument("run_dir", help="run folder or URI (s3://...)")
     adv = sub.add_parser("advise", help="rank the images of an unlabeled pool to label next, with the OA to expect")
-    adv.add_argument("run_dir", type=Path, help="a finished study's run folder")
+    adv.add_argument("run_dir", help="a finished study's run folder or URI")
     adv.add_argument("--pool", type=Path, required=True, help="folder of unlabeled images (searched recursively)")
     adv.add_argument("--budget", type=int, required=True, help="how many images to label next")
     adv.add_argument("--strategy", choices=["random", "coreset", "uncertainty"], help="default: the best in the study")
@@ -49,6 +51,18 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     return parser
 
 
+def absolute_inits(cfg) -> None:
+    """Make local initial-weight paths absolute, so every trial (another process, maybe
+    another node) reads the file the driver checked; URIs and ``random`` stay as they are."""
+    from raystudy.config import RANDOM_INIT
+
+    def fix(value):
+        return value if value in (None, "", RANDOM_INIT) or is_uri(value) else str(Path(value).expanduser().resolve())
+
+    cfg.model.baseline_init = fix(cfg.model.baseline_init)
+    cfg.model.pretrain_init = {m: fix(v) for m, v in cfg.model.pretrain_init.items()}
+
+
 def load_run_config(args: argparse.Namespace, default_preset: str):
     """The study config; with ``--data``, fitted to the data (returns (cfg, DataFit or None))."""
     from raystudy.data.fit import fit_to_data, user_keys
@@ -61,6 +75,7 @@ def load_run_config(args: argparse.Namespace, default_preset: str):
         else:
             overrides.append(f"data.root={data.resolve()}")
     cfg = load_config(path=args.config, preset=None if args.config else (args.preset or default_preset), overrides=overrides)
+    absolute_inits(cfg)
     if args.data is None:
         return cfg, None
     return fit_to_data(cfg, user_keys(args.config, args.overrides))
@@ -70,8 +85,8 @@ def cmd_run(args: argparse.Namespace, default_preset: str) -> int:
     from raystudy.sweep import run_study
 
     cfg, data_fit = load_run_config(args, default_preset)
-    out = (args.out or Path("runs") / cfg.name).resolve()
-    if "runtime_resources/working_dir_files" in str(out):
+    out = as_location(args.out or Path("runs") / cfg.name)
+    if "runtime_resources/working_dir_files" in out.uri:
         print(f"raystudy: WARNING: the run folder {out} lies in this Ray job's copy of --working-dir, which Ray "
               "deletes once unused; pass --out on shared storage, e.g. --out /mnt/shared/runs/NAME", file=sys.stderr)
     run_study(cfg, out, verbose=args.verbose, data_fit=data_fit, shrink=args.shrink_to_fit)
@@ -82,16 +97,17 @@ def cmd_search(args: argparse.Namespace, default_preset: str) -> int:
     from raystudy.sweep import search_study
 
     cfg, _ = load_run_config(args, default_preset)
-    search_study(cfg, args.out or Path("runs") / f"{cfg.name}-search", shrink=args.shrink_to_fit)
+    search_study(cfg, as_location(args.out or Path("runs") / f"{cfg.name}-search"), shrink=args.shrink_to_fit)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
-    if not (args.run_dir / "results").is_dir():
-        raise DataError(f"{args.run_dir} is not a raystudy run folder (no results/ inside)")
-    print(build_report(args.run_dir))
+    run = reachable(args.run_dir)
+    if not (run / "results").is_dir():
+        raise DataError(f"{run.uri} is not a raystudy run folder (no results/ inside)")
+    print(build_report(run))
     return 0
 
 
@@ -120,12 +136,13 @@ def cmd_advise(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from raystudy.status import format_status, is_run_folder
 
-    if not is_run_folder(args.run_dir):
+    run = reachable(args.run_dir)
+    if not is_run_folder(run):
         raise DataError(
-            f"{args.run_dir} is not a raystudy run folder (no results/ inside); "
+            f"{run.uri} is not a raystudy run folder (no results/ inside); "
             "give the folder a study writes to (its --out, default runs/<study name>)"
         )
-    print(format_status(args.run_dir))
+    print(format_status(run))
     return 0
 
 
@@ -144,9 +161,15 @@ def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
         if args.command == "advise":
             return cmd_advise(args)
         return cmd_status(args)
-    except (ConfigError, DataError, StudyLockedError) as err:
+    except (ConfigError, DataError, StudyLockedError, NothingToRun, LocationError) as err:
         print(f"raystudy: error: {err}", file=sys.stderr)
         return 2
+    except StudyIncomplete as err:
+        print(f"raystudy: incomplete: {err}", file=sys.stderr)
+        return 1
+    except StudyInterrupted as err:
+        print(f"raystudy: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("raystudy: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

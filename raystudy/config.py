@@ -192,6 +192,8 @@ class PretrainConfig:
     num_workers: int = field(default=1, metadata={**at_least(1), **NO_HASH})
     cpus_per_worker: int = field(default=1, metadata={**at_least(1), **NO_HASH})
     use_gpu: bool | Literal["auto", "true", "false"] = field(default="auto", metadata=NO_HASH)
+    # a lost worker (or node) restarts the DDP group from its last epoch checkpoint this many times
+    max_failures: int = field(default=3, metadata={**at_least(0), **NO_HASH})
     optimizer: Literal["lars", "sgd"] = "lars"
     base_lr: float = field(default=0.3, metadata=gt(0))  # scaled by global batch / 256
     weight_decay: float = field(default=1.0e-6, metadata=at_least(0))
@@ -366,7 +368,11 @@ class StudyConfig:
 
     def config_hash(self) -> str:
         """Hash of everything that changes a trial's result (not paths, names or resources)."""
-        blob = json.dumps(self.to_dict(hashed_only=True), sort_keys=True, default=str).encode()
+        hashed = self.to_dict(hashed_only=True)
+        if self.grid.all_strategies() == ["random"]:  # a study without the selection axis keeps the hash it had before it
+            hashed["grid"].pop("selection", None)
+            hashed.pop("selection", None)
+        blob = json.dumps(hashed, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -698,5 +704,8 @@ def selection_problems(cfg: StudyConfig) -> list[str]:
     return found
 
 
-def dump_config(cfg: StudyConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def dump_config(cfg: StudyConfig, path: "str | Path | Location") -> None:
+    """Write the resolved config as YAML, atomically (a path or a URI: see :mod:`raystudy.storage`)."""
+    from raystudy.storage import as_location
+
+    as_location(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -3,7 +3,7 @@ and the typed jobs (pretraining, probe, cell) the scheduler hands to Ray Tune.""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import product
 from typing import Literal
 
@@ -79,7 +79,9 @@ class Job:
     ``model`` names it: a method, or ``random_init`` / ``pretrain_init``) or ``cell``.
     ``needs``: the encoder name (``run_name``) the job starts from, which must exist before it
     can start; ``selects_with``: the encoder that embeds a cell's pool for its selection
-    strategy (coreset, uncertainty), also needed first. ``requires`` lists both.
+    strategy (coreset, uncertainty), also needed first. ``requires`` lists both. When the
+    scheduler releases the job it fills in ``refs`` (run name -> URI of each required
+    encoder, taken from the pretraining's result) and, for ``needs``, ``path``.
     """
 
     kind: Literal["pretrain", "probe", "cell"]
@@ -90,6 +92,7 @@ class Job:
     path: str | None = None
     name: str = ""  # pretrain / probe: the run name (encoder file stem, table key)
     selects_with: str | None = None
+    refs: dict[str, str] | None = field(default=None, compare=False)  # filled in on release
 
     @property
     def requires(self) -> tuple[str, ...]:

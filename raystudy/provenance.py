@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from raystudy.storage import Location, as_location
+
 RUN_INFO = "run_info.json"
 
 
@@ -67,36 +69,29 @@ def collect(seeds: dict[str, int], config_hash: str) -> dict[str, Any]:
     }
 
 
-def write_run_info(run_dir: Path, info: dict[str, Any]) -> Path:
-    """Write ``RUN_DIR/run_info.json`` atomically (temp file + rename)."""
-    path = Path(run_dir) / RUN_INFO
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def write_run_info(run_dir: str | Path | Location, info: dict[str, Any]) -> Location:
+    """Write ``RUN_DIR/run_info.json`` atomically."""
+    return (as_location(run_dir) / RUN_INFO).write_text(json.dumps(info, indent=2, default=str))
 
 
-def start_run_info(run_dir: Path, seeds: dict[str, int], config_hash: str) -> dict[str, Any]:
+def start_run_info(run_dir: str | Path | Location, seeds: dict[str, int], config_hash: str) -> dict[str, Any]:
     """Record the run's facts at its start (wall time still unknown); returns them for :func:`finish_run_info`."""
     info = collect(seeds, config_hash) | {"started_at": time.time(), "finished_at": None, "wall_seconds": None}
     write_run_info(run_dir, info)
     return info
 
 
-def finish_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+def finish_run_info(run_dir: str | Path | Location, info: dict[str, Any]) -> None:
     """Add the end time and the study's wall time to ``RUN_DIR/run_info.json``."""
     end = time.time()
     write_run_info(run_dir, info | {"finished_at": end, "wall_seconds": end - float(info["started_at"])})
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+def read_run_info(run_dir: str | Path | Location) -> dict[str, Any] | None:
     """The recorded facts, or None when the run folder has no (readable) ``run_info.json``."""
-    path = Path(run_dir) / RUN_INFO
+    path = as_location(run_dir) / RUN_INFO
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None

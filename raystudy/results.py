@@ -2,7 +2,8 @@
 
 Every file is keyed by what it describes (a grid cell, a pretraining run), written
 to a hidden temporary file and renamed into place, so a crash never leaves a
-half-written result and writing the same cell twice replaces it instead of
+half-written result (see :mod:`raystudy.storage`: the run location may be a local
+folder or an object store) and writing the same cell twice replaces it instead of
 duplicating it. ``pandas.read_parquet(RUN_DIR / "results" / table)`` reads a table;
 pyarrow skips the hidden temporary files.
 
@@ -16,13 +17,15 @@ Example:
 
 from __future__ import annotations
 
-import os
+import io
 import re
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from raystudy.storage import Location, as_location
 
 _CELL_KEYS = [
     ("cell_id", pa.string()),
@@ -113,6 +116,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("device", pa.string()),
             ("images_per_s", pa.float64()),
             ("no_learning_loss", pa.float64()),  # the loss of an encoder that learned nothing (MoCo: ln(K+1))
+            ("restarts", pa.int64()),  # times the DDP group started again from a checkpoint (lost worker, rerun)
+            ("resumed_from_epoch", pa.int64()),  # the epoch of the checkpoint it last resumed from; null: never
             ("knn_accuracy", pa.float64()),
             ("linear_probe_accuracy", pa.float64()),
         ]
@@ -151,8 +156,8 @@ SCHEMAS: dict[str, pa.Schema] = {
 TABLES = tuple(SCHEMAS)
 
 
-def results_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "results"
+def results_dir(run_dir: str | Path | Location) -> Location:
+    return as_location(run_dir) / "results"
 
 
 def _safe_key(key: str) -> str:
@@ -171,48 +176,48 @@ def to_arrow(table: str, df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
 
 
-def write_table(run_dir: Path, table: str, key: str, df: pd.DataFrame) -> Path:
+def write_table(run_dir: str | Path | Location, table: str, key: str, df: pd.DataFrame) -> Location:
     """Atomically write ``df`` as ``results/<table>/<key>.parquet`` (replacing it).
 
     Args:
-        run_dir: the study's run folder.
+        run_dir: the study's run location (a path or a URI).
         table: one of :data:`TABLES`; ``df`` may omit columns (nulls), not add any.
         key: the file's name: letters, digits, '_', '-', '.'.
     """
-    folder = results_dir(run_dir) / table
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{_safe_key(key)}.parquet"
-    tmp = folder / f".{final.name}.{os.getpid()}.tmp"
-    try:
-        pq.write_table(to_arrow(table, df), tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
+    buffer = io.BytesIO()
+    pq.write_table(to_arrow(table, df), buffer)
+    return (results_dir(run_dir) / table / f"{_safe_key(key)}.parquet").write_bytes(buffer.getvalue())
 
 
-def read_table(run_dir: Path, table: str) -> pd.DataFrame:
+def parquet_files(folder: Location) -> list[Location]:
+    """The result files of one table folder (hidden temporary files skipped)."""
+    return [f for f in folder.glob("*.parquet") if not f.name.startswith((".", "_"))]
+
+
+def read_parquet(file: Location, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file of a run location."""
+    return pq.read_table(io.BytesIO(file.read_bytes()), schema=schema, columns=columns)
+
+
+def read_table(run_dir: str | Path | Location, table: str) -> pd.DataFrame:
     """Read one table; an absent or empty table gives an empty frame with its columns."""
-    folder = results_dir(run_dir) / table
-    files = sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    files = parquet_files(results_dir(run_dir) / table)
     if not files:
         return SCHEMAS[table].empty_table().to_pandas()
-    parts = [pq.read_table(f, schema=SCHEMAS[table]) for f in files]
+    parts = [read_parquet(f, SCHEMAS[table]) for f in files]
     return pa.concat_tables(parts).to_pandas()
 
 
-def finished_cells(run_dir: Path) -> set[str]:
+def finished_cells(run_dir: str | Path | Location) -> set[str]:
     """Cells with a result file (done or skipped); failed cells are retried on rerun."""
     trials = read_table(run_dir, "trials")
     return set(trials.loc[trials["status"].isin(["done", "skipped"]), "cell_id"])
 
 
-def has_result(run_dir: Path, cell_id: str) -> bool:
+def has_result(run_dir: str | Path | Location, cell_id: str) -> bool:
     """True when the cell's trial row exists and is done or skipped."""
     path = results_dir(run_dir) / "trials" / f"{_safe_key(cell_id)}.parquet"
     if not path.is_file():
         return False
-    status = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+    status = read_parquet(path, columns=["status"]).column("status").to_pylist()
     return bool(status) and status[0] in ("done", "skipped")

@@ -2,15 +2,22 @@
 
 Jobs are pretraining runs (each a Tune trial driving a TorchTrainer), encoder probes
 and grid cells (plain function trials). A small ``Searcher`` hands Tune the next job
-whose prerequisite exists: pretraining first, baseline cells as soon as the pretraining
-workers hold their resources, the cells and probes of a pretrained model as soon as its
-encoder is written, largest cells first. A failed pretraining releases nobody: its cells
-are reported failed and the rest of the sweep goes on. Jobs are typed (``grid.Job``);
-Tune's config of a trial is ``{"kind": job.kind, "job": job}``.
+whose prerequisite is met: pretraining first, baseline cells as soon as the pretraining
+workers report that they hold their resources, the cells and probes of a pretrained
+model as soon as its pretraining trial completes, largest cells first.
+
+Dependencies travel by reference: a pretraining trial's last result names the encoder
+it wrote (``{"encoder": URI}``), Tune hands that result to the searcher, and the searcher
+puts the URI into each dependent job (``Job.path``). Nothing polls a folder. Every wait
+is bounded: a job whose encoder exists nowhere and whose pretraining is neither queued
+nor running (it failed, or none is planned) is dropped with its reason and reported
+failed; the rest of the sweep goes on. Jobs are typed (``grid.Job``); Tune's config of a
+trial is ``{"kind": job.kind, "job": job}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -27,64 +34,102 @@ from ray.tune.search import Searcher
 from raystudy.config import StudyConfig
 from raystudy.grid import Job, pretrain_jobs
 from raystudy.results import read_table, write_table
+from raystudy.storage import Location, as_location
 from raystudy.training.finetune import FinetuneContext, finetune_trial
-from raystudy.training.pretrain import epoch_line, pretrain_trial, started_marker
+from raystudy.training.pretrain import WORKERS_STARTED, encoder_location, epoch_line, pretrain_trial
 from raystudy.training.probes import probe_encoder
 
 
-def encoder_path(run_dir: Path, name: str) -> Path:
-    """Where the pretraining run ``name`` (``grid.run_name``: method on arch) writes its encoder."""
-    return Path(run_dir) / "encoders" / f"{name}.pt"
-
-
 class StudySearcher(Searcher):
-    """Suggests the first job (in priority order) whose encoders (``Job.requires``), if any, exist.
+    """Suggests the first job (in priority order) whose encoders (``Job.requires``), if any, are known.
 
-    Pretraining is the sweep's critical path: once a pretraining job is handed out, no
-    cell is released until its Train workers hold their resources (or ``hold_s`` passed),
-    so quick cells cannot take the slots the pretraining workers are about to ask for.
+    Args:
+        jobs: the pending jobs in priority order.
+        encoders: encoders that exist already (run name -> URI); pretraining trials add
+            theirs when they complete.
+        hold_s: once a pretraining job is handed out, no other job is released until its
+            Train workers report that they hold their resources, or ``hold_s`` passed, so
+            quick cells cannot take the slots the pretraining workers are about to ask for.
+        stop: a callable that returns True once the study is interrupted (then nothing
+            more is handed out).
+
+    Example:
+        >>> searcher = StudySearcher(plan_jobs(cfg, run, planned), existing_encoders(cfg, run))
     """
 
-    def __init__(self, run_dir: Path, jobs: list[Job], hold_s: float = 120.0) -> None:
+    def __init__(self, jobs: list[Job], encoders: dict[str, str] | None = None, hold_s: float = 120.0,
+                 stop=lambda: False) -> None:
         super().__init__()
-        self.run_dir = Path(run_dir)
         self.queue = list(jobs)
-        self.hold_s = hold_s
+        self.encoders = dict(encoders or {})
+        self.hold_s, self.stop = hold_s, stop
         self.running: dict[str, Job] = {}
         self.launched: dict[str, float] = {}  # pretraining run name -> time handed out
+        self.started: set[str] = set()  # pretraining runs whose workers hold their resources
         self.failed_pretraining: set[str] = set()
-        self.blocked: list[Job] = []  # jobs dropped because their pretraining failed
+        self.blocked: list[tuple[Job, str]] = []  # (job, why it can never start)
 
     def _pretraining_starting(self) -> bool:
         now = time.time()
-        return any(
-            now - t < self.hold_s
-            and not started_marker(self.run_dir, m).exists()
-            and not encoder_path(self.run_dir, m).is_file()
-            and m not in self.failed_pretraining
-            for m, t in self.launched.items()
-        )
+        return any(now - t < self.hold_s and m not in self.started | set(self.encoders) | self.failed_pretraining
+                   for m, t in self.launched.items())
 
-    def _ready(self, job: Job) -> bool:
-        return all(encoder_path(self.run_dir, name).is_file() for name in job.requires)
+    def _producer_pending(self, name: str) -> bool:
+        """True while the pretraining that writes encoder ``name`` is queued or running."""
+        return any(j.kind == "pretrain" and j.name == name for j in [*self.queue, *self.running.values()])
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def _why_never(self, job: Job) -> str | None:
+        """Why ``job`` can never start (an encoder it requires will never come), else None."""
+        for name in job.requires:
+            if name in self.encoders or self._producer_pending(name):
+                continue
+            if name in self.failed_pretraining:
+                return f"pretraining of {name} failed"
+            return (f"encoder {name} does not exist and no pretraining of it is queued or running; "
+                    "rerun the study to pretrain it")
+        return None
+
+    def _drop_orphans(self) -> None:
+        """Jobs whose encoder will never come are dropped now (bounded wait), with the reason."""
         keep = []
         for job in self.queue:
-            (self.blocked if self.failed_pretraining.intersection(job.requires) else keep).append(job)
+            why = self._why_never(job)
+            if why is None:
+                keep.append(job)
+            else:
+                self.blocked.append((job, why))
         self.queue = keep
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.stop():
+            return Searcher.FINISHED
+        self._drop_orphans()
         hold = self._pretraining_starting()
         for i, job in enumerate(self.queue):
-            if self._ready(job) and not (hold and job.kind != "pretrain"):
-                self.running[trial_id] = job = self.queue.pop(i)
+            ready = all(name in self.encoders for name in job.requires)
+            if ready and not (hold and job.kind != "pretrain"):
+                job = self.queue.pop(i)
+                if job.requires:  # the references to the encoders it reads
+                    job = dataclasses.replace(job, refs={n: self.encoders[n] for n in job.requires},
+                                              path=self.encoders[job.needs] if job.needs else job.path)
+                self.running[trial_id] = job
                 if job.kind == "pretrain":
                     self.launched[job.name] = time.time()
                 return {"kind": job.kind, "job": job}
-        return Searcher.FINISHED if not self.queue else None  # None: ask again later
+        return Searcher.FINISHED if not self.queue else None  # None: ask again later (a producer runs)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        job = self.running.get(trial_id)
+        if job is not None and job.kind == "pretrain" and result.get(WORKERS_STARTED):
+            self.started.add(job.name)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         job = self.running.pop(trial_id, None)
-        if job is not None and job.kind == "pretrain" and error:
+        if job is None or job.kind != "pretrain":
+            return
+        if not error and result and result.get("encoder"):
+            self.encoders[job.name] = str(result["encoder"])
+        else:  # an error, or stopped before its encoder existed
             self.failed_pretraining.add(job.name)
 
 
@@ -100,9 +145,9 @@ def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     """The one trainable of the experiment: dispatch on the job's kind."""
     job: Job = config["job"]
     if job.kind == "cell":
-        finetune_trial(job.cell, context)
+        finetune_trial(job.cell, context, job.refs)
     elif job.kind == "pretrain":
-        pretrain_trial(job, context.cfg, Path(context.run_dir), context.images_ref, context.pretrain_rows)
+        pretrain_trial(job, context.cfg, as_location(context.run_dir), context.images_ref, context.pretrain_rows)
     elif job.kind == "probe":
         probe_trial(job, context)
     else:
@@ -111,7 +156,7 @@ def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
 
 def probe_trial(job: Job, context: FinetuneContext) -> None:
     """kNN and linear-probe accuracy of one frozen encoder (a pretrained one, or the init)."""
-    run_dir, split, name = Path(context.run_dir), context.probe_split, job.name or job.model
+    run_dir, split, name = as_location(context.run_dir), context.probe_split, job.name or job.model
     images = context.images()
     scores = probe_encoder(context.cfg, job.path, images, split["train_rows"], split["train_labels"],
                            split["test_rows"], split["test_labels"], context.cfg.finetune.gpus_per_trial, job.arch)
@@ -178,16 +223,43 @@ class ProgressLine(tune.Callback):
         print(f"{self.name(trial)} FAILED after its retries (see raystudy status)", flush=True)
 
 
+class StopFlag(tune.Stopper):
+    """Stops the whole experiment once :attr:`signum` is set (the driver got SIGINT / SIGTERM)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # the signal that stopped the study
+        self.in_tune = False  # a Tune experiment is running (it stops through stop_all)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.signum is not None
+
+
+def existing_encoders(cfg: StudyConfig, run_dir: str | Path | Location) -> dict[str, str]:
+    """Encoders a previous run wrote (run name -> URI): read once when the sweep is planned."""
+    found = {}
+    for job in pretrain_jobs(cfg):
+        where = encoder_location(run_dir, job.name)
+        if where.is_file():
+            found[job.name] = where.uri
+    return found
+
+
 def run_jobs(
     cfg: StudyConfig,
-    run_dir: Path,
+    run_dir: str | Path | Location,
     context: FinetuneContext,
     jobs: list[Job],
     progress: ProgressLine | None,
     verbose: bool = False,
+    stop: StopFlag | None = None,
 ) -> tuple[list, StudySearcher]:
     """Run the jobs as one Tune experiment; returns (Tune results, the searcher)."""
-    searcher = StudySearcher(run_dir, jobs)
+    run = as_location(run_dir)
+    stop = stop or StopFlag()
+    searcher = StudySearcher(jobs, existing_encoders(cfg, run), stop=stop.stop_all)
     # Tune keeps only one trial pending for a custom searcher; with short trials that
     # serializes the sweep, so allow as many pending trials as Tune does for a grid
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
@@ -206,16 +278,19 @@ def run_jobs(
         ),
         run_config=tune.RunConfig(
             name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",  # cells resume from the store, not from Tune
-            storage_path=str(run_dir / "ray"),
+            **(run / "ray").ray_storage(),
             verbose=2 if verbose else 0,
             callbacks=[] if verbose or progress is None else [progress],
             failure_config=tune.FailureConfig(max_failures=cfg.finetune.max_retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # a cell's last epoch state
+            stop=stop,
         ),
     )
     return list(tuner.fit()), searcher
 
 
-def build_context(cfg: StudyConfig, run_dir: Path, data, planned, images_ref, inject_failure=None) -> FinetuneContext:
+def build_context(cfg: StudyConfig, run_dir: str | Path | Location, data, planned, images_ref,
+                  inject_failure=None) -> FinetuneContext:
     """What every trial shares, put once in the object store."""
     from raystudy.data.splits import derive_seed, kfold
 
@@ -228,12 +303,11 @@ def build_context(cfg: StudyConfig, run_dir: Path, data, planned, images_ref, in
     return FinetuneContext(
         cfg=cfg,
         config_hash=cfg.config_hash(),
-        run_dir=str(run_dir),
+        run_dir=as_location(run_dir).uri,
         images_ref=images_ref,
         pools=data.pools,
         generalization=data.generalization,
         splits={(p.cell.category_set, p.cell.train_size, p.cell.fold): p.split for p in runnable},
-        encoders={j.name: str(encoder_path(run_dir, j.name)) for j in pretrain_jobs(cfg)},
         image_ids=data.images.index["image_id"].to_numpy(),
         runnable_sizes={s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s and not p.cell.ceiling}) for s in cfg.grid.sizes},
         inject_failure=inject_failure,

@@ -30,6 +30,7 @@ from raystudy.data.prepare import StudyData
 from raystudy.data.splits import derive_seed, make_split
 from raystudy.grid import Cell
 from raystudy.registry import BASELINE
+from raystudy.storage import Location
 from raystudy.training.common import pick_device, seed_everything
 from raystudy.training.finetune import CellTrainer
 
@@ -105,7 +106,7 @@ def search_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
             tune.report({"val_accuracy": acc, "loss": loss, "epoch": epoch})
 
 
-def run_search(cfg: StudyConfig, run_dir: Path, data: StudyData, encoders: dict[str, Path]) -> dict[str, Any]:
+def run_search(cfg: StudyConfig, run_dir: Location, data: StudyData, encoders: dict[str, str]) -> dict[str, Any]:
     """Run the search; write best.yaml and best_config.yaml; return the best values."""
     s = cfg.search
     set_name = s.category_set or next(iter(cfg.grid.sizes))
@@ -148,7 +149,7 @@ def run_search(cfg: StudyConfig, run_dir: Path, data: StudyData, encoders: dict[
             mode=None if scheduler else "max",
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(run_dir / "ray"), verbose=0),
+        run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}", **(run_dir / "ray").ray_storage(), verbose=0),
     )
     results = tuner.fit()
     rows = []
@@ -162,8 +163,7 @@ def run_search(cfg: StudyConfig, run_dir: Path, data: StudyData, encoders: dict[
     table = pd.DataFrame(rows).sort_values("val_accuracy", ascending=False)
     best = {k: (v.item() if hasattr(v, "item") else v) for k, v in table.iloc[0].items() if k in s.space}
     out = run_dir / "search"
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "samples.csv", index=False)
+    (out / "samples.csv").write_text(table.to_csv(index=False))
     (out / "best.yaml").write_text(yaml.safe_dump({"train_size": size, "model": s.model, "val_accuracy": float(table.iloc[0]["val_accuracy"]), "values": best}, sort_keys=False))
     best_cfg = sample_config(cfg, best)
     dump_config(best_cfg, out / "best_config.yaml")

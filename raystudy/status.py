@@ -2,47 +2,27 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from raystudy.events import read_events
 from raystudy.results import read_table, results_dir
+from raystudy.runfolder import driver_active
+from raystudy.storage import Location, as_location
 
 STATES = ("done", "running", "pending", "skipped", "failed")
 
 
-def driver_active(run_dir: Path) -> bool:
-    """True while a raystudy driver holds the run folder's lock."""
-    lock = Path(run_dir) / ".lock"
-    if not lock.exists():
-        return False
-    with open(lock) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
-
-
-def started_cells(run_dir: Path) -> set[str]:
+def started_cells(run_dir: str | Path | Location) -> set[str]:
     """Cells whose trial started (audit log) but has not written its result."""
-    path = Path(run_dir) / "logs" / "trials.jsonl"
-    if not path.is_file():
-        return set()
     started, finished = set(), set()
-    for line in path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a crash
-            continue
+    for event in read_events(run_dir):
         (finished if event["event"] == "finish" else started).add(event["cell_id"])
     return started - finished
 
 
-def status_table(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def status_table(run_dir: str | Path | Location) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Counts per (model, category set) and the failed cells with their first error line."""
     grid = read_table(run_dir, "grid")
     trials = read_table(run_dir, "trials")
@@ -59,13 +39,13 @@ def status_table(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return counts[["model", "category_set", *STATES]], failed
 
 
-def is_run_folder(run_dir: Path) -> bool:
-    """True for a folder a study wrote results to."""
-    return results_dir(Path(run_dir)).is_dir()
+def is_run_folder(run_dir: str | Path | Location) -> bool:
+    """True for a location a study wrote results to."""
+    return results_dir(run_dir).is_dir()
 
 
-def format_status(run_dir: Path) -> str:
-    run_dir = Path(run_dir)
+def format_status(run_dir: str | Path | Location) -> str:
+    run_dir = as_location(run_dir)
     if not is_run_folder(run_dir):
         return f"{run_dir}: not a raystudy run folder (no results/ inside)"
     counts, failed = status_table(run_dir)
@@ -73,7 +53,7 @@ def format_status(run_dir: Path) -> str:
     lines = [f"run folder {run_dir} ({active})", counts.to_string(index=False)]
     total = counts[list(STATES)].sum()
     lines.append("total: " + ", ".join(f"{total[s]} {s}" for s in STATES))
-    temps = list(results_dir(run_dir).glob("*/.*.tmp"))
+    temps = [f for table in results_dir(run_dir).iterdir() for f in table.glob(".*.tmp")]
     if temps:
         lines.append(f"{len(temps)} half-written result file(s) from an interrupted write (ignored), e.g. {temps[0]}")
     for row in failed.itertuples():

@@ -8,68 +8,62 @@ again (each trial also checks its own result first), failed cells are retried.
 from __future__ import annotations
 
 import copy
-import fcntl
 import logging
 import os
+import signal
+import sys
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 import ray
+import yaml
 
 from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.fit import DataFit
 from raystudy.data.prepare import StudyData, prepare_data
-from raystudy.errors import StudyLockedError
+from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted
 from raystudy.grid import (Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs,
                            selection_encoder)
 from raystudy.registry import BASELINE
-from raystudy.runfolder import check_run_folder, entries, removed_if_failing
+from raystudy.runfolder import cache_dir, check_run_folder, check_visible_to_nodes, entries, removed_if_failing, run_lock
 from raystudy.resources import fit_resources
 from raystudy.results import finished_cells, has_result, read_table, write_table
 from raystudy.provenance import finish_run_info, start_run_info
+from raystudy.storage import Location, as_location
 from raystudy.training.budget import cell_budget
-from raystudy.scheduler import ProgressLine, build_context, encoder_path, run_jobs
+from raystudy.training.pretrain import encoder_location
+from raystudy.scheduler import ProgressLine, StopFlag, build_context, existing_encoders, run_jobs
 
 log = logging.getLogger("raystudy")
 
 
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """An exclusive lock on the run folder for the driver's lifetime."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(run_dir / ".lock", "w")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise StudyLockedError(
-            f"run folder {run_dir} is in use by another raystudy driver; wait for it to finish "
-            "or choose another folder with --out"
-        ) from None
-    try:
-        fh.write(str(os.getpid()))
-        fh.flush()
-        yield
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+def check_resumable(cfg: StudyConfig, run_dir: str | Path | Location) -> None:
+    """A run location holds one study: refuse to mix results of a different config.
 
-
-def check_resumable(cfg: StudyConfig, run_dir: Path) -> None:
-    """A run folder holds one study: refuse to mix results of a different config."""
-    saved = run_dir / "config.yaml"
+    A saved ``config.yaml`` that cannot be read is refused too: without it raystudy cannot
+    tell whether the results there belong to this study.
+    """
+    saved = as_location(run_dir) / "config.yaml"
     if not saved.is_file():
         return
     try:
-        previous = load_config(saved)
-    except ConfigError:
-        return
+        raw = yaml.safe_load(saved.read_text())
+        if not isinstance(raw, dict):
+            raise ConfigError("expected a mapping at the top level")
+        previous = load_config(raw=raw)
+    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"{saved.uri} (the config this run folder was started with) cannot be read ({first}), so raystudy "
+            "cannot tell whether the results there belong to this study; restore the file, or use another --out, "
+            "or delete the folder to start over"
+        ) from err
     if previous.config_hash() != cfg.config_hash():
         raise ConfigError(
-            f"run folder {run_dir} holds results of a different study config "
+            f"run folder {as_location(run_dir).uri} holds results of a different study config "
             f"(hash {previous.config_hash()} vs {cfg.config_hash()}); use another --out, "
             "or delete the folder to start over"
         )
@@ -86,7 +80,7 @@ def ensure_ray() -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
 
 
-def write_status_row(cfg: StudyConfig, run_dir: Path, cell: Cell, status: str, message: str, config_hash: str) -> None:
+def write_status_row(cfg: StudyConfig, run_dir: Location, cell: Cell, status: str, message: str, config_hash: str) -> None:
     """The trials row of a cell that did not train to the end: skipped or failed."""
     row = {
         "study": cfg.name,
@@ -101,7 +95,7 @@ def write_status_row(cfg: StudyConfig, run_dir: Path, cell: Cell, status: str, m
     write_table(run_dir, "trials", cell.cell_id, pd.DataFrame([row]))
 
 
-def _write_skipped(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell], config_hash: str) -> None:
+def _write_skipped(cfg: StudyConfig, run_dir: Location, planned: list[PlannedCell], config_hash: str) -> None:
     done = finished_cells(run_dir)
     for p in planned:
         if p.split is None and p.cell.cell_id not in done:
@@ -118,7 +112,7 @@ def error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"[:500]
 
 
-def _write_failed(cfg: StudyConfig, run_dir: Path, cell: Cell, error: BaseException, config_hash: str) -> None:
+def _write_failed(cfg: StudyConfig, run_dir: Location, cell: Cell, error: BaseException, config_hash: str) -> None:
     write_status_row(cfg, run_dir, cell, "failed", error_line(error), config_hash)
 
 
@@ -131,8 +125,15 @@ def _injected_failure() -> tuple[str, int] | None:
     return cell_id, int(epoch)
 
 
-def record_failures(cfg: StudyConfig, run_dir: Path, results: list, searcher, config_hash: str) -> None:
-    """Failed cells get a 'failed' row with their error; cells of a failed pretraining too."""
+def record_failures(cfg: StudyConfig, run_dir: Location, results: list, searcher, config_hash: str,
+                    interrupted: bool = False) -> None:
+    """Failed cells get a 'failed' row with their error; so do cells whose encoder never came.
+
+    After an interrupt nothing is marked failed: stopped trials and the cells waiting for a
+    stopped pretraining simply have no result yet, and the rerun runs them.
+    """
+    if interrupted:
+        return
     for result in results:
         if result.error is None or not result.config:
             continue
@@ -142,36 +143,39 @@ def record_failures(cfg: StudyConfig, run_dir: Path, results: list, searcher, co
                 _write_failed(cfg, run_dir, job.cell, result.error, config_hash)
         else:
             log.error("%s failed: %s", job.label, error_line(result.error))
-    for job in searcher.blocked:
+    for job, reason in searcher.blocked:
         if job.cell is not None:
-            failed = [name for name in job.requires if name in searcher.failed_pretraining] or list(job.requires)
-            _write_failed(cfg, run_dir, job.cell, RuntimeError(f"pretraining of {', '.join(failed)} failed"), config_hash)
+            _write_failed(cfg, run_dir, job.cell, RuntimeError(reason), config_hash)
+        else:
+            log.error("%s not run: %s", job.label, reason)
 
 
-def attempted(run_dir: Path) -> set[str]:
+def attempted(run_dir: Location) -> set[str]:
     """Cells with a trial row of any status (done, skipped or failed)."""
     return set(read_table(run_dir, "trials")["cell_id"])
 
 
-def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> list[Job]:
-    """Pending work in priority order: pretraining, probes, then cells largest first."""
+def plan_jobs(cfg: StudyConfig, run_dir: str | Path | Location, planned: list[PlannedCell]) -> list[Job]:
+    """Pending work in priority order: pretraining, probes, then cells largest first.
+
+    Only what some pending cell needs is pretrained; probes run for encoders that exist
+    or whose pretraining is planned here (never one that nothing will write).
+    """
     done = finished_cells(run_dir)  # one read of the trials table, not one per cell
     pending = [p for p in planned if p.split is not None and p.cell.cell_id not in done]
     needed = {name for p in pending for name in (needs_encoder(p.cell), selection_encoder(cfg, p.cell))}
-    jobs = [j for j in pretrain_jobs(cfg) if j.name in needed and not encoder_path(run_dir, j.name).is_file()]
-    if cfg.pretrain.probe:
+    existing = existing_encoders(cfg, run_dir)
+    jobs = [j for j in pretrain_jobs(cfg) if j.name in needed and j.name not in existing]
+    if cfg.pretrain.probe and pending:
         probed = set(read_table(run_dir, "probes")["model"])
         # the encoder pretraining starts from: the first method's init (or a random one)
         start = next((cfg.model.pretrain_weights(m) for m in cfg.model.pretrain_init), None)
         init = "pretrain_init" if start else "random_init"
-        pretrained = [j for j in pretrain_jobs(cfg) if j.model in cfg.grid.models]
+        coming = {j.name for j in jobs} | set(existing)
+        pretrained = [j for j in pretrain_jobs(cfg) if j.model in cfg.grid.models and j.name in coming]
         if pretrained and init not in probed:
             jobs.append(Job("probe", init, cfg.model.arch, path=start, name=init))
-        jobs += [
-            Job("probe", j.model, j.arch, needs=j.name, path=str(encoder_path(run_dir, j.name)), name=j.name)
-            for j in pretrained
-            if j.name not in probed
-        ]
+        jobs += [Job("probe", j.model, j.arch, needs=j.name, name=j.name) for j in pretrained if j.name not in probed]
     jobs += [
         Job("cell", p.cell.model, p.cell.arch, needs=needs_encoder(p.cell), cell=p.cell,
             selects_with=selection_encoder(cfg, p.cell))
@@ -180,37 +184,95 @@ def plan_jobs(cfg: StudyConfig, run_dir: Path, planned: list[PlannedCell]) -> li
     return jobs
 
 
-def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: DataFit | None = None,
-              shrink: bool = False) -> Path:
-    """Run (or resume) the whole study in ``run_dir``; returns the report's path.
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+
+
+@contextmanager
+def interrupts(stop: StopFlag) -> Iterator[Callable[[], None]]:
+    """SIGINT / SIGTERM stop the study within seconds, keeping every finished result.
+
+    The first signal sets ``stop`` (Tune then stops every trial and returns) or, outside
+    Tune, raises :class:`StudyInterrupted` at once; a second signal exits immediately
+    (exit status 128 + signal number). Ray Tune's own SIGINT handler is turned off so that
+    it cannot swallow the first Ctrl-C. Yields ``arm``, which installs the handlers again:
+    call it after ``ray.init``, whose core worker installs its own SIGTERM handler (it
+    aborts the process).
+    """
+    def handler(signum: int, frame) -> None:
+        if stop.signum is not None:
+            print(f"raystudy: {SIGNAL_NAMES.get(signum, signum)} again: stopping at once", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        stop.signum = signum
+        print(f"raystudy: {SIGNAL_NAMES.get(signum, signum)} received: stopping the trials; finished results are "
+              "kept (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        if not stop.in_tune:
+            raise StudyInterrupted(signum)
+
+    def arm() -> None:
+        for s in SIGNAL_NAMES:
+            signal.signal(s, handler)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    previous = {s: signal.getsignal(s) for s in SIGNAL_NAMES}
+    arm()
+    try:
+        yield arm
+    finally:
+        if stop.signum is None:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        else:  # interrupted: a second signal during the cleanup (Ray's shutdown) still stops at once
+            arm()
+
+
+def pending_cells(run_dir: Location, planned: list[PlannedCell]) -> list[str]:
+    """Runnable cells without any trial row (not done, not failed)."""
+    tried = attempted(run_dir)
+    return [p.cell.cell_id for p in planned if p.split is not None and p.cell.cell_id not in tried]
+
+
+def run_study(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = False, data_fit: DataFit | None = None,
+              shrink: bool = False) -> Path | Location:
+    """Run (or resume) the whole study at ``run_dir`` (a path or a URI); returns the report's
+    location (a Path on a local disk).
 
     ``data_fit``: what ``--data`` decided (saved as ``data_fit.json`` for the report).
     ``shrink``: fit requests to the cluster's current nodes (always done on a local instance).
+
+    Raises :class:`StudyInterrupted` on SIGINT / SIGTERM (state kept), :class:`NothingToRun`
+    when every cell is skipped, :class:`StudyIncomplete` when cells end without a result.
     """
-    run_dir = Path(run_dir).resolve()
+    run = as_location(run_dir)
     t0 = time.time()
-    check_run_folder(run_dir)
-    before = entries(run_dir)
-    with run_lock(run_dir), ExitStack() as stack:
-        with removed_if_failing(run_dir, before):  # bad input: leave nothing behind
-            check_resumable(cfg, run_dir)
+    stop = StopFlag()
+    check_run_folder(run)
+    before = entries(run)
+    with interrupts(stop) as arm_interrupts, run_lock(run), ExitStack() as stack:
+        with removed_if_failing(run, before):  # bad input: leave nothing behind
+            check_resumable(cfg, run)
             quiet_tune(verbose)
             ensure_ray()  # before the data: the autoscaler boots nodes while images decode
+            arm_interrupts()
+            check_visible_to_nodes(run)
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
-            data = prepare_data(cfg, run_dir / "cache")
-        dump_config(cfg, run_dir / "config.yaml")
+            data = prepare_data(cfg, cache_dir(run))
+        dump_config(cfg, run / "config.yaml")
         if data_fit is not None:
-            data_fit.save(run_dir)
-        info = start_run_info(run_dir, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
-        write_table(run_dir, "dataset", "classes", data.dataset_table(cfg))
+            data_fit.save(run)
+        info = start_run_info(run, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
+        write_table(run, "dataset", "classes", data.dataset_table(cfg))
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
-        write_table(run_dir, "grid", "grid", grid_frame(planned))
+        write_table(run, "grid", "grid", grid_frame(planned))
         config_hash = cfg.config_hash()
-        _write_skipped(cfg, run_dir, planned, config_hash)
+        _write_skipped(cfg, run, planned, config_hash)
         cfg = run_cfg
-        jobs = plan_jobs(cfg, run_dir, planned)
-        cells = [j for j in jobs if j.cell is not None]
         runnable = sum(p.split is not None for p in planned)
+        if runnable == 0:
+            reasons = sorted({p.reason for p in planned if p.reason})
+            raise NothingToRun(f"nothing to run: all {len(planned)} cells of study '{cfg.name}' are skipped ("
+                               + "; ".join(reasons[:3]) + "); lower grid.sizes (raystudy status shows each reason)")
+        jobs = plan_jobs(cfg, run, planned)
+        cells = [j for j in jobs if j.cell is not None]
         pretrain = [j.name for j in jobs if j.kind == "pretrain"]
         print(
             f"grid: {runnable} cells to run, {runnable - len(cells)} already done, {len(cells)} pending"
@@ -219,7 +281,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: 
         )
         if jobs:
             images_ref = ray.put(data.images.images)
-            context = build_context(cfg, run_dir, data, planned, images_ref, _injected_failure())
+            context = build_context(cfg, run, data, planned, images_ref, _injected_failure())
             weights = {  # images each cell trains on: the progress line's time estimate
                 p.cell.cell_id: float(cell_budget(cfg.finetune, len(p.split.train),
                                                   cfg.grid.ceiling_epochs if p.cell.ceiling else None).images)
@@ -227,58 +289,72 @@ def run_study(cfg: StudyConfig, run_dir: Path, verbose: bool = False, data_fit: 
             }
             weights = {j.cell.cell_id: weights[j.cell.cell_id] for j in cells}
             progress = ProgressLine(runnable, runnable - len(cells), weights)
-            for _ in range(2):  # a second pass only for cells lost without a result
-                results, searcher = run_jobs(cfg, run_dir, context, jobs, progress, verbose)
-                record_failures(cfg, run_dir, results, searcher, config_hash)
+            for attempt in range(2):  # a second pass only for cells lost without a result
+                stop.in_tune = True
+                try:
+                    results, searcher = run_jobs(cfg, run, context, jobs, progress, verbose, stop)
+                finally:
+                    stop.in_tune = False
+                record_failures(cfg, run, results, searcher, config_hash, interrupted=stop.signum is not None)
+                if stop.signum is not None:
+                    raise StudyInterrupted(stop.signum)
                 # a trial can end with neither a result nor an error (its node vanished while
                 # it reported): run such cells once more
-                tried = attempted(run_dir)
-                jobs = [j for j in plan_jobs(cfg, run_dir, planned) if j.cell is not None and j.cell.cell_id not in tried]
-                if not jobs:
+                lost = set(pending_cells(run, planned))
+                if not lost:
                     break
-                log.warning("%d cell(s) ended without a result; running them again", len(jobs))
+                if attempt == 0:
+                    log.warning("%d cell(s) ended without a result; running them again", len(lost))
+                jobs = [j for j in plan_jobs(cfg, run, planned) if j.cell is None or j.cell.cell_id in lost]
         from analysis.report import build_report
 
-        finish_run_info(run_dir, info)
-        report = build_report(run_dir)
-    print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run_dir / 'results'}; report {report}", flush=True)
+        finish_run_info(run, info)
+        report = build_report(run)
+        lost = pending_cells(run, planned)
+        if lost:
+            raise StudyIncomplete(f"{len(lost)} cell(s) ended without a result after two passes: "
+                                  + ", ".join(lost[:10]) + (" ..." if len(lost) > 10 else "")
+                                  + f"; rerun the same command to run them (report so far: {report})")
+    print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run / 'results'}; report {report}", flush=True)
     return report
 
 
-def run_pretraining(cfg: StudyConfig, run_dir: Path, data: StudyData) -> dict[str, Path]:
+def run_pretraining(cfg: StudyConfig, run_dir: str | Path | Location, data: StudyData) -> dict[str, str]:
     """Only the pretraining of ``cfg.pretrain.methods`` on ``grid.archs`` (search, benchmarks);
-    returns encoder paths by run name."""
-    jobs = [j for j in pretrain_jobs(cfg) if not encoder_path(run_dir, j.name).is_file()]
+    returns encoder URIs by run name."""
+    run = as_location(run_dir)
+    existing = existing_encoders(cfg, run)
+    jobs = [j for j in pretrain_jobs(cfg) if j.name not in existing]
     if jobs:
         planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
-        context = build_context(cfg, run_dir, data, planned, ray.put(data.images.images))
-        results, _ = run_jobs(cfg, run_dir, context, jobs, None)
+        context = build_context(cfg, run, data, planned, ray.put(data.images.images))
+        results, _ = run_jobs(cfg, run, context, jobs, None)
         failed = [r for r in results if r.error is not None]
         if failed:
             raise RuntimeError(f"pretraining failed: {error_line(failed[0].error)}")
-    return {j.name: encoder_path(run_dir, j.name) for j in pretrain_jobs(cfg)}
+    return {j.name: encoder_location(run, j.name).uri for j in pretrain_jobs(cfg)}
 
 
-def search_study(cfg: StudyConfig, run_dir: Path, shrink: bool = False) -> dict:
+def search_study(cfg: StudyConfig, run_dir: str | Path | Location, shrink: bool = False) -> dict:
     """``raystudy search``: data, the search model's encoder if needed, then the search."""
     from raystudy.search import run_search
 
-    run_dir = Path(run_dir).resolve()
-    check_run_folder(run_dir)
-    before = entries(run_dir)
-    with run_lock(run_dir), ExitStack() as stack:
-        with removed_if_failing(run_dir, before):
-            data = prepare_data(cfg, run_dir / "cache")
-        dump_config(cfg, run_dir / "config.yaml")
+    run = as_location(run_dir)
+    check_run_folder(run)
+    before = entries(run)
+    with run_lock(run), ExitStack() as stack:
+        with removed_if_failing(run, before):
+            data = prepare_data(cfg, cache_dir(run))
+        dump_config(cfg, run / "config.yaml")
         quiet_tune(False)
         ensure_ray()
         cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
-        encoders: dict[str, Path] = {}
+        encoders: dict[str, str] = {}
         pretrains_itself = any(k.startswith("pretrain.") for k in cfg.search.space)
         if cfg.search.model != BASELINE and not pretrains_itself:
             one = copy.deepcopy(cfg)
             one.pretrain.methods = [cfg.search.model]
             one.grid.models = [cfg.search.model]
             one.grid.archs = [cfg.model.arch]
-            encoders = run_pretraining(one, run_dir, data)
-        return run_search(cfg, run_dir, data, encoders)
+            encoders = run_pretraining(one, run, data)
+        return run_search(cfg, run, data, encoders)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import ray
-from ray.cluster_utils import Cluster
+from cluster_driver import own_cluster
 
 from raystudy.config import load_config
 from raystudy.sweep import run_study
@@ -26,7 +26,7 @@ def finished(run_dir: Path) -> int:
 
 
 def main(run_dir: Path) -> None:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    cluster = own_cluster(num_cpus=1, num_gpus=0)
     worker_a = cluster.add_node(num_cpus=1, num_gpus=1)
     worker_b = cluster.add_node(num_cpus=1, num_gpus=1)
     ray.init(address=cluster.address)

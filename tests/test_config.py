@@ -27,6 +27,9 @@ def test_presets_load_and_paper_is_faithful():
     assert (paper.model.baseline_weights(), paper.model.pretrain_weights("moco")) == (None, None)
     for preset in ("smoke", "demo"):
         load_config(preset=preset)
+    selection = load_config(preset="selection")  # the demo's setup on 19cat, random vs coreset
+    assert selection.grid.strategies("19cat") == ["random", "coreset"] and list(selection.grid.sizes) == ["19cat"]
+    assert selection.grid.protocol == "holdout" and selection.selection.encoder == "moco"
 
 
 def test_paper_preset_refuses_to_start_without_its_initial_weights(tmp_path):
@@ -171,3 +174,12 @@ def test_dumped_config_loads_back_the_same(tmp_path):
     again = load_config(path=tmp_path / "config.yaml")
     assert again == cfg and again.config_hash() == cfg.config_hash()
     assert again.pretrain.section("moco").queue_size == 65536
+
+
+def test_selection_axis_changes_the_hash_only_when_used():
+    """Run folders of studies before grid.selection existed still resume (same hash)."""
+    base = load_config(preset="demo")
+    same = load_config(preset="demo", overrides=["grid.selection=[random]", "selection.uncertainty_rounds=7"])
+    assert same.config_hash() == base.config_hash()
+    used = load_config(preset="demo", overrides=["grid.selection={19cat: [random, coreset]}"])
+    assert used.config_hash() != base.config_hash()

@@ -28,7 +28,7 @@ def tiny_context(tmp_path, *overrides: str) -> tuple[FinetuneContext, Cell]:
     split = make_split(labels, 16, 0, 2, "paper", 0, "4cat")
     context = FinetuneContext(
         cfg=cfg, config_hash=cfg.config_hash(), run_dir=str(tmp_path), images_ref=images, pools={"4cat": pool},
-        generalization=None, splits={("4cat", 16, 0): split}, encoders={},
+        generalization=None, splits={("4cat", 16, 0): split},
         image_ids=np.array([f"img{i}" for i in range(40)]), runnable_sizes={"4cat": [16]},
     )
     return context, Cell("baseline", "4cat", 4, 16, 0, "resnet18", "resnet18")
@@ -54,13 +54,16 @@ def test_each_phase_can_be_called_alone(tmp_path):
 
 
 def test_train_phase_injects_a_failure_once(tmp_path):
+    from test_finetune_checkpoint import FolderReport
+
     context, cell = tiny_context(tmp_path, "finetune.checkpoint_every_s=0")
     setup = setup_trial(cell, context)
     with pytest.raises(RuntimeError, match="injected failure"):
-        train_trial(setup, lambda metrics: None, inject_failure=(cell.cell_id, 0))
+        train_trial(setup, FolderReport(tmp_path, cell.cell_id), inject_failure=(cell.cell_id, 0))
     resumed = setup_trial(cell, context)
     assert resumed.start_epoch == 1  # continues after the checkpointed epoch
-    train_trial(resumed, lambda metrics: None, inject_failure=(cell.cell_id, 0))  # does not raise twice
+    train_trial(resumed, FolderReport(tmp_path, cell.cell_id, "study-20260102-000000"),
+                inject_failure=(cell.cell_id, 0))  # does not raise twice
 
 
 def test_archs_axis_pairs_cells_and_pretrains_per_arch(tmp_path):

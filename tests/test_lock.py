@@ -1,7 +1,9 @@
 import pytest
 
 from raystudy.config import load_config
-from raystudy.sweep import StudyLockedError, run_lock, run_study
+from raystudy.errors import StudyLockedError
+from raystudy.runfolder import run_lock
+from raystudy.sweep import run_study
 
 
 def test_second_driver_refuses_a_locked_run_folder(tmp_path):

@@ -37,23 +37,21 @@ def test_empty_table_has_columns_and_unknown_columns_refused(tmp_path):
 def test_full_disk_fails_the_write_cleanly(tmp_path, monkeypatch):
     import errno
 
-    import pyarrow.parquet as pq
+    from raystudy import storage
 
     write_table(tmp_path, "trials", "c1", pd.DataFrame([{"cell_id": "c1", "status": "done"}]))
-    real = pq.write_table
+    real = storage.os.fsync
 
-    def full_disk(table, where, *a, **k):
-        with open(where, "wb") as fh:
-            fh.write(b"PAR1 partial")  # a partial file, as a full disk leaves it
+    def full_disk(fd):  # the temporary file holds part of the bytes, as a full disk leaves it
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pq, "write_table", full_disk)
+    monkeypatch.setattr(storage.os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left"):
         write_table(tmp_path, "trials", "c2", pd.DataFrame([{"cell_id": "c2", "status": "done"}]))
     folder = tmp_path / "results" / "trials"
     assert sorted(p.name for p in folder.iterdir()) == ["c1.parquet"]  # no partial file left
     assert has_result(tmp_path, "c1") and not has_result(tmp_path, "c2")
     assert len(pd.read_parquet(folder)) == 1  # earlier results still readable
-    monkeypatch.setattr(pq, "write_table", real)
+    monkeypatch.setattr(storage.os, "fsync", real)
     write_table(tmp_path, "trials", "c2", pd.DataFrame([{"cell_id": "c2", "status": "done"}]))  # the rerun
     assert finished_cells(tmp_path) == {"c1", "c2"}

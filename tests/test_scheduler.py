@@ -1,12 +1,12 @@
-"""The study searcher releases jobs in dependency order."""
+"""The study searcher releases jobs in dependency order, by reference, and never waits without a bound."""
 
 import time
 
 from ray.tune.search import Searcher
 
 from raystudy.grid import Cell, Job
-from raystudy.scheduler import StudySearcher, encoder_path
-from raystudy.training.pretrain import started_marker
+from raystudy.scheduler import StudySearcher
+from raystudy.training.pretrain import WORKERS_STARTED
 
 
 def cell(cid, needs=None):
@@ -18,30 +18,58 @@ def pretrain(method):
     return Job("pretrain", method, "resnet18", name=method)
 
 
-def test_cells_wait_for_their_encoder_and_pretraining_goes_first(tmp_path):
-    (tmp_path / "encoders").mkdir()
+def test_cells_wait_for_their_encoder_and_pretraining_goes_first():
     jobs = [pretrain("moco"), cell("moco-a", "moco"), cell("base-a")]
-    s = StudySearcher(tmp_path, jobs)
+    s = StudySearcher(jobs)
     assert s.suggest("t1")["kind"] == "pretrain"
     assert s.suggest("t2") is None  # pretraining workers not placed yet: hold the baseline cell
-    started_marker(tmp_path, "moco").touch()
+    s.on_trial_result("t1", {WORKERS_STARTED: 1})
     assert s.suggest("t2")["job"].cell.cell_id == "base-a-n8-f0"  # workers placed: cells flow
-    assert s.suggest("t3") is None  # the MoCo cell waits for its encoder
-    encoder_path(tmp_path, "moco").touch()
-    assert s.suggest("t3")["job"].cell.cell_id == "moco-a-n8-f0"
+    assert s.suggest("t3") is None  # the MoCo cell waits for its pretraining's result
+    s.on_trial_complete("t1", result={"done": True, "encoder": "s3://b/run/encoders/moco.pt"})
+    released = s.suggest("t3")["job"]
+    assert released.cell.cell_id == "moco-a-n8-f0"
+    assert released.path == "s3://b/run/encoders/moco.pt"  # the encoder travels with the job
     assert s.suggest("t4") == Searcher.FINISHED
 
 
-def test_hold_expires_and_failed_pretraining_blocks_its_cells(tmp_path):
-    (tmp_path / "encoders").mkdir()
+def test_existing_encoder_releases_at_once():
+    s = StudySearcher([cell("moco-a", "moco")], encoders={"moco": "/run/encoders/moco.pt"})
+    assert s.suggest("t1")["job"].path == "/run/encoders/moco.pt"
+
+
+def test_hold_expires_and_failed_pretraining_blocks_its_cells():
     jobs = [pretrain("byol"), cell("byol-a", "byol"), cell("base-a")]
-    s = StudySearcher(tmp_path, jobs, hold_s=0.05)
+    s = StudySearcher(jobs, hold_s=0.05)
     s.suggest("t1")
     time.sleep(0.1)
     assert s.suggest("t2")["job"].cell.cell_id == "base-a-n8-f0"  # the hold is bounded
     s.on_trial_complete("t1", error=True)
     assert s.suggest("t3") == Searcher.FINISHED
-    assert [j.cell.cell_id for j in s.blocked] == ["byol-a-n8-f0"]
+    assert [(j.cell.cell_id, why) for j, why in s.blocked] == [("byol-a-n8-f0", "pretraining of byol failed")]
+
+
+def test_job_whose_encoder_nobody_writes_fails_at_once():
+    """A probe or cell needing an encoder that neither exists nor is being pretrained: no wait."""
+    probe = Job("probe", "moco", "resnet18", needs="moco", name="moco")
+    s = StudySearcher([probe, cell("moco-a", "moco")])
+    assert s.suggest("t1") == Searcher.FINISHED  # not None: nothing to wait for
+    assert [j.kind for j, _ in s.blocked] == ["probe", "cell"]
+    assert all("no pretraining of it is queued or running" in why for _, why in s.blocked)
+
+
+def test_pretraining_stopped_without_an_encoder_releases_nobody():
+    s = StudySearcher([pretrain("moco"), cell("moco-a", "moco")], hold_s=0.0)
+    s.suggest("t1")
+    s.on_trial_complete("t1", result={"epoch": 0})  # stopped: no encoder in its last result
+    assert s.suggest("t2") == Searcher.FINISHED and len(s.blocked) == 1
+
+
+def test_interrupted_searcher_hands_out_nothing():
+    stopped = [False]
+    s = StudySearcher([cell("base-a")], stop=lambda: stopped[0])
+    stopped[0] = True
+    assert s.suggest("t1") == Searcher.FINISHED and not s.blocked
 
 
 def test_progress_line_estimates_from_cell_work_only(capsys, monkeypatch):
@@ -63,3 +91,15 @@ def test_progress_line_estimates_from_cell_work_only(capsys, monkeypatch):
     line.on_trial_complete(0, [], trial("a", 0.5))
     out = capsys.readouterr().out
     assert out.startswith("[1/3] a done OA=0.500 | 310s, ~30s left")  # 10 s per 100 units, 300 left
+
+
+def test_selection_encoder_is_required_and_handed_over():
+    """A baseline cell of an embedding strategy waits for the selection encoder and gets its URI."""
+    job = Job("cell", "baseline", "resnet18", cell=Cell("baseline", "a", 4, 8, 0, "resnet18", "resnet18", selection="coreset"),
+              selects_with="moco")
+    s = StudySearcher([pretrain("moco"), job], hold_s=0.0)
+    assert s.suggest("t1")["kind"] == "pretrain"
+    assert s.suggest("t2") is None
+    s.on_trial_complete("t1", result={"encoder": "/run/encoders/moco.pt"})
+    released = s.suggest("t2")["job"]
+    assert released.refs == {"moco": "/run/encoders/moco.pt"} and released.path is None

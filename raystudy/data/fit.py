@@ -35,6 +35,7 @@ from raystudy.catalog import Catalog
 from raystudy.config import STUDIES_DIR, StudyConfig, parse_override, read_yaml, validate
 from raystudy.data.prepare import image_table
 from raystudy.data.problems import Problems
+from raystudy.storage import Location, as_location
 
 log = logging.getLogger("raystudy")
 
@@ -56,12 +57,8 @@ class DataFit:
     new_categories: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # every decision, one line each
 
-    def save(self, run_dir: Path) -> Path:
-        path = Path(run_dir) / FIT_FILE
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-        return path
+    def save(self, run_dir: str | Path | Location) -> Location:
+        return (as_location(run_dir) / FIT_FILE).write_text(json.dumps(asdict(self), indent=2))
 
 
 class Notes(list):
@@ -72,9 +69,9 @@ class Notes(list):
         (log.warning if warn else log.info)("data: %s", text)
 
 
-def read_fit(run_dir: Path) -> DataFit | None:
+def read_fit(run_dir: str | Path | Location) -> DataFit | None:
     """The saved fit of a run folder, or None for a study without ``--data``."""
-    path = Path(run_dir) / FIT_FILE
+    path = as_location(run_dir) / FIT_FILE
     return DataFit(**json.loads(path.read_text())) if path.is_file() else None
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from raystudy.catalog import Catalog
 from raystudy.config import StudyConfig
+from raystudy.storage import as_location
 from raystudy.data.loading import ImageSet, check_campaigns, load_images, read_manifest, scan_folder
 from raystudy.data.problems import Problems
 
@@ -100,7 +101,13 @@ def check_inits(cfg: StudyConfig, problems: Problems) -> None:
     inits = {"model.baseline_init": cfg.model.baseline_weights()}
     inits.update({f"model.pretrain_init.{m}": cfg.model.pretrain_weights(m) for m in cfg.model.pretrain_init})
     for key, path in inits.items():  # None: random weights
-        if path and not Path(path).is_file():
+        try:
+            found = not path or as_location(path).is_file()
+        except (OSError, ValueError) as err:  # an unreachable object store, a bad URI
+            problems.add("initial weight file(s) not readable", f"{key}: {path}: {err}",
+                         fix="check the URI and the credentials (AWS_* variables for s3://)")
+            continue
+        if not found:
             problems.add(
                 "initial weight file(s) not found", f"{key}: {path}",
                 fix="give the path of a checkpoint file (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar)",

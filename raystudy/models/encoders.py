@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from raystudy.storage import Location, as_location
+
 def resnet18_w16(weights: None = None) -> nn.Module:
     """ResNet-18 for small images on a CPU: a quarter of the width, a light stem.
 
@@ -147,7 +149,7 @@ def _head(keys: list[str], n: int = 10) -> str:
     return f"{len(keys)} {keys[:n]}{' ...' if len(keys) > n else ''}"
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+def load_encoder_weights(encoder: nn.Module, path: str | Path | Location) -> None:
     """Load backbone weights from a checkpoint written by raystudy, MoCo, solo-learn, ...
 
     Accepts a bare state dict or one under ``state_dict`` / ``model`` / ``encoder``;
@@ -157,7 +159,8 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
 
     Args:
         encoder: a backbone from :func:`build_encoder`, loaded in place.
-        path: the checkpoint file (``torch.load`` with ``weights_only=True``).
+        path: the checkpoint file, a path or a URI such as ``s3://bucket/ckpt.pth.tar``
+            (``torch.load`` with ``weights_only=True``).
 
     Raises FileNotFoundError for a missing file and ValueError for a file that is not
     a weights-only checkpoint or whose keys/shapes do not match ``encoder``.
@@ -166,11 +169,11 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
         >>> net, _ = build_encoder("resnet50")
         >>> load_encoder_weights(net, "moco_v2_800ep_pretrain.pth.tar")
     """
-    path = Path(path)
+    path = as_location(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = path.torch_load(map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(
             f"refused to load {path.name}: it is not a weights-only checkpoint "

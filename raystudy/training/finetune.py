@@ -6,7 +6,8 @@ runs four phases, each a function a test can call:
 1. :func:`setup_trial`: the idempotency check, the encoder from its initial weights
    (the pretrained encoder, or the baseline's init) plus the 3-layer MLP classifier
    (Sect. 3.4), the resume state, and the embeddings before and after pretraining;
-2. :func:`train_trial`: SGD with the warmup-cosine schedule, epoch checkpoints;
+2. :func:`train_trial`: SGD with the warmup-cosine schedule, epoch checkpoints reported
+   to Tune (``tune.report(..., checkpoint=...)``) into the run location;
 3. :func:`evaluate_trial`: the validation fold and, for the generalization category
    set, the whole unseen campaign;
 4. :func:`write_trial`: the Parquet store; the trial row is written last and marks
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
+import logging
 import math
-import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +33,16 @@ import torch
 import torch.nn.functional as F
 
 from raystudy.config import StudyConfig
+from raystudy.events import log_event
 from raystudy.data.prepare import LabeledPool
 from raystudy.data.splits import Split, derive_seed
-from raystudy.grid import Cell, needs_encoder
+from raystudy.grid import Cell, needs_encoder, selection_encoder
 from raystudy.metrics import Evaluation, evaluate
 from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
 from raystudy.selection import selected_split
+from raystudy.storage import Location, as_location
 from raystudy.training.augment import EvalTransform, FinetuneAugment
 from raystudy.training.budget import cell_budget
 from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
@@ -58,7 +61,6 @@ class FinetuneContext:
     pools: dict[str, LabeledPool]
     generalization: LabeledPool | None
     splits: dict[tuple[str, int, int], Split]  # (set, size, fold) -> split
-    encoders: dict[str, str]  # run name (model on arch, see grid.run_name) -> encoder checkpoint
     image_ids: np.ndarray  # (N,) str, row i of ``images``
     runnable_sizes: dict[str, list[int]]  # category set -> sizes that are not skipped
     inject_failure: tuple[str, int] | None = None  # (cell_id, epoch): raise once, for fault tests
@@ -71,13 +73,7 @@ class FinetuneContext:
         return ref if isinstance(ref, np.ndarray) else ray.get(ref)
 
 
-def log_event(run_dir: Path, cell_id: str, event: str, **fields: Any) -> None:
-    """Append one line to RUN_DIR/logs/trials.jsonl: the audit log of trial executions."""
-    path = run_dir / "logs" / "trials.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"time": time.time(), "cell_id": cell_id, "event": event, "pid": os.getpid(), **fields})
-    with open(path, "a") as fh:  # O_APPEND: concurrent short writes do not interleave
-        fh.write(line + "\n")
+log = logging.getLogger("raystudy")
 
 
 def epoch_order(labels: np.ndarray, rng: np.random.Generator, balanced: bool) -> np.ndarray:
@@ -154,20 +150,17 @@ def initial_encoder(cfg: StudyConfig, cell: Cell, encoders: dict[str, str], befo
 
 
 @functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _file_sha256(uri: str, mtime: Any, size: int) -> str:
+    return hashlib.sha256(as_location(uri).read_bytes()).hexdigest()
 
 
 def describe_init(path: str | None) -> str:
-    """``random``, or ``<checkpoint path> sha256:<hex>``: the ``init`` column of ``trials``."""
+    """``random``, or ``<checkpoint path or URI> sha256:<hex>``: the ``init`` column of ``trials``."""
     if not path:
         return "random"
-    st = os.stat(path)
-    return f"{path} sha256:{_file_sha256(str(path), st.st_mtime_ns, st.st_size)}"
+    where = as_location(path)
+    info = where.fs.get_file_info(where.path)
+    return f"{path} sha256:{_file_sha256(where.uri, info.mtime_ns, int(info.size or 0))}"
 
 
 def build_classifier(cfg: StudyConfig, cell: Cell, n_classes: int, encoders: dict[str, str]) -> Classifier:
@@ -221,38 +214,112 @@ def _long_rows(cell: dict[str, Any], split_name: str, ev: Evaluation, train_coun
     return per_class, confusion
 
 
-class EpochCheckpoint:
-    """A trial's own end-of-epoch checkpoint in the run folder, written at most every ``every_s``.
+Report = Callable[..., None]  # tune.report: (metrics, checkpoint=None)
 
-    Small trials finish before the first save and pay nothing; a long trial that is
-    interrupted (Ctrl-C, a crash, a lost node) resumes from its last saved epoch.
+
+def _tune_checkpoint():
+    """The checkpoint Tune restores this trial from (a retry inside the sweep), else None."""
+    from ray import tune
+
+    try:
+        return tune.get_checkpoint()
+    except RuntimeError:  # not inside a Tune trial (phases called on their own)
+        return None
+
+
+class CellCheckpoint:
+    """A cell's end-of-epoch state, reported to Tune at most every ``every_s`` seconds.
+
+    :meth:`save` hands the state to ``report(metrics, checkpoint=...)`` (``tune.report``),
+    and Ray persists it into the run location (``RUN_DIR/ray/<sweep>/<cell_id>/checkpoint_*``,
+    a local folder or an object store). :meth:`restore` takes Tune's checkpoint of this
+    trial when Tune retries it, else the newest one an earlier sweep of the run left for
+    the same cell (the rerun of an interrupted study). A checkpoint that fails to load is
+    set aside (renamed ``*.unreadable``, logged) and the next older one, or a fresh start,
+    is used: a torn file never makes every retry fail. Small trials finish before the
+    first save and pay nothing.
+
+    Args:
+        run_dir: the run location.
+        cell_id: the cell (its Tune trial folder is named after it).
+        every_s: the least seconds between two saves (0: every epoch).
+        report: ``tune.report``, or a stand-in outside Tune.
+        tune_checkpoint: returns Tune's checkpoint of this trial (``tune.get_checkpoint``).
     """
 
-    def __init__(self, path: Path, every_s: float) -> None:
-        self.path, self.every_s, self.last = path, every_s, time.time()
+    STATE = "state.pt"
 
-    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list, float]:
-        """(next epoch, step, losses so far, seconds spent so far)."""
-        if not self.path.is_file():
-            return 0, 0, [], 0.0
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        return int(state["epoch"]) + 1, int(state["step"]), list(state["losses"]), float(state["seconds"])
-
-    def maybe_save(self, model, optimizer, epoch: int, step: int, losses: list, seconds: float) -> None:
-        if time.time() - self.last < self.every_s:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                 "step": step, "losses": losses, "seconds": seconds}
-        torch.save(state, tmp)
-        tmp.replace(self.path)
+    def __init__(self, run_dir: str | Path | Location, cell_id: str, every_s: float,
+                 report: Report | None = None, tune_checkpoint: Callable[[], Any] = _tune_checkpoint) -> None:
+        self.run, self.cell_id, self.every_s = as_location(run_dir), cell_id, every_s
+        self.report, self.tune_checkpoint = report, tune_checkpoint
         self.last = time.time()
 
+    def earlier(self) -> list[Location]:
+        """Checkpoint folders of this cell from earlier sweeps of the run, newest first."""
+        found = []
+        for sweep in (self.run / "ray").glob("study-*"):
+            found += [c for c in (sweep / self.cell_id).glob("checkpoint_*") if not c.name.endswith(".unreadable")]
+        return sorted(found, key=lambda c: (c.parent.parent.name, c.name), reverse=True)
+
+    def _load(self, folder: Location, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        state = (folder / self.STATE).torch_load(map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        return state
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list, float]:
+        """(next epoch, step, losses so far, seconds spent so far); (0, 0, [], 0.0) for a fresh start."""
+        candidates: list[Location] = []
+        ck = self.tune_checkpoint()
+        if ck is not None:
+            candidates.append(as_location(ck.path) if ck.filesystem is None or ck.filesystem.type_name == "local"
+                              else Location(ck.filesystem, ck.path, self.run.scheme, self.run.query))
+        candidates += self.earlier()
+        for folder in candidates:
+            try:
+                state = self._load(folder, model, optimizer)
+            except Exception as err:  # torn zip, bad pickle, missing key, unreadable object
+                if "size mismatch" in str(err):  # a checkpoint of another model: a config error, not a torn file
+                    raise
+                self.set_aside(folder, err)
+                continue
+            return int(state["epoch"]) + 1, int(state["step"]), list(state["losses"]), float(state["seconds"])
+        return 0, 0, [], 0.0
+
+    def set_aside(self, folder: Location, error: BaseException) -> None:
+        """Rename an unreadable checkpoint (kept for inspection) and log it."""
+        target = folder.parent / f"{folder.name}.unreadable"
+        log.warning("%s: checkpoint %s cannot be loaded (%s); set aside as %s, the cell restarts without it",
+                    self.cell_id, folder, str(error).splitlines()[0] if str(error) else type(error).__name__, target.name)
+        try:
+            folder.move_to(target)
+        except OSError:
+            folder.rmtree()
+        log_event(self.run, self.cell_id, "checkpoint_set_aside", checkpoint=folder.uri, error=type(error).__name__)
+
+    def save(self, metrics: dict[str, Any], model, optimizer, epoch: int, step: int, losses: list, seconds: float) -> bool:
+        """Report ``metrics``, with the state when ``every_s`` has passed; True when a checkpoint went out."""
+        due = time.time() - self.last >= self.every_s
+        if self.report is None:
+            return False
+        if not due:
+            self.report(metrics)
+            return False
+        from ray import tune
+
+        with tempfile.TemporaryDirectory() as d:  # unique per attempt: two attempts never share a file
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                        "step": step, "losses": losses, "seconds": seconds}, Path(d) / self.STATE)
+            self.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        self.last = time.time()
+        return True
+
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Delete this cell's checkpoints of every sweep, once its result is written."""
+        for sweep in (self.run / "ray").glob("study-*"):
+            for folder in (sweep / self.cell_id).glob("checkpoint_*"):
+                folder.rmtree()
 
 
 class CellTrainer:
@@ -293,13 +360,14 @@ class CellTrainer:
         self.generator = torch.Generator(device=device)
         self.step, self.losses, self.spent = 0, [], 0.0
 
-    def restore(self, checkpoint: EpochCheckpoint) -> int:
+    def restore(self, checkpoint: CellCheckpoint) -> int:
         """Load the cell's last epoch checkpoint, if any; returns the epoch to start at."""
         start_epoch, self.step, self.losses, self.spent = checkpoint.restore(self.model, self.optimizer)
         return start_epoch
 
-    def save(self, checkpoint: EpochCheckpoint, epoch: int, seconds: float) -> None:
-        checkpoint.maybe_save(self.model, self.optimizer, epoch, self.step, self.losses, self.spent + seconds)
+    def save(self, checkpoint: CellCheckpoint, metrics: dict[str, Any], epoch: int, seconds: float) -> bool:
+        """Report the epoch's metrics, with the state when a checkpoint is due (True then)."""
+        return checkpoint.save(metrics, self.model, self.optimizer, epoch, self.step, self.losses, self.spent + seconds)
 
     def micro_batches(self, batch: np.ndarray) -> list[np.ndarray]:
         """Split one step's batch into forward passes of at most ``micro_batch`` images, none of one image."""
@@ -365,15 +433,16 @@ class TrialSetup:
     embeddings taken before training (Fig. 8)."""
 
     cell: Cell
-    run_dir: Path
+    run_dir: Location
     node: str
     images: np.ndarray  # (N, S, S) uint8, every image of the study
     pool: LabeledPool
     split: Split
     trainer: CellTrainer
-    checkpoint: EpochCheckpoint
+    checkpoint: CellCheckpoint
     start_epoch: int
     embed: bool  # this cell maps its embeddings (Fig. 8)
+    encoders: dict[str, str]  # the encoders it reads (start, selection): run name -> URI
     embedding_rows: np.ndarray  # rows of ``images`` that are mapped
     embeddings: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (stage, (n, D) features)
 
@@ -408,9 +477,15 @@ class TrialEvaluation:
     train_accuracy: float  # OA on the cell's own training images (eval transform): did it learn them?
 
 
-def setup_trial(cell: Cell, context: FinetuneContext, node: str = "") -> TrialSetup | None:
-    """Phase 1: everything before the first step; None when the cell's result exists."""
-    run_dir = Path(context.run_dir)
+def setup_trial(cell: Cell, context: FinetuneContext, node: str = "",
+                encoders: dict[str, str] | None = None) -> TrialSetup | None:
+    """Phase 1: everything before the first step; None when the cell's result exists.
+
+    ``encoders``: run name -> URI of the encoders the cell reads (the one it starts from,
+    the one its selection strategy embeds with; ``Job.refs``, which the scheduler took from
+    the pretraining results). None or {} for a random-selection baseline cell.
+    """
+    run_dir = as_location(context.run_dir)
     if has_result(run_dir, cell.cell_id):
         return None
     cfg, f, cid = context.cfg, context.cfg.finetune, cell.cell_id
@@ -420,48 +495,53 @@ def setup_trial(cell: Cell, context: FinetuneContext, node: str = "") -> TrialSe
     device = pick_device(f.gpus_per_trial)
     pool = context.pools[cell.category_set]
     split = context.splits[(cell.category_set, cell.train_size, cell.fold)]
+    given = dict(encoders or {})
+    missing = [n for n in (needs_encoder(cell), selection_encoder(cfg, cell)) if n and n not in given]
+    if missing:
+        raise RuntimeError(f"{cid}: no reference to encoder(s) {missing} (their pretraining did not report one)")
     if cell.selection != "random":  # the same validation fold, training images chosen by the strategy
-        split = selected_split(cfg, cell, split, pool.labels, pool.indices, images, context.encoders, device)
+        split = selected_split(cfg, cell, split, pool.labels, pool.indices, images, given, device)
     seed_everything(derive_seed(cfg.seed, cell.pair_key))  # the same head init for every model of the pair
-    checkpoint = EpochCheckpoint(run_dir / "checkpoints" / f"{cid}.pt", f.checkpoint_every_s)
-    trainer = CellTrainer(cfg, cell, context.encoders, images, pool.indices[split.train], pool.labels[split.train],
+    checkpoint = CellCheckpoint(run_dir, cid, f.checkpoint_every_s)
+    trainer = CellTrainer(cfg, cell, given, images, pool.indices[split.train], pool.labels[split.train],
                           len(pool.categories), device, cell.pair_key)
     start_epoch = trainer.restore(checkpoint)
     if start_epoch:
         log_event(run_dir, cid, "resume", node=node, epoch=start_epoch)
     embed = wants_embeddings(cfg, cell, context.runnable_sizes)
-    setup = TrialSetup(cell, run_dir, node, images, pool, split, trainer, checkpoint, start_epoch, embed,
+    setup = TrialSetup(cell, run_dir, node, images, pool, split, trainer, checkpoint, start_epoch, embed, given,
                        pool.indices[split.validation][: cfg.embeddings.max_points])
     if embed:
         for stage, before in (("before_pretraining", True), ("after_pretraining", False)):
-            encoder, _ = initial_encoder(cfg, cell, context.encoders, before_pretraining=before)
-            feats = encode(encoder.to(device), images, setup.embedding_rows, trainer.eval_tf, f.eval_batch_size, device)
+            net, _ = initial_encoder(cfg, cell, given, before_pretraining=before)
+            feats = encode(net.to(device), images, setup.embedding_rows, trainer.eval_tf, f.eval_batch_size, device)
             setup.embeddings.append((stage, feats))
     return setup
 
 
 def train_trial(
     setup: TrialSetup,
-    report: Callable[[dict[str, Any]], None],
+    report: Report,
     inject_failure: tuple[str, int] | None = None,
 ) -> float:
-    """Phase 2: the remaining epochs, checkpointed; ``report`` gets each epoch's loss.
+    """Phase 2: the remaining epochs; ``report`` (``tune.report``) gets each epoch's loss and,
+    every ``finetune.checkpoint_every_s``, the epoch's state as a checkpoint.
 
-    ``inject_failure`` = (cell_id, epoch): raise once after that epoch (fault tests).
+    ``inject_failure`` = (cell_id, epoch): raise once after that epoch's checkpoint (fault tests).
     Returns the training seconds, including those before a resume.
     """
     trainer, checkpoint, cid = setup.trainer, setup.checkpoint, setup.cell.cell_id
+    checkpoint.report = report
     log_event(setup.run_dir, cid, "first_step", node=setup.node)
     t0 = time.time()
     for epoch in range(setup.start_epoch, trainer.epochs):
         epoch_loss = trainer.run_epoch(epoch)
-        trainer.save(checkpoint, epoch, time.time() - t0)
-        if inject_failure == (cid, epoch) and checkpoint.path.is_file():
-            marker = checkpoint.path.with_suffix(".injected")
+        saved = trainer.save(checkpoint, {"epoch": epoch, "loss": epoch_loss}, epoch, time.time() - t0)
+        if inject_failure == (cid, epoch) and saved:
+            marker = setup.run_dir / "logs" / f"injected-{cid}"
             if not marker.exists():
-                marker.touch()
+                marker.write_text("")
                 raise RuntimeError(f"injected failure in {cid} after epoch {epoch}")
-        report({"epoch": epoch, "loss": epoch_loss})
     log_event(setup.run_dir, cid, "last_step", node=setup.node,
               images=len(setup.train_rows) * (trainer.epochs - setup.start_epoch), seconds=time.time() - t0)
     return trainer.spent + time.time() - t0
@@ -533,7 +613,7 @@ def write_trial(setup: TrialSetup, ev: TrialEvaluation, context: FinetuneContext
         "stop_reason": trainer.budget.stop_reason,
         "train_loss": trainer.final_loss(),
         "train_accuracy": ev.train_accuracy,
-        "init": describe_init(initial_weights(cfg, cell, context.encoders)),
+        "init": describe_init(initial_weights(cfg, cell, setup.encoders)),
         "train_seconds": ev.train_seconds,
         "device": str(trainer.device),
         "node": setup.node,
@@ -546,11 +626,14 @@ def write_trial(setup: TrialSetup, ev: TrialEvaluation, context: FinetuneContext
     return row
 
 
-def finetune_trial(cell: Cell, context: FinetuneContext) -> None:
-    """Fine-tune and evaluate one cell; a no-op when its result already exists."""
+def finetune_trial(cell: Cell, context: FinetuneContext, encoders: dict[str, str] | None = None) -> None:
+    """Fine-tune and evaluate one cell; a no-op when its result already exists.
+
+    ``encoders``: run name -> URI of the encoders it reads (``Job.refs``).
+    """
     from ray import tune
 
-    setup = setup_trial(cell, context, node=ray.get_runtime_context().get_node_id())
+    setup = setup_trial(cell, context, node=ray.get_runtime_context().get_node_id(), encoders=encoders)
     if setup is None:
         tune.report({"done": 1, "reused": 1})
         return

@@ -4,7 +4,12 @@ Each (method, backbone) is one Tune trial that launches a ``TorchTrainer`` (Ray'
 documented Tune-drives-Train pattern), so methods run side by side. Workers read
 the decoded images from the object store, augment whole batches on their device,
 and rank 0 checkpoints every epoch; an interrupted run continues from its last
-checkpoint. The online encoder is saved as ``RUN_DIR/encoders/<run name>.pt``.
+checkpoint, and a lost worker or node restarts the whole group from it (up to
+``pretrain.max_failures`` times; the ``pretraining`` row counts the ``restarts``).
+The online encoder is saved as ``RUN_DIR/encoders/<run name>.pt`` (through
+:mod:`raystudy.storage`, so the run location may be an object store), and the trial's
+last result names it (``{"encoder": URI}``): that reference is how the scheduler learns
+that the cells of this method may start.
 The loop knows no method by name: the registry builds the model
 (``PretrainModel.from_config``) and the model updates itself after each step.
 """
@@ -14,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +36,20 @@ from raystudy.grid import Job
 from raystudy.models import build_encoder, load_encoder_weights
 from raystudy.models.base import PretrainModel
 from raystudy.results import write_table
+from raystudy.storage import Location, as_location
 from raystudy.training.augment import PretrainAugment
 from raystudy.training.common import augment_kwargs, autocast, images_to_device, seed_everything
 from raystudy.training.lars import LARS, lars_param_groups
 from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
 
 log = logging.getLogger("raystudy")
+
+WORKERS_STARTED = "workers_started"  # the first report of a pretraining run: its workers hold their resources
+
+
+def encoder_location(run_dir: str | Path | Location, name: str) -> Location:
+    """Where the pretraining run ``name`` (``grid.run_name``: method on arch) writes its encoder."""
+    return as_location(run_dir) / "encoders" / f"{name}.pt"
 
 
 def build_method(method: str, cfg: StudyConfig, n_images: int, global_batch: int, arch: str | None = None) -> PretrainModel:
@@ -180,16 +192,20 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     seed_everything(cfg.seed + rank)
     images: np.ndarray = ray.get(loop_config["images_ref"])  # (N, S, S) uint8, zero-copy
     rows = loop_config["rows"]  # the unlabeled pretraining pool
-    if rank == 0 and loop_config.get("started_marker"):  # the scheduler waits for this (workers placed)
-        Path(loop_config["started_marker"]).touch()
-    resume = None
-    checkpoint = ray.train.get_checkpoint()
+    ray.train.report({WORKERS_STARTED: 1})  # every rank: the scheduler releases other jobs after this
+    resume, carried = None, {"restarts": 0}
+    checkpoint = ray.train.get_checkpoint()  # the last one reported: after a lost worker or a rerun
     if checkpoint:
         with checkpoint.as_directory() as d:
             resume = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
-            resume["losses"] = json.loads((Path(d) / "losses.json").read_text())
+            resume["losses"] = json.loads((Path(d) / "losses.json").read_text())  # steps 0..epoch, once each
+            before = json.loads((Path(d) / "metrics.json").read_text()).get("restarts", 0)
+        carried = {"restarts": int(before) + 1, "resumed_from_epoch": int(resume["epoch"])}
+        if rank == 0:
+            log.warning("pretrain %s: resumed from epoch %d checkpoint", job.name, resume["epoch"])
 
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        metrics = {**metrics, **carried}  # every later checkpoint says how this run got here
         if rank != 0:
             ray.train.report(metrics)
             return
@@ -204,25 +220,18 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     run_pretrain_loop(cfg, job.model, images, ray.train.torch.get_device(), rank, world, resume, wrap, report, rows, job.arch)
 
 
-def started_marker(run_dir: Path, name: str) -> Path:
-    """Touched by rank 0 once the pretraining workers of run ``name`` hold their resources."""
-    return Path(run_dir) / "encoders" / f".{name}.started"
-
-
-def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Path, images_ref: Any, rows: np.ndarray) -> None:
+def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Location, images_ref: Any, rows: np.ndarray) -> None:
     """A Tune trial that drives one TorchTrainer run (stable run name per method and arch,
     so an interrupted run continues from its last checkpoint)."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     p, method, name = cfg.pretrain, job.model, job.name
-    encoder_path = run_dir / "encoders" / f"{name}.pt"
-    if encoder_path.is_file():
-        ray.tune.report({"done": True, "skipped_existing": True})
+    encoder = encoder_location(run_dir, name)
+    if encoder.is_file():
+        ray.tune.report({"done": True, "skipped_existing": True, "encoder": encoder.uri})
         return
-    started_marker(run_dir, name).parent.mkdir(parents=True, exist_ok=True)
-    started_marker(run_dir, name).unlink(missing_ok=True)
     wanted = p.wants_gpu()
     use_gpu = (torch.cuda.is_available() or bool(ray.cluster_resources().get("GPU"))) if wanted is None else wanted
     t0 = time.time()
@@ -233,15 +242,16 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Path, images_ref: Any, r
             "job": job,
             "images_ref": images_ref,
             "rows": rows,
-            "started_marker": str(started_marker(run_dir, name)),
         },
         scaling_config=ScalingConfig(
             num_workers=p.num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
         ),
         run_config=RunConfig(
             name=f"pretrain-{name}",
-            storage_path=str(run_dir / "ray"),
+            **(run_dir / "ray").ray_storage(),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # a lost worker or node restarts the whole group, which resumes from the last checkpoint
+            failure_config=FailureConfig(max_failures=p.max_failures),
             callbacks=[TuneReportCallback()],
         ),
     )
@@ -274,12 +284,11 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Path, images_ref: Any, r
                     "device": "cuda" if use_gpu else "cpu",
                     "images_per_s": last_metrics["images_per_s"],
                     "no_learning_loss": last_metrics.get("no_learning_loss"),
+                    "restarts": last_metrics.get("restarts", 0),
+                    "resumed_from_epoch": last_metrics.get("resumed_from_epoch"),
                 }
             ]
         ),
     )
-    encoder_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = encoder_path.with_name(f".{encoder_path.name}.{os.getpid()}.tmp")
-    torch.save(encoder_state, tmp)
-    os.replace(tmp, encoder_path)
-    ray.tune.report({"done": True, "final_loss": float(losses["loss"].iloc[-1])})
+    encoder.torch_save(encoder_state)  # atomic: written whole, then visible
+    ray.tune.report({"done": True, "final_loss": float(losses["loss"].iloc[-1]), "encoder": encoder.uri})

@@ -1,0 +1,261 @@
+"""The run location: a local folder, a shared mount or an object store, behind one small API.
+
+A run location is a URI, the way Ray's ``storage_path`` is: ``runs/demo`` (a local path),
+``/mnt/shared/runs/demo``, ``s3://bucket/runs/demo`` or ``gs://bucket/runs/demo`` (anything
+``pyarrow.fs`` resolves). Query parameters go to the file system, e.g.
+``s3://bucket/run?endpoint_override=127.0.0.1:9000&scheme=http`` for a MinIO or moto server
+(credentials from the usual ``AWS_*`` variables). Every file of a study goes through a
+:class:`Location`: results, encoders, logs, the saved config, the report.
+
+Writes are atomic: on a local file system a hidden temporary file with a unique name is
+written, flushed and renamed into place; on an object store the whole object is sent at
+once and becomes visible only when complete. A reader never sees half a file.
+
+Example:
+    >>> run = Location.from_uri("s3://bucket/runs/demo?endpoint_override=127.0.0.1:9000&scheme=http")
+    >>> (run / "results" / "trials" / "a.parquet").write_bytes(data)  # doctest: +SKIP
+    >>> run.uri
+    's3://bucket/runs/demo?endpoint_override=127.0.0.1:9000&scheme=http'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import posixpath
+import re
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+class LocationError(ValueError):
+    """A URI that names no reachable file system (a bad scheme, an unreachable bucket)."""
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def is_uri(text: str) -> bool:
+    """True for ``scheme://...`` (an object store or any pyarrow file system), False for a path."""
+    return bool(_SCHEME.match(str(text))) and not str(text).startswith("file://")
+
+
+@lru_cache(maxsize=16)
+def _filesystem(prefix: str) -> pafs.FileSystem:
+    """One file system per ``scheme://bucket?query`` (its client is reused)."""
+    fs, _ = pafs.FileSystem.from_uri(prefix)
+    return fs
+
+
+class Location:
+    """A file or folder of a run location (see the module docstring); immutable, picklable.
+
+    Args:
+        fs: the pyarrow file system.
+        path: the path inside ``fs`` (``bucket/key`` on S3, absolute on a local disk).
+        scheme: ``""`` for a local path, else the URI scheme (``s3``, ``gs``, ...).
+        query: the URI's query string (file system options), kept on every child.
+    """
+
+    def __init__(self, fs: pafs.FileSystem, path: str, scheme: str = "", query: str = "") -> None:
+        self.fs, self.path, self.scheme, self.query = fs, path.rstrip("/") or "/", scheme, query
+
+    @classmethod
+    def from_uri(cls, uri: str | Path | "Location") -> "Location":
+        """A local path (relative ones are made absolute), ``file://``, or ``scheme://...``."""
+        if isinstance(uri, Location):
+            return uri
+        text = str(uri)
+        if text.startswith("file://"):
+            text = urlsplit(text).path
+        if not is_uri(text):
+            return cls(pafs.LocalFileSystem(), str(Path(text).expanduser().resolve()))
+        parts = urlsplit(text)
+        prefix = f"{parts.scheme}://{parts.netloc}" + (f"?{parts.query}" if parts.query else "")
+        try:
+            fs = _filesystem(prefix)
+        except (ValueError, OSError) as err:
+            raise LocationError(f"{text}: pyarrow cannot open this location ({str(err).splitlines()[0]}); check "
+                                "the URI, the endpoint (?endpoint_override=HOST:PORT) and the credentials") from err
+        if parts.scheme in ("s3", "gs", "gcs"):  # bucket/key, without building a second client
+            path = f"{parts.netloc}{parts.path}"
+        else:
+            _, path = pafs.FileSystem.from_uri(f"{parts.scheme}://{parts.netloc}{parts.path}")
+        return cls(fs, path, parts.scheme, parts.query)
+
+    def __reduce__(self):  # ship the URI, not the client: workers rebuild their own
+        return (Location.from_uri, (self.uri,))
+
+    # -- naming ---------------------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        """How to name this location to a user or to :meth:`from_uri` (query kept)."""
+        if self.is_local:
+            return self.path
+        return f"{self.scheme}://{self.path}" + (f"?{self.query}" if self.query else "")
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __repr__(self) -> str:
+        return f"Location({self.uri!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Location) and other.uri == self.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    def __truediv__(self, part: str) -> "Location":
+        return Location(self.fs, posixpath.join(self.path, str(part)), self.scheme, self.query)
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    @property
+    def parent(self) -> "Location":
+        return Location(self.fs, posixpath.dirname(self.path), self.scheme, self.query)
+
+    @property
+    def is_local(self) -> bool:
+        """A path on this machine's file system (a local disk or a shared mount)."""
+        return self.scheme == ""
+
+    def local_path(self) -> Path:
+        """The local :class:`~pathlib.Path` (only for local locations)."""
+        if not self.is_local:
+            raise ValueError(f"{self.uri} is not a local path")
+        return Path(self.path)
+
+    # -- queries --------------------------------------------------------------------------
+    def _type(self) -> pafs.FileType:
+        return self.fs.get_file_info(self.path).type
+
+    def exists(self) -> bool:
+        return self._type() != pafs.FileType.NotFound
+
+    def is_file(self) -> bool:
+        return self._type() == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        """A folder (on an object store: a prefix with at least one object below it)."""
+        return self._type() == pafs.FileType.Directory
+
+    def iterdir(self) -> list["Location"]:
+        """The entries right below this folder (empty when it does not exist), sorted by name."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=False)
+        infos = self.fs.get_file_info(selector)
+        return sorted((Location(self.fs, i.path, self.scheme, self.query) for i in infos), key=lambda x: x.name)
+
+    def glob(self, pattern: str) -> list["Location"]:
+        """Entries right below this folder whose name matches ``pattern`` (``*.parquet``)."""
+        return [c for c in self.iterdir() if fnmatch.fnmatch(c.name, pattern)]
+
+    def size(self) -> int:
+        return int(self.fs.get_file_info(self.path).size or 0)
+
+    # -- reading --------------------------------------------------------------------------
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as fh:
+            return fh.read()
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode("utf-8")
+
+    def open_input(self):
+        """A seekable binary file (for pyarrow and torch readers)."""
+        return self.fs.open_input_file(self.path)
+
+    # -- writing --------------------------------------------------------------------------
+    def mkdir(self) -> None:
+        """Create this folder and its parents (object stores have no folders: a no-op there)."""
+        if self.is_local:
+            self.fs.create_dir(self.path, recursive=True)
+
+    def write_bytes(self, data: bytes) -> "Location":
+        """Write the whole file atomically (replacing it); returns self."""
+        if self.is_local:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(self.path).with_name(f".{self.name}.{uuid.uuid4().hex[:12]}.tmp")  # unique per writer
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        else:
+            with self.fs.open_output_stream(self.path) as fh:  # visible only once complete
+                fh.write(data)
+        return self
+
+    def write_text(self, text: str) -> "Location":
+        return self.write_bytes(text.encode("utf-8"))
+
+    def append_line(self, line: str) -> None:
+        """Append one line to a local file (``O_APPEND``: concurrent short writes do not interleave)."""
+        path = self.local_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(line.rstrip("\n") + "\n")
+
+    def unlink(self, missing_ok: bool = True) -> None:
+        try:
+            self.fs.delete_file(self.path)
+        except (FileNotFoundError, OSError):
+            if not missing_ok or self.exists():
+                raise
+
+    def rmtree(self) -> None:
+        """Delete this folder and everything below it (nothing when it does not exist)."""
+        if self.is_dir():
+            self.fs.delete_dir(self.path)
+
+    def move_to(self, target: "Location") -> None:
+        """Rename (a copy and a delete on object stores)."""
+        self.fs.move(self.path, target.path)
+
+    # -- torch ----------------------------------------------------------------------------
+    def torch_load(self, **kwargs: Any) -> Any:
+        """``torch.load`` of this file (read whole, then parsed)."""
+        import torch
+
+        return torch.load(io.BytesIO(self.read_bytes()), **kwargs)
+
+    def torch_save(self, obj: Any) -> "Location":
+        """``torch.save`` atomically (see :meth:`write_bytes`)."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return self.write_bytes(buffer.getvalue())
+
+    # -- Ray --------------------------------------------------------------------------------
+    def ray_storage(self) -> dict[str, Any]:
+        """``storage_path`` (and ``storage_filesystem`` on object stores) for Ray's RunConfig."""
+        if self.is_local:
+            return {"storage_path": self.path}
+        return {"storage_path": self.path, "storage_filesystem": self.fs}
+
+
+def as_location(where: str | Path | Location) -> Location:
+    """A :class:`Location` from a path, a URI or a Location."""
+    return Location.from_uri(where)
+
+
+def reachable(where: str | Path | Location) -> Location:
+    """The location, after one request that proves it can be reached (else a LocationError)."""
+    location = as_location(where)
+    try:
+        location.exists()
+    except OSError as err:
+        raise LocationError(f"{location.uri} cannot be reached ({str(err).splitlines()[0]}); check the endpoint "
+                            "and the credentials") from err
+    return location
