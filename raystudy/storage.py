@@ -250,6 +250,21 @@ def as_location(where: str | Path | Location) -> Location:
     return Location.from_uri(where)
 
 
+@lru_cache(maxsize=2)
+def _cached(uri: str, mtime_ns: int | None, size: int) -> bytes:
+    return Location.from_uri(uri).read_bytes()
+
+
+def cached_bytes(where: str | Path | Location) -> bytes:
+    """The bytes of a file that many trials of one worker read (an encoder, initial weights):
+    fetched once per worker process while it is unchanged (one metadata request per use)."""
+    location = as_location(where)
+    info = location.fs.get_file_info(location.path)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{location.uri} does not exist")
+    return _cached(location.uri, info.mtime_ns, int(info.size or 0))
+
+
 def reachable(where: str | Path | Location) -> Location:
     """The location, after one request that proves it can be reached (else a LocationError)."""
     location = as_location(where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from raystudy.storage import Location, as_location
+from raystudy.storage import Location, as_location, cached_bytes
 
 def resnet18_w16(weights: None = None) -> nn.Module:
     """ResNet-18 for small images on a CPU: a quarter of the width, a light stem.
@@ -173,7 +174,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path | Location) -> Non
     if not path.is_file():
         raise FileNotFoundError(f"encoder checkpoint not found: {path}")
     try:
-        obj = path.torch_load(map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(cached_bytes(path)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(
             f"refused to load {path.name}: it is not a weights-only checkpoint "

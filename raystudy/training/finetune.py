@@ -16,7 +16,6 @@ runs four phases, each a function a test can call:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import math
@@ -42,7 +41,7 @@ from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
 from raystudy.selection import selected_split
-from raystudy.storage import Location, as_location
+from raystudy.storage import Location, as_location, cached_bytes
 from raystudy.training.augment import EvalTransform, FinetuneAugment
 from raystudy.training.budget import cell_budget
 from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
@@ -149,18 +148,11 @@ def initial_encoder(cfg: StudyConfig, cell: Cell, encoders: dict[str, str], befo
     return encoder, feature_dim
 
 
-@functools.lru_cache(maxsize=64)
-def _file_sha256(uri: str, mtime: Any, size: int) -> str:
-    return hashlib.sha256(as_location(uri).read_bytes()).hexdigest()
-
-
 def describe_init(path: str | None) -> str:
     """``random``, or ``<checkpoint path or URI> sha256:<hex>``: the ``init`` column of ``trials``."""
     if not path:
         return "random"
-    where = as_location(path)
-    info = where.fs.get_file_info(where.path)
-    return f"{path} sha256:{_file_sha256(where.uri, info.mtime_ns, int(info.size or 0))}"
+    return f"{path} sha256:{hashlib.sha256(cached_bytes(path)).hexdigest()}"
 
 
 def build_classifier(cfg: StudyConfig, cell: Cell, n_classes: int, encoders: dict[str, str]) -> Classifier:
