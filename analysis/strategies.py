@@ -85,7 +85,8 @@ def verdict(saved: float | None, diff: float, std: float, p: float, n_pairs: int
     better = "better" if diff > 0 else "worse"
     if saved is None:
         return f"{better} than random at this n (p = {p:.2g}); labels saved outside the measured sizes"
-    return f"{better} than random (p = {p:.2g}): {saved:+.0f} labels at equal OA"
+    cost = f"saves {saved:.0f} labels" if saved >= 0 else f"needs {-saved:.0f} more labels"
+    return f"{better} than random (p = {p:.2g}): {cost} for random's OA at this n"
 
 
 def labels_saved_table(trials: pd.DataFrame, metric: str = "overall_accuracy") -> pd.DataFrame:
