@@ -7,7 +7,6 @@ import base64
 import html
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np

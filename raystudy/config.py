@@ -22,7 +22,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import yaml
 
@@ -34,6 +34,9 @@ from raystudy.catalog import (
     Catalog,
 )
 from raystudy import registry
+
+if TYPE_CHECKING:
+    from raystudy import storage
 
 # the backbones of raystudy.models.encoders (kept here as names: the config does not import torch)
 Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet18_w16"]
@@ -704,7 +707,7 @@ def selection_problems(cfg: StudyConfig) -> list[str]:
     return found
 
 
-def dump_config(cfg: StudyConfig, path: "str | Path | Location") -> None:
+def dump_config(cfg: StudyConfig, path: "str | Path | storage.Location") -> None:
     """Write the resolved config as YAML, atomically (a path or a URI: see :mod:`raystudy.storage`)."""
     from raystudy.storage import as_location
 

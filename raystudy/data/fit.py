@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
