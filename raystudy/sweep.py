@@ -231,6 +231,14 @@ def pending_cells(run_dir: Location, planned: list[PlannedCell]) -> list[str]:
     return [p.cell.cell_id for p in planned if p.split is not None and p.cell.cell_id not in tried]
 
 
+def lost_jobs(cfg: StudyConfig, run: Location, planned: list[PlannedCell], lost: set[str]) -> list[Job]:
+    """The second pass: the lost cells, and the pretraining of any encoder they need that is missing."""
+    planned_jobs = plan_jobs(cfg, run, planned)
+    cells = [j for j in planned_jobs if j.cell is not None and j.cell.cell_id in lost]
+    needed = {name for j in cells for name in j.requires}
+    return [j for j in planned_jobs if j.kind == "pretrain" and j.name in needed] + cells
+
+
 def run_study(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = False, data_fit: DataFit | None = None,
               shrink: bool = False) -> Path | Location:
     """Run (or resume) the whole study at ``run_dir`` (a path or a URI); returns the report's
@@ -305,7 +313,7 @@ def run_study(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = 
                     break
                 if attempt == 0:
                     log.warning("%d cell(s) ended without a result; running them again", len(lost))
-                jobs = [j for j in plan_jobs(cfg, run, planned) if j.cell is None or j.cell.cell_id in lost]
+                jobs = lost_jobs(cfg, run, planned, lost)
         from analysis.report import build_report
 
         finish_run_info(run, info)
