@@ -157,9 +157,6 @@ class Location:
         """Entries right below this folder whose name matches ``pattern`` (``*.parquet``)."""
         return [c for c in self.iterdir() if fnmatch.fnmatch(c.name, pattern)]
 
-    def size(self) -> int:
-        return int(self.fs.get_file_info(self.path).size or 0)
-
     # -- reading --------------------------------------------------------------------------
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as fh:
@@ -167,10 +164,6 @@ class Location:
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")
-
-    def open_input(self):
-        """A seekable binary file (for pyarrow and torch readers)."""
-        return self.fs.open_input_file(self.path)
 
     # -- writing --------------------------------------------------------------------------
     def mkdir(self) -> None:
