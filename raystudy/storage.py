@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
 import os
 import posixpath
@@ -248,14 +249,29 @@ def _cached(uri: str, mtime_ns: int | None, size: int) -> bytes:
     return Location.from_uri(uri).read_bytes()
 
 
-def cached_bytes(where: str | Path | Location) -> bytes:
-    """The bytes of a file that many trials of one worker read (an encoder, initial weights):
-    fetched once per worker process while it is unchanged (one metadata request per use)."""
+@lru_cache(maxsize=64)
+def _cached_sha256(uri: str, mtime_ns: int | None, size: int) -> str:
+    return hashlib.sha256(_cached(uri, mtime_ns, size)).hexdigest()
+
+
+def _stamp(where: str | Path | Location) -> tuple[str, int | None, int]:
+    """(URI, modification time, size) of a file: what the caches below are keyed by."""
     location = as_location(where)
     info = location.fs.get_file_info(location.path)
     if info.type != pafs.FileType.File:
         raise FileNotFoundError(f"{location.uri} does not exist")
-    return _cached(location.uri, info.mtime_ns, int(info.size or 0))
+    return location.uri, info.mtime_ns, int(info.size or 0)
+
+
+def cached_bytes(where: str | Path | Location) -> bytes:
+    """The bytes of a file that many trials of one worker read (an encoder, initial weights):
+    fetched once per worker process while it is unchanged (one metadata request per use)."""
+    return _cached(*_stamp(where))
+
+
+def cached_sha256(where: str | Path | Location) -> str:
+    """The SHA-256 of such a file, computed once per worker process while it is unchanged."""
+    return _cached_sha256(*_stamp(where))
 
 
 def reachable(where: str | Path | Location) -> Location:

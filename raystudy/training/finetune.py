@@ -16,7 +16,6 @@ runs four phases, each a function a test can call:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import tempfile
@@ -41,7 +40,7 @@ from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
 from raystudy.selection import selected_split
-from raystudy.storage import Location, as_location, cached_bytes
+from raystudy.storage import Location, as_location, cached_sha256
 from raystudy.training.augment import EvalTransform, FinetuneAugment
 from raystudy.training.budget import cell_budget
 from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
@@ -152,7 +151,7 @@ def describe_init(path: str | None) -> str:
     """``random``, or ``<checkpoint path or URI> sha256:<hex>``: the ``init`` column of ``trials``."""
     if not path:
         return "random"
-    return f"{path} sha256:{hashlib.sha256(cached_bytes(path)).hexdigest()}"
+    return f"{path} sha256:{cached_sha256(path)}"
 
 
 def build_classifier(cfg: StudyConfig, cell: Cell, n_classes: int, encoders: dict[str, str]) -> Classifier:
