@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from raystudy import registry
 from raystudy.catalog import Catalog
 from raystudy.config import CatalogConfig, ConfigError, _build
 
@@ -33,8 +34,6 @@ REFERENCE_COLOR = "#2ca02c"
 
 def _method(model: Any):
     """The registered pretraining method named ``model``, or None (baseline, unknown)."""
-    from raystudy import registry
-
     return registry.methods().get(str(model))
 
 
@@ -63,8 +62,6 @@ def model_color(model: Any) -> str:
 
 def order_models(models: Any) -> list[str]:
     """Registered methods in registration order, then the baseline, then the others alphabetically."""
-    from raystudy import registry
-
     found = {str(m) for m in models if m is not None and m == m}
     known = [m for m in registry.model_types() if m in found]
     return known + sorted(found - set(known))

@@ -16,6 +16,7 @@ import yaml
 from analysis.config import display_name, order_models, pretrain_name
 from analysis.figures.training import no_learning_levels
 from analysis.results import TABLES, Results
+from raystudy.registry import method_names
 from analysis.select import category_sets, done_trials, n_categories_of, set_label
 
 esc = html.escape
@@ -57,8 +58,6 @@ def _pct(x: Any) -> str:
 def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
     """Per pretrained encoder: probe accuracies against random init (pp, with the binomial
     standard error of the difference) and the final loss against the no-learning level."""
-    from raystudy.registry import method_names
-
     methods = list(method_names())
     probes = res.probes[res.probes["model"].notna()]
     random = probes[~probes["model"].isin(methods) & probes["encoder"].astype(str).str.contains("random")]

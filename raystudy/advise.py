@@ -18,21 +18,25 @@ unreliable" with the reasons when the fit cannot say.
 from __future__ import annotations
 
 import csv
-import os
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
-from raystudy.runfolder import cache_dir
-from raystudy.storage import Location, reachable
+from analysis.stats import MAX_BAND_WIDTH, fit_learning_curves
 from raystudy.config import StudyConfig, load_config
 from raystudy.data.loading import IMAGE_SUFFIXES, decode_all
+from raystudy.data.prepare import prepare_data
 from raystudy.data.problems import DataError
 from raystudy.results import read_table
+from raystudy.runfolder import cache_dir
 from raystudy.selection import EMBEDDING_STRATEGIES, STRATEGIES, l2_normalise, prediction_margin, select_coreset
+from raystudy.storage import Location, as_location, reachable
+from raystudy.training.probes import FrozenEncoder
 
 ADVISABLE = tuple(s for s in STRATEGIES if s != "balanced")
 
@@ -95,8 +99,6 @@ def best_strategy(trials: pd.DataFrame) -> tuple[str, str]:
 
 def expected_accuracy(trials: pd.DataFrame, strategy: str, n: int, cfg: StudyConfig) -> str:
     """The OA at ``n`` labels on the study's fitted curve of ``strategy`` with its 95 % band."""
-    from analysis.stats import MAX_BAND_WIDTH, fit_learning_curves
-
     mine = trials[trials["selection"] == strategy].assign(selection="random")  # the fit reads random rows
     a = cfg.analysis
     fits = fit_learning_curves(mine, n_boot=max(a.curve_bootstrap, 20), seed=a.seed)
@@ -158,11 +160,6 @@ def rank_pool(cfg: StudyConfig, run_dir: Location, paths: list[Path], budget: in
     """(budget,) positions into ``paths`` in labeling order."""
     if strategy not in EMBEDDING_STRATEGIES:
         return np.random.default_rng(cfg.seed).permutation(len(paths))[:budget]
-    import torch
-
-    from raystudy.data.prepare import prepare_data
-    from raystudy.selection import embed_images
-
     encoder = run_dir / "encoders" / f"{cfg.selection.encoder}.pt"
     if cfg.selection.encoder is None or not encoder.is_file():
         raise DataError(f"no selection encoder at {encoder}: finish the study first (rerun raystudy run with its "
@@ -171,9 +168,9 @@ def rank_pool(cfg: StudyConfig, run_dir: Location, paths: list[Path], budget: in
     pool = decode_all(pd.DataFrame({"path": [str(p) for p in paths]}), size)  # (P, S, S) uint8
     data = prepare_data(cfg, cache_dir(run_dir))
     known = data.pools[cset]
-    device = torch.device("cpu")
-    feats = embed_images(cfg, str(encoder), cfg.model.arch, pool, np.arange(len(pool)), device)  # (P, D)
-    labeled = embed_images(cfg, str(encoder), cfg.model.arch, data.images.images, known.indices, device)  # (L, D)
+    frozen = FrozenEncoder(cfg, str(encoder), cfg.model.arch, torch.device("cpu"))
+    feats = frozen.embed(pool, np.arange(len(pool)))  # (P, D)
+    labeled = frozen.embed(data.images.images, known.indices)  # (L, D)
     if strategy == "coreset":
         return select_coreset(feats, budget, cfg.seed, already=labeled)
     margin = prediction_margin(l2_normalise(labeled), known.labels, l2_normalise(feats), cfg.seed)
@@ -181,17 +178,11 @@ def rank_pool(cfg: StudyConfig, run_dir: Location, paths: list[Path], budget: in
 
 
 def write_advice(advice: Advice, out: Path) -> Path:
-    """``rank, path, strategy`` rows, written atomically."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["rank", "path", "strategy"])
-            for rank, path in enumerate(advice.paths, start=1):
-                w.writerow([rank, str(path), advice.strategy])
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    """``rank, path, strategy`` rows, written atomically (:meth:`raystudy.storage.Location.write_text`)."""
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["rank", "path", "strategy"])
+    for rank, path in enumerate(advice.paths, start=1):
+        w.writerow([rank, str(path), advice.strategy])
+    as_location(Path(out)).write_text(text.getvalue())
+    return Path(out)

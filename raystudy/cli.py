@@ -7,9 +7,11 @@ import logging
 import sys
 from pathlib import Path
 
-from raystudy.config import ConfigError, load_config
+from raystudy.config import RANDOM_INIT, ConfigError, load_config
+from raystudy.data.fit import fit_to_data, user_keys
 from raystudy.data.loading import DataError
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted, StudyLockedError
+from raystudy.status import format_status, is_run_folder
 from raystudy.storage import LocationError, as_location, is_uri, reachable
 
 
@@ -54,7 +56,6 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
 def absolute_inits(cfg) -> None:
     """Make local initial-weight paths absolute, so every trial (another process, maybe
     another node) reads the file the driver checked; URIs and ``random`` stay as they are."""
-    from raystudy.config import RANDOM_INIT
 
     def fix(value):
         return value if value in (None, "", RANDOM_INIT) or is_uri(value) else str(Path(value).expanduser().resolve())
@@ -65,7 +66,7 @@ def absolute_inits(cfg) -> None:
 
 def load_run_config(args: argparse.Namespace, default_preset: str):
     """The study config; with ``--data``, fitted to the data (returns (cfg, DataFit or None))."""
-    from raystudy.data.fit import fit_to_data, user_keys
+    from raystudy.data.fit import fit_to_data, user_keys  # deferred: start-up cost (pandas, scipy)
 
     overrides = list(args.overrides)
     if args.data is not None:
@@ -82,7 +83,7 @@ def load_run_config(args: argparse.Namespace, default_preset: str):
 
 
 def cmd_run(args: argparse.Namespace, default_preset: str) -> int:
-    from raystudy.sweep import run_study
+    from raystudy.study import run_study  # deferred: start-up cost (ray, torch)
 
     cfg, data_fit = load_run_config(args, default_preset)
     out = as_location(args.out or Path("runs") / cfg.name)
@@ -94,7 +95,7 @@ def cmd_run(args: argparse.Namespace, default_preset: str) -> int:
 
 
 def cmd_search(args: argparse.Namespace, default_preset: str) -> int:
-    from raystudy.sweep import search_study
+    from raystudy.sweep import search_study  # deferred: start-up cost (ray, torch)
 
     cfg, _ = load_run_config(args, default_preset)
     search_study(cfg, as_location(args.out or Path("runs") / f"{cfg.name}-search"), shrink=args.shrink_to_fit)
@@ -102,7 +103,7 @@ def cmd_search(args: argparse.Namespace, default_preset: str) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analysis.report import build_report
+    from analysis.report import build_report  # deferred: start-up cost (plotly, pandas)
 
     run = reachable(args.run_dir)
     if not (run / "results").is_dir():
@@ -112,8 +113,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, default_preset: str) -> int:
-    from raystudy import plan
-    from raystudy.resources import load_node_types
+
+    from raystudy import plan  # deferred: start-up cost (scikit-learn, through the grid)
+    from raystudy.resources import load_node_types  # deferred: start-up cost (scikit-learn, through the grid)
 
     args.overrides = [*args.overrides, "model.require_init=false"]  # a plan trains nothing: no weights needed
     cfg, _ = load_run_config(args, default_preset)
@@ -124,7 +126,7 @@ def cmd_plan(args: argparse.Namespace, default_preset: str) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from raystudy.advise import advise, write_advice
+    from raystudy.advise import advise, write_advice  # deferred: start-up cost (torch, plotly)
 
     a = advise(args.run_dir, args.pool, args.budget, args.strategy, args.labeled)
     out = write_advice(a, args.out)
@@ -134,7 +136,6 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from raystudy.status import format_status, is_run_folder
 
     run = reachable(args.run_dir)
     if not is_run_folder(run):

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from raystudy.config import StudyConfig
-from raystudy.data.splits import Split, make_split
+from raystudy.data.splits import Split, holdout_fold, make_split
 from raystudy.registry import BASELINE
+from raystudy.selection import EMBEDDING_STRATEGIES
 
 
 def run_name(model: str, arch: str, default_arch: str) -> str:
@@ -160,8 +161,8 @@ def ceiling_cells(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[P
         labels = set_labels[set_name]
         n = len(labels)
         if g.protocol == "holdout":
-            fold0 = make_split(labels, min(n, 2), 0, g.folds, "holdout", cfg.seed, set_name)
-            n = n - len(fold0.validation) if not isinstance(fold0, str) else n
+            _, pool, _ = holdout_fold(labels, 0, g.folds, cfg.seed, set_name)
+            n = len(pool) if len(pool) >= 2 else n  # fewer than 2: make_split below names why it is skipped
         cell = Cell(BASELINE, set_name, len(cfg.catalog.category_sets[set_name]), n, 0, cfg.model.arch,
                     cfg.model.arch, ceiling=True)
         split = make_split(labels, n, 0, g.folds, g.protocol, cfg.seed, set_name)
@@ -178,8 +179,6 @@ def selection_encoder(cfg: StudyConfig, cell: Cell) -> str | None:
     """The encoder (run name) that embeds a cell's pool for its selection strategy: the
     ``selection.encoder`` method on the cell's arch, the same for every model type of the cell
     (so paired cells train on the same images); None for strategies that embed nothing."""
-    from raystudy.selection import EMBEDDING_STRATEGIES
-
     if cell.selection not in EMBEDDING_STRATEGIES or cfg.selection.encoder is None:
         return None
     return run_name(cfg.selection.encoder, cell.arch or cfg.model.arch, cfg.model.arch)

@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from raystudy.training.budget import cell_budget
 from raystudy.config import FinetuneConfig, StudyConfig
+from raystudy.data.loading import read_manifest, scan_folder
+from raystudy.data.prepare import synthetic_root
+from raystudy.training.budget import cell_budget
 from raystudy.resources import NodeType, Request, holders, pretrain_uses_gpu, study_requests
 
 PRETRAIN_COST = 3.0  # a pretraining image costs about 3 fine-tuning images (two views, a target pass)
@@ -49,8 +51,6 @@ class DataCounts:
 
 def count_images(cfg: StudyConfig) -> DataCounts:
     """Count without decoding: list the data folder or manifest; synthetic: its listing or the config."""
-    from raystudy.data.loading import read_manifest, scan_folder
-    from raystudy.data.prepare import synthetic_root
 
     catalog = cfg.catalog.build()
     if cfg.data.manifest:
@@ -115,13 +115,13 @@ def calibrate(cfg: StudyConfig, steps: int = 3) -> Throughput:
     Fine-tuning: the classifier with its augmentation; pretraining: the first method with two
     augmented views. On the GPU at the configured batch sizes, on the CPU at batch 8.
     """
+    # deferred: start-up cost (torch); only --calibrate trains
     import torch
 
-    from raystudy.models import Classifier, build_encoder
-    from raystudy.training.augment import FinetuneAugment, PretrainAugment
-    from raystudy.training.common import augment_kwargs
-    from raystudy.training.pretrain import build_method
-    from raystudy.training.probes import autocast
+    from raystudy.models import Classifier, build_encoder  # deferred: start-up cost (torch)
+    from raystudy.training.augment import FinetuneAugment, PretrainAugment  # deferred: start-up cost (torch)
+    from raystudy.training.common import augment_kwargs, autocast  # deferred: start-up cost (torch)
+    from raystudy.training.pretrain import build_method  # deferred: start-up cost (torch, ray)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     m, f, p = cfg.model, cfg.finetune, cfg.pretrain

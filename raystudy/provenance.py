@@ -41,7 +41,7 @@ def cpu_model() -> str:
 def gpu_models() -> list[str]:
     """Names of the visible CUDA devices (empty without torch or CUDA)."""
     try:
-        import torch
+        import torch  # deferred: start-up cost, and a run records what it can without torch
 
         if torch.cuda.is_available():
             return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

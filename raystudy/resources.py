@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import yaml
 
 from raystudy.config import ConfigError, StudyConfig
+from raystudy.grid import pretrain_jobs
 
 log = logging.getLogger("raystudy")
 
@@ -97,10 +98,15 @@ class Request:
         return f"{self.what} asks {{{res}}} x{self.count}"
 
 
-def pretrain_uses_gpu(cfg: StudyConfig, node_types: list[NodeType]) -> bool:
-    """``pretrain.use_gpu``: true / false, or auto = any node type has a GPU."""
+def uses_gpu(cfg: StudyConfig, gpu_available: bool) -> bool:
+    """``pretrain.use_gpu``: true / false as configured, or ``auto`` = whether a GPU is available."""
     wanted = cfg.pretrain.wants_gpu()
-    return any(t.resources.get("GPU", 0) > 0 for t in node_types) if wanted is None else wanted
+    return gpu_available if wanted is None else wanted
+
+
+def pretrain_uses_gpu(cfg: StudyConfig, node_types: list[NodeType]) -> bool:
+    """:func:`uses_gpu` on a cluster of ``node_types``: auto = any node type has a GPU."""
+    return uses_gpu(cfg, any(t.resources.get("GPU", 0) > 0 for t in node_types))
 
 
 def study_requests(cfg: StudyConfig, use_gpu: bool, cells: int | None = None) -> list[Request]:
@@ -108,8 +114,6 @@ def study_requests(cfg: StudyConfig, use_gpu: bool, cells: int | None = None) ->
 
     ``cells`` caps the cell bundles (the first wave); default: every cell of the grid.
     """
-    from raystudy.grid import pretrain_jobs
-
     p, f = cfg.pretrain, cfg.finetune
     worker = {"CPU": float(p.cpus_per_worker), **({"GPU": 1.0} if use_gpu else {})}
     cell = {"CPU": float(f.cpus_per_trial), **({"GPU": float(f.gpus_per_trial)} if f.gpus_per_trial > 0 else {})}

@@ -31,6 +31,7 @@ from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 from ray.tune.search import Searcher
 
 from raystudy.config import StudyConfig
+from raystudy.data.splits import derive_seed, kfold
 from raystudy.grid import Job, pretrain_jobs
 from raystudy.results import read_table, write_table
 from raystudy.storage import Location, as_location
@@ -291,7 +292,6 @@ def run_jobs(
 def build_context(cfg: StudyConfig, run_dir: str | Path | Location, data, planned, images_ref,
                   inject_failure=None) -> FinetuneContext:
     """What every trial shares, put once in the object store."""
-    from raystudy.data.splits import derive_seed, kfold
 
     runnable = [p for p in planned if p.split is not None]
     set_name = next(iter(cfg.grid.sizes))

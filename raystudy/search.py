@@ -33,6 +33,7 @@ from raystudy.registry import BASELINE
 from raystudy.storage import Location
 from raystudy.training.common import pick_device, seed_everything
 from raystudy.training.finetune import CellTrainer
+from raystudy.training.pretrain import run_pretrain_loop
 
 DISTRIBUTIONS = {
     "loguniform": lambda lo, hi: tune.loguniform(lo, hi),
@@ -74,8 +75,6 @@ def sample_config(base: StudyConfig, values: dict[str, Any]) -> StudyConfig:
 
 def pretrain_in_process(cfg: StudyConfig, method: str, images: np.ndarray, out: Path) -> str:
     """Pretrain one encoder in this process (a search sample that changes pretraining keys)."""
-    from raystudy.training.pretrain import run_pretrain_loop
-
     device = pick_device(cfg.finetune.gpus_per_trial)
     state = run_pretrain_loop(cfg, method, images, device)
     path = out / f"{method}.pt"

@@ -16,18 +16,11 @@ of images it has already selected, through a :class:`SelectedLabels` reveal call
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from raystudy.data.splits import stratified_sample
-
-if TYPE_CHECKING:
-    import torch
-
-    from raystudy.config import StudyConfig
-    from raystudy.data.splits import Split
-    from raystudy.grid import Cell
 
 STRATEGIES = ("random", "balanced", "coreset", "uncertainty")
 EMBEDDING_STRATEGIES = ("coreset", "uncertainty")  # strategies that need the selection encoder
@@ -277,58 +270,3 @@ def select(
     if strategy == "uncertainty":
         return select_uncertainty(features(), n, SelectedLabels(labels), seed, rounds, seed_fraction)
     raise ValueError(f"unknown selection strategy {strategy!r}; use one of {list(STRATEGIES)}")
-
-
-# ---------------------------------------------------------------- inside a grid cell
-
-
-def embed_images(cfg: "StudyConfig", encoder_file: str, arch: str, images: np.ndarray, rows: np.ndarray,
-                 device: "torch.device") -> np.ndarray:
-    """(len(rows), D) features of ``images[rows]`` under a frozen encoder checkpoint (eval transform).
-
-    Example:
-        >>> feats = embed_images(cfg, "runs/demo/encoders/moco.pt", "resnet18_w16", images, rows, torch.device("cpu"))  # doctest: +SKIP
-    """
-    import torch
-
-    from raystudy.models import build_encoder, load_encoder_weights
-    from raystudy.training.augment import EvalTransform
-    from raystudy.training.probes import encode
-
-    m, aug = cfg.model, cfg.finetune.augment
-    encoder, _ = build_encoder(arch, m.in_channels)
-    load_encoder_weights(encoder, encoder_file)
-    transform = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=m.in_channels)
-    with torch.no_grad():
-        return encode(encoder.to(device), images, rows, transform, cfg.finetune.eval_batch_size, device)
-
-
-def selected_split(cfg: "StudyConfig", cell: "Cell", split: "Split", labels: np.ndarray, rows: np.ndarray,
-                   images: np.ndarray, encoders: dict[str, str], device: "torch.device") -> "Split":
-    """The cell's split with its ``train_size`` training images chosen by ``cell.selection``.
-
-    The pool is every labeled image outside the split's validation fold (the holdout
-    protocol's training pool); the validation fold is kept, so cells of every strategy are
-    validated on the same images. Deterministic from the study seed and the selection
-    encoder, so every model type of a (set, size, fold, strategy) trains on the same images.
-
-    Args:
-        cfg: the study config (``selection`` knobs, the encoder's arch and transform).
-        cell: the grid cell (its set, size, fold, strategy and arch).
-        split: the planned split of (set, size, fold).
-        labels: (P,) categories of the set's labeled pool; rows: (P,) their rows of ``images``.
-        images: (N, S, S) uint8, every image of the study.
-        encoders: run name -> encoder checkpoint (``FinetuneContext.encoders``).
-        device: where the encoder embeds.
-    """
-    from raystudy.data.splits import Split, derive_seed
-    from raystudy.grid import selection_encoder
-
-    pool = np.setdiff1d(np.arange(len(labels)), split.validation)
-    name = selection_encoder(cfg, cell)
-    arch = cell.arch or cfg.model.arch
-    features = lambda: embed_images(cfg, encoders[name], arch, images, rows[pool], device)  # noqa: E731
-    seed = derive_seed(cfg.seed, cell.category_set, cell.train_size, cell.fold, cell.selection, "select")
-    pick = select(cell.selection, cell.train_size, seed, labels=labels[pool], features=features,
-                  rounds=cfg.selection.uncertainty_rounds, seed_fraction=cfg.selection.uncertainty_seed_fraction)
-    return Split(train=np.sort(pool[pick]), validation=split.validation, notes=list(split.notes))

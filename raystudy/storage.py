@@ -219,13 +219,13 @@ class Location:
     # -- torch ----------------------------------------------------------------------------
     def torch_load(self, **kwargs: Any) -> Any:
         """``torch.load`` of this file (read whole, then parsed)."""
-        import torch
+        import torch  # deferred: start-up cost; a leaf module that most commands use without torch
 
         return torch.load(io.BytesIO(self.read_bytes()), **kwargs)
 
     def torch_save(self, obj: Any) -> "Location":
         """``torch.save`` atomically (see :meth:`write_bytes`)."""
-        import torch
+        import torch  # deferred: start-up cost (see torch_load)
 
         buffer = io.BytesIO()
         torch.save(obj, buffer)

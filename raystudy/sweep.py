@@ -1,4 +1,5 @@
-"""One study, end to end: data -> pretraining (Ray Train) -> grid (Ray Tune) -> Parquet -> report.
+"""One study's sweep: data -> pretraining (Ray Train) -> grid (Ray Tune) -> Parquet (the report is
+built by the layer above: :mod:`raystudy.study`).
 
 Rerunning the same command on the same run folder resumes: decoded images are
 reused, existing encoders are not pretrained again, finished cells are not run
@@ -36,6 +37,7 @@ from raystudy.storage import Location, as_location
 from raystudy.training.budget import cell_budget
 from raystudy.training.pretrain import encoder_location
 from raystudy.scheduler import ProgressLine, StopFlag, build_context, existing_encoders, run_jobs
+from raystudy.search import run_search
 
 log = logging.getLogger("raystudy")
 
@@ -239,13 +241,18 @@ def lost_jobs(cfg: StudyConfig, run: Location, planned: list[PlannedCell], lost:
     return [j for j in planned_jobs if j.kind == "pretrain" and j.name in needed] + cells
 
 
-def run_study(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = False, data_fit: DataFit | None = None,
-              shrink: bool = False) -> Path | Location:
-    """Run (or resume) the whole study at ``run_dir`` (a path or a URI); returns the report's
-    location (a Path on a local disk).
+Finish = Callable[[Location], "Path | Location"]  # run location -> the report (built by the layer above)
+
+
+def run_sweep(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = False, data_fit: DataFit | None = None,
+              shrink: bool = False, finish: Finish | None = None) -> Path | Location:
+    """Run (or resume) the whole study at ``run_dir`` (a path or a URI).
 
     ``data_fit``: what ``--data`` decided (saved as ``data_fit.json`` for the report).
     ``shrink``: fit requests to the cluster's current nodes (always done on a local instance).
+    ``finish``: called with the run location once every pass is over, still under the run's
+    lock and signal handlers (the report: see :func:`raystudy.study.run_study`); its result is
+    returned, else the run location.
 
     Raises :class:`StudyInterrupted` on SIGINT / SIGTERM (state kept), :class:`NothingToRun`
     when every cell is skipped, :class:`StudyIncomplete` when cells end without a result.
@@ -264,15 +271,8 @@ def run_study(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = 
             check_visible_to_nodes(run)
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
             data = prepare_data(cfg, cache_dir(run))
-        dump_config(cfg, run / "config.yaml")
-        if data_fit is not None:
-            data_fit.save(run)
-        info = start_run_info(run, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
-        write_table(run, "dataset", "classes", data.dataset_table(cfg))
-        planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
-        write_table(run, "grid", "grid", grid_frame(planned))
-        config_hash = cfg.config_hash()
-        _write_skipped(cfg, run, planned, config_hash)
+        info, planned = record_plan(cfg, run, data, data_fit)
+        config_hash = cfg.config_hash()  # of the study as configured, before resources were fitted
         cfg = run_cfg
         runnable = sum(p.split is not None for p in planned)
         if runnable == 0:
@@ -288,43 +288,64 @@ def run_study(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = 
             flush=True,
         )
         if jobs:
-            images_ref = ray.put(data.images.images)
-            context = build_context(cfg, run, data, planned, images_ref, _injected_failure())
-            weights = {  # images each cell trains on: the progress line's time estimate
-                p.cell.cell_id: float(cell_budget(cfg.finetune, len(p.split.train),
-                                                  cfg.grid.ceiling_epochs if p.cell.ceiling else None).images)
-                for p in planned if p.split is not None
-            }
-            weights = {j.cell.cell_id: weights[j.cell.cell_id] for j in cells}
-            progress = ProgressLine(runnable, runnable - len(cells), weights)
-            for attempt in range(2):  # a second pass only for cells lost without a result
-                stop.in_tune = True
-                try:
-                    results, searcher = run_jobs(cfg, run, context, jobs, progress, verbose, stop)
-                finally:
-                    stop.in_tune = False
-                record_failures(cfg, run, results, searcher, config_hash, interrupted=stop.signum is not None)
-                if stop.signum is not None:
-                    raise StudyInterrupted(stop.signum)
-                # a trial can end with neither a result nor an error (its node vanished while
-                # it reported): run such cells once more
-                lost = set(pending_cells(run, planned))
-                if not lost:
-                    break
-                if attempt == 0:
-                    log.warning("%d cell(s) ended without a result; running them again", len(lost))
-                jobs = lost_jobs(cfg, run, planned, lost)
-        from analysis.report import build_report
-
+            progress = ProgressLine(runnable, runnable - len(cells), cell_weights(cfg, planned, cells))
+            run_passes(cfg, run, data, planned, jobs, progress, verbose, stop, config_hash)
         finish_run_info(run, info)
-        report = build_report(run)
+        result = finish(run) if finish is not None else run
         lost = pending_cells(run, planned)
         if lost:
             raise StudyIncomplete(f"{len(lost)} cell(s) ended without a result after two passes: "
                                   + ", ".join(lost[:10]) + (" ..." if len(lost) > 10 else "")
-                                  + f"; rerun the same command to run them (report so far: {report})")
-    print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run / 'results'}; report {report}", flush=True)
-    return report
+                                  + f"; rerun the same command to run them (report so far: {result})")
+    print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run / 'results'}; report {result}", flush=True)
+    return result
+
+
+def record_plan(cfg: StudyConfig, run: Location, data: StudyData,
+                data_fit: DataFit | None) -> tuple[dict, list[PlannedCell]]:
+    """Write what this run is (config, data fit, run info, data set table, the planned grid with its
+    skipped cells); returns the run info and the planned cells."""
+    dump_config(cfg, run / "config.yaml")
+    if data_fit is not None:
+        data_fit.save(run)
+    info = start_run_info(run, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
+    write_table(run, "dataset", "classes", data.dataset_table(cfg))
+    planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
+    write_table(run, "grid", "grid", grid_frame(planned))
+    _write_skipped(cfg, run, planned, cfg.config_hash())
+    return info, planned
+
+
+def cell_weights(cfg: StudyConfig, planned: list[PlannedCell], cells: list[Job]) -> dict[str, float]:
+    """Images each pending cell trains on: the progress line's time estimate."""
+    weights = {
+        p.cell.cell_id: float(cell_budget(cfg.finetune, len(p.split.train),
+                                          cfg.grid.ceiling_epochs if p.cell.ceiling else None).images)
+        for p in planned if p.split is not None
+    }
+    return {j.cell.cell_id: weights[j.cell.cell_id] for j in cells if j.cell is not None}
+
+
+def run_passes(cfg: StudyConfig, run: Location, data: StudyData, planned: list[PlannedCell], jobs: list[Job],
+               progress: ProgressLine, verbose: bool, stop: StopFlag, config_hash: str) -> None:
+    """Run the jobs on Ray Tune, then once more only the cells lost without a result (a trial can
+    end with neither a result nor an error when its node vanished while it reported)."""
+    context = build_context(cfg, run, data, planned, ray.put(data.images.images), _injected_failure())
+    for attempt in range(2):
+        stop.in_tune = True
+        try:
+            results, searcher = run_jobs(cfg, run, context, jobs, progress, verbose, stop)
+        finally:
+            stop.in_tune = False
+        record_failures(cfg, run, results, searcher, config_hash, interrupted=stop.signum is not None)
+        if stop.signum is not None:
+            raise StudyInterrupted(stop.signum)
+        lost = set(pending_cells(run, planned))
+        if not lost:
+            return
+        if attempt == 0:
+            log.warning("%d cell(s) ended without a result; running them again", len(lost))
+        jobs = lost_jobs(cfg, run, planned, lost)
 
 
 def run_pretraining(cfg: StudyConfig, run_dir: str | Path | Location, data: StudyData) -> dict[str, str]:
@@ -345,8 +366,6 @@ def run_pretraining(cfg: StudyConfig, run_dir: str | Path | Location, data: Stud
 
 def search_study(cfg: StudyConfig, run_dir: str | Path | Location, shrink: bool = False) -> dict:
     """``raystudy search``: data, the search model's encoder if needed, then the search."""
-    from raystudy.search import run_search
-
     run = as_location(run_dir)
     check_run_folder(run)
     before = entries(run)

@@ -36,7 +36,7 @@ def ray_instance():
 def smoke_run(ray_instance, tmp_path_factory) -> Path:
     """The smoke preset, run once end to end; tests assert on its run folder."""
     from raystudy.config import load_config
-    from raystudy.sweep import run_study
+    from raystudy.study import run_study
 
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     run_study(load_config(preset="smoke"), run_dir)

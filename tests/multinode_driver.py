@@ -15,7 +15,7 @@ import ray
 from cluster_driver import own_cluster
 
 from raystudy.config import load_config
-from raystudy.sweep import run_study
+from raystudy.study import run_study
 
 
 def finished(run_dir: Path) -> int:

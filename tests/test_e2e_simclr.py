@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_simclr_runs_in_the_smoke_preset(ray_instance, tmp_path, capsys):
-    from raystudy.sweep import run_study
+    from raystudy.study import run_study
 
     cfg = load_config(preset="smoke", overrides=[
         "grid.models=[simclr, baseline]", "grid.sizes={4cat: [40]}", "finetune.epochs=1", "pretrain.probe=false",

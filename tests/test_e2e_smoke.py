@@ -108,7 +108,7 @@ def test_report_is_written_and_self_contained(smoke_run):
 
 
 def test_rerun_resumes_without_training_again(smoke_run):
-    from raystudy.sweep import run_study
+    from raystudy.study import run_study
 
     trial_files = sorted((smoke_run / "results" / "trials").glob("*.parquet"))
     before = {p.name: p.stat().st_mtime_ns for p in trial_files}
@@ -121,7 +121,7 @@ def test_rerun_resumes_without_training_again(smoke_run):
 
 def test_rerun_with_other_config_is_refused(smoke_run):
     from raystudy.config import ConfigError
-    from raystudy.sweep import run_study
+    from raystudy.study import run_study
 
     with pytest.raises(ConfigError, match="different study config"):
         run_study(load_config(preset="smoke", overrides=["finetune.epochs=3"]), smoke_run)

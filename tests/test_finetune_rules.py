@@ -161,7 +161,7 @@ def test_ceiling_cells_end_to_end(ray_instance, tmp_path):
     image, trained ``grid.ceiling_epochs``, recorded as protocol 'ceiling' and drawn in the report."""
     import pandas as pd
 
-    from raystudy.sweep import run_study
+    from raystudy.study import run_study
 
     cfg = load_config(preset="smoke", overrides=[
         "grid.models=[baseline]", "grid.sizes={4cat: [40]}", "finetune.epochs=1", "grid.ceiling_epochs=2",

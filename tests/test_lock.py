@@ -3,7 +3,7 @@ import pytest
 from raystudy.config import load_config
 from raystudy.errors import StudyLockedError
 from raystudy.runfolder import run_lock
-from raystudy.sweep import run_study
+from raystudy.study import run_study
 
 
 def test_second_driver_refuses_a_locked_run_folder(tmp_path):

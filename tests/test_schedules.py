@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from raystudy.training.lars import LARS, lars_param_groups
-from raystudy.training.schedules import byol_momentum, scaled_lr, set_lr, warmup_cosine_lr
+from raystudy.models.base import byol_momentum
+from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
 
 
 def test_scaled_lr() -> None:

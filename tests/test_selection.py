@@ -108,7 +108,7 @@ SELECTION_STUDY = ["grid.protocol=holdout", "grid.models=[moco, baseline]", "gri
 def selection_run(ray_instance, tmp_path_factory):
     """The smoke preset with two strategies at its one real 19cat size, under the holdout protocol
     (the smoke preset itself keeps the paper protocol that many tests count on)."""
-    from raystudy.sweep import run_study
+    from raystudy.study import run_study
 
     run_dir = tmp_path_factory.mktemp("selection") / "run"
     run_study(load_config(preset="smoke", overrides=SELECTION_STUDY), run_dir)

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from raystudy.config import load_config
-from raystudy.sweep import run_study
+from raystudy.study import run_study
 
 pytestmark = pytest.mark.e2e
 

@@ -16,6 +16,7 @@ from raystudy.config import StudyConfig
 from raystudy.storage import as_location
 from raystudy.data.loading import ImageSet, check_campaigns, load_images, read_manifest, scan_folder
 from raystudy.data.problems import Problems
+from raystudy.data.synthetic import generate_dataset
 
 log = logging.getLogger("raystudy")
 
@@ -76,8 +77,6 @@ def image_table(
         return table, f"manifest {cfg.data.manifest}"
     if cfg.data.root:
         return scan_folder(Path(cfg.data.root), catalog, problems, new_categories), f"data folder {cfg.data.root}"
-    from raystudy.data.synthetic import generate_dataset
-
     root = synthetic_root(cfg)
     generate_dataset(
         root,

@@ -61,6 +61,14 @@ class Split:
     notes: list[str] = field(default_factory=list)
 
 
+def holdout_fold(labels: np.ndarray, fold: int, folds: int, seed: int, set_name: str) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The ``holdout`` protocol's fold ``fold``: (validation positions, training pool positions, note),
+    both sorted; the folds are fixed over the whole labeled pool of the set."""
+    vals, note = kfold(labels, folds, derive_seed(seed, set_name, "holdout-folds"))
+    val = np.sort(vals[fold])
+    return val, np.setdiff1d(np.arange(len(labels)), val), note
+
+
 def make_split(
     labels: np.ndarray,
     train_size: int,
@@ -83,9 +91,7 @@ def make_split(
         train = np.setdiff1d(subset, val)
         return Split(train=train, validation=np.sort(val), notes=[note] if note else [])
     # holdout: fixed folds over the whole pool, n drawn from the training folds
-    vals, note = kfold(labels, folds, derive_seed(seed, set_name, "holdout-folds"))
-    val = np.sort(vals[fold])
-    pool = np.setdiff1d(np.arange(n_pool), val)
+    val, pool, note = holdout_fold(labels, fold, folds, seed, set_name)
     if train_size > len(pool):
         return (
             f"train size {train_size} exceeds the {len(pool)} training images of fold {fold} "

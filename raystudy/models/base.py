@@ -4,6 +4,7 @@ encoder pair shared by MoCo and BYOL (paper Sect. 3.2-3.3)."""
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,17 @@ from torch import nn
 
 if TYPE_CHECKING:
     from raystudy.config import ModelConfig
+
+
+def byol_momentum(step: int, total_steps: int, base: float = 0.99, final: float = 1.0) -> float:
+    """Cosine increase of the EMA momentum from base (step 0) to final (step total_steps).
+
+    Example:
+        >>> byol_momentum(0, 100), byol_momentum(100, 100)
+        (0.99, 1.0)
+    """
+    progress = min(1.0, step / max(1, total_steps))
+    return final - (final - base) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class PretrainModel(nn.Module, ABC):

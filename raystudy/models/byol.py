@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from raystudy.config import in_unit_interval
-from raystudy.models.base import MomentumMethod
+from raystudy.models.base import MomentumMethod, byol_momentum
 from raystudy.models.heads import ProjectionMLP
 from raystudy.registry import MethodSpec, register_method
-from raystudy.training.schedules import byol_momentum
 
 if TYPE_CHECKING:
     from raystudy.config import ModelConfig
@@ -36,7 +35,7 @@ class BYOL(MomentumMethod):
 
     Symmetric loss: byol_loss(p1, z2_target) + byol_loss(p2, z1_target), so it lies in [0, 8].
     The predictor is not part of the momentum pairs (the target has none). The momentum
-    follows :func:`~raystudy.training.schedules.byol_momentum` from ``base_momentum``.
+    follows :func:`~raystudy.models.base.byol_momentum` from ``base_momentum``.
 
     Args:
         encoder: backbone (B, C, H, W) -> (B, feature_dim).

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import ray
+from ray import tune
 import torch
 import torch.nn.functional as F
 
@@ -39,9 +40,9 @@ from raystudy.metrics import Evaluation, evaluate
 from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
-from raystudy.selection import selected_split
 from raystudy.storage import Location, as_location, cached_sha256
 from raystudy.training.augment import EvalTransform, FinetuneAugment
+from raystudy.training.cell_split import selected_split
 from raystudy.training.budget import cell_budget
 from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
 from raystudy.training.probes import encode, tsne_2d
@@ -210,8 +211,6 @@ Report = Callable[..., None]  # tune.report: (metrics, checkpoint=None)
 
 def _tune_checkpoint():
     """The checkpoint Tune restores this trial from (a retry inside the sweep), else None."""
-    from ray import tune
-
     try:
         return tune.get_checkpoint()
     except RuntimeError:  # not inside a Tune trial (phases called on their own)
@@ -622,8 +621,6 @@ def finetune_trial(cell: Cell, context: FinetuneContext, encoders: dict[str, str
 
     ``encoders``: run name -> URI of the encoders it reads (``Job.refs``).
     """
-    from ray import tune
-
     setup = setup_trial(cell, context, node=ray.get_runtime_context().get_node_id(), encoders=encoders)
     if setup is None:
         tune.report({"done": 1, "reused": 1})

@@ -35,6 +35,7 @@ from raystudy.data.splits import derive_seed
 from raystudy.grid import Job
 from raystudy.models import build_encoder, load_encoder_weights
 from raystudy.models.base import PretrainModel
+from raystudy.resources import uses_gpu
 from raystudy.results import write_table
 from raystudy.storage import Location, as_location
 from raystudy.training.augment import PretrainAugment
@@ -232,8 +233,7 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Location, images_ref: An
     if encoder.is_file():
         ray.tune.report({"done": True, "skipped_existing": True, "encoder": encoder.uri})
         return
-    wanted = p.wants_gpu()
-    use_gpu = (torch.cuda.is_available() or bool(ray.cluster_resources().get("GPU"))) if wanted is None else wanted
+    use_gpu = uses_gpu(cfg, torch.cuda.is_available() or bool(ray.cluster_resources().get("GPU")))
     t0 = time.time()
     trainer = TorchTrainer(
         pretrain_worker_loop,

@@ -12,7 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 
-from raystudy.training.common import autocast, images_to_device
+from raystudy.data.splits import derive_seed
+from raystudy.models import build_encoder, load_encoder_weights
+from raystudy.training.augment import EvalTransform
+from raystudy.training.common import autocast, images_to_device, pick_device
 
 if TYPE_CHECKING:
     from raystudy.config import StudyConfig
@@ -79,6 +82,36 @@ def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
     )
 
 
+class FrozenEncoder:
+    """A backbone for embedding only: built for ``arch``, weights from a checkpoint (or as
+    initialised), in eval mode on ``device``, with the study's deterministic eval transform.
+
+    Args:
+        cfg: the study config (channels, eval transform, eval batch size).
+        encoder_path: an encoder checkpoint (path or URI); None keeps the initial weights.
+        arch: the backbone (default ``cfg.model.arch``).
+        device: where it embeds.
+
+    Example:
+        >>> frozen = FrozenEncoder(cfg, "runs/demo/encoders/moco.pt", "resnet18_w16", torch.device("cpu"))  # doctest: +SKIP
+        >>> frozen.embed(images, rows).shape  # (len(rows), D)  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: StudyConfig, encoder_path: str | None, arch: str | None, device: torch.device) -> None:
+        m, aug = cfg.model, cfg.finetune.augment
+        encoder, _ = build_encoder(arch or m.arch, m.in_channels)
+        if encoder_path:
+            load_encoder_weights(encoder, encoder_path)
+        self.encoder = encoder.to(device)
+        self.transform = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=m.in_channels)
+        self.batch_size = cfg.finetune.eval_batch_size
+        self.device = device
+
+    def embed(self, images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), D) features of ``images[rows]`` ((N, S, S) uint8)."""
+        return encode(self.encoder, images, rows, self.transform, self.batch_size, self.device)
+
+
 def probe_encoder(
     cfg: StudyConfig,
     encoder_path: str | None,
@@ -94,22 +127,10 @@ def probe_encoder(
 
     ``arch``: the backbone (default ``cfg.model.arch``).
     """
-    from raystudy.data.splits import derive_seed
-    from raystudy.models import build_encoder, load_encoder_weights
-    from raystudy.training.augment import EvalTransform
-    from raystudy.training.common import pick_device
-
     torch.manual_seed(derive_seed(cfg.seed, "probe-init"))
-    m, aug = cfg.model, cfg.finetune.augment
-    encoder, _ = build_encoder(arch or m.arch, m.in_channels)
-    if encoder_path:
-        load_encoder_weights(encoder, encoder_path)
-    device = pick_device(device_gpus)
-    encoder = encoder.to(device)
-    transform = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=m.in_channels)
-    batch = cfg.finetune.eval_batch_size
-    train_x = encode(encoder, images, train_rows, transform, batch, device)
-    test_x = encode(encoder, images, test_rows, transform, batch, device)
+    frozen = FrozenEncoder(cfg, encoder_path, arch, pick_device(device_gpus))
+    train_x = frozen.embed(images, train_rows)
+    test_x = frozen.embed(images, test_rows)
     return {
         "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg.pretrain.probe_knn_k),
         "linear_probe_accuracy": linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=cfg.seed),

@@ -40,17 +40,6 @@ def warmup_cosine_lr(
     return 0.5 * target_lr * (1.0 + math.cos(math.pi * progress))
 
 
-def byol_momentum(step: int, total_steps: int, base: float = 0.99, final: float = 1.0) -> float:
-    """Cosine increase of the EMA momentum from base (step 0) to final (step total_steps).
-
-    Example:
-        >>> byol_momentum(0, 100), byol_momentum(100, 100)
-        (0.99, 1.0)
-    """
-    progress = min(1.0, step / max(1, total_steps))
-    return final - (final - base) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set lr on every param group (times the group's optional ``lr_scale``).
 
