@@ -735,6 +735,60 @@ def _read_marker(root: Path) -> dict | None:
         return None
 
 
+def _checked_styles(campaigns: Mapping[str, int], size: int,
+                    styles: Mapping[str, CampaignStyle] | None) -> dict[str, CampaignStyle]:
+    """The style of every campaign (given or preset), after checking names, counts and size."""
+    if not campaigns:
+        raise ValueError("campaigns is empty; give at least one campaign name and image count")
+    if isinstance(size, bool) or int(size) != size or size < 16:
+        raise ValueError(f"size must be an integer >= 16, got {size}")
+    given = dict(styles or {})
+    resolved = {}
+    for name, n in campaigns.items():
+        if int(n) != n or n < 0:
+            raise ValueError(f"image count for campaign '{name}' must be an integer >= 0, got {n}")
+        if "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise ValueError(f"campaign name '{name}' is not a valid folder name")
+        resolved[name] = _style_for(name, given.get(name))
+    return resolved
+
+
+def _holds_dataset(root: Path, digest: str) -> bool:
+    """Whether ``root`` already holds the data set of spec hash ``digest`` (refuses other contents)."""
+    if not root.exists():
+        return False
+    marker = _read_marker(root)
+    if marker is not None and marker.get("hash") == digest:
+        return True
+    if not root.is_dir():
+        raise ValueError(f"{root} exists and is not a folder; pick another folder for the synthetic data set")
+    if any(root.iterdir()):
+        why = (
+            "a synthetic data set of a different spec"
+            if (root / MARKER_NAME).exists()
+            else "other data (no synthetic-data marker)"
+        )
+        raise ValueError(
+            f"{root} is not empty and holds {why}; pick another folder or delete it "
+            "to generate the synthetic data set there"
+        )
+    return False
+
+
+def _write_images(folder: Path, campaigns: Mapping[str, int], size: int, seed: int,
+                  styles: Mapping[str, CampaignStyle]) -> None:
+    """Render every campaign's images into ``folder/<campaign>/<category>/``."""
+    for campaign, n in campaigns.items():
+        next_index: dict[str, int] = {}
+        for category, img in generate_campaign(campaign, int(n), size, seed, styles[campaign]):
+            index = next_index.get(category, 0)
+            next_index[category] = index + 1
+            target = folder / campaign / category
+            if index == 0:
+                target.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(target / f"{campaign}_{category}_{index:05d}.png")
+
+
 def generate_dataset(
     root: Path,
     campaigns: dict[str, int],
@@ -753,65 +807,25 @@ def generate_dataset(
     run never leaves a half-written data set at ``root``.
     """
     root = Path(root)
-    if not campaigns:
-        raise ValueError("campaigns is empty; give at least one campaign name and image count")
-    if isinstance(size, bool) or int(size) != size or size < 16:
-        raise ValueError(f"size must be an integer >= 16, got {size}")
-    styles = dict(styles or {})
-    resolved = {}
-    for name, n in campaigns.items():
-        if int(n) != n or n < 0:
-            raise ValueError(f"image count for campaign '{name}' must be an integer >= 0, got {n}")
-        if "/" in name or "\\" in name or name in ("", ".", ".."):
-            raise ValueError(f"campaign name '{name}' is not a valid folder name")
-        resolved[name] = _style_for(name, styles.get(name))
+    resolved = _checked_styles(campaigns, size, styles)
     spec = _spec(campaigns, size, seed, resolved)
     digest = spec_hash(spec)
-
-    def matches() -> bool:
-        marker = _read_marker(root)
-        return marker is not None and marker.get("hash") == digest
-
-    if root.exists():
-        if matches():
-            return root
-        if not root.is_dir():
-            raise ValueError(
-                f"{root} exists and is not a folder; pick another folder for the synthetic data set"
-            )
-        if any(root.iterdir()):
-            why = (
-                "a synthetic data set of a different spec"
-                if (root / MARKER_NAME).exists()
-                else "other data (no synthetic-data marker)"
-            )
-            raise ValueError(
-                f"{root} is not empty and holds {why}; pick another folder or delete it "
-                "to generate the synthetic data set there"
-            )
-
+    if _holds_dataset(root, digest):
+        return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
-        for campaign, n in campaigns.items():
-            next_index: dict[str, int] = {}
-            for category, img in generate_campaign(campaign, int(n), size, seed, resolved[campaign]):
-                index = next_index.get(category, 0)
-                next_index[category] = index + 1
-                folder = tmp / campaign / category
-                if index == 0:
-                    folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(folder / f"{campaign}_{category}_{index:05d}.png")
-        marker = {"hash": digest, "spec": spec}
-        (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=1, sort_keys=True))
+        _write_images(tmp, campaigns, size, seed, resolved)
+        (tmp / MARKER_NAME).write_text(json.dumps({"hash": digest, "spec": spec}, indent=1, sort_keys=True))
         try:
             os.replace(tmp, root)
         except OSError:
             # Someone else filled root meanwhile; fine if it is the same data set.
-            if matches():
+            marker = _read_marker(root)
+            if marker is not None and marker.get("hash") == digest:
                 shutil.rmtree(tmp, ignore_errors=True)
                 return root
             raise
@@ -819,4 +833,3 @@ def generate_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
-
