@@ -146,7 +146,7 @@ def calibrate(cfg: StudyConfig, steps: int = 3) -> Throughput:
     model = Classifier(encoder, dim, 19, hidden_dim=m.classifier_hidden_dim).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     aug = f.augment
-    tf = FinetuneAugment(resize=aug.resize, crop_size=aug.crop_size, crop_scale=tuple(aug.crop_scale),
+    tf = FinetuneAugment(resize=aug.resize, crop_size=aug.crop_size, crop_scale=(aug.crop_scale[0], aug.crop_scale[1]),
                          flip_p=aug.flip_p, out_channels=m.in_channels)
     labels = torch.randint(0, 19, (batch,), device=device)
 

@@ -144,19 +144,21 @@ def job_resources(cfg: StudyConfig):
 def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     """The one trainable of the experiment: dispatch on the job's kind."""
     job: Job = config["job"]
-    if job.kind == "cell":
+    if job.kind == "cell" and job.cell is not None:
         finetune_trial(job.cell, context, job.refs)
-    elif job.kind == "pretrain":
+    elif job.kind == "pretrain" and context.pretrain_rows is not None:
         pretrain_trial(job, context.cfg, as_location(context.run_dir), context.images_ref, context.pretrain_rows)
     elif job.kind == "probe":
         probe_trial(job, context)
     else:
-        raise ValueError(f"unknown job kind {job.kind!r}")
+        raise ValueError(f"job {job.label}: kind {job.kind!r} without what it needs (a cell, or the pretraining rows)")
 
 
 def probe_trial(job: Job, context: FinetuneContext) -> None:
     """kNN and linear-probe accuracy of one frozen encoder (a pretrained one, or the init)."""
     run_dir, split, name = as_location(context.run_dir), context.probe_split, job.name or job.model
+    if split is None:
+        raise ValueError(f"job {job.label}: the study context has no probe split")
     images = context.images()
     scores = probe_encoder(context.cfg, job.path, images, split["train_rows"], split["train_labels"],
                            split["test_rows"], split["test_labels"], context.cfg.finetune.gpus_per_trial, job.arch)

@@ -16,7 +16,8 @@ STATES = ("done", "running", "pending", "skipped", "failed")
 
 def started_cells(run_dir: str | Path | Location) -> set[str]:
     """Cells whose trial started (audit log) but has not written its result."""
-    started, finished = set(), set()
+    started: set[str] = set()
+    finished: set[str] = set()
     for event in read_events(run_dir):
         (finished if event["event"] == "finish" else started).add(event["cell_id"])
     return started - finished

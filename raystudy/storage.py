@@ -89,7 +89,7 @@ class Location:
             _, path = pafs.FileSystem.from_uri(f"{parts.scheme}://{parts.netloc}{parts.path}")
         return cls(fs, path, parts.scheme, parts.query)
 
-    def __reduce__(self):  # ship the URI, not the client: workers rebuild their own
+    def __reduce__(self) -> tuple[Any, tuple[str]]:  # ship the URI, not the client: workers rebuild their own
         return (Location.from_uri, (self.uri,))
 
     # -- naming ---------------------------------------------------------------------------
@@ -136,17 +136,18 @@ class Location:
 
     # -- queries --------------------------------------------------------------------------
     def _type(self) -> pafs.FileType:
-        return self.fs.get_file_info(self.path).type
+        kind: pafs.FileType = self.fs.get_file_info(self.path).type
+        return kind
 
     def exists(self) -> bool:
-        return self._type() != pafs.FileType.NotFound
+        return bool(self._type() != pafs.FileType.NotFound)
 
     def is_file(self) -> bool:
-        return self._type() == pafs.FileType.File
+        return bool(self._type() == pafs.FileType.File)
 
     def is_dir(self) -> bool:
         """A folder (on an object store: a prefix with at least one object below it)."""
-        return self._type() == pafs.FileType.Directory
+        return bool(self._type() == pafs.FileType.Directory)
 
     def iterdir(self) -> list["Location"]:
         """The entries right below this folder (empty when it does not exist), sorted by name."""
@@ -161,7 +162,8 @@ class Location:
     # -- reading --------------------------------------------------------------------------
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as fh:
-            return fh.read()
+            data: bytes = fh.read()
+            return data
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")

@@ -102,13 +102,13 @@ def _write_skipped(cfg: StudyConfig, run_dir: Location, planned: list[PlannedCel
     for p in planned:
         if p.split is None and p.cell.cell_id not in done:
             log.warning("skipped %s: %s", p.cell.cell_id, p.reason)
-            write_status_row(cfg, run_dir, p.cell, "skipped", p.reason, config_hash)
+            write_status_row(cfg, run_dir, p.cell, "skipped", p.reason or "", config_hash)
 
 
 def error_line(error: BaseException) -> str:
     """The first line of the original exception (Ray wraps it in a RayTaskError)."""
-    while getattr(error, "cause", None) is not None and error.cause is not error:
-        error = error.cause
+    while (cause := getattr(error, "cause", None)) is not None and cause is not error:
+        error = cause
     text = str(error).strip().splitlines()
     first = text[0] if text else ""
     return f"{type(error).__name__}: {first}"[:500]
@@ -186,7 +186,7 @@ def plan_jobs(cfg: StudyConfig, run_dir: str | Path | Location, planned: list[Pl
     return jobs
 
 
-SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
 
 
 @contextmanager

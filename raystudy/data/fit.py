@@ -26,6 +26,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Set as AbstractSet
 from typing import Any, Iterable
 
 import pandas as pd
@@ -95,7 +96,7 @@ def user_keys(config_path: Path | None, overrides: Iterable[str]) -> set[str]:
     return keys
 
 
-def _given(key: str, given: set[str]) -> bool:
+def _given(key: str, given: AbstractSet[str]) -> bool:
     """True when the user set ``key`` or anything inside it or above it."""
     return any(g == key or g.startswith(key + ".") or key.startswith(g + ".") for g in given)
 
@@ -143,7 +144,7 @@ def derive_category_sets(
         for n, m in catalog.category_sets.items() if n not in held and n in sizes
     ]
     widest = max(sizes, key=lambda n: len(catalog.category_sets.get(n, ())), default=None)
-    base = sizes.get(widest, [])
+    base = sizes.get(widest, []) if widest is not None else []
     sets: dict[str, list[str]] = {}
     grid: dict[str, list[int]] = {}
     why: dict[str, str] = {}
@@ -164,7 +165,7 @@ def derive_category_sets(
     return {k: sets[k] for k in keys}, {k: grid[k] for k in keys}, why, notes
 
 
-def _assign_labeled(cfg: StudyConfig, found: dict[str, int], given: set[str], notes: Notes) -> None:
+def _assign_labeled(cfg: StudyConfig, found: dict[str, int], given: AbstractSet[str], notes: Notes) -> None:
     d = cfg.data
     if d.labeled_campaign in found or _given("data.labeled_campaign", given):
         return  # present, or the user's choice (a missing one is reported by prepare_data)
@@ -177,7 +178,7 @@ def _assign_labeled(cfg: StudyConfig, found: dict[str, int], given: set[str], no
     d.labeled_campaign = largest
 
 
-def _assign_others(cfg: StudyConfig, table: pd.DataFrame, found: dict[str, int], given: set[str], notes: Notes) -> None:
+def _assign_others(cfg: StudyConfig, table: pd.DataFrame, found: dict[str, int], given: AbstractSet[str], notes: Notes) -> None:
     """Generalization and pretraining campaigns of what the user left unset."""
     d = cfg.data
     if len(found) == 1:
@@ -231,7 +232,7 @@ def _accept_new(cfg: StudyConfig, catalog: Catalog, new: list[str], notes: Notes
     )
 
 
-def fit_to_data(cfg: StudyConfig, given: set[str] = frozenset()) -> tuple[StudyConfig, DataFit | None]:
+def fit_to_data(cfg: StudyConfig, given: AbstractSet[str] = frozenset()) -> tuple[StudyConfig, DataFit | None]:
     """A copy of ``cfg`` fitted to its data; what the user set (``given`` dotted keys) is kept.
 
     Returns (cfg, None) when the data cannot be listed: :func:`prepare_data` then names every problem.

@@ -141,7 +141,7 @@ def scan_folder(
         ['path', 'category', 'campaign']
     """
     own = problems is None
-    problems = Problems() if own else problems
+    problems = problems if problems is not None else Problems()
     root = Path(root)
     rows: list[tuple[str, str, str]] = []
     if not root.exists():
@@ -219,7 +219,7 @@ def read_manifest(
     twice or under two labels. Returns the good rows as path, category, campaign.
     """
     own = problems is None
-    problems = Problems() if own else problems
+    problems = problems if problems is not None else Problems()
     path = Path(path)
     df = None
     if not path.is_file():
@@ -269,8 +269,9 @@ def read_manifest(
 
 def decode_image(path: str, size: int) -> np.ndarray:
     """One image -> (size, size) uint8 grey; 16-bit scaled by its range, colour to luma."""
-    with Image.open(path) as img:
-        img.load()
+    with Image.open(path) as opened:
+        opened.load()
+        img: Image.Image = opened
         if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = np.asarray(img, dtype=np.float64)
             lo, hi = float(arr.min()), float(arr.max())
@@ -321,7 +322,7 @@ def decode_all(df: pd.DataFrame, size: int, problems: Problems | None = None, wo
         list(pool.map(work, enumerate(df["path"])))
     DECODE_COUNT += len(df)
     own = problems is None
-    problems = Problems() if own else problems
+    problems = problems if problems is not None else Problems()
     for item in sorted(bad):
         problems.add("unreadable image(s)", item, fix="fix or remove them, then rerun")
     if own:
@@ -371,7 +372,7 @@ def check_campaigns(table: pd.DataFrame, needed: dict[str, str], where: str, pro
     if not missing:
         return
     own = problems is None
-    problems = Problems() if own else problems
+    problems = problems if problems is not None else Problems()
     problems.add(
         "campaign(s) the study needs",
         f"campaign(s) without images: {', '.join(missing)}; campaigns found: {sorted(have)}",

@@ -342,7 +342,7 @@ class _Crystal:
 
         comps = []
         for comp in self.components:
-            new = []
+            new: list[tuple] = []
             for op in comp:
                 if op[0] == "poly":
                     new.append(("poly", tp(op[1]), op[2], op[3], op[4] * scale))

@@ -203,6 +203,16 @@ class _BatchTransform:
             x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False)
         return x
 
+    def sample_params(
+        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Random parameters for ``batch_size`` images (each augmentation defines its own)."""
+        raise NotImplementedError
+
+    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The transform of ``images`` under ``params`` (each augmentation defines its own)."""
+        raise NotImplementedError
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float (B, out_channels, crop, crop), fresh parameters per call."""
         return self.apply(images, self.sample_params(images.shape[0], generator, images.device))

@@ -76,7 +76,8 @@ def step_budget(
     batch = max(1, min(batch_size, n_train))
     micro = batch if micro_batch_size <= 0 else min(micro_batch_size, batch)
     steps_per_epoch = math.ceil(n_train / batch)
-    n_epochs, reason = epochs, "epochs"
+    n_epochs = epochs
+    reason: Literal["epochs", "min_steps", "max_steps"] = "epochs"
     if epochs * steps_per_epoch < min_steps:
         n_epochs, reason = math.ceil(min_steps / steps_per_epoch), "min_steps"
     if max_steps and n_epochs * steps_per_epoch > max_steps:

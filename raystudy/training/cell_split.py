@@ -35,6 +35,8 @@ def selected_split(cfg: StudyConfig, cell: Cell, split: Split, labels: np.ndarra
     name = selection_encoder(cfg, cell)
 
     def features() -> np.ndarray:  # (len(pool), D), only for the strategies that embed
+        if name is None:
+            raise ValueError(f"cell {cell.cell_id}: strategy '{cell.selection}' embeds, but the study has no selection encoder")
         with torch.no_grad():
             return FrozenEncoder(cfg, encoders[name], cell.arch or cfg.model.arch, device).embed(images, rows[pool])
 

@@ -64,7 +64,7 @@ class FinetuneContext:
     runnable_sizes: dict[str, list[int]]  # category set -> sizes that are not skipped
     inject_failure: tuple[str, int] | None = None  # (cell_id, epoch): raise once, for fault tests
     pretrain_rows: np.ndarray | None = None  # rows of the unlabeled pretraining pool
-    probe_split: dict[str, np.ndarray] | None = None  # train/test rows and labels of the encoder probes
+    probe_split: dict[str, Any] | None = None  # train/test rows and labels of the encoder probes
 
     def images(self) -> np.ndarray:
         """The (N, S, S) uint8 images: a zero-copy view of the object store (or the array itself)."""

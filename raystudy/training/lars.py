@@ -38,7 +38,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -70,7 +70,8 @@ def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
     Frozen parameters (e.g. momentum targets) are left out; empty groups are dropped.
     """
-    regular, excluded = [], []
+    regular: list[torch.nn.Parameter] = []
+    excluded: list[torch.nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (excluded if p.ndim <= 1 else regular).append(p)
