@@ -451,6 +451,22 @@ class CellTrainer:
             k -= 1
         return np.array_split(batch, k)
 
+    def step_batches(self, order: np.ndarray) -> list[np.ndarray]:
+        """One epoch's order cut into its ``steps_per_epoch`` optimizer steps, none of one image.
+
+        Steps of ``batch`` images; a lone last image (BatchNorm cannot normalise one) takes
+        the last image of the step before it (sizes ..., batch - 1, 2). Where that step has
+        only two (batch 2) or there is none (a cell of one image), it is paired with the image
+        before it in the order (or with itself), which that epoch then sees twice.
+        """
+        batches = [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+        if batches and len(batches[-1]) == 1:
+            if len(batches) > 1 and len(batches[-2]) > 2:
+                batches[-2], batches[-1] = batches[-2][:-1], np.concatenate([batches[-2][-1:], batches[-1]])
+            else:
+                batches[-1] = np.concatenate([order[-2:-1] if len(order) > 1 else batches[-1], batches[-1]])
+        return batches
+
     def run_epoch(self, epoch: int) -> float:
         """One epoch of SGD (gradients accumulated over micro-batches); returns its mean loss."""
         self.model.train()
@@ -458,10 +474,7 @@ class CellTrainer:
         self.generator.manual_seed(derive_seed(self.seed, self.key, "augment", epoch))
         order = epoch_order(self.train_labels, rng, self.f.balanced_sampling)
         epoch_loss = []
-        for i in range(0, len(order), self.batch):
-            b = order[i : i + self.batch]
-            if len(b) < 2:  # BatchNorm needs two samples
-                continue
+        for b in self.step_batches(order):  # steps_per_epoch steps, each of two images or more
             lr = warmup_cosine_lr(self.step, self.total_steps, self.warmup_steps, self.target_lr)
             set_lr(self.optimizer, lr)
             self.optimizer.zero_grad(set_to_none=True)
