@@ -68,6 +68,9 @@ class SimCLR(PretrainModel):
         >>> simclr(torch.randn(8, 1, 32, 32), torch.randn(8, 1, 32, 32))["loss"]  # scalar
     """
 
+    # the negatives are the whole global batch, and so are the BatchNorm statistics (Chen et al. 2020, global BN)
+    wants_sync_batchnorm = True
+
     def __init__(
         self,
         encoder: nn.Module,
