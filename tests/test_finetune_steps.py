@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from test_finetune_rules import record_batches, tiny
 
 from raystudy.grid import Cell
 from raystudy.training.budget import cell_budget
 from raystudy.training.finetune import CellTrainer
-
-from test_finetune_rules import record_batches, tiny
 
 
 def test_a_last_step_of_one_image_is_taken_with_two(monkeypatch):
