@@ -197,6 +197,7 @@ class PretrainConfig:
     use_gpu: bool | Literal["auto", "true", "false"] = field(default="auto", metadata=NO_HASH)
     # a lost worker (or node) restarts the DDP group from its last epoch checkpoint this many times
     max_failures: int = field(default=3, metadata={**at_least(0), **NO_HASH})
+    sync_batchnorm: bool | Literal["auto"] = "auto"  # SyncBatchNorm over > 1 GPU workers; auto: the method's choice
     optimizer: Literal["lars", "sgd"] = "lars"
     base_lr: float = field(default=0.3, metadata=gt(0))  # scaled by global batch / 256
     weight_decay: float = field(default=1.0e-6, metadata=at_least(0))
@@ -375,6 +376,8 @@ class StudyConfig:
         if self.grid.all_strategies() == ["random"]:  # a study without the selection axis keeps the hash it had before it
             hashed["grid"].pop("selection", None)
             hashed.pop("selection", None)
+        if self.pretrain.sync_batchnorm == "auto":  # likewise a study that leaves sync_batchnorm at its default
+            hashed["pretrain"].pop("sync_batchnorm", None)
         blob = json.dumps(hashed, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

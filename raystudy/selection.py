@@ -146,26 +146,46 @@ def select_coreset(
         >>> select_coreset(pts, 3, seed=0, start=0, normalise=False).tolist()
         [0, 2, 3]
     """
-    x = l2_normalise(features) if normalise else np.asarray(features, dtype=np.float64)  # (P, D)
+    # squared distances |x|^2 + |r|^2 - 2 x.r in float32, in (4096, 1024) blocks: memory does not grow with D
+    # (the argmax of squared distances is that of distances; the first of equal distances is picked)
+
+    def as_rows(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float32)  # no copy for float32 input
+        if not normalise:
+            return a
+        norm = np.sqrt(np.einsum("ij,ij->i", a, a))  # (rows,)
+        return a / np.where(norm > 0, norm, 1.0).astype(np.float32)[:, None]
+
+    def sq_norms(a: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", a, a)  # (rows,) float32
+
+    x = as_rows(features)  # (P, D)
     n = min(int(n), len(x))
     if n <= 0:
         return np.empty(0, dtype=np.int64)
+    x_sq = sq_norms(x)  # (P,)
     picked: list[int] = []
     if already is not None and len(already):
-        ref = l2_normalise(already) if normalise else np.asarray(already, dtype=np.float64)  # (K, D)
-        nearest = np.full(len(x), np.inf)
-        for i in range(0, len(ref), 1024):
-            d = np.linalg.norm(x[:, None, :] - ref[None, i : i + 1024, :], axis=2)  # (P, k)
-            nearest = np.minimum(nearest, d.min(axis=1))
+        ref = as_rows(already)  # (K, D)
+        ref_sq = sq_norms(ref)  # (K,)
+        nearest = np.full(len(x), np.inf, dtype=np.float32)  # (P,) squared distance to the nearest reference
+        for i in range(0, len(x), 4096):
+            for j in range(0, len(ref), 1024):
+                d = x[i : i + 4096] @ ref[j : j + 1024].T  # (p, k)
+                d *= -2.0
+                d += x_sq[i : i + 4096, None]
+                d += ref_sq[None, j : j + 1024]
+                nearest[i : i + 4096] = np.minimum(nearest[i : i + 4096], d.min(axis=1))
+        np.maximum(nearest, 0.0, out=nearest)
     else:
         first = int(np.random.default_rng(seed).integers(len(x))) if start is None else int(start)
         picked.append(first)
-        nearest = np.linalg.norm(x - x[first], axis=1)  # (P,)
+        nearest = np.maximum(x_sq + x_sq[first] - 2.0 * (x @ x[first]), 0.0)  # (P,)
     while len(picked) < n:
         nearest[picked] = -1.0  # never pick twice
         nxt = int(np.argmax(nearest))
         picked.append(nxt)
-        nearest = np.minimum(nearest, np.linalg.norm(x - x[nxt], axis=1))
+        nearest = np.minimum(nearest, np.maximum(x_sq + x_sq[nxt] - 2.0 * (x @ x[nxt]), 0.0))
     return np.asarray(picked, dtype=np.int64)
 
 

@@ -159,6 +159,13 @@ class Location:
         """Entries right below this folder whose name matches ``pattern`` (``*.parquet``)."""
         return [c for c in self.iterdir() if fnmatch.fnmatch(c.name, pattern)]
 
+    def files_below(self) -> list["Location"]:
+        """Every file anywhere below this folder (one recursive listing; empty when it does not exist), by path."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=True)
+        infos = self.fs.get_file_info(selector)
+        return sorted((Location(self.fs, i.path, self.scheme, self.query) for i in infos if i.type == pafs.FileType.File),
+                      key=lambda x: x.path)
+
     # -- reading --------------------------------------------------------------------------
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as fh:
@@ -215,8 +222,20 @@ class Location:
             self.fs.delete_dir(self.path)
 
     def move_to(self, target: "Location") -> None:
-        """Rename (a copy and a delete on object stores)."""
-        self.fs.move(self.path, target.path)
+        """Rename. On an object store (no folder renames) a folder is copied object by object,
+        and the originals are deleted only once every copy is written; a failed copy raises
+        OSError and leaves the folder as it was."""
+        if self.is_local or not self.is_dir():
+            self.fs.move(self.path, target.path)
+            return
+        made: set[str] = set()
+        for file in self.files_below():
+            copy = target.path + file.path[len(self.path) :]
+            if posixpath.dirname(copy) not in made:  # a folder marker on a store, a real folder on a mount
+                self.fs.create_dir(posixpath.dirname(copy), recursive=True)
+                made.add(posixpath.dirname(copy))
+            self.fs.copy_file(file.path, copy)
+        self.fs.delete_dir(self.path)
 
     # -- torch ----------------------------------------------------------------------------
     def torch_load(self, **kwargs: Any) -> Any:

@@ -128,3 +128,91 @@ def test_checkpoint_of_other_category_count_is_refused_with_keys(tmp_path):
     with pytest.raises(RuntimeError, match=r"size mismatch for head\.\S+"):
         CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune).restore(
             nineteen, torch.optim.SGD(nineteen.parameters(), lr=0.1))
+
+
+# -- a read that fails is not a torn checkpoint; each candidate once; found by its marker ----------
+def two_checkpoints(run_dir: Path, trial: str = "c"):
+    """Checkpoints of epochs 0 and 1 of cell "c" in the trial folder ``trial``."""
+    model, opt = trained_linear()
+    report = FolderReport(run_dir, trial)
+    ck = CellCheckpoint(run_dir, "c", 0.0, report=report, tune_checkpoint=no_tune)
+    ck.save({}, model, opt, epoch=0, step=1, losses=[], seconds=1.0)
+    ck.save({}, model, opt, epoch=1, step=2, losses=[], seconds=2.0)
+    return model, opt, report.folder
+
+
+def test_a_failed_read_propagates_and_sets_nothing_aside(tmp_path, monkeypatch):
+    import pytest
+
+    from raystudy.storage import Location
+
+    model, opt, folder = two_checkpoints(tmp_path)
+    read_bytes, failures = Location.read_bytes, []
+
+    def flaky(self):  # one transient error of the store (S3 throttling, an NFS hiccup)
+        if self.name == CellCheckpoint.STATE and not failures:
+            failures.append(self.uri)
+            raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation")
+        return read_bytes(self)
+
+    monkeypatch.setattr(Location, "read_bytes", flaky)
+    with pytest.raises(OSError, match="NETWORK_CONNECTION"):
+        CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune).restore(model, opt)
+    assert failures and sorted(p.name for p in folder.iterdir()) == ["checkpoint_000000", "checkpoint_000001"]
+    assert not (tmp_path / "logs" / "trials.jsonl").exists()  # nothing set aside
+    assert CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune).restore(model, opt)[0] == 2  # Tune's retry
+
+
+def test_a_torn_tune_checkpoint_is_tried_once_and_the_older_one_used(tmp_path):
+    from ray import tune
+
+    model, opt, folder = two_checkpoints(tmp_path)
+    newest = folder / "checkpoint_000001"
+    (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:100])  # torn
+    ck = CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=lambda: tune.Checkpoint.from_directory(str(newest)))
+    assert [c.name for c in ck.candidates()] == ["checkpoint_000001", "checkpoint_000000"]  # Tune's is earlier()'s too
+    assert ck.restore(model, opt)[0] == 1
+    assert (tmp_path / "logs" / "trials.jsonl").read_text().count("checkpoint_set_aside") == 1
+    assert (folder / "checkpoint_000001.unreadable" / "state.pt").is_file()
+
+
+def test_checkpoints_are_found_by_their_marker_not_the_trial_folder_name(tmp_path):
+    model, opt, folder = two_checkpoints(tmp_path, trial="trial_3f2a_00007")  # Tune names the trial folder
+    other = FolderReport(tmp_path, "c", sweep="study-20260102-000000")  # a folder named "c", of cell "d"
+    CellCheckpoint(tmp_path, "d", 0.0, report=other, tune_checkpoint=no_tune).save(
+        {}, model, opt, epoch=5, step=9, losses=[], seconds=1.0)
+    ck = CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune)
+    assert [(c.parent.name, c.name) for c in ck.earlier()] == [
+        ("trial_3f2a_00007", "checkpoint_000001"), ("trial_3f2a_00007", "checkpoint_000000")]
+    assert ck.restore(model, opt)[0] == 2
+    ck.remove()
+    assert not folder.exists() or not list(folder.iterdir())
+    assert (other.folder / "checkpoint_000000").is_dir()  # cell d's is not touched
+
+
+def test_set_aside_on_an_object_store_copies_and_never_deletes(tmp_path, monkeypatch):
+    import pyarrow.fs as pafs
+
+    from raystudy.storage import Location
+
+    model, opt, folder = two_checkpoints(tmp_path)
+    (folder / "checkpoint_000001" / "state.pt").write_bytes(b"garbage")
+    (tmp_path / "logs" / "trials").mkdir(parents=True)
+    store = Location(pafs.LocalFileSystem(), str(tmp_path), scheme="s3")  # object-store code paths on a local disk
+    assert CellCheckpoint(store, "c", 0.0, tune_checkpoint=no_tune).restore(model, opt)[0] == 1
+    moved = folder / "checkpoint_000001.unreadable"
+    assert sorted(p.name for p in moved.iterdir()) == ["raystudy-cell-c", "state.pt"]  # copied object by object
+    assert not (folder / "checkpoint_000001").exists()
+    # a copy that fails: the folder stays where it is, marked, and is passed over from then on
+    (folder / "checkpoint_000000" / "state.pt").write_bytes(b"garbage")
+
+    def fail(self, target):
+        raise OSError("copy failed")
+
+    monkeypatch.setattr(Location, "move_to", fail)
+    assert CellCheckpoint(store, "c", 0.0, tune_checkpoint=no_tune).restore(model, opt) == (0, 0, [], 0.0)
+    kept = folder / "checkpoint_000000"
+    assert (kept / "state.pt").read_bytes() == b"garbage" and (kept / CellCheckpoint.UNREADABLE).is_file()
+    assert CellCheckpoint(store, "c", 0.0, tune_checkpoint=no_tune).earlier() == []
+    events = "".join(p.read_text() for p in (tmp_path / "logs" / "trials").iterdir())
+    assert events.count("checkpoint_set_aside") == 2

@@ -2,10 +2,11 @@
 
 from raystudy.models.base import MomentumMethod, PretrainModel
 from raystudy.models.byol import BYOL, BYOLConfig, byol_loss
+from raystudy.models.distributed import concat_all_gather, gather_no_grad, gather_with_grad, world_size
 from raystudy.models.encoders import build_encoder, load_encoder_weights
 from raystudy.models.heads import Classifier, ClassifierMLP, ProjectionMLP
-from raystudy.models.moco import MoCo, MoCoConfig, clip_queue_size, concat_all_gather, info_nce
-from raystudy.models.simclr import SimCLR, SimCLRConfig, gather_with_grad, nt_xent
+from raystudy.models.moco import MoCo, MoCoConfig, clip_queue_size, info_nce
+from raystudy.models.simclr import SimCLR, SimCLRConfig, nt_xent
 
 __all__ = [
     "BYOL",
@@ -23,8 +24,10 @@ __all__ = [
     "byol_loss",
     "clip_queue_size",
     "concat_all_gather",
+    "gather_no_grad",
     "gather_with_grad",
     "info_nce",
     "load_encoder_weights",
     "nt_xent",
+    "world_size",
 ]

@@ -35,6 +35,8 @@ class PretrainModel(nn.Module, ABC):
     """
 
     online_encoder: nn.Module
+    # pretrain.sync_batchnorm "auto": whether the method's BatchNorm uses statistics over all DDP workers
+    wants_sync_batchnorm: bool = False
 
     @classmethod
     @abstractmethod

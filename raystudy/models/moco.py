@@ -15,6 +15,7 @@ from torch import nn
 
 from raystudy.config import at_least, gt, in_unit_interval
 from raystudy.models.base import MomentumMethod
+from raystudy.models.distributed import gather_no_grad, world_size
 from raystudy.models.heads import ProjectionMLP
 from raystudy.registry import MethodSpec, register_method
 
@@ -30,22 +31,6 @@ class MoCoConfig:
     queue_size: int = field(default=65536, metadata=at_least(1))  # clipped to the pool (clip_queue_size)
     temperature: float = field(default=0.2, metadata=gt(0))
     symmetric: bool = False  # True: MoCo v3-style symmetrized loss (twice the cost)
-
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-@torch.no_grad()
-def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
-    """(B, ...) on each rank -> (world_size * B, ...) on every rank, rank order; no gradient.
-
-    Example:
-        >>> keys = concat_all_gather(k)  # (B, D) per rank -> (world * B, D)
-    """
-    gathered = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, x.contiguous())
-    return torch.cat(gathered, dim=0)
 
 
 def info_nce(
@@ -89,9 +74,10 @@ class MoCo(MomentumMethod):
 
     Each step: q = normalize(online_projector(online_encoder(view))), k likewise from the
     target branch under no_grad; loss = InfoNCE(q, k, queue) with temperature T. With
-    ``symmetric=True`` (default) the loss is the mean of InfoNCE(q1, k2) and
-    InfoNCE(q2, k1) and the keys of both views are enqueued (2 x global batch per step);
-    with ``symmetric=False`` it is InfoNCE(q1, k2) and only k2 is enqueued (MoCo v2).
+    ``symmetric=True`` the loss is the mean of InfoNCE(q1, k2) and InfoNCE(q2, k1) and the
+    keys of both views are enqueued (2 x global batch per step); with ``symmetric=False``
+    (the default of ``pretrain.moco.symmetric``) it is InfoNCE(q1, k2) and only k2 is
+    enqueued (MoCo v2). The constructor's own default is True; studies pass the config's.
     Keys are all-gathered from every rank before entering the queue, so the queue is
     identical on all ranks. The queue is a ring buffer: any batch size, wrap-around.
 
@@ -173,7 +159,7 @@ class MoCo(MomentumMethod):
     # -- branches ---------------------------------------------------------------------------
     def _use_groups(self, batch_size: int) -> bool:
         g = self.shuffle_bn_groups
-        return _world_size() == 1 and g > 1 and batch_size >= 2 * g
+        return world_size() == 1 and g > 1 and batch_size >= 2 * g
 
     def _online(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.online_projector(self.online_encoder(x)), dim=1)  # (b, D)
@@ -188,7 +174,7 @@ class MoCo(MomentumMethod):
 
     @torch.no_grad()
     def _keys(self, x: torch.Tensor) -> torch.Tensor:
-        if _world_size() > 1:
+        if world_size() > 1:
             x, idx_unshuffle = self._batch_shuffle_ddp(x)
             return self._batch_unshuffle_ddp(self._target(x), idx_unshuffle)
         if not self._use_groups(x.shape[0]):
@@ -201,7 +187,7 @@ class MoCo(MomentumMethod):
     @torch.no_grad()
     def _batch_shuffle_ddp(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch_size_this = x.shape[0]
-        x_gather = concat_all_gather(x)  # (world * b, C, H, W)
+        x_gather = gather_no_grad(x)  # (world * b, C, H, W)
         batch_size_all = x_gather.shape[0]
         num_ranks = batch_size_all // batch_size_this
         idx_shuffle = torch.randperm(batch_size_all, device=x.device)
@@ -213,7 +199,7 @@ class MoCo(MomentumMethod):
     @torch.no_grad()
     def _batch_unshuffle_ddp(self, x: torch.Tensor, idx_unshuffle: torch.Tensor) -> torch.Tensor:
         batch_size_this = x.shape[0]
-        x_gather = concat_all_gather(x)  # (world * b, D)
+        x_gather = gather_no_grad(x)  # (world * b, D)
         num_ranks = x_gather.shape[0] // batch_size_this
         idx_this = idx_unshuffle.view(num_ranks, -1)[dist.get_rank()]
         return x_gather[idx_this]
@@ -222,8 +208,8 @@ class MoCo(MomentumMethod):
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys: torch.Tensor) -> None:
         """Write keys (n, D) into the ring buffer at queue_ptr, wrapping around."""
-        if _world_size() > 1:
-            keys = concat_all_gather(keys)
+        if world_size() > 1:
+            keys = gather_no_grad(keys)
         size = self.queue.shape[1]
         n = keys.shape[0]
         ptr = int(self.queue_ptr)

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from raystudy.config import gt
 from raystudy.models.base import PretrainModel
+from raystudy.models.distributed import gather_with_grad
 from raystudy.models.heads import ProjectionMLP
 from raystudy.registry import MethodSpec, register_method
 
@@ -27,25 +27,6 @@ class SimCLRConfig:
     """``pretrain.simclr``: the NT-Xent temperature."""
 
     temperature: float = field(default=0.2, metadata=gt(0))
-
-
-def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(n, D) on each rank -> ((world * n, D) in rank order, offset of this rank's rows).
-
-    The gathered copies of other ranks carry no gradient; this rank's rows are ``x``
-    itself, so the loss back-propagates into the local embeddings. Without an initialised
-    process group it returns (x, 0).
-
-    Example:
-        >>> z_all, offset = gather_with_grad(z)  # z_all[offset : offset + len(z)] is z
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x, 0
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.detach().contiguous())
-    rank = dist.get_rank()
-    parts[rank] = x
-    return torch.cat(parts, dim=0), rank * x.shape[0]
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -64,7 +45,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     """
     b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, D): view 1 rows, then view 2 rows
-    z_all, offset = gather_with_grad(z)  # (world * 2B, D)
+    z_all, offset = gather_with_grad(z)  # (world * 2B, D); its backward sums over ranks
     logits = z @ z_all.T / temperature  # (2B, world * 2B)
     local = torch.arange(2 * b, device=z.device)
     logits[local, offset + local] = float("-inf")  # an embedding is not its own negative
@@ -86,6 +67,9 @@ class SimCLR(PretrainModel):
         >>> simclr = SimCLR(enc, dim, proj_hidden_dim=64, proj_dim=32)
         >>> simclr(torch.randn(8, 1, 32, 32), torch.randn(8, 1, 32, 32))["loss"]  # scalar
     """
+
+    # the negatives are the whole global batch, and so are the BatchNorm statistics (Chen et al. 2020, global BN)
+    wants_sync_batchnorm = True
 
     def __init__(
         self,

@@ -44,7 +44,7 @@ class StepBudget:
 
     @property
     def images(self) -> int:
-        """Images processed in training (an upper bound: a last batch of one is skipped)."""
+        """Images processed in training (an upper bound: an epoch's last step may hold fewer)."""
         return self.epochs * self.steps_per_epoch * self.batch
 
 

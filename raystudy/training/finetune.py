@@ -16,6 +16,7 @@ runs four phases, each a function a test can call:
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import tempfile
@@ -217,27 +218,38 @@ def _tune_checkpoint():
         return None
 
 
+class UnreadableCheckpoint(Exception):
+    """A checkpoint whose state is missing or cannot be deserialised (its cause is chained)."""
+
+
 class CellCheckpoint:
     """A cell's end-of-epoch state, reported to Tune at most every ``every_s`` seconds.
 
     :meth:`save` hands the state to ``report(metrics, checkpoint=...)`` (``tune.report``),
-    and Ray persists it into the run location (``RUN_DIR/ray/<sweep>/<cell_id>/checkpoint_*``,
-    a local folder or an object store). :meth:`restore` takes Tune's checkpoint of this
-    trial when Tune retries it, else the newest one an earlier sweep of the run left for
-    the same cell (the rerun of an interrupted study). A checkpoint that fails to load is
-    set aside (renamed ``*.unreadable``, logged) and the next older one, or a fresh start,
-    is used: a torn file never makes every retry fail. Small trials finish before the
-    first save and pay nothing.
+    and Ray persists it into the run location (``RUN_DIR/ray/<sweep>/<trial>/checkpoint_*``,
+    a local folder or an object store). Every checkpoint holds, besides its state, an empty
+    marker file named after the cell (``raystudy-cell-<cell_id>``): that is how this class
+    finds a cell's checkpoints, whatever Tune names the trial folder. :meth:`restore` takes
+    Tune's checkpoint of this trial when Tune retries it, else the newest one an earlier
+    sweep of the run left for the same cell (the rerun of an interrupted study); each
+    checkpoint is tried once. A checkpoint whose state cannot be deserialised (a torn or
+    corrupt file, a folder without its state) is set aside (renamed ``*.unreadable``, or on
+    a store that cannot rename it, marked unreadable in place; logged, never deleted) and
+    the next older one, or a fresh start, is used: a torn file never makes every retry fail.
+    A read that fails (a network or NFS error) is raised: Tune retries the trial and the
+    checkpoint stays. Small trials finish before the first save and pay nothing.
 
     Args:
         run_dir: the run location.
-        cell_id: the cell (its Tune trial folder is named after it).
+        cell_id: the cell.
         every_s: the least seconds between two saves (0: every epoch).
         report: ``tune.report``, or a stand-in outside Tune.
         tune_checkpoint: returns Tune's checkpoint of this trial (``tune.get_checkpoint``).
     """
 
     STATE = "state.pt"
+    MARKER = "raystudy-cell-"  # + cell_id: an empty file in every checkpoint this class saves
+    UNREADABLE = "raystudy-unreadable"  # in a checkpoint that could not be renamed when set aside
 
     def __init__(self, run_dir: str | Path | Location, cell_id: str, every_s: float,
                  report: Report | None = None, tune_checkpoint: Callable[[], Any] = _tune_checkpoint) -> None:
@@ -245,48 +257,120 @@ class CellCheckpoint:
         self.report, self.tune_checkpoint = report, tune_checkpoint
         self.last = time.time()
 
+    def _folders(self) -> list[Location]:
+        """This cell's checkpoint folders in every sweep, set-aside ones left out, newest first.
+
+        One recursive listing of ``RUN_DIR/ray/study-*``; a folder is this cell's when it
+        holds its marker. Checkpoints saved before markers existed have none: they count
+        when their trial folder is named after the cell (as Tune's trials were then).
+        """
+        root = self.run / "ray"
+        names: dict[str, set[str]] = {}  # checkpoint folder path -> the names of its files
+        folders: dict[str, Location] = {}
+        for sweep in root.glob("study-*"):
+            for file in sweep.files_below():
+                folder = file.parent
+                parts = folder.path[len(root.path) :].strip("/").split("/")  # sweep, trial, ..., checkpoint
+                if not fnmatch.fnmatch(folder.name, "checkpoint_*") or any(p.endswith(".unreadable") for p in parts):
+                    continue
+                names.setdefault(folder.path, set()).add(file.name)
+                folders[folder.path] = folder
+        mine = self.MARKER + self.cell_id
+        found = [
+            folder for path, folder in folders.items()
+            if self.UNREADABLE not in names[path]
+            and (mine in names[path]
+                 or (folder.parent.name == self.cell_id and not any(n.startswith(self.MARKER) for n in names[path])))
+        ]
+        return sorted(found, key=lambda c: (c.path[len(root.path) :].strip("/").split("/")[0], c.name), reverse=True)
+
     def earlier(self) -> list[Location]:
-        """Checkpoint folders of this cell from earlier sweeps of the run, newest first."""
-        found = []
-        for sweep in (self.run / "ray").glob("study-*"):
-            found += [c for c in (sweep / self.cell_id).glob("checkpoint_*") if not c.name.endswith(".unreadable")]
-        return sorted(found, key=lambda c: (c.parent.parent.name, c.name), reverse=True)
+        """Checkpoint folders of this cell from earlier sweeps of the run (and this one), newest first."""
+        return self._folders()
+
+    def candidates(self) -> list[Location]:
+        """Tune's checkpoint of this trial first, then :meth:`earlier`; each folder once."""
+        out: list[Location] = []
+        ck = self.tune_checkpoint()
+        if ck is not None:
+            out.append(as_location(ck.path) if ck.filesystem is None or ck.filesystem.type_name == "local"
+                       else Location(ck.filesystem, ck.path, self.run.scheme, self.run.query))
+        for folder in self.earlier():
+            if all(folder.path != seen.path for seen in out):
+                out.append(folder)
+        return out
 
     def _load(self, folder: Location, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        state = (folder / self.STATE).torch_load(map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        """The state of ``folder``, loaded into model and optimizer.
+
+        Raises:
+            OSError: the read failed (not a missing file): the checkpoint may be fine.
+            UnreadableCheckpoint: the state is missing or cannot be deserialised.
+            RuntimeError: a checkpoint of another model (size mismatch): a config error.
+        """
+        import io
+        import pickle
+        import zipfile
+
+        try:
+            data = (folder / self.STATE).read_bytes()  # I/O errors propagate, but for a missing state
+        except FileNotFoundError as err:  # a folder whose upload stopped before its state: torn
+            raise UnreadableCheckpoint(f"no {self.STATE}: {err}") from err
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            model_state, optimizer_state = state["model"], state["optimizer"]
+            int(state["epoch"]), int(state["step"]), list(state["losses"]), float(state["seconds"])
+        except (pickle.UnpicklingError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile, KeyError) as err:
+            # what torch.load raises on a torn file (ValueError, RuntimeError "failed reading zip
+            # archive", EOFError), a corrupt one (UnpicklingError) or a state without its keys
+            raise UnreadableCheckpoint(f"{type(err).__name__}: {err}") from err
+        try:
+            model.load_state_dict(model_state)
+            optimizer.load_state_dict(optimizer_state)
+        except RuntimeError as err:
+            if "size mismatch" in str(err):  # a checkpoint of another model: a config error, not a torn file
+                raise
+            raise UnreadableCheckpoint(f"{type(err).__name__}: {err}") from err
+        except (KeyError, ValueError) as err:
+            raise UnreadableCheckpoint(f"{type(err).__name__}: {err}") from err
         return state
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, list, float]:
-        """(next epoch, step, losses so far, seconds spent so far); (0, 0, [], 0.0) for a fresh start."""
-        candidates: list[Location] = []
-        ck = self.tune_checkpoint()
-        if ck is not None:
-            candidates.append(as_location(ck.path) if ck.filesystem is None or ck.filesystem.type_name == "local"
-                              else Location(ck.filesystem, ck.path, self.run.scheme, self.run.query))
-        candidates += self.earlier()
-        for folder in candidates:
+        """(next epoch, step, losses so far, seconds spent so far); (0, 0, [], 0.0) for a fresh start.
+
+        An OSError of a read propagates (Tune retries the trial; nothing is set aside).
+        """
+        for folder in self.candidates():
             try:
                 state = self._load(folder, model, optimizer)
-            except Exception as err:  # torn zip, bad pickle, missing key, unreadable object
-                if "size mismatch" in str(err):  # a checkpoint of another model: a config error, not a torn file
-                    raise
-                self.set_aside(folder, err)
+            except UnreadableCheckpoint as err:
+                self.set_aside(folder, err.__cause__ or err)
                 continue
             return int(state["epoch"]) + 1, int(state["step"]), list(state["losses"]), float(state["seconds"])
         return 0, 0, [], 0.0
 
     def set_aside(self, folder: Location, error: BaseException) -> None:
-        """Rename an unreadable checkpoint (kept for inspection) and log it."""
+        """Rename an unreadable checkpoint (kept for inspection) and log it; never delete it.
+
+        Where the folder cannot be renamed (a failed copy on an object store) it stays where
+        it is with a marker file that makes :meth:`earlier` pass over it.
+        """
         target = folder.parent / f"{folder.name}.unreadable"
-        log.warning("%s: checkpoint %s cannot be loaded (%s); set aside as %s, the cell restarts without it",
-                    self.cell_id, folder, str(error).splitlines()[0] if str(error) else type(error).__name__, target.name)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         try:
-            folder.move_to(target)
-        except OSError:
-            folder.rmtree()
-        log_event(self.run, self.cell_id, "checkpoint_set_aside", checkpoint=folder.uri, error=type(error).__name__)
+            folder.move_to(target)  # an object store copies object by object, then deletes the originals
+            outcome, where = f"set aside as {target.name}", target.uri
+        except OSError as move_error:
+            where = folder.uri
+            try:
+                (folder / self.UNREADABLE).write_text(f"{type(error).__name__}: {reason}\n")
+                outcome = f"left in place, marked unreadable (moving it failed: {move_error})"
+            except OSError as mark_error:
+                outcome = f"left in place (moving it failed: {move_error}; marking it failed: {mark_error})"
+        log.warning("%s: checkpoint %s cannot be loaded (%s); %s, the cell restarts without it",
+                    self.cell_id, folder, reason, outcome)
+        log_event(self.run, self.cell_id, "checkpoint_set_aside", checkpoint=folder.uri, error=type(error).__name__,
+                  kept_at=where)
 
     def save(self, metrics: dict[str, Any], model, optimizer, epoch: int, step: int, losses: list, seconds: float) -> bool:
         """Report ``metrics``, with the state when ``every_s`` has passed; True when a checkpoint went out."""
@@ -301,15 +385,15 @@ class CellCheckpoint:
         with tempfile.TemporaryDirectory() as d:  # unique per attempt: two attempts never share a file
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                         "step": step, "losses": losses, "seconds": seconds}, Path(d) / self.STATE)
+            (Path(d) / f"{self.MARKER}{self.cell_id}").touch()  # how earlier() knows it, whatever the trial's name
             self.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         self.last = time.time()
         return True
 
     def remove(self) -> None:
-        """Delete this cell's checkpoints of every sweep, once its result is written."""
-        for sweep in (self.run / "ray").glob("study-*"):
-            for folder in (sweep / self.cell_id).glob("checkpoint_*"):
-                folder.rmtree()
+        """Delete this cell's checkpoints of every sweep, once its result is written (set-aside ones are kept)."""
+        for folder in self._folders():
+            folder.rmtree()
 
 
 class CellTrainer:
@@ -366,6 +450,22 @@ class CellTrainer:
             k -= 1
         return np.array_split(batch, k)
 
+    def step_batches(self, order: np.ndarray) -> list[np.ndarray]:
+        """One epoch's order cut into its ``steps_per_epoch`` optimizer steps, none of one image.
+
+        Steps of ``batch`` images; a lone last image (BatchNorm cannot normalise one) takes
+        the last image of the step before it (sizes ..., batch - 1, 2). Where that step has
+        only two (batch 2) or there is none (a cell of one image), it is paired with the image
+        before it in the order (or with itself), which that epoch then sees twice.
+        """
+        batches = [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+        if batches and len(batches[-1]) == 1:
+            if len(batches) > 1 and len(batches[-2]) > 2:
+                batches[-2], batches[-1] = batches[-2][:-1], np.concatenate([batches[-2][-1:], batches[-1]])
+            else:
+                batches[-1] = np.concatenate([order[-2:-1] if len(order) > 1 else batches[-1], batches[-1]])
+        return batches
+
     def run_epoch(self, epoch: int) -> float:
         """One epoch of SGD (gradients accumulated over micro-batches); returns its mean loss."""
         self.model.train()
@@ -373,10 +473,7 @@ class CellTrainer:
         self.generator.manual_seed(derive_seed(self.seed, self.key, "augment", epoch))
         order = epoch_order(self.train_labels, rng, self.f.balanced_sampling)
         epoch_loss = []
-        for i in range(0, len(order), self.batch):
-            b = order[i : i + self.batch]
-            if len(b) < 2:  # BatchNorm needs two samples
-                continue
+        for b in self.step_batches(order):  # steps_per_epoch steps, each of two images or more
             lr = warmup_cosine_lr(self.step, self.total_steps, self.warmup_steps, self.target_lr)
             set_lr(self.optimizer, lr)
             self.optimizer.zero_grad(set_to_none=True)

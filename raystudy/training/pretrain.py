@@ -63,6 +63,26 @@ def build_method(method: str, cfg: StudyConfig, n_images: int, global_batch: int
     return spec.model.from_config(encoder, feature_dim, cfg.model, cfg.pretrain.section(method), n_images, global_batch)
 
 
+def sync_batchnorm(cfg: StudyConfig, model: PretrainModel, world: int, device: torch.device) -> PretrainModel:
+    """The model with SyncBatchNorm layers (statistics over every DDP worker) where wanted, else itself.
+
+    ``pretrain.sync_batchnorm``: true / false, or ``auto``: the method's ``wants_sync_batchnorm``
+    (SimCLR's). Never with one worker. SyncBatchNorm runs on GPUs only: on CPU workers ``auto``
+    stays off and ``true`` is refused. The state-dict keys are those of BatchNorm, so the saved
+    encoder loads into a plain ``build_encoder`` backbone.
+    """
+    setting = cfg.pretrain.sync_batchnorm
+    wanted = type(model).wants_sync_batchnorm if setting == "auto" else bool(setting)
+    if not wanted or world <= 1:
+        return model
+    if device.type != "cuda":
+        if setting == "auto":
+            return model
+        raise ValueError(f"pretrain.sync_batchnorm: true needs GPU workers (SyncBatchNorm does not run on {device.type}); "
+                         "set it to auto or false")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def epoch_line(method: str, metrics: dict[str, Any]) -> str:
     """``pretrain moco epoch 3/100 loss 6.812 | 412 img/s, ~1234s left``: one line per epoch."""
     return (
@@ -111,6 +131,7 @@ def run_pretrain_loop(
     warmup_steps = min(steps_per_epoch * p.warmup_epochs, total_steps // 2)
 
     model = build_method(method, cfg, n_images, global_batch, arch).to(device)
+    model = sync_batchnorm(cfg, model, world, device)  # before DDP wraps it (``wrap``)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     target_lr = scaled_lr(p.base_lr, global_batch)
