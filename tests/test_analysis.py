@@ -270,12 +270,19 @@ def test_paired_differences_known_numbers():
     d = np.array([0.1, 0.05, 0.1])
     assert r["n_pairs"] == 3 and r["mean_diff"] == pytest.approx(d.mean())
     t_stat = d.mean() / (d.std(ddof=1) / np.sqrt(3))
-    assert r["p_value"] == pytest.approx(2 * stats.t.sf(t_stat, df=2))
-    # Hand-computed: mean 0.08333, s = 0.028868, s / sqrt(3) = 0.016667, t(0.975, 2) = 4.302653;
-    # half width 0.071711; p = 2 * P(T_2 > 5.0) = 0.037750.
+    assert r["p_uncorrected"] == pytest.approx(2 * stats.t.sf(t_stat, df=2))  # scipy's ttest_rel
+    assert r["p_uncorrected"] == pytest.approx(stats.ttest_rel([0.6, 0.7, 0.8], [0.5, 0.65, 0.7]).pvalue)
+    # Corrected resampled t (paper protocol, k = 3: Nadeau-Bengio factor 1/3 + 1/2 = 5/6). Hand-computed:
+    # mean 0.08333, s = 0.028868, sqrt(5/6) s = 0.026352, t = 3.162278, t(0.975, 2) = 4.302653;
+    # half width 0.113385; p = 2 * P(T_2 > 3.162278) = 0.087129 (uncorrected: 0.037750).
+    assert (r["protocol"], r["k"], r["rho"]) == ("paper", 3, pytest.approx(1 / 3))
     assert r["ci_method"] == "t"
-    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.083333 - 0.071711, 0.083333 + 0.071711), abs=1e-6)
-    assert r["p_value"] == pytest.approx(0.037750, abs=1e-6)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.083333 - 0.113385, 0.083333 + 0.113385), abs=1e-6)
+    assert r["p_value"] == pytest.approx(0.087129, abs=1e-6)
+    assert r["p_uncorrected"] == pytest.approx(0.037750, abs=1e-6)
+    # the family is every size of the set with a test: here one (n = 512 has a single pair)
+    assert r["p_adjusted"] == pytest.approx(r["p_value"]) and r["family_size"] == 1 and not r["significant"]
+    assert r["family"] == "1 size of 19cat, moco vs baseline, OA"
     # Ten or more pairs: the seeded percentile bootstrap, inside the range of the differences.
     many = [trial(m, 128, f, 0.5 + 0.01 * f + (0.02 if m == "moco" else 0) * (f % 3)) for f in range(10)
             for m in ("moco", "baseline")]
@@ -579,11 +586,16 @@ def test_advantage_sentences_per_size_with_p_values():
         for f, d in enumerate(ds):
             rows += [trial("baseline", n, f, 0.5), trial("moco", n, f, 0.5 + d)]
     text = " ".join(advantage_sentences(pd.DataFrame(rows), analysis.config.merge_analysis_config(None)))
-    p64 = stats.ttest_rel([0.5 + d for d in diffs[64]], [0.5] * 3).pvalue
-    p128 = stats.ttest_rel([0.5 + d for d in diffs[128]], [0.5] * 3).pvalue
-    assert f"n = 64: +13.0 pp (p = {p64:.3f})" in text
-    assert f"n = 128: -4.0 pp (not significant, p = {p128:.3f})" in text
-    assert "significantly higher at n = 64" in text and "The sign changes with the size" in text
+    # corrected resampled t (paper protocol, 3 folds: variance factor 1/3 + 1/2 instead of 1/3), then
+    # Holm over the family of both sizes: the smaller p times 2, the larger one as it is (monotone)
+    raw = {n: stats.ttest_rel([0.5 + d for d in ds], [0.5] * 3).statistic for n, ds in diffs.items()}
+    p = {n: 2 * stats.t.sf(abs(t) * np.sqrt((1 / 3) / (1 / 3 + 1 / 2)), df=2) for n, t in raw.items()}
+    p64, p128 = min(1.0, 2 * p[64]), max(min(1.0, 2 * p[64]), p[128])
+    assert f"n = 64: +13.0 pp (Holm-adjusted p = {p64:.3f})" in text
+    assert f"n = 128: -4.0 pp (not significant, Holm-adjusted p = {p128:.3f})" in text
+    assert (f"significantly higher at n = 64 (Holm-adjusted p = {p64:.3f} over 2 sizes of 19cat, moco vs "
+            "baseline, OA)") in text and "The sign changes with the size" in text
+    assert "paper protocol, 3 folds" in text
     assert "average advantage" not in text and "2,048" not in text  # no average; sizes from the run only
 
 
