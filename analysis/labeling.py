@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.config import merge_analysis_config
-from analysis.select import category_sets, done_trials
+from analysis.select import ANY, archs_of, category_sets, comparable, done_trials
 from raystudy.catalog import Catalog
 
 
@@ -78,10 +78,13 @@ def find_knee(x: Any, y: Any) -> int | None:
     return int(order[best])
 
 
-def cell_hours(per_class: pd.DataFrame, cfg: Mapping[str, Any], catalog: Catalog | None = None) -> pd.DataFrame:
-    """Per-group labeling hours of each cell's training subset (from ``train_count``)."""
+def cell_hours(per_class: pd.DataFrame, cfg: Mapping[str, Any], catalog: Catalog | None = None,
+               trials: pd.DataFrame | None = None, arch: Any = ANY) -> pd.DataFrame:
+    """Per-group labeling hours of each comparable cell's training subset (from ``train_count``;
+    one arch, the random draw, no ceiling cell: :func:`analysis.select.comparable`)."""
     cols = ["cell_id", "model", "category_set", "train_size", "fold", "hours"]
-    if per_class.empty or per_class["train_count"].notna().sum() == 0:
+    per_class = comparable(per_class, trials, arch=arch)
+    if per_class is None or per_class.empty or per_class["train_count"].notna().sum() == 0:
         return pd.DataFrame(columns=cols)
     # train_count is repeated for every split: keep one row per cell and category.
     df = per_class[per_class["train_count"].notna()].sort_values("split", na_position="last")
@@ -104,7 +107,7 @@ def _hours_lookup(hours: pd.DataFrame, model: str, cset: str) -> dict[int, float
 
 
 DOA_COLUMNS = [
-    "category_set", "n_categories", "model", "train_size", "n_folds", "oa_mean", "oa_std",
+    "arch", "category_set", "n_categories", "model", "train_size", "n_folds", "oa_mean", "oa_std",
     "reference_model", "reference_size", "reference_oa", "doa", "labeling_hours",
     "reference_hours", "time_saved_hours", "time_model", "is_knee", "fold_spread", "knee_note",
 ]
@@ -162,11 +165,23 @@ def doa_table(
     cfg = merge_analysis_config(dict(cfg or {}))
     ref_model, cssl = str(cfg["reference_model"]), str(cfg["cssl_model"])
     spi = float(cfg["seconds_per_image"])
-    done = done_trials(trials)
-    if done.empty:
-        return pd.DataFrame(columns=DOA_COLUMNS)
     per_group = cfg["labeling_time_model"] == "per_group"
-    hours = cell_hours(per_class, cfg, catalog) if per_group and per_class is not None else pd.DataFrame(
+    out = []
+    for arch in archs_of(trials):
+        out += _doa_frames(trials, per_class, cfg, catalog, arch, per_group, ref_model, cssl, spi)
+    if not out:
+        return pd.DataFrame(columns=DOA_COLUMNS)
+    return pd.concat(out, ignore_index=True)
+
+
+def _doa_frames(trials: pd.DataFrame, per_class: pd.DataFrame | None, cfg: Mapping[str, Any],
+                catalog: Catalog | None, arch: Any, per_group: bool, ref_model: str, cssl: str,
+                spi: float) -> list[pd.DataFrame]:
+    """:func:`doa_table`'s frames of one backbone, one per category set."""
+    done = done_trials(trials, arch=arch)
+    if done.empty:
+        return []
+    hours = cell_hours(per_class, cfg, catalog, trials, arch) if per_group and per_class is not None else pd.DataFrame(
         columns=["model", "category_set", "train_size", "hours"])
     out = []
     for cset in category_sets(done):
@@ -188,7 +203,7 @@ def doa_table(
             else:
                 t_n, t_ref, model_used = labeling_hours(size, spi), labeling_hours(ref_size, spi), "constant"
             table.append({
-                "category_set": cset, "n_categories": None if n_cat != n_cat else int(n_cat),
+                "arch": arch, "category_set": cset, "n_categories": None if n_cat != n_cat else int(n_cat),
                 "model": cssl, "train_size": size, "n_folds": int(row["count"]),
                 "oa_mean": float(row["mean"]), "oa_std": float(row["std"]) if row["std"] == row["std"] else np.nan,
                 "reference_model": ref_model, "reference_size": ref_size, "reference_oa": roa,
@@ -206,6 +221,4 @@ def doa_table(
         if knee is not None and note is None:
             frame.loc[knee, "is_knee"] = True
         out.append(frame)
-    if not out:
-        return pd.DataFrame(columns=DOA_COLUMNS)
-    return pd.concat(out, ignore_index=True)
+    return out

@@ -223,7 +223,8 @@ def paired_difference_table(
             protocol, k = design_of(cells)
             here = cells[cells["train_size"] == size]
             n_val = pd.to_numeric(here.get("n_validation"), errors="coerce").mean() if "n_validation" in here else None
-            strategy = selection_of(here).iloc[0] if selection is None and len(here) else selection
+            strategy = selection if selection is not None else (
+                RANDOM if (selection_of(here) == RANDOM).all() else "other")
             rho = fold_correlation(protocol, k, float(size), n_val, strategy)
             p, p_raw = np.nan, np.nan
             if len(diffs) >= 2:

@@ -76,10 +76,21 @@ def knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
     """Per category set: the knee size, the hours it saves and the accuracy it gives up (in pp),
     or why there is no reliable knee."""
     out = []
+    archs = list(pd.unique(doa["arch"])) if "arch" in doa.columns and len(doa) else [None]
+    for arch in archs:
+        none = arch is None or arch != arch
+        mine = doa if "arch" not in doa.columns else doa[doa["arch"].isna()] if none else doa[doa["arch"] == arch]
+        out += _knee_sentences(mine, cfg, arch, archs)
+    return out
+
+
+def _knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any], arch: Any, archs: list[Any]) -> list[str]:
+    out = []
     for cset in category_sets(doa):
         t = doa[doa["category_set"] == cset]
         first = t.iloc[0]
-        label = set_label(cset, None if first["n_categories"] != first["n_categories"] else int(first["n_categories"]))
+        label = arch_label(set_label(cset, None if first["n_categories"] != first["n_categories"]
+                                     else int(first["n_categories"])), arch, archs)
         cssl, ref = display_name(first["model"]), display_name(first["reference_model"])
         knee = t[t["is_knee"].astype(bool)]
         if knee.empty:
@@ -160,7 +171,7 @@ def advantage_sentences(trials: pd.DataFrame, cfg: dict[str, Any], paired: pd.Da
             if len(both) == 0:
                 continue
             label = arch_label(set_label(cset, n_categories_of(cset, sub)), arch, archs)
-            mine = paired[paired["arch"].isna()] if arch is None else paired[paired["arch"] == arch]
+            mine = paired[paired["arch"].isna()] if arch is None or arch != arch else paired[paired["arch"] == arch]
             pt = mine[(mine["category_set"] == cset) & (mine["train_size"] <= limit)]
             if len(pt):
                 out.append(per_size_sentence(label, pt, f"{display_name(cssl)} minus {display_name(ref)} in OA"))

@@ -13,14 +13,15 @@ from analysis.config import REFERENCE_COLOR, display_name, model_color, order_mo
 from analysis.figures._common import SizeAxis, fade, fmt_int, model_boxes, no_data_figure, style
 from analysis.results import Results, resolve
 from analysis.select import category_sets, done_trials, majority_share, n_categories_of, set_label
-from analysis.stats import MAX_BAND_WIDTH, CurveFit, fit_learning_curves, paired_difference_table
+from analysis.stats import ALPHA, MAX_BAND_WIDTH, CurveFit, fit_learning_curves, paired_difference_table, significant
 
 
 def p_label(p: float, n_pairs: int) -> str:
-    """Short p-value label under a mean difference ('p=0.04', 'n.s. p=0.09', '1 fold')."""
+    """Short label of a Holm-adjusted p under a mean difference ('p_adj=0.04', 'n.s. p_adj=0.09',
+    '1 fold'); significant means p <= ALPHA, as in the text."""
     if n_pairs < 2 or p != p:
         return "1 fold" if n_pairs < 2 else ""
-    return f"p={p:.2g}" if p <= 0.05 else f"n.s. p={p:.2g}"
+    return f"p_adj={p:.2g}" if p <= ALPHA else f"n.s. p_adj={p:.2g}"
 
 METRIC_LABEL = {
     "overall_accuracy": "Overall accuracy",
@@ -283,19 +284,23 @@ def paired_differences(
     if table.empty:
         return no_data_figure(title or f"Paired difference {name}", "no data yet: no fold has results for both models")
     axis = SizeAxis(table["train_size"].tolist())
-    sets = category_sets(table)
+    archs = list(pd.unique(table["arch"])) if "arch" in table.columns else [None]
+    groups = [(a, c) for a in archs for c in category_sets(table if a is None or a != a else table[table["arch"] == a])]
     fig = go.Figure()
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-    for i, cset in enumerate(sets):
-        sub = table[table["category_set"] == cset].sort_values("train_size")
+    for i, (arch, cset) in enumerate(groups):
+        sub = table[table["category_set"] == cset]
+        if "arch" in sub.columns:
+            sub = sub[sub["arch"].isna()] if arch is None or arch != arch else sub[sub["arch"] == arch]
+        sub = sub.sort_values("train_size")
         color = colors[i % len(colors)]
-        shift = (i - (len(sets) - 1) / 2) * 0.12
+        shift = (i - (len(groups) - 1) / 2) * 0.12
         x = axis.pos(sub["train_size"].to_numpy()) + shift
         mean = 100 * sub["mean_diff"].to_numpy(dtype=float)
         hi = 100 * sub["ci_high"].to_numpy(dtype=float) - mean
         lo = mean - 100 * sub["ci_low"].to_numpy(dtype=float)
-        p = sub["p_value"].to_numpy(dtype=float)
-        label = set_label(cset, n_categories_of(cset, sub))
+        p = (sub["p_adjusted"] if "p_adjusted" in sub.columns else sub["p_value"]).to_numpy(dtype=float)
+        label = set_label(cset, n_categories_of(cset, sub)) + (f", {arch}" if len(archs) > 1 else "")
         fx, fy = [], []
         for xi, diffs in zip(x, sub["diffs"]):
             fx += [xi] * len(diffs)
@@ -308,17 +313,17 @@ def paired_differences(
             legendgroup=cset, line=dict(color=color, width=2), marker=dict(size=9, color=color),
             error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi), arrayminus=np.nan_to_num(lo),
                          thickness=1.5, width=5),
-            text=["*" if v < 0.05 else "" for v in p], textposition="top center",
+            text=["*" if v else "" for v in significant(p)], textposition="top center",
             textfont=dict(size=16, color=color),
             customdata=np.stack([sub["train_size"], sub["n_pairs"], np.nan_to_num(p, nan=-1)], axis=-1),
             hovertemplate=("n = %{customdata[0]:,}<br>mean \u0394 = %{y:.2f} pp<br>pairs: %{customdata[1]}"
-                           "<br>p = %{customdata[2]:.3g} (-1: too few pairs)<extra>" + label + "</extra>")))
+                           "<br>Holm-adjusted p = %{customdata[2]:.3g} (-1: too few pairs)<extra>" + label + "</extra>")))
         for xi, yi, pi, npair in zip(x, mean, p, sub["n_pairs"]):
             fig.add_annotation(x=xi, y=yi, text=p_label(pi, int(npair)), showarrow=False, yshift=-16,
                                font=dict(size=10, color=color))
     fig.add_hline(y=0, line=dict(color="black", width=1))
     style(fig, title or f"Paired difference in {METRIC_LABEL.get(metric, metric).lower()}: {name} "
-          f"(same fold; * p < 0.05, {table['test'].iloc[0]})", height=500)
+          f"(same fold; * Holm-adjusted p \u2264 {ALPHA:g}, {table['test'].iloc[0]})", height=500)
     fig.update_xaxes(axis.axis())
     fig.update_yaxes(title="\u0394 accuracy (pp, percentage points)", zeroline=False)
     return fig
