@@ -753,3 +753,58 @@ def test_selection_without_difference_gives_no_verdict(tmp_path):
     table = labels_saved_table(load_results(write_run(tmp_path / "run", with_selection(
         make_tables(seed=4, folds=5, embeddings=False), "balanced", gain=0.0, noise=0.0))).trials)
     assert len(table) and table["verdict"].str.startswith("no verdict").all()
+
+
+# ------------------------------------------------------------------ comparable cells
+
+
+def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics():
+    from fixtures_analysis import with_second_arch
+
+    from analysis.labeling import cell_hours
+    from analysis.select import comparable, done_trials, majority_share
+    from analysis.strategies import labels_saved_table
+    from analysis.summary import advantage_sentences, knee_sentences, one_class_share
+
+    base = make_tables(seed=5, folds=3, embeddings=False, sizes={"4cat": [128, 256, 512, 1024]})
+    single = {k: v.assign(arch="resnet50") if k in ("grid", "trials", "per_class", "confusion") else v
+              for k, v in base.items()}
+    both = with_second_arch(base)
+    cfg = analysis.config.merge_analysis_config({"labeling_time_model": "per_group"})
+    drop = ["ci_low", "ci_high"]  # the bootstrap is not used below 10 folds; the t interval is exact
+    for metric in ("overall_accuracy", "generalization_accuracy"):
+        one = paired_difference_table(single["trials"], metric=metric)
+        two = paired_difference_table(both["trials"], metric=metric)
+        assert set(two["arch"]) == {"resnet50", "resnet18"}
+        mine = two[two["arch"] == "resnet50"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine.drop(columns=drop), one.drop(columns=drop))
+        assert np.allclose(mine[drop], one[drop])
+        assert 50000 not in set(two["train_size"])  # the ceiling cell is no point of a curve
+    # the other backbone's numbers are its own, not an average with the first
+    other = paired_difference_table(both["trials"]).query("arch == 'resnet18'")
+    assert not np.allclose(other["mean_diff"], paired_difference_table(single["trials"])["mean_diff"])
+    doa_one = doa_table(single["trials"], single["per_class"], cfg)
+    doa_two = doa_table(both["trials"], both["per_class"], cfg)
+    pd.testing.assert_frame_equal(doa_two[doa_two["arch"] == "resnet50"].reset_index(drop=True), doa_one)
+    assert (doa_one["time_model"] == "per_group").all()
+    hours_one = cell_hours(single["per_class"], cfg, trials=single["trials"], arch="resnet50")
+    hours_two = cell_hours(both["per_class"], cfg, trials=both["trials"], arch="resnet50")
+    pd.testing.assert_frame_equal(hours_two.reset_index(drop=True), hours_one.reset_index(drop=True))
+    assert majority_share(both["per_class"], "4cat", trials=both["trials"], arch="resnet50") == pytest.approx(
+        majority_share(single["per_class"], "4cat", trials=single["trials"], arch="resnet50"))
+    pd.testing.assert_frame_equal(
+        one_class_share(both["confusion"], "4cat", "validation", both["trials"], "resnet50"),
+        one_class_share(single["confusion"], "4cat", "validation", single["trials"], "resnet50"))
+    pd.testing.assert_frame_equal(
+        fold_confusion(both["confusion"], "moco", "4cat", 1024, trials=both["trials"], arch="resnet50"),
+        fold_confusion(single["confusion"], "moco", "4cat", 1024))
+    assert comparable(both["trials"], arch="resnet50").shape[0] == single["trials"].shape[0]
+    assert len(done_trials(both["trials"], ceiling=True)) == 1
+    # sentences: per backbone, named when there are two, and the single-arch wording otherwise
+    text_one = advantage_sentences(single["trials"], cfg)
+    text_two = advantage_sentences(both["trials"], cfg)
+    assert [s.replace("4 categories (4cat), resnet50", "4 categories (4cat)") for s in text_two
+            if "resnet50" in s] == text_one
+    assert any("4 categories (4cat), resnet18" in s for s in text_two)
+    assert len(knee_sentences(doa_two, cfg)) == 2 * len(knee_sentences(doa_one, cfg))
+    assert labels_saved_table(both["trials"]).empty  # one strategy only: nothing to compare
