@@ -84,6 +84,30 @@ def knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
     return out
 
 
+def noninferiority_sentence(label: str, t: pd.DataFrame) -> str | None:
+    """The DOA claim with its interval: the smallest n from which on the DOA's upper 95 % bound is
+    below the margin (sizes tested from the largest down, :func:`analysis.labeling.smallest_noninferior`)."""
+    if "doa_high" not in t.columns or not t["doa_high"].notna().any():
+        return None
+    first = t.iloc[0]
+    margin = 100 * float(first["doa_margin"])
+    cssl, ref = display_name(first["model"]), display_name(first["reference_model"])
+    against = f"{ref} at n = {int(first['reference_size']):,}"
+
+    def ci(r: Any) -> str:
+        return (f"DOA {100 * r['doa']:+.1f} pp, 95 % CI {100 * r['doa_low']:+.1f} to {100 * r['doa_high']:+.1f} pp")
+
+    n = first.get("smallest_noninferior")
+    if n is None or n != n:
+        top = t.loc[t["train_size"].idxmax()]
+        return (f"{label}: no size of {cssl} is shown within {margin:g} pp of {against} (DOA upper 95 % bound "
+                f"below {margin:g} pp); at the largest size n = {int(top['train_size']):,}: {ci(top)}.")
+    r = t[t["train_size"] == int(n)].iloc[0]
+    return (f"{label}: the smallest n at which {cssl} is within {margin:g} pp of {against} (DOA upper 95 % "
+            f"bound below {margin:g} pp, at that size and every larger one; tested from the largest size down) is "
+            f"n = {int(n):,}: {ci(r)}.")
+
+
 def _knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any], arch: Any, archs: list[Any]) -> list[str]:
     out = []
     for cset in category_sets(doa):
@@ -92,6 +116,9 @@ def _knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any], arch: Any, archs: li
         label = arch_label(set_label(cset, None if first["n_categories"] != first["n_categories"]
                                      else int(first["n_categories"])), arch, archs)
         cssl, ref = display_name(first["model"]), display_name(first["reference_model"])
+        claim = noninferiority_sentence(label, t)
+        if claim:
+            out.append(claim)
         knee = t[t["is_knee"].astype(bool)]
         if knee.empty:
             note = first.get("knee_note") or "no reliable knee"

@@ -808,3 +808,33 @@ def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics():
     assert any("4 categories (4cat), resnet18" in s for s in text_two)
     assert len(knee_sentences(doa_two, cfg)) == 2 * len(knee_sentences(doa_one, cfg))
     assert labels_saved_table(both["trials"]).empty  # one strategy only: nothing to compare
+
+
+def test_doa_non_inferiority_claim_with_its_interval():
+    from analysis.labeling import doa_interval, smallest_noninferior
+    from analysis.summary import knee_sentences
+
+    # by hand: reference folds [0.80, 0.82, 0.78] (mean 0.80, s^2 = 4e-4), model folds [0.79, 0.80, 0.78]
+    # (mean 0.79, s^2 = 1e-4); paper protocol, 3 folds: factor 1/3 + 1/2 = 5/6 on both variances;
+    # Var = 5/6 * 5e-4, Welch df = (5e-4)^2 / ((4e-4)^2 / 2 + (1e-4)^2 / 2) = 2.941
+    doa, lo, hi = doa_interval([0.80, 0.82, 0.78], [0.79, 0.80, 0.78], 1 / 3, 1 / 3)
+    half = stats.t.ppf(0.975, 25e-8 / (17e-8 / 2)) * np.sqrt(5 / 6 * 5e-4)
+    assert doa == pytest.approx(0.01) and (lo, hi) == pytest.approx((0.01 - half, 0.01 + half))
+    # fixed sequence from the largest size down: stops at the first size whose bound is not below the margin
+    assert smallest_noninferior([128, 256, 512, 1024], [0.01, 0.01, 0.03, 0.005], 0.02) == 1024
+    assert smallest_noninferior([128, 256, 512], [0.01, 0.015, 0.019], 0.02) == 128
+    assert smallest_noninferior([128, 256], [0.01, 0.05], 0.02) is None
+    rows = []
+    for n, (ref, mine) in {256: (None, 0.70), 1024: (None, 0.785), 4096: (0.80, 0.795)}.items():
+        for f, e in enumerate((-0.004, 0.0, 0.004)):
+            rows.append(trial("moco", n, f, mine + e))
+            if ref is not None:
+                rows.append(trial("baseline", n, f, ref + e))
+    cfg = analysis.config.merge_analysis_config({"doa_margin_pp": 3})
+    doa = doa_table(pd.DataFrame(rows), cfg=cfg).set_index("train_size")
+    assert doa.loc[1024, "doa_high"] < 0.03 < doa.loc[256, "doa_high"]
+    assert (doa["smallest_noninferior"] == 1024).all() and doa.loc[[1024, 4096], "noninferior"].all()
+    text = " ".join(knee_sentences(doa.reset_index(), cfg))
+    assert ("the smallest n at which Semisup-MoCo is within 3 pp of Baseline (Sup) at n = 4,096 (DOA upper "
+            "95 % bound below 3 pp") in text
+    assert f"is n = 1,024: DOA +1.5 pp, 95 % CI {100 * doa.loc[1024, 'doa_low']:+.1f} to" in text
