@@ -121,7 +121,7 @@ def corrected_t_test(diffs: Any, rho: float = 0.0) -> tuple[np.ndarray, np.ndarr
     Example:
         >>> t, p = corrected_t_test([0.1, 0.05, 0.1], rho=0.0)  # mean 0.0833, s / sqrt(3) = 0.0167
         >>> round(float(t), 3), round(float(p), 4)
-        (5.0, 0.0378)
+        (5.0, 0.0377)
     """
     d = np.asarray(diffs, dtype=float)
     n = np.sum(np.isfinite(d), axis=-1)
