@@ -445,9 +445,11 @@ def fit_learning_curves(
     metric: str = "overall_accuracy",
     n_boot: int = 100,
     seed: int = 0,
+    arch: Any = None,
 ) -> dict[tuple[str, str], CurveFit]:
-    """One fit per (category_set, model) on the fold-level points of finished trials."""
-    done = done_trials(trials, metric)
+    """One fit per (category_set, model) on the fold-level points of finished comparable trials
+    of one backbone (``arch``; default the first recorded: backbones are never pooled)."""
+    done = done_trials(trials, metric, arch=arch if arch is not None else archs_of(trials)[0])
     fits: dict[tuple[str, str], CurveFit] = {}
     for cset in category_sets(done):
         sub = done[done["category_set"] == cset]

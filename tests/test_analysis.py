@@ -758,7 +758,7 @@ def test_selection_without_difference_gives_no_verdict(tmp_path):
 # ------------------------------------------------------------------ comparable cells
 
 
-def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics():
+def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics(tmp_path):
     from fixtures_analysis import with_second_arch
 
     from analysis.labeling import cell_hours
@@ -808,6 +808,17 @@ def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics():
     assert any("4 categories (4cat), resnet18" in s for s in text_two)
     assert len(knee_sentences(doa_two, cfg)) == 2 * len(knee_sentences(doa_one, cfg))
     assert labels_saved_table(both["trials"]).empty  # one strategy only: nothing to compare
+    # figures draw one backbone (the first by default), with the ceiling as a line, never as a box
+    for build in (figures.accuracy_vs_size, figures.generalization):
+        one_fig = build(trials=single["trials"], per_class=single["per_class"])
+        two_fig = build(trials=both["trials"], per_class=both["per_class"], arch="resnet50")
+        assert [list(t.y) for t in two_fig.data if t.y is not None] == [list(t.y) for t in one_fig.data if t.y is not None]
+        assert "(resnet50)" in two_fig.layout.title.text
+    fits_one = analysis.stats.fit_learning_curves(single["trials"], n_boot=0)
+    fits_two = analysis.stats.fit_learning_curves(both["trials"], n_boot=0, arch="resnet50")
+    assert {k: (f.a, f.b, f.c) for k, f in fits_two.items()} == {k: (f.a, f.b, f.c) for k, f in fits_one.items()}
+    html = _report_text(build_report(write_run(tmp_path / "two", both)))
+    assert "4 categories (4cat), resnet18: Semisup-MoCo minus Baseline (Sup) in OA" in html
 
 
 def test_doa_non_inferiority_claim_with_its_interval():

@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from analysis.config import REFERENCE_COLOR, display_name, model_color, order_models
 from analysis.figures._common import SizeAxis, fade, fmt_int, model_boxes, no_data_figure, style
 from analysis.results import Results, resolve
-from analysis.select import category_sets, done_trials, majority_share, n_categories_of, set_label
+from analysis.select import archs_of, category_sets, done_trials, majority_share, n_categories_of, set_label
 from analysis.stats import ALPHA, MAX_BAND_WIDTH, CurveFit, fit_learning_curves, paired_difference_table, significant
 
 
@@ -127,12 +127,14 @@ def accuracy_vs_size(
     per_class: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     metric: str = "overall_accuracy", models: Sequence[str] | None = None, inset: bool = True,
-    reference_points: bool = True, title: str | None = None,
+    reference_points: bool = True, title: str | None = None, arch: Any = None,
 ) -> go.Figure:
     """Figs. 4 and 9: accuracy over folds as boxes per model and size (fold dots over them), with a
-    zoom panel and the majority-class and supervised-ceiling lines where the run has them."""
+    zoom panel and the majority-class and supervised-ceiling lines where the run has them; one
+    backbone (``arch``, default the first recorded; its name in the title when there are several)."""
     res = resolve(results, config=config, trials=trials, per_class=per_class)
-    done = done_trials(res.trials, metric)
+    arch, arch_note = _arch(res, arch)
+    done = done_trials(res.trials, metric, arch=arch)
     sets = category_sets(done)
     base = f"{METRIC_LABEL.get(metric, metric)} vs training set size"
     if not sets or (category_set is not None and category_set not in sets):
@@ -142,22 +144,31 @@ def accuracy_vs_size(
     ncat = n_categories_of(cset, data)
     refs = _reference_points(res.config, cset, ncat) if reference_points else []
     return _box_figure(data, metric, cset, res.config, models, inset, refs,
-                       title or f"{base} \u2014 {set_label(cset, ncat)}",
-                       reference_lines(res, cset, metric, "validation"))
+                       title or f"{base} \u2014 {set_label(cset, ncat)}{arch_note}",
+                       reference_lines(res, cset, metric, "validation", arch))
+
+
+def _arch(res: Results, arch: Any) -> tuple[Any, str]:
+    """The backbone a figure draws (default the first recorded) and its title note ('' for one)."""
+    archs = archs_of(res.trials)
+    arch = arch if arch is not None else archs[0]
+    return arch, (f" ({arch})" if len(archs) > 1 else "")
 
 
 MAJORITY_COLOR, CEILING_COLOR = "#b22222", "#2f4f4f"
 
 
-def reference_lines(res: Results, cset: str, metric: str, split: str) -> list[tuple[float, str, str, str]]:
+def reference_lines(res: Results, cset: str, metric: str, split: str,
+                    arch: Any = None) -> list[tuple[float, str, str, str]]:
     """(y, label, colour, dash) of the majority-class share of ``split`` and of the supervised
-    ceiling (mean over its folds) where the run has them."""
+    ceiling (mean over its folds) where the run has them, of one backbone (default the first)."""
     out = []
-    share = majority_share(res.per_class, cset, split)
+    arch = arch if arch is not None else archs_of(res.trials)[0]
+    share = majority_share(res.per_class, cset, split, res.trials, arch)
     if share is not None:
         out.append((share, f"majority class {share:.1%} (always predicting the most frequent category)",
                     MAJORITY_COLOR, "dot"))
-    ceil = done_trials(res.trials, metric, ceiling=True)
+    ceil = done_trials(res.trials, metric, ceiling=True, arch=arch)
     ceil = ceil[ceil["category_set"] == cset]
     if len(ceil):
         n = int(ceil["train_size"].max())
@@ -170,12 +181,13 @@ def generalization(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
     per_class: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
-    models: Sequence[str] | None = None, title: str | None = None,
+    models: Sequence[str] | None = None, title: str | None = None, arch: Any = None,
 ) -> go.Figure:
     """Fig. 12: accuracy on the unseen campaign (generalization_accuracy) per model and size, with
-    the campaign's majority-class share."""
+    the campaign's majority-class share; one backbone (``arch``, default the first recorded)."""
     res = resolve(results, config=config, trials=trials, per_class=per_class)
-    done = done_trials(res.trials, "generalization_accuracy")
+    arch, arch_note = _arch(res, arch)
+    done = done_trials(res.trials, "generalization_accuracy", arch=arch)
     sets = category_sets(done)
     if not sets or (category_set is not None and category_set not in sets):
         return no_data_figure(title or "Accuracy on the unseen campaign", "no data yet: no generalization accuracy recorded")
@@ -185,20 +197,22 @@ def generalization(
     where = " / ".join(campaigns) if campaigns else "the unseen campaign"
     return _box_figure(data, "generalization_accuracy", cset, res.config, models, False, [],
                        title or f"Accuracy on {where} without further fine-tuning \u2014 "
-                       f"{set_label(cset, n_categories_of(cset, data))}",
-                       reference_lines(res, cset, "generalization_accuracy", "generalization"))
+                       f"{set_label(cset, n_categories_of(cset, data))}{arch_note}",
+                       reference_lines(res, cset, "generalization_accuracy", "generalization", arch))
 
 
 def learning_curves(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     models: Sequence[str] | None = None, fits: dict[tuple[str, str], CurveFit] | None = None,
-    title: str | None = None,
+    title: str | None = None, arch: Any = None,
 ) -> go.Figure:
-    """Boxes of Fig. 4 with the fit OA(n) = a - b n^-c per model, its bootstrap band and the targets."""
+    """Boxes of Fig. 4 with the fit OA(n) = a - b n^-c per model, its bootstrap band and the targets;
+    one backbone (``arch``, default the first recorded, the one :func:`fit_learning_curves` fits)."""
     res = resolve(results, config=config, trials=trials)
     cfg = res.config
-    done = done_trials(res.trials)
+    arch, arch_note = _arch(res, arch)
+    done = done_trials(res.trials, arch=arch)
     sets = category_sets(done)
     if not sets or (category_set is not None and category_set not in sets):
         return no_data_figure(title or "Learning curves", "no data yet: no finished trials")
@@ -258,7 +272,7 @@ def learning_curves(
         fig.add_hline(y=t, line=dict(color="#999", dash="dot", width=1),
                       annotation_text=f"target {t:.0%}", annotation_position="top left")
     style(fig, title or f"Learning curves OA(n) = a \u2212 b\u00b7n^(\u2212c) \u2014 "
-          f"{set_label(cset, n_categories_of(cset, data))}", height=560, boxmode="group")
+          f"{set_label(cset, n_categories_of(cset, data))}{arch_note}", height=560, boxmode="group")
     fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top"),
                       margin=dict(r=330, t=80))
     fig.update_xaxes(axis.axis(sizes=sizes))
