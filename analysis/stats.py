@@ -275,7 +275,7 @@ def paired_difference_table(
         return pd.DataFrame(columns=PAIRED_COLUMNS)
     out = pd.DataFrame(rows)
     out["p_adjusted"], out["family_size"], out["family"] = np.nan, 0, ""
-    for _, idx in out.groupby(["arch", "category_set"], dropna=False, sort=False).groups.items():
+    for idx in out.groupby(["arch", "category_set"], dropna=False, sort=False).groups.values():
         sub = out.loc[idx]
         size = int(np.isfinite(sub["p_value"].to_numpy(dtype=float)).sum())
         out.loc[idx, "p_adjusted"] = holm(sub["p_value"])

@@ -15,10 +15,10 @@ fail once p < 0.05 with k <= 6 folds and is gone.) Every backbone (``arch``) is 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
-
-from typing import Any
 
 from analysis.select import ANY, RANDOM, archs_of, done_trials, selection_of
 from analysis.stats import ALPHA, paired_difference_table

@@ -54,7 +54,7 @@ class Design:
                          for n in self.sizes])
 
 
-GEO10 = tuple(int(round(64 * 2 ** (i * 7.5 / 9))) for i in range(10))  # 64 ... 11,585
+GEO10 = tuple(round(64 * 2 ** (i * 7.5 / 9)) for i in range(10))  # 64 ... 11,585
 DESIGNS = [
     Design("paper, k=3, 4 sizes (demo)", "paper", 3, (64, 128, 256, 512)),
     Design("paper, k=5, 10 sizes", "paper", 5, tuple(64 * 2 ** i for i in range(10))),
@@ -108,8 +108,8 @@ def calibrate(design: Design, seed: int) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def table() -> dict[str, dict[str, float]]:
     out = {d.name: calibrate(d, seed=100 + 10 * i) for i, d in enumerate(DESIGNS)}
-    lines = [f"{'design':<48} {'rho assumed':>12} {'false verdicts (new)':>21} {'old rule':>9} "
-             f"{'power +2pp':>10} {'any size':>9} {'power 3 SD':>10}"]
+    lines = [(f"{'design':<48} {'rho assumed':>12} {'false verdicts (new)':>21} {'old rule':>9} "
+             f"{'power +2pp':>10} {'any size':>9} {'power 3 SD':>10}")]
     for d in DESIGNS:
         r, rho = out[d.name], d.rho()
         rho_txt = f"{rho.min():.2f}" if np.ptp(rho) < 1e-9 else f"{rho.min():.2f}-{rho.max():.2f}"
