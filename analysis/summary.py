@@ -147,7 +147,7 @@ def test_text(paired: pd.DataFrame) -> str:
     else:
         how = (f"t test corrected for overlapping folds ({r['protocol']} protocol, {int(r['k'])} folds, "
                f"fold correlation {r['rho']:.2f}; Nadeau-Bengio variance factor)")
-    return f"{how}; Holm over {r['family']}; significant: adjusted p \u2264 {ALPHA:g}"
+    return f"{how}; significant: Holm-adjusted p \u2264 {ALPHA:g}"
 
 
 def per_size_sentence(label: str, paired: pd.DataFrame, what: str) -> str:
