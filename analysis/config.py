@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     "curve_bootstrap": 100,  # learning-curve refits over resampled folds
     "seed": 0,
     "tsne_max_points": 1500,  # per panel, seeded subsample
+    # DOA non-inferiority margin (pp); not a key of raystudy's AnalysisConfig (see
+    # analysis.labeling.DOA_MARGIN_PP): the report reads it, `raystudy run` would refuse it
+    "doa_margin_pp": 2.0,
 }
 
 BASELINE_NAME = "Baseline (Sup)"

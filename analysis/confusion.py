@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from analysis.select import ANY, comparable
 from raystudy.catalog import Catalog
 
 GROUP_ORDER: tuple[str, ...] = ("aged", "aggregate", "aged_aggregate")
@@ -41,8 +42,12 @@ def fold_confusion(
     split: str = "validation",
     how: str = "mean",
     order: Sequence[str] | None = None,
+    trials: pd.DataFrame | None = None,
+    arch: object = ANY,
 ) -> pd.DataFrame:
-    """True x predicted counts of one experiment, summed or averaged over its folds."""
+    """True x predicted counts of one experiment, summed or averaged over its folds; comparable
+    cells only (one ``arch``, the random draw, no ceiling cell: :func:`analysis.select.comparable`)."""
+    confusion = comparable(confusion, trials, arch=arch)
     sub = confusion[(confusion["model"] == model) & (confusion["category_set"] == category_set)
                     & (confusion["train_size"] == train_size) & (confusion["split"] == split)]
     if sub.empty:

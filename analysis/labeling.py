@@ -6,9 +6,11 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as stats_t
 
-from analysis.config import merge_analysis_config
-from analysis.select import category_sets, done_trials
+from analysis.config import DEFAULTS, merge_analysis_config
+from analysis.select import ANY, archs_of, category_sets, comparable, done_trials
+from analysis.stats import design_of, fold_correlation, variance_factor
 from raystudy.catalog import Catalog
 
 
@@ -78,10 +80,13 @@ def find_knee(x: Any, y: Any) -> int | None:
     return int(order[best])
 
 
-def cell_hours(per_class: pd.DataFrame, cfg: Mapping[str, Any], catalog: Catalog | None = None) -> pd.DataFrame:
-    """Per-group labeling hours of each cell's training subset (from ``train_count``)."""
+def cell_hours(per_class: pd.DataFrame, cfg: Mapping[str, Any], catalog: Catalog | None = None,
+               trials: pd.DataFrame | None = None, arch: Any = ANY) -> pd.DataFrame:
+    """Per-group labeling hours of each comparable cell's training subset (from ``train_count``;
+    one arch, the random draw, no ceiling cell: :func:`analysis.select.comparable`)."""
     cols = ["cell_id", "model", "category_set", "train_size", "fold", "hours"]
-    if per_class.empty or per_class["train_count"].notna().sum() == 0:
+    per_class = comparable(per_class, trials, arch=arch)
+    if per_class is None or per_class.empty or per_class["train_count"].notna().sum() == 0:
         return pd.DataFrame(columns=cols)
     # train_count is repeated for every split: keep one row per cell and category.
     df = per_class[per_class["train_count"].notna()].sort_values("split", na_position="last")
@@ -104,10 +109,57 @@ def _hours_lookup(hours: pd.DataFrame, model: str, cset: str) -> dict[int, float
 
 
 DOA_COLUMNS = [
-    "category_set", "n_categories", "model", "train_size", "n_folds", "oa_mean", "oa_std",
+    "arch", "category_set", "n_categories", "model", "train_size", "n_folds", "oa_mean", "oa_std",
     "reference_model", "reference_size", "reference_oa", "doa", "labeling_hours",
     "reference_hours", "time_saved_hours", "time_model", "is_knee", "fold_spread", "knee_note",
+    "doa_low", "doa_high", "doa_margin", "noninferior", "smallest_noninferior",
 ]
+
+# Non-inferiority margin of the DOA claim, in percentage points: the ``analysis`` section may set
+# ``doa_margin_pp`` (read by the report; raystudy's AnalysisConfig does not know the key, so a study
+# config that sets it is refused by ``raystudy run``: set it in the config the report reads).
+DOA_MARGIN_PP = float(DEFAULTS["doa_margin_pp"])
+
+
+def doa_interval(ref_values: Any, values: Any, rho_ref: float, rho: float,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """(DOA, low, high): the reference's mean minus the model's mean with a two-sided ``level``
+    interval. Each mean's variance is its fold variance times the overlap factor of
+    :func:`analysis.stats.variance_factor` (the folds of one size share images); the two sizes are
+    not paired (other images), so the variances add and the degrees of freedom are
+    Welch-Satterthwaite's. NaN bounds with fewer than 2 folds on a side."""
+    a, b = np.asarray(ref_values, dtype=float), np.asarray(values, dtype=float)
+    doa = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return doa, np.nan, np.nan
+    va = float(variance_factor(rho_ref, len(a))) * float(a.var(ddof=1))
+    vb = float(variance_factor(rho, len(b))) * float(b.var(ddof=1))
+    if va + vb == 0:
+        return doa, doa, doa
+    df = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0.0) + (vb ** 2 / (len(b) - 1) if vb else 0.0))
+    half = float(stats_t.ppf(0.5 + level / 2, df)) * float(np.sqrt(va + vb))
+    return doa, doa - half, doa + half
+
+
+def smallest_noninferior(sizes: Any, high: Any, margin: float) -> int | None:
+    """The smallest n from which on every larger size has its DOA upper bound below ``margin``.
+
+    The sizes are tested from the largest down and the sequence stops at the first failure
+    (fixed-sequence testing: each test at the full 5 % with no adjustment, the family-wise error
+    still 5 %); None when the largest size already fails.
+
+    Example:
+        >>> smallest_noninferior([128, 256, 512, 1024], [0.09, 0.01, 0.03, 0.005], 0.02)
+        1024
+    """
+    order = np.argsort(np.asarray(sizes, dtype=float))[::-1]
+    best = None
+    for i in order:
+        h = float(np.asarray(high, dtype=float)[i])
+        if not h < margin:
+            break
+        best = int(np.asarray(sizes)[i])
+    return best
 
 NO_KNEE = "no reliable knee: differences within fold spread"
 
@@ -162,12 +214,32 @@ def doa_table(
     cfg = merge_analysis_config(dict(cfg or {}))
     ref_model, cssl = str(cfg["reference_model"]), str(cfg["cssl_model"])
     spi = float(cfg["seconds_per_image"])
-    done = done_trials(trials)
-    if done.empty:
-        return pd.DataFrame(columns=DOA_COLUMNS)
     per_group = cfg["labeling_time_model"] == "per_group"
-    hours = cell_hours(per_class, cfg, catalog) if per_group and per_class is not None else pd.DataFrame(
+    out = []
+    for arch in archs_of(trials):
+        out += _doa_frames(trials, per_class, cfg, catalog, arch, per_group, ref_model, cssl, spi)
+    if not out:
+        return pd.DataFrame(columns=DOA_COLUMNS)
+    return pd.concat(out, ignore_index=True)
+
+
+def _doa_frames(trials: pd.DataFrame, per_class: pd.DataFrame | None, cfg: Mapping[str, Any],
+                catalog: Catalog | None, arch: Any, per_group: bool, ref_model: str, cssl: str,
+                spi: float) -> list[pd.DataFrame]:
+    """:func:`doa_table`'s frames of one backbone, one per category set."""
+    done = done_trials(trials, arch=arch)
+    if done.empty:
+        return []
+    hours = cell_hours(per_class, cfg, catalog, trials, arch) if per_group and per_class is not None else pd.DataFrame(
         columns=["model", "category_set", "train_size", "hours"])
+    margin = float(cfg.get("doa_margin_pp", DOA_MARGIN_PP)) / 100.0
+
+    def rho_of(cells: pd.DataFrame, size: int) -> float:
+        protocol, k = design_of(cells)
+        here = cells[cells["train_size"] == size]
+        n_val = pd.to_numeric(here["n_validation"], errors="coerce").mean() if "n_validation" in here else None
+        return fold_correlation(protocol, k, float(size), n_val)
+
     out = []
     for cset in category_sets(done):
         sub = done[done["category_set"] == cset]
@@ -175,7 +247,8 @@ def doa_table(
         if ref.empty or mine.empty:
             continue
         ref_size = int(ref["train_size"].max())
-        roa = float(ref.loc[ref["train_size"] == ref_size, "overall_accuracy"].mean())
+        ref_values = ref.loc[ref["train_size"] == ref_size, "overall_accuracy"]
+        roa = float(ref_values.mean())
         mine_hours = _hours_lookup(hours, cssl, cset)
         ref_hours_group = _hours_lookup(hours, ref_model, cset).get(ref_size)
         stats = mine.groupby("train_size")["overall_accuracy"].agg(["count", "mean", "std"])
@@ -188,7 +261,7 @@ def doa_table(
             else:
                 t_n, t_ref, model_used = labeling_hours(size, spi), labeling_hours(ref_size, spi), "constant"
             table.append({
-                "category_set": cset, "n_categories": None if n_cat != n_cat else int(n_cat),
+                "arch": arch, "category_set": cset, "n_categories": None if n_cat != n_cat else int(n_cat),
                 "model": cssl, "train_size": size, "n_folds": int(row["count"]),
                 "oa_mean": float(row["mean"]), "oa_std": float(row["std"]) if row["std"] == row["std"] else np.nan,
                 "reference_model": ref_model, "reference_size": ref_size, "reference_oa": roa,
@@ -196,7 +269,12 @@ def doa_table(
                 "time_saved_hours": t_ref - t_n, "time_model": model_used, "is_knee": False,
                 "fold_spread": np.nan, "knee_note": None,
             })
+            folds = mine.loc[mine["train_size"] == size, "overall_accuracy"]
+            _, lo, hi = doa_interval(ref_values, folds, rho_of(ref, ref_size), rho_of(mine, size))
+            table[-1].update({"doa_low": lo, "doa_high": hi, "doa_margin": margin})
         frame = pd.DataFrame(table, columns=DOA_COLUMNS)
+        frame["noninferior"] = frame["doa_high"] < margin
+        frame["smallest_noninferior"] = smallest_noninferior(frame["train_size"], frame["doa_high"], margin)
         knee = find_knee(frame["time_saved_hours"], frame["doa"])
         sd = frame["oa_std"].to_numpy(dtype=float)
         frame["fold_spread"] = float(np.sqrt(np.mean(sd ** 2))) if np.all(np.isfinite(sd)) else np.nan
@@ -206,6 +284,4 @@ def doa_table(
         if knee is not None and note is None:
             frame.loc[knee, "is_knee"] = True
         out.append(frame)
-    if not out:
-        return pd.DataFrame(columns=DOA_COLUMNS)
-    return pd.concat(out, ignore_index=True)
+    return out

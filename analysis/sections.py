@@ -141,7 +141,7 @@ def pretraining_html(res: Results) -> str:
 
 
 def numbers_frame(res: Results) -> pd.DataFrame:
-    """OA mean, std, min, max per category set, model and size, with n_train / n_validation
+    """OA mean, std, min, max per category set, model, size and backbone (never pooled), with n_train / n_validation
     (and training accuracy and steps when the trials table has them); ceiling rows last."""
     frames = []
     for ceiling in (False, True):
@@ -156,7 +156,8 @@ def numbers_frame(res: Results) -> pd.DataFrame:
             if extra in done.columns and pd.to_numeric(done[extra], errors="coerce").notna().any():
                 done[extra] = pd.to_numeric(done[extra], errors="coerce")
                 agg[f"{extra}_mean"] = (extra, "mean")
-        g = done.groupby(["category_set", "model", "train_size"], as_index=False).agg(**agg)
+        done["arch"] = done["arch"].astype("object").fillna("") if "arch" in done.columns else ""
+        g = done.groupby(["category_set", "model", "train_size", "arch"], as_index=False).agg(**agg)
         g.insert(1, "protocol", "ceiling" if ceiling else "curve")
         frames.append(g)
     if not frames:
@@ -164,8 +165,9 @@ def numbers_frame(res: Results) -> pd.DataFrame:
     out = pd.concat(frames, ignore_index=True)
     rank = {c: i for i, c in enumerate(category_sets(res.trials))}
     order = {m: i for i, m in enumerate(order_models(out["model"]))}
-    out["_k"] = [(rank.get(c, 99), p == "ceiling", order.get(m, 99), n)
-                 for c, p, m, n in zip(out["category_set"], out["protocol"], out["model"], out["train_size"])]
+    out["_k"] = [(rank.get(c, 99), a, p == "ceiling", order.get(m, 99), n)
+                 for c, p, m, n, a in zip(out["category_set"], out["protocol"], out["model"], out["train_size"],
+                                          out["arch"])]
     return out.sort_values("_k").drop(columns="_k").reset_index(drop=True)
 
 
@@ -176,9 +178,11 @@ def numbers_html(res: Results, frame: pd.DataFrame) -> str:
     header = ["category set", "model", "n", "folds", "OA mean \u00b1 std", "OA min / max", "n_train", "n_validation"]
     header += [{"train_accuracy_mean": "training accuracy (mean)", "steps_mean": "steps (mean)"}[c] for c in extra]
     rows = []
+    several = "arch" in frame.columns and frame["arch"].nunique() > 1
     for _, r in frame.iterrows():
         std = f" \u00b1 {100 * r['oa_std']:.1f} pp" if r["oa_std"] == r["oa_std"] else ""
-        model = display_name(r["model"]) + (" \u2014 supervised ceiling" if r["protocol"] == "ceiling" else "")
+        model = display_name(r["model"]) + (f" ({r['arch']})" if several and r["arch"] else "") + (
+            " \u2014 supervised ceiling" if r["protocol"] == "ceiling" else "")
         cells = [set_label(r["category_set"], n_categories_of(r["category_set"], res.trials)), model,
                  f"{int(r['train_size']):,}", int(r["folds"]), f"{100 * r['oa_mean']:.1f} %{std}",
                  f"{100 * r['oa_min']:.1f} % / {100 * r['oa_max']:.1f} %",

@@ -40,21 +40,69 @@ def selection_of(trials: pd.DataFrame) -> pd.Series:
     return trials["selection"].astype("object").where(trials["selection"].notna(), RANDOM)
 
 
+ANY = "*"  # ``arch=ANY``: keep every backbone (only for views that show them side by side)
+
+
+def archs_of(*frames: pd.DataFrame | None) -> list[str | None]:
+    """The backbones (``arch``) found in the frames, sorted; ``[None]`` when none is recorded."""
+    found: set[str] = set()
+    for df in frames:
+        if df is not None and len(df) and "arch" in df.columns:
+            found |= set(df["arch"].dropna().astype(str))
+    return sorted(found) or [None]
+
+
+def ceiling_cells(trials: pd.DataFrame | None) -> set[Any]:
+    """Cell ids of the supervised-ceiling rows of ``trials``."""
+    if trials is None or trials.empty or "cell_id" not in trials.columns:
+        return set()
+    return set(trials.loc[is_ceiling(trials), "cell_id"].dropna())
+
+
+def comparable(frame: pd.DataFrame, trials: pd.DataFrame | None = None, *, arch: Any = ANY,
+               selection: str | None = RANDOM, ceiling: bool = False) -> pd.DataFrame:
+    """The rows of any cell-keyed table (``trials``, ``per_class``, ``confusion``) that one
+    statistic, figure or sentence may pool: one backbone ``arch`` (``ANY`` keeps every one;
+    ``None`` matches rows without an arch; a frame that records no arch is not filtered by it),
+    one selection strategy (``None`` keeps every one)
+    and, unless ``ceiling`` is True, no supervised-ceiling cell (with ``ceiling=True`` only those).
+
+    The ceiling is known from ``trials.protocol``: ``frame`` itself when it has that column,
+    else the cell ids of ``trials`` (a ``per_class`` or ``confusion`` frame without ``trials``
+    keeps cells whose id is not marked; their figures pass it).
+    """
+    if frame is None or frame.empty:
+        return frame
+    keep = pd.Series(True, index=frame.index)
+    if arch is not ANY and arch != ANY and "arch" in frame.columns and frame["arch"].notna().any():
+        col = frame["arch"].astype("object")
+        keep &= col.isna() if arch is None else (col == arch)
+    if selection is not None:
+        keep &= selection_of(frame) == selection
+    if "protocol" in frame.columns:
+        keep &= is_ceiling(frame) == ceiling
+    elif "cell_id" in frame.columns and trials is not None:
+        keep &= frame["cell_id"].isin(ceiling_cells(trials)) == ceiling
+    return frame[keep]
+
+
 def done_trials(trials: pd.DataFrame, metric: str = "overall_accuracy", ceiling: bool = False,
-                selection: str | None = RANDOM) -> pd.DataFrame:
-    """Finished trials (status 'done') with a value for ``metric``.
+                selection: str | None = RANDOM, arch: Any = ANY) -> pd.DataFrame:
+    """Finished trials (status 'done') with a value for ``metric``, of comparable cells
+    (:func:`comparable`).
 
     The supervised ceiling is a reference, not a point of a learning curve: its rows are
     left out, or with ``ceiling=True`` they are the only rows returned. Only cells of the
     ``selection`` strategy are kept (default random: every figure of the paper is about the
-    random draw); ``selection=None`` keeps every strategy.
+    random draw); ``selection=None`` keeps every strategy. ``arch`` keeps one backbone
+    (default ``ANY``: every one; every statistic passes one arch at a time).
     """
     df = latest_trials(trials)
     if df.empty:
         return df
+    df = comparable(df, arch=arch, selection=selection, ceiling=ceiling)
     status = df["status"].astype("object")
-    ok = ((status.isna() | (status == "done")) & df[metric].notna() & df["train_size"].notna()
-          & (is_ceiling(df) == ceiling) & (selection is None or selection_of(df) == selection))
+    ok = (status.isna() | (status == "done")) & df[metric].notna() & df["train_size"].notna()
     out = df[ok].copy()
     out["train_size"] = out["train_size"].astype(int)
     out[metric] = out[metric].astype(float)
@@ -112,9 +160,13 @@ def nan_to_none(value: Any) -> Any:
         return value
 
 
-def majority_share(per_class: pd.DataFrame, category_set: str, split: str = "validation") -> float | None:
-    """Share of the most frequent category in ``split`` (mean over cells): the accuracy of always
-    predicting the majority class. None without per-class supports."""
+def majority_share(per_class: pd.DataFrame, category_set: str, split: str = "validation",
+                   trials: pd.DataFrame | None = None, arch: Any = ANY) -> float | None:
+    """Share of the most frequent category in ``split`` (mean over comparable cells, :func:`comparable`):
+    the accuracy of always predicting the majority class. None without per-class supports."""
+    per_class = comparable(per_class, trials, arch=arch)
+    if per_class is None or per_class.empty:
+        return None
     pc = per_class[(per_class["category_set"] == category_set) & (per_class["split"] == split)
                    & per_class["support"].notna()]
     if pc.empty:

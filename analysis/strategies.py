@@ -5,28 +5,36 @@ size n where random was measured, the size at which a strategy's mean curve reac
 mean OA (linear interpolation in log n between the strategy's measured sizes, never beyond
 them) and the difference n - n_equal. The guards of the rest of the report hold: beside every
 number stands the fold-paired t-test of the strategy minus random at the same n (the cells
-share their validation fold, :mod:`raystudy.selection`), and a verdict is given only when that
-difference exceeds its fold spread and p < 0.05.
+share their validation fold, :mod:`raystudy.selection`): the corrected resampled t test of
+:func:`analysis.stats.paired_difference_table` (fold correlation of the run's protocol, the pool
+bound for a strategy other than random under ``holdout``), Holm-adjusted over the sizes of one
+(category set, model, strategy) family. A verdict is given only when that adjusted p <= ALPHA, the
+rule of the rest of the report. (The former second guard, |mean difference| > fold SD, could not
+fail once p < 0.05 with k <= 6 folds and is gone.) Every backbone (``arch``) is compared on its own.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from analysis.select import RANDOM, done_trials, selection_of
-from analysis.stats import paired_difference_table
+from analysis.select import ANY, RANDOM, archs_of, done_trials, selection_of
+from analysis.stats import ALPHA, paired_difference_table
 
-P_CLAIM = 0.05
+P_CLAIM = ALPHA  # a verdict needs Holm-adjusted p <= P_CLAIM
 
-CURVE_COLUMNS = ["category_set", "model", "selection", "train_size", "mean", "std", "n_folds"]
-SAVED_COLUMNS = ["category_set", "model", "selection", "train_size", "random_mean", "n_equal", "labels_saved",
-                 "saved_share", "mean_diff", "std_diff", "p_value", "n_pairs", "verdict"]
+CURVE_COLUMNS = ["arch", "category_set", "model", "selection", "train_size", "mean", "std", "n_folds"]
+SAVED_COLUMNS = ["arch", "category_set", "model", "selection", "train_size", "random_mean", "n_equal",
+                 "labels_saved", "saved_share", "mean_diff", "std_diff", "p_value", "p_adjusted", "family",
+                 "n_pairs", "verdict"]
 
 
-def strategy_trials(trials: pd.DataFrame, metric: str = "overall_accuracy") -> pd.DataFrame:
-    """Finished trials of every strategy (``selection`` filled, ``random`` where null)."""
-    done = done_trials(trials, metric, selection=None)
+def strategy_trials(trials: pd.DataFrame, metric: str = "overall_accuracy", arch: Any = ANY) -> pd.DataFrame:
+    """Finished trials of every strategy (``selection`` filled, ``random`` where null), of one
+    backbone (``ANY``: every one)."""
+    done = done_trials(trials, metric, selection=None, arch=arch)
     return done.assign(selection=selection_of(done)) if len(done) else done.assign(selection=pd.Series(dtype=object))
 
 
@@ -39,12 +47,13 @@ def compared_sets(trials: pd.DataFrame) -> list[str]:
     return [str(c) for c, found in per_set.items() if RANDOM in found and len(found) > 1]
 
 
-def strategy_curves(trials: pd.DataFrame, metric: str = "overall_accuracy") -> pd.DataFrame:
-    """Mean and fold std of ``metric`` per (set, model, strategy, size)."""
-    done = strategy_trials(trials, metric)
+def strategy_curves(trials: pd.DataFrame, metric: str = "overall_accuracy", arch: Any = ANY) -> pd.DataFrame:
+    """Mean and fold std of ``metric`` per (arch, set, model, strategy, size)."""
+    done = strategy_trials(trials, metric, arch)
     if done.empty:
         return pd.DataFrame(columns=CURVE_COLUMNS)
-    g = done.groupby(["category_set", "model", "selection", "train_size"])[metric]
+    done = done.assign(arch=done["arch"].astype("object").fillna("")) if "arch" in done else done.assign(arch="")
+    g = done.groupby(["arch", "category_set", "model", "selection", "train_size"])[metric]
     out = pd.concat([g.mean().rename("mean"), g.std(ddof=1).rename("std"), g.size().rename("n_folds")], axis=1)
     return out.reset_index()[CURVE_COLUMNS]
 
@@ -71,65 +80,74 @@ def size_at_accuracy(sizes: np.ndarray, means: np.ndarray, target: float) -> flo
     return None
 
 
-def verdict(saved: float | None, diff: float, std: float, p: float, n_pairs: int) -> str:
-    """A claim only where the strategy's paired difference exceeds its fold spread and p < 0.05.
+def verdict(saved: float | None, diff: float, p_adjusted: float, n_pairs: int) -> str:
+    """A claim only where the strategy's paired difference has Holm-adjusted p <= ALPHA.
 
     Example:
-        >>> verdict(-10.0, 0.01, 0.02, 0.3, 5)
-        'no verdict: the difference is within the fold spread (p = 0.3)'
+        >>> verdict(-10.0, 0.01, 0.3, 5)
+        'no verdict: not significant (Holm-adjusted p = 0.3)'
     """
     if n_pairs < 2:
         return "no verdict: fewer than 2 paired folds"
-    if p != p or abs(diff) <= std or p >= P_CLAIM:
-        return f"no verdict: the difference is within the fold spread (p = {p:.2g})"
+    if p_adjusted != p_adjusted or p_adjusted > P_CLAIM:
+        return f"no verdict: not significant (Holm-adjusted p = {p_adjusted:.2g})"
     better = "better" if diff > 0 else "worse"
     if saved is None:
-        return f"{better} than random at this n (p = {p:.2g}); labels saved outside the measured sizes"
+        return f"{better} than random at this n (Holm-adjusted p = {p_adjusted:.2g}); labels saved outside the measured sizes"
     cost = f"saves {saved:.0f} labels" if saved >= 0 else f"needs {-saved:.0f} more labels"
-    return f"{better} than random (p = {p:.2g}): {cost} for random's OA at this n"
+    return f"{better} than random (Holm-adjusted p = {p_adjusted:.2g}): {cost} for random's OA at this n"
 
 
 def labels_saved_table(trials: pd.DataFrame, metric: str = "overall_accuracy") -> pd.DataFrame:
-    """Per (set, model, strategy other than random, size where both ran): labels saved at equal
-    OA against random and the fold-paired difference at the same n."""
-    done = strategy_trials(trials, metric)
-    curves = strategy_curves(trials, metric)
+    """Per (arch, set, model, strategy other than random, size where both ran): labels saved at equal
+    OA against random and the fold-paired difference at the same n (corrected t, Holm over the
+    sizes of the (arch, set, model, strategy) family)."""
     rows = []
-    for cset in compared_sets(trials):
-        for (model, strategy), cur in curves[curves["category_set"] == cset].groupby(["model", "selection"]):
-            if strategy == RANDOM:
-                continue
-            ref = curves[(curves["category_set"] == cset) & (curves["model"] == model) & (curves["selection"] == RANDOM)]
-            if ref.empty:
-                continue
-            pair = done[(done["category_set"] == cset) & (done["model"] == model)
-                        & done["selection"].isin([RANDOM, strategy])]
-            paired = paired_difference_table(pair.drop(columns="selection").assign(model=pair["selection"]),
-                                             model=strategy, reference_model=RANDOM, metric=metric)
-            paired = paired.set_index("train_size")
-            for r in ref.itertuples():
-                n_eq = size_at_accuracy(cur["train_size"].to_numpy(), cur["mean"].to_numpy(), r.mean)
-                saved = None if n_eq is None else float(r.train_size) - n_eq
-                p = paired.loc[r.train_size] if r.train_size in paired.index else None
-                diff, std = (float(p["mean_diff"]), float(p["std_diff"])) if p is not None else (np.nan, np.nan)
-                pval = float(p["p_value"]) if p is not None else np.nan
-                rows.append({
-                    "category_set": cset, "model": model, "selection": strategy, "train_size": int(r.train_size),
-                    "random_mean": float(r.mean), "n_equal": n_eq, "labels_saved": saved,
-                    "saved_share": None if saved is None else saved / float(r.train_size),
-                    "mean_diff": diff, "std_diff": std, "p_value": pval,
-                    "n_pairs": int(p["n_pairs"]) if p is not None else 0,
-                    "verdict": verdict(saved, diff, std, pval, int(p["n_pairs"])) if p is not None else "no verdict: not run at this n",
-                })
+    for arch in archs_of(trials):
+        done = strategy_trials(trials, metric, arch)
+        curves = strategy_curves(trials, metric, arch)
+        for cset in compared_sets(done):
+            for (model, strategy), cur in curves[curves["category_set"] == cset].groupby(["model", "selection"]):
+                if strategy == RANDOM:
+                    continue
+                ref = curves[(curves["category_set"] == cset) & (curves["model"] == model)
+                             & (curves["selection"] == RANDOM)]
+                if ref.empty:
+                    continue
+                pair = done[(done["category_set"] == cset) & (done["model"] == model)
+                            & done["selection"].isin([RANDOM, strategy])]
+                paired = paired_difference_table(pair.assign(model=pair["selection"]), model=strategy,
+                                                 reference_model=RANDOM, metric=metric, selection=None, arch=arch)
+                paired = paired.set_index("train_size")
+                for r in ref.itertuples():
+                    n_eq = size_at_accuracy(cur["train_size"].to_numpy(), cur["mean"].to_numpy(), r.mean)
+                    saved = None if n_eq is None else float(r.train_size) - n_eq
+                    p = paired.loc[r.train_size] if r.train_size in paired.index else None
+                    diff, std = (float(p["mean_diff"]), float(p["std_diff"])) if p is not None else (np.nan, np.nan)
+                    pval = float(p["p_value"]) if p is not None else np.nan
+                    padj = float(p["p_adjusted"]) if p is not None else np.nan
+                    rows.append({
+                        "arch": arch, "category_set": cset, "model": model, "selection": strategy,
+                        "train_size": int(r.train_size), "random_mean": float(r.mean), "n_equal": n_eq,
+                        "labels_saved": saved, "saved_share": None if saved is None else saved / float(r.train_size),
+                        "mean_diff": diff, "std_diff": std, "p_value": pval, "p_adjusted": padj,
+                        "family": p["family"] if p is not None else "",
+                        "n_pairs": int(p["n_pairs"]) if p is not None else 0,
+                        "verdict": (verdict(saved, diff, padj, int(p["n_pairs"])) if p is not None
+                                    else "no verdict: not run at this n"),
+                    })
     return pd.DataFrame(rows, columns=SAVED_COLUMNS)
 
 
 def selection_sentences(table: pd.DataFrame) -> list[str]:
-    """One summary line per claim of :func:`labels_saved_table` (rows with a verdict)."""
+    """One summary line per claim of :func:`labels_saved_table` (rows with a verdict), naming the
+    Holm family; the backbone is named when the table has more than one."""
     out = []
+    several = table["arch"].nunique(dropna=True) > 1 if len(table) else False
     for r in table.itertuples():
         if r.verdict.startswith("no verdict"):
             continue
-        out.append(f"{r.category_set}, {r.model}, n = {r.train_size}: {r.selection} is {r.verdict} "
-                   f"({100 * r.mean_diff:+.1f} pp OA over {r.n_pairs} paired folds).")
+        arch = f" ({r.arch})" if several and r.arch is not None else ""
+        out.append(f"{r.category_set}{arch}, {r.model}, n = {r.train_size}: {r.selection} is {r.verdict} "
+                   f"({100 * r.mean_diff:+.1f} pp OA over {r.n_pairs} paired folds; Holm over {r.family}).")
     return out

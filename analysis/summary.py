@@ -9,9 +9,10 @@ import pandas as pd
 
 from analysis.config import display_name
 from analysis.select import (
-    category_sets, done_trials, latest_trials, majority_share, n_categories_of, set_label,
+    ANY, archs_of, category_sets, comparable, done_trials, latest_trials, majority_share, n_categories_of,
+    set_label,
 )
-from analysis.stats import paired_difference_table
+from analysis.stats import ALPHA, paired_difference_table
 
 CELL_COLUMNS = ["cell_id", "model", "category_set", "train_size", "fold", "state", "reason"]
 
@@ -59,21 +60,65 @@ def _pp(x: float) -> str:
 
 
 def p_text(p: float, n_pairs: int) -> str:
-    """'p = 0.012', 'not significant, p = 0.090' or why there is no test."""
+    """'Holm-adjusted p = 0.012', 'not significant, Holm-adjusted p = 0.090' or why there is no test
+    (``p`` is the family-adjusted p; significant means p <= :data:`~analysis.stats.ALPHA`)."""
     if n_pairs < 2 or p != p:
         return "one fold, no test" if n_pairs < 2 else "no test possible"
-    return f"p = {p:.3f}" if p <= 0.05 else f"not significant, p = {p:.3f}"
+    return f"Holm-adjusted p = {p:.3f}" if p <= ALPHA else f"not significant, Holm-adjusted p = {p:.3f}"
+
+
+def arch_label(label: str, arch: Any, archs: list[Any]) -> str:
+    """The set label, with the backbone when the run has more than one."""
+    return f"{label}, {arch}" if len(archs) > 1 and arch is not None else label
 
 
 def knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
     """Per category set: the knee size, the hours it saves and the accuracy it gives up (in pp),
     or why there is no reliable knee."""
     out = []
+    archs = list(pd.unique(doa["arch"])) if "arch" in doa.columns and len(doa) else [None]
+    for arch in archs:
+        none = arch is None or arch != arch
+        mine = doa if "arch" not in doa.columns else doa[doa["arch"].isna()] if none else doa[doa["arch"] == arch]
+        out += _knee_sentences(mine, cfg, arch, archs)
+    return out
+
+
+def noninferiority_sentence(label: str, t: pd.DataFrame) -> str | None:
+    """The DOA claim with its interval: the smallest n from which on the DOA's upper 95 % bound is
+    below the margin (sizes tested from the largest down, :func:`analysis.labeling.smallest_noninferior`)."""
+    if "doa_high" not in t.columns or not t["doa_high"].notna().any():
+        return None
+    first = t.iloc[0]
+    margin = 100 * float(first["doa_margin"])
+    cssl, ref = display_name(first["model"]), display_name(first["reference_model"])
+    against = f"{ref} at n = {int(first['reference_size']):,}"
+
+    def ci(r: Any) -> str:
+        return (f"DOA {100 * r['doa']:+.1f} pp, 95 % CI {100 * r['doa_low']:+.1f} to {100 * r['doa_high']:+.1f} pp")
+
+    n = first.get("smallest_noninferior")
+    if n is None or n != n:
+        top = t.loc[t["train_size"].idxmax()]
+        return (f"{label}: no size of {cssl} is shown within {margin:g} pp of {against} (DOA upper 95 % bound "
+                f"below {margin:g} pp); at the largest size n = {int(top['train_size']):,}: {ci(top)}.")
+    r = t[t["train_size"] == int(n)].iloc[0]
+    return (f"{label}: the smallest n at which {cssl} is within {margin:g} pp of {against} (DOA upper 95 % "
+            f"bound below {margin:g} pp, at that size and every larger one; tested from the largest size down) is "
+            f"n = {int(n):,}: {ci(r)}.")
+
+
+def _knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any], arch: Any, archs: list[Any]) -> list[str]:
+    out = []
     for cset in category_sets(doa):
         t = doa[doa["category_set"] == cset]
         first = t.iloc[0]
-        label = set_label(cset, None if first["n_categories"] != first["n_categories"] else int(first["n_categories"]))
+        label = arch_label(set_label(cset, None if first["n_categories"] != first["n_categories"]
+                                     else int(first["n_categories"])), arch, archs)
         cssl, ref = display_name(first["model"]), display_name(first["reference_model"])
+        claim = noninferiority_sentence(label, t)
+        if claim:
+            out.append(claim)
         knee = t[t["is_knee"].astype(bool)]
         if knee.empty:
             note = first.get("knee_note") or "no reliable knee"
@@ -94,62 +139,86 @@ def knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
     return out
 
 
+def test_text(paired: pd.DataFrame) -> str:
+    """How the p-values of a sentence were made: the test, the design it corrects for, the family."""
+    r = paired.iloc[0]
+    if str(r["test"]) == "wilcoxon":
+        how = "Wilcoxon signed-rank test"
+    else:
+        how = (f"t test corrected for overlapping folds ({r['protocol']} protocol, {int(r['k'])} folds, "
+               f"fold correlation {r['rho']:.2f}; Nadeau-Bengio variance factor)")
+    return f"{how}; significant: Holm-adjusted p \u2264 {ALPHA:g}"
+
+
 def per_size_sentence(label: str, paired: pd.DataFrame, what: str) -> str:
-    """One sentence per category set: the fold-paired difference at every size, each with its p-value."""
-    parts = [f"n = {int(r['train_size']):,}: {_pp(r['mean_diff'])} ({p_text(r['p_value'], int(r['n_pairs']))})"
+    """One sentence per category set: the fold-paired difference at every size, each with its
+    Holm-adjusted p-value; the verdict names the family the adjustment ran over."""
+    parts = [f"n = {int(r['train_size']):,}: {_pp(r['mean_diff'])} ({p_text(r['p_adjusted'], int(r['n_pairs']))})"
              for _, r in paired.sort_values("train_size").iterrows()]
-    sig = paired[(paired["p_value"] <= 0.05) & (paired["n_pairs"] >= 2)]
-    better = [f"{int(n):,}" for n in sig.loc[sig["mean_diff"] > 0, "train_size"]]
-    worse = [f"{int(n):,}" for n in sig.loc[sig["mean_diff"] < 0, "train_size"]]
+    sig = paired[paired["significant"].astype(bool) & (paired["n_pairs"] >= 2)]
+    family = paired["family"].iloc[0]
+
+    def claim(rows: pd.DataFrame, word: str) -> str:
+        sizes = ", ".join(f"{int(n):,}" for n in rows["train_size"])
+        ps = ", ".join(f"{p:.3f}" for p in rows["p_adjusted"])
+        return f"significantly {word} at n = {sizes} (Holm-adjusted p = {ps} over {family})"
+
     verdict = []
-    if better:
-        verdict.append(f"significantly higher at n = {', '.join(better)}")
-    if worse:
-        verdict.append(f"significantly lower at n = {', '.join(worse)}")
+    if (sig["mean_diff"] > 0).any():
+        verdict.append(claim(sig[sig["mean_diff"] > 0], "higher"))
+    if (sig["mean_diff"] < 0).any():
+        verdict.append(claim(sig[sig["mean_diff"] < 0], "lower"))
     if not verdict:
-        verdict.append("no size with a significant difference (p \u2264 0.05)")
+        verdict.append(f"no size with a significant difference (Holm-adjusted p \u2264 {ALPHA:g} over {family})")
     signs = {np.sign(d) for d in paired["mean_diff"] if d == d and d != 0}
     mixed = " The sign changes with the size, so no single average is quoted." if len(signs) > 1 else ""
     return (f"{label}: {what}, paired by fold, per size: " + "; ".join(parts) + f". Verdict: "
-            + "; ".join(verdict) + "." + mixed)
+            + "; ".join(verdict) + "." + mixed + f" ({test_text(paired)}.)")
 
 
 def advantage_sentences(trials: pd.DataFrame, cfg: dict[str, Any], paired: pd.DataFrame | None = None) -> list[str]:
     """The fold-paired CSSL-minus-reference difference at every size up to ``advantage_max_size``
-    (p-value beside each), and both models' OA at the largest size of the run."""
-    done = done_trials(trials)
+    (Holm-adjusted p-value beside each), and both models' OA at the largest size of the run; per
+    backbone when the run has more than one (the sentence names it)."""
     cssl, ref = str(cfg["cssl_model"]), str(cfg["reference_model"])
     if paired is None:
         paired = paired_difference_table(trials, cssl, ref)
     limit = int(cfg["advantage_max_size"])
     out = []
-    for cset in category_sets(done):
-        sub = done[done["category_set"] == cset]
-        means = sub.groupby(["model", "train_size"])["overall_accuracy"].agg(["mean", "std", "count"])
-        if cssl not in means.index.get_level_values(0) or ref not in means.index.get_level_values(0):
-            continue
-        a, b = means.loc[cssl], means.loc[ref]
-        both = a.index.intersection(b.index)
-        if len(both) == 0:
-            continue
-        label = set_label(cset, n_categories_of(cset, sub))
-        pt = paired[(paired["category_set"] == cset) & (paired["train_size"] <= limit)]
-        if len(pt):
-            out.append(per_size_sentence(label, pt, f"{display_name(cssl)} minus {display_name(ref)} in OA"))
-        top = int(max(both))
+    archs = archs_of(trials)
+    for arch in archs:
+        done = done_trials(trials, arch=arch)
+        for cset in category_sets(done):
+            sub = done[done["category_set"] == cset]
+            means = sub.groupby(["model", "train_size"])["overall_accuracy"].agg(["mean", "std", "count"])
+            if cssl not in means.index.get_level_values(0) or ref not in means.index.get_level_values(0):
+                continue
+            a, b = means.loc[cssl], means.loc[ref]
+            both = a.index.intersection(b.index)
+            if len(both) == 0:
+                continue
+            label = arch_label(set_label(cset, n_categories_of(cset, sub)), arch, archs)
+            mine = paired[paired["arch"].isna()] if arch is None or arch != arch else paired[paired["arch"] == arch]
+            pt = mine[(mine["category_set"] == cset) & (mine["train_size"] <= limit)]
+            if len(pt):
+                out.append(per_size_sentence(label, pt, f"{display_name(cssl)} minus {display_name(ref)} in OA"))
+            top = int(max(both))
 
-        def desc(row: pd.Series) -> str:
-            spread = f" \u00b1 {100 * row['std']:.1f} pp" if row["count"] > 1 and row["std"] == row["std"] else ""
-            return f"{100 * row['mean']:.1f} %{spread}"
+            def desc(row: pd.Series) -> str:
+                spread = f" \u00b1 {100 * row['std']:.1f} pp" if row["count"] > 1 and row["std"] == row["std"] else ""
+                return f"{100 * row['mean']:.1f} %{spread}"
 
-        out.append(f"{label}: at n = {top:,} (the largest size of this run), {display_name(cssl)} reaches OA "
-                   f"{desc(a.loc[top])} and {display_name(ref)} {desc(b.loc[top])} (mean \u00b1 std over folds).")
+            out.append(f"{label}: at n = {top:,} (the largest size of this run), {display_name(cssl)} reaches OA "
+                       f"{desc(a.loc[top])} and {display_name(ref)} {desc(b.loc[top])} (mean \u00b1 std over folds).")
     return out
 
 
-def one_class_share(confusion: pd.DataFrame, category_set: str, split: str = "generalization") -> pd.DataFrame:
+def one_class_share(confusion: pd.DataFrame, category_set: str, split: str = "generalization",
+                    trials: pd.DataFrame | None = None, arch: Any = ANY) -> pd.DataFrame:
     """Per model and train size: the share of the split's images that each fold model puts into
-    its most-predicted category (``share_min`` .. ``share_max`` over folds) and that category."""
+    its most-predicted category (``share_min`` .. ``share_max`` over folds) and that category;
+    comparable cells only (:func:`analysis.select.comparable`)."""
+    confusion = comparable(confusion, trials, arch=arch)
     cm = confusion[(confusion["split"] == split) & (confusion["category_set"] == category_set)]
     if cm.empty:
         return pd.DataFrame(columns=["model", "train_size", "share_min", "share_max", "category"])
@@ -168,31 +237,35 @@ def generalization_sentences(trials: pd.DataFrame, cfg: dict[str, Any], per_clas
                              one_class: float = 0.7) -> list[str]:
     """Per size and fold-paired, the CSSL-minus-reference accuracy on the unseen campaign, and whether
     the folds only score the majority-class share."""
-    done = done_trials(trials, "generalization_accuracy")
     cssl, ref = str(cfg["cssl_model"]), str(cfg["reference_model"])
     paired = paired_difference_table(trials, cssl, ref, metric="generalization_accuracy")
     out = []
-    for cset in category_sets(done):
-        sub = done[done["category_set"] == cset]
-        camps = [campaign(c) for c in sub["generalization_campaign"].dropna().astype(str).unique()]
-        camp = ", ".join(camps) or "the unseen campaign"
-        label = set_label(cset, n_categories_of(cset, sub))
-        pt = paired[paired["category_set"] == cset]
-        if len(pt):
-            out.append(per_size_sentence(label, pt, f"on {camp}, {display_name(cssl)} minus {display_name(ref)}"))
-        share = majority_share(per_class, cset, "generalization") if per_class is not None else None
-        if share is not None:
-            at = int(np.isclose(sub["generalization_accuracy"], share, atol=0.005).sum())
-            if at:
-                out.append(f"{label}: {at} of {len(sub)} fold models score the majority-class share of {camp} "
-                           f"({100 * share:.1f} %) within 0.5 pp: they may predict mostly one category.")
-        if confusion is not None and len(sub):
-            top = int(sub["train_size"].max())
-            shares = one_class_share(confusion, cset)
-            for r in shares[(shares["train_size"] == top) & (shares["share_min"] >= one_class)].itertuples():
-                out.append(f"{label}: on {camp} at n = {top:,}, every fold model of {display_name(r.model)} puts "
-                           f"{100 * r.share_min:.0f}\u2013{100 * r.share_max:.0f} % of the images into one category "
-                           f"({r.category}): it predicts mostly one class there.")
+    archs = archs_of(trials)
+    for arch in archs:
+        done = done_trials(trials, "generalization_accuracy", arch=arch)
+        mine = paired[paired["arch"].isna()] if arch is None else paired[paired["arch"] == arch]
+        for cset in category_sets(done):
+            sub = done[done["category_set"] == cset]
+            camps = [campaign(c) for c in sub["generalization_campaign"].dropna().astype(str).unique()]
+            camp = ", ".join(camps) or "the unseen campaign"
+            label = arch_label(set_label(cset, n_categories_of(cset, sub)), arch, archs)
+            pt = mine[mine["category_set"] == cset]
+            if len(pt):
+                out.append(per_size_sentence(label, pt, f"on {camp}, {display_name(cssl)} minus {display_name(ref)}"))
+            share = (majority_share(per_class, cset, "generalization", trials, arch)
+                     if per_class is not None else None)
+            if share is not None:
+                at = int(np.isclose(sub["generalization_accuracy"], share, atol=0.005).sum())
+                if at:
+                    out.append(f"{label}: {at} of {len(sub)} fold models score the majority-class share of {camp} "
+                               f"({100 * share:.1f} %) within 0.5 pp: they may predict mostly one category.")
+            if confusion is not None and len(sub):
+                top = int(sub["train_size"].max())
+                shares = one_class_share(confusion, cset, trials=trials, arch=arch)
+                for r in shares[(shares["train_size"] == top) & (shares["share_min"] >= one_class)].itertuples():
+                    out.append(f"{label}: on {camp} at n = {top:,}, every fold model of {display_name(r.model)} puts "
+                               f"{100 * r.share_min:.0f}\u2013{100 * r.share_max:.0f} % of the images into one "
+                               f"category ({r.category}): it predicts mostly one class there.")
     return out
 
 

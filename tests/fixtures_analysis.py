@@ -210,3 +210,34 @@ def with_selection(tables: dict[str, pd.DataFrame], strategy: str = "coreset", g
             mine["finished_at"] = mine["finished_at"] + 1e5
         out[name] = pd.concat([df, mine], ignore_index=True)
     return out
+
+
+def with_second_arch(tables: dict[str, pd.DataFrame], first: str = "resnet50", second: str = "resnet18",
+                     shift: float = -0.05, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The tables with ``arch`` = ``first`` on every cell, plus every cell again on a second backbone
+    (``<cell_id>-<second>``, OA moved by ``shift`` plus noise), plus one supervised-ceiling cell of the
+    first backbone per category set (a trials row with ``protocol`` = ceiling and its per-class and
+    confusion rows)."""
+    rng = np.random.default_rng(seed)
+    out = {k: v.copy() for k, v in tables.items()}
+    for name in ("grid", "trials", "per_class", "confusion"):
+        df = out[name].assign(arch=first)
+        mine = df.copy()
+        mine["cell_id"] = mine["cell_id"] + f"-{second}"
+        mine["arch"] = second
+        if name == "trials":
+            mine["overall_accuracy"] = (mine["overall_accuracy"] + shift + rng.normal(0, 0.01, len(mine))).clip(0, 1)
+        ceiling = []
+        for cset, g in df.groupby("category_set"):
+            top = g[g["train_size"] == g["train_size"].max()]
+            top = top[(top["model"] == "baseline") & (top["fold"] == 0)].copy()
+            top["cell_id"] = f"baseline-{cset}-ceiling"
+            top["train_size"] = 50000
+            if name == "trials":
+                top["protocol"] = "ceiling"
+                top["overall_accuracy"] = 0.99
+            if name == "confusion":
+                top["count"] = top["count"] * 50
+            ceiling.append(top)
+        out[name] = pd.concat([df, mine] + ceiling, ignore_index=True)
+    return out

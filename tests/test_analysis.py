@@ -270,12 +270,19 @@ def test_paired_differences_known_numbers():
     d = np.array([0.1, 0.05, 0.1])
     assert r["n_pairs"] == 3 and r["mean_diff"] == pytest.approx(d.mean())
     t_stat = d.mean() / (d.std(ddof=1) / np.sqrt(3))
-    assert r["p_value"] == pytest.approx(2 * stats.t.sf(t_stat, df=2))
-    # Hand-computed: mean 0.08333, s = 0.028868, s / sqrt(3) = 0.016667, t(0.975, 2) = 4.302653;
-    # half width 0.071711; p = 2 * P(T_2 > 5.0) = 0.037750.
+    assert r["p_uncorrected"] == pytest.approx(2 * stats.t.sf(t_stat, df=2))  # scipy's ttest_rel
+    assert r["p_uncorrected"] == pytest.approx(stats.ttest_rel([0.6, 0.7, 0.8], [0.5, 0.65, 0.7]).pvalue)
+    # Corrected resampled t (paper protocol, k = 3: Nadeau-Bengio factor 1/3 + 1/2 = 5/6). Hand-computed:
+    # mean 0.08333, s = 0.028868, sqrt(5/6) s = 0.026352, t = 3.162278, t(0.975, 2) = 4.302653;
+    # half width 0.113385; p = 2 * P(T_2 > 3.162278) = 0.087129 (uncorrected: 0.037750).
+    assert (r["protocol"], r["k"], r["rho"]) == ("paper", 3, pytest.approx(1 / 3))
     assert r["ci_method"] == "t"
-    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.083333 - 0.071711, 0.083333 + 0.071711), abs=1e-6)
-    assert r["p_value"] == pytest.approx(0.037750, abs=1e-6)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.083333 - 0.113385, 0.083333 + 0.113385), abs=1e-6)
+    assert r["p_value"] == pytest.approx(0.087129, abs=1e-6)
+    assert r["p_uncorrected"] == pytest.approx(0.037750, abs=1e-6)
+    # the family is every size of the set with a test: here one (n = 512 has a single pair)
+    assert r["p_adjusted"] == pytest.approx(r["p_value"]) and r["family_size"] == 1 and not r["significant"]
+    assert r["family"] == "1 size of 19cat, moco vs baseline, OA"
     # Ten or more pairs: the seeded percentile bootstrap, inside the range of the differences.
     many = [trial(m, 128, f, 0.5 + 0.01 * f + (0.02 if m == "moco" else 0) * (f % 3)) for f in range(10)
             for m in ("moco", "baseline")]
@@ -579,11 +586,16 @@ def test_advantage_sentences_per_size_with_p_values():
         for f, d in enumerate(ds):
             rows += [trial("baseline", n, f, 0.5), trial("moco", n, f, 0.5 + d)]
     text = " ".join(advantage_sentences(pd.DataFrame(rows), analysis.config.merge_analysis_config(None)))
-    p64 = stats.ttest_rel([0.5 + d for d in diffs[64]], [0.5] * 3).pvalue
-    p128 = stats.ttest_rel([0.5 + d for d in diffs[128]], [0.5] * 3).pvalue
-    assert f"n = 64: +13.0 pp (p = {p64:.3f})" in text
-    assert f"n = 128: -4.0 pp (not significant, p = {p128:.3f})" in text
-    assert "significantly higher at n = 64" in text and "The sign changes with the size" in text
+    # corrected resampled t (paper protocol, 3 folds: variance factor 1/3 + 1/2 instead of 1/3), then
+    # Holm over the family of both sizes: the smaller p times 2, the larger one as it is (monotone)
+    raw = {n: stats.ttest_rel([0.5 + d for d in ds], [0.5] * 3).statistic for n, ds in diffs.items()}
+    p = {n: 2 * stats.t.sf(abs(t) * np.sqrt((1 / 3) / (1 / 3 + 1 / 2)), df=2) for n, t in raw.items()}
+    p64, p128 = min(1.0, 2 * p[64]), max(min(1.0, 2 * p[64]), p[128])
+    assert f"n = 64: +13.0 pp (Holm-adjusted p = {p64:.3f})" in text
+    assert f"n = 128: -4.0 pp (not significant, Holm-adjusted p = {p128:.3f})" in text
+    assert (f"significantly higher at n = 64 (Holm-adjusted p = {p64:.3f} over 2 sizes of 19cat, moco vs "
+            "baseline, OA)") in text and "The sign changes with the size" in text
+    assert "paper protocol, 3 folds" in text
     assert "average advantage" not in text and "2,048" not in text  # no average; sizes from the run only
 
 
@@ -727,7 +739,7 @@ def test_selection_section_appears_with_two_strategies_and_leaves_the_rest_uncha
     assert set(table["selection"]) == {"coreset"} and set(table["category_set"]) == {"19cat"}
     # +4 pp at every size with tiny noise: coreset reaches random's OA with fewer labels, a verdict
     claims = table[~table["verdict"].str.startswith("no verdict")]
-    assert len(claims) and (claims["labels_saved"].dropna() > 0).all() and (claims["p_value"] < 0.05).all()
+    assert len(claims) and (claims["labels_saved"].dropna() > 0).all() and (claims["p_adjusted"] <= 0.05).all()
     assert (table["mean_diff"] > 0.03).all()
     assert "coreset is better than random" in html
     assert size_at_accuracy(np.array([100, 400]), np.array([0.5, 0.7]), 0.6) == pytest.approx(200)
@@ -741,3 +753,99 @@ def test_selection_without_difference_gives_no_verdict(tmp_path):
     table = labels_saved_table(load_results(write_run(tmp_path / "run", with_selection(
         make_tables(seed=4, folds=5, embeddings=False), "balanced", gain=0.0, noise=0.0))).trials)
     assert len(table) and table["verdict"].str.startswith("no verdict").all()
+
+
+# ------------------------------------------------------------------ comparable cells
+
+
+def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics(tmp_path):
+    from fixtures_analysis import with_second_arch
+
+    from analysis.labeling import cell_hours
+    from analysis.select import comparable, done_trials, majority_share
+    from analysis.strategies import labels_saved_table
+    from analysis.summary import advantage_sentences, knee_sentences, one_class_share
+
+    base = make_tables(seed=5, folds=3, embeddings=False, sizes={"4cat": [128, 256, 512, 1024]})
+    single = {k: v.assign(arch="resnet50") if k in ("grid", "trials", "per_class", "confusion") else v
+              for k, v in base.items()}
+    both = with_second_arch(base)
+    cfg = analysis.config.merge_analysis_config({"labeling_time_model": "per_group"})
+    drop = ["ci_low", "ci_high"]  # the bootstrap is not used below 10 folds; the t interval is exact
+    for metric in ("overall_accuracy", "generalization_accuracy"):
+        one = paired_difference_table(single["trials"], metric=metric)
+        two = paired_difference_table(both["trials"], metric=metric)
+        assert set(two["arch"]) == {"resnet50", "resnet18"}
+        mine = two[two["arch"] == "resnet50"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine.drop(columns=drop), one.drop(columns=drop))
+        assert np.allclose(mine[drop], one[drop])
+        assert 50000 not in set(two["train_size"])  # the ceiling cell is no point of a curve
+    # the other backbone's numbers are its own, not an average with the first
+    other = paired_difference_table(both["trials"]).query("arch == 'resnet18'")
+    assert not np.allclose(other["mean_diff"], paired_difference_table(single["trials"])["mean_diff"])
+    doa_one = doa_table(single["trials"], single["per_class"], cfg)
+    doa_two = doa_table(both["trials"], both["per_class"], cfg)
+    pd.testing.assert_frame_equal(doa_two[doa_two["arch"] == "resnet50"].reset_index(drop=True), doa_one)
+    assert (doa_one["time_model"] == "per_group").all()
+    hours_one = cell_hours(single["per_class"], cfg, trials=single["trials"], arch="resnet50")
+    hours_two = cell_hours(both["per_class"], cfg, trials=both["trials"], arch="resnet50")
+    pd.testing.assert_frame_equal(hours_two.reset_index(drop=True), hours_one.reset_index(drop=True))
+    assert majority_share(both["per_class"], "4cat", trials=both["trials"], arch="resnet50") == pytest.approx(
+        majority_share(single["per_class"], "4cat", trials=single["trials"], arch="resnet50"))
+    pd.testing.assert_frame_equal(
+        one_class_share(both["confusion"], "4cat", "validation", both["trials"], "resnet50"),
+        one_class_share(single["confusion"], "4cat", "validation", single["trials"], "resnet50"))
+    pd.testing.assert_frame_equal(
+        fold_confusion(both["confusion"], "moco", "4cat", 1024, trials=both["trials"], arch="resnet50"),
+        fold_confusion(single["confusion"], "moco", "4cat", 1024))
+    assert comparable(both["trials"], arch="resnet50").shape[0] == single["trials"].shape[0]
+    assert len(done_trials(both["trials"], ceiling=True)) == 1
+    # sentences: per backbone, named when there are two, and the single-arch wording otherwise
+    text_one = advantage_sentences(single["trials"], cfg)
+    text_two = advantage_sentences(both["trials"], cfg)
+    assert [s.replace("4 categories (4cat), resnet50", "4 categories (4cat)") for s in text_two
+            if "resnet50" in s] == text_one
+    assert any("4 categories (4cat), resnet18" in s for s in text_two)
+    assert len(knee_sentences(doa_two, cfg)) == 2 * len(knee_sentences(doa_one, cfg))
+    assert labels_saved_table(both["trials"]).empty  # one strategy only: nothing to compare
+    # figures draw one backbone (the first by default), with the ceiling as a line, never as a box
+    for build in (figures.accuracy_vs_size, figures.generalization):
+        one_fig = build(trials=single["trials"], per_class=single["per_class"])
+        two_fig = build(trials=both["trials"], per_class=both["per_class"], arch="resnet50")
+        assert [list(t.y) for t in two_fig.data if t.y is not None] == [list(t.y) for t in one_fig.data if t.y is not None]
+        assert "(resnet50)" in two_fig.layout.title.text
+    fits_one = analysis.stats.fit_learning_curves(single["trials"], n_boot=0)
+    fits_two = analysis.stats.fit_learning_curves(both["trials"], n_boot=0, arch="resnet50")
+    assert {k: (f.a, f.b, f.c) for k, f in fits_two.items()} == {k: (f.a, f.b, f.c) for k, f in fits_one.items()}
+    html = _report_text(build_report(write_run(tmp_path / "two", both)))
+    assert "4 categories (4cat), resnet18: Semisup-MoCo minus Baseline (Sup) in OA" in html
+
+
+def test_doa_non_inferiority_claim_with_its_interval():
+    from analysis.labeling import doa_interval, smallest_noninferior
+    from analysis.summary import knee_sentences
+
+    # by hand: reference folds [0.80, 0.82, 0.78] (mean 0.80, s^2 = 4e-4), model folds [0.79, 0.80, 0.78]
+    # (mean 0.79, s^2 = 1e-4); paper protocol, 3 folds: factor 1/3 + 1/2 = 5/6 on both variances;
+    # Var = 5/6 * 5e-4, Welch df = (5e-4)^2 / ((4e-4)^2 / 2 + (1e-4)^2 / 2) = 2.941
+    doa, lo, hi = doa_interval([0.80, 0.82, 0.78], [0.79, 0.80, 0.78], 1 / 3, 1 / 3)
+    half = stats.t.ppf(0.975, 25e-8 / (17e-8 / 2)) * np.sqrt(5 / 6 * 5e-4)
+    assert doa == pytest.approx(0.01) and (lo, hi) == pytest.approx((0.01 - half, 0.01 + half))
+    # fixed sequence from the largest size down: stops at the first size whose bound is not below the margin
+    assert smallest_noninferior([128, 256, 512, 1024], [0.01, 0.01, 0.03, 0.005], 0.02) == 1024
+    assert smallest_noninferior([128, 256, 512], [0.01, 0.015, 0.019], 0.02) == 128
+    assert smallest_noninferior([128, 256], [0.01, 0.05], 0.02) is None
+    rows = []
+    for n, (ref, mine) in {256: (None, 0.70), 1024: (None, 0.785), 4096: (0.80, 0.795)}.items():
+        for f, e in enumerate((-0.004, 0.0, 0.004)):
+            rows.append(trial("moco", n, f, mine + e))
+            if ref is not None:
+                rows.append(trial("baseline", n, f, ref + e))
+    cfg = analysis.config.merge_analysis_config({"doa_margin_pp": 3})
+    doa = doa_table(pd.DataFrame(rows), cfg=cfg).set_index("train_size")
+    assert doa.loc[1024, "doa_high"] < 0.03 < doa.loc[256, "doa_high"]
+    assert (doa["smallest_noninferior"] == 1024).all() and doa.loc[[1024, 4096], "noninferior"].all()
+    text = " ".join(knee_sentences(doa.reset_index(), cfg))
+    assert ("the smallest n at which Semisup-MoCo is within 3 pp of Baseline (Sup) at n = 4,096 (DOA upper "
+            "95 % bound below 3 pp") in text
+    assert f"is n = 1,024: DOA +1.5 pp, 95 % CI {100 * doa.loc[1024, 'doa_low']:+.1f} to" in text

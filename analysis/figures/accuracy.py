@@ -12,15 +12,16 @@ from plotly.subplots import make_subplots
 from analysis.config import REFERENCE_COLOR, display_name, model_color, order_models
 from analysis.figures._common import SizeAxis, fade, fmt_int, model_boxes, no_data_figure, style
 from analysis.results import Results, resolve
-from analysis.select import category_sets, done_trials, majority_share, n_categories_of, set_label
-from analysis.stats import MAX_BAND_WIDTH, CurveFit, fit_learning_curves, paired_difference_table
+from analysis.select import archs_of, category_sets, done_trials, majority_share, n_categories_of, set_label
+from analysis.stats import ALPHA, MAX_BAND_WIDTH, CurveFit, fit_learning_curves, paired_difference_table, significant
 
 
 def p_label(p: float, n_pairs: int) -> str:
-    """Short p-value label under a mean difference ('p=0.04', 'n.s. p=0.09', '1 fold')."""
+    """Short label of a Holm-adjusted p under a mean difference ('p_adj=0.04', 'n.s. p_adj=0.09',
+    '1 fold'); significant means p <= ALPHA, as in the text."""
     if n_pairs < 2 or p != p:
         return "1 fold" if n_pairs < 2 else ""
-    return f"p={p:.2g}" if p <= 0.05 else f"n.s. p={p:.2g}"
+    return f"p_adj={p:.2g}" if p <= ALPHA else f"n.s. p_adj={p:.2g}"
 
 METRIC_LABEL = {
     "overall_accuracy": "Overall accuracy",
@@ -126,12 +127,14 @@ def accuracy_vs_size(
     per_class: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     metric: str = "overall_accuracy", models: Sequence[str] | None = None, inset: bool = True,
-    reference_points: bool = True, title: str | None = None,
+    reference_points: bool = True, title: str | None = None, arch: Any = None,
 ) -> go.Figure:
     """Figs. 4 and 9: accuracy over folds as boxes per model and size (fold dots over them), with a
-    zoom panel and the majority-class and supervised-ceiling lines where the run has them."""
+    zoom panel and the majority-class and supervised-ceiling lines where the run has them; one
+    backbone (``arch``, default the first recorded; its name in the title when there are several)."""
     res = resolve(results, config=config, trials=trials, per_class=per_class)
-    done = done_trials(res.trials, metric)
+    arch, arch_note = _arch(res, arch)
+    done = done_trials(res.trials, metric, arch=arch)
     sets = category_sets(done)
     base = f"{METRIC_LABEL.get(metric, metric)} vs training set size"
     if not sets or (category_set is not None and category_set not in sets):
@@ -141,22 +144,31 @@ def accuracy_vs_size(
     ncat = n_categories_of(cset, data)
     refs = _reference_points(res.config, cset, ncat) if reference_points else []
     return _box_figure(data, metric, cset, res.config, models, inset, refs,
-                       title or f"{base} \u2014 {set_label(cset, ncat)}",
-                       reference_lines(res, cset, metric, "validation"))
+                       title or f"{base} \u2014 {set_label(cset, ncat)}{arch_note}",
+                       reference_lines(res, cset, metric, "validation", arch))
+
+
+def _arch(res: Results, arch: Any) -> tuple[Any, str]:
+    """The backbone a figure draws (default the first recorded) and its title note ('' for one)."""
+    archs = archs_of(res.trials)
+    arch = arch if arch is not None else archs[0]
+    return arch, (f" ({arch})" if len(archs) > 1 else "")
 
 
 MAJORITY_COLOR, CEILING_COLOR = "#b22222", "#2f4f4f"
 
 
-def reference_lines(res: Results, cset: str, metric: str, split: str) -> list[tuple[float, str, str, str]]:
+def reference_lines(res: Results, cset: str, metric: str, split: str,
+                    arch: Any = None) -> list[tuple[float, str, str, str]]:
     """(y, label, colour, dash) of the majority-class share of ``split`` and of the supervised
-    ceiling (mean over its folds) where the run has them."""
+    ceiling (mean over its folds) where the run has them, of one backbone (default the first)."""
     out = []
-    share = majority_share(res.per_class, cset, split)
+    arch = arch if arch is not None else archs_of(res.trials)[0]
+    share = majority_share(res.per_class, cset, split, res.trials, arch)
     if share is not None:
         out.append((share, f"majority class {share:.1%} (always predicting the most frequent category)",
                     MAJORITY_COLOR, "dot"))
-    ceil = done_trials(res.trials, metric, ceiling=True)
+    ceil = done_trials(res.trials, metric, ceiling=True, arch=arch)
     ceil = ceil[ceil["category_set"] == cset]
     if len(ceil):
         n = int(ceil["train_size"].max())
@@ -169,12 +181,13 @@ def generalization(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
     per_class: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
-    models: Sequence[str] | None = None, title: str | None = None,
+    models: Sequence[str] | None = None, title: str | None = None, arch: Any = None,
 ) -> go.Figure:
     """Fig. 12: accuracy on the unseen campaign (generalization_accuracy) per model and size, with
-    the campaign's majority-class share."""
+    the campaign's majority-class share; one backbone (``arch``, default the first recorded)."""
     res = resolve(results, config=config, trials=trials, per_class=per_class)
-    done = done_trials(res.trials, "generalization_accuracy")
+    arch, arch_note = _arch(res, arch)
+    done = done_trials(res.trials, "generalization_accuracy", arch=arch)
     sets = category_sets(done)
     if not sets or (category_set is not None and category_set not in sets):
         return no_data_figure(title or "Accuracy on the unseen campaign", "no data yet: no generalization accuracy recorded")
@@ -184,20 +197,22 @@ def generalization(
     where = " / ".join(campaigns) if campaigns else "the unseen campaign"
     return _box_figure(data, "generalization_accuracy", cset, res.config, models, False, [],
                        title or f"Accuracy on {where} without further fine-tuning \u2014 "
-                       f"{set_label(cset, n_categories_of(cset, data))}",
-                       reference_lines(res, cset, "generalization_accuracy", "generalization"))
+                       f"{set_label(cset, n_categories_of(cset, data))}{arch_note}",
+                       reference_lines(res, cset, "generalization_accuracy", "generalization", arch))
 
 
 def learning_curves(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     models: Sequence[str] | None = None, fits: dict[tuple[str, str], CurveFit] | None = None,
-    title: str | None = None,
+    title: str | None = None, arch: Any = None,
 ) -> go.Figure:
-    """Boxes of Fig. 4 with the fit OA(n) = a - b n^-c per model, its bootstrap band and the targets."""
+    """Boxes of Fig. 4 with the fit OA(n) = a - b n^-c per model, its bootstrap band and the targets;
+    one backbone (``arch``, default the first recorded, the one :func:`fit_learning_curves` fits)."""
     res = resolve(results, config=config, trials=trials)
     cfg = res.config
-    done = done_trials(res.trials)
+    arch, arch_note = _arch(res, arch)
+    done = done_trials(res.trials, arch=arch)
     sets = category_sets(done)
     if not sets or (category_set is not None and category_set not in sets):
         return no_data_figure(title or "Learning curves", "no data yet: no finished trials")
@@ -257,7 +272,7 @@ def learning_curves(
         fig.add_hline(y=t, line=dict(color="#999", dash="dot", width=1),
                       annotation_text=f"target {t:.0%}", annotation_position="top left")
     style(fig, title or f"Learning curves OA(n) = a \u2212 b\u00b7n^(\u2212c) \u2014 "
-          f"{set_label(cset, n_categories_of(cset, data))}", height=560, boxmode="group")
+          f"{set_label(cset, n_categories_of(cset, data))}{arch_note}", height=560, boxmode="group")
     fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top"),
                       margin=dict(r=330, t=80))
     fig.update_xaxes(axis.axis(sizes=sizes))
@@ -283,19 +298,23 @@ def paired_differences(
     if table.empty:
         return no_data_figure(title or f"Paired difference {name}", "no data yet: no fold has results for both models")
     axis = SizeAxis(table["train_size"].tolist())
-    sets = category_sets(table)
+    archs = list(pd.unique(table["arch"])) if "arch" in table.columns else [None]
+    groups = [(a, c) for a in archs for c in category_sets(table if a is None or a != a else table[table["arch"] == a])]
     fig = go.Figure()
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-    for i, cset in enumerate(sets):
-        sub = table[table["category_set"] == cset].sort_values("train_size")
+    for i, (arch, cset) in enumerate(groups):
+        sub = table[table["category_set"] == cset]
+        if "arch" in sub.columns:
+            sub = sub[sub["arch"].isna()] if arch is None or arch != arch else sub[sub["arch"] == arch]
+        sub = sub.sort_values("train_size")
         color = colors[i % len(colors)]
-        shift = (i - (len(sets) - 1) / 2) * 0.12
+        shift = (i - (len(groups) - 1) / 2) * 0.12
         x = axis.pos(sub["train_size"].to_numpy()) + shift
         mean = 100 * sub["mean_diff"].to_numpy(dtype=float)
         hi = 100 * sub["ci_high"].to_numpy(dtype=float) - mean
         lo = mean - 100 * sub["ci_low"].to_numpy(dtype=float)
-        p = sub["p_value"].to_numpy(dtype=float)
-        label = set_label(cset, n_categories_of(cset, sub))
+        p = (sub["p_adjusted"] if "p_adjusted" in sub.columns else sub["p_value"]).to_numpy(dtype=float)
+        label = set_label(cset, n_categories_of(cset, sub)) + (f", {arch}" if len(archs) > 1 else "")
         fx, fy = [], []
         for xi, diffs in zip(x, sub["diffs"]):
             fx += [xi] * len(diffs)
@@ -308,17 +327,17 @@ def paired_differences(
             legendgroup=cset, line=dict(color=color, width=2), marker=dict(size=9, color=color),
             error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi), arrayminus=np.nan_to_num(lo),
                          thickness=1.5, width=5),
-            text=["*" if v < 0.05 else "" for v in p], textposition="top center",
+            text=["*" if v else "" for v in significant(p)], textposition="top center",
             textfont=dict(size=16, color=color),
             customdata=np.stack([sub["train_size"], sub["n_pairs"], np.nan_to_num(p, nan=-1)], axis=-1),
             hovertemplate=("n = %{customdata[0]:,}<br>mean \u0394 = %{y:.2f} pp<br>pairs: %{customdata[1]}"
-                           "<br>p = %{customdata[2]:.3g} (-1: too few pairs)<extra>" + label + "</extra>")))
+                           "<br>Holm-adjusted p = %{customdata[2]:.3g} (-1: too few pairs)<extra>" + label + "</extra>")))
         for xi, yi, pi, npair in zip(x, mean, p, sub["n_pairs"]):
             fig.add_annotation(x=xi, y=yi, text=p_label(pi, int(npair)), showarrow=False, yshift=-16,
                                font=dict(size=10, color=color))
     fig.add_hline(y=0, line=dict(color="black", width=1))
     style(fig, title or f"Paired difference in {METRIC_LABEL.get(metric, metric).lower()}: {name} "
-          f"(same fold; * p < 0.05, {table['test'].iloc[0]})", height=500)
+          f"(same fold; * Holm-adjusted p \u2264 {ALPHA:g}, {table['test'].iloc[0]})", height=500)
     fig.update_xaxes(axis.axis())
     fig.update_yaxes(title="\u0394 accuracy (pp, percentage points)", zeroline=False)
     return fig

@@ -13,7 +13,7 @@ from analysis.config import display_name
 from analysis.confusion import confusion_views, confusion_with_margins, fold_confusion
 from analysis.figures._common import fmt_int, no_data_figure, style
 from analysis.results import Results, resolve
-from analysis.select import category_sets, n_categories_of, set_label
+from analysis.select import archs_of, category_sets, comparable, n_categories_of, set_label
 
 MARGIN_ROW = "precision"
 MARGIN_COL = "recall"
@@ -76,11 +76,14 @@ def confusion_matrices(
     results: Results | None = None, *, confusion: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     models: Sequence[str] | None = None, train_size: int | None = None, split: str = "validation",
-    view: str = "auto", how: str = "mean", title: str | None = None,
+    view: str = "auto", how: str = "mean", title: str | None = None, arch: Any = None,
 ) -> go.Figure:
-    """Side-by-side confusion matrices of two models (rows: views such as basic / complex)."""
+    """Side-by-side confusion matrices of two models (rows: views such as basic / complex), of one
+    backbone (``arch``; default the first recorded) and comparable cells only."""
     res = resolve(results, config=config, confusion=confusion)
-    cm = res.confusion
+    archs = archs_of(res.trials, res.confusion)
+    arch = arch if arch is not None else archs[0]
+    cm = comparable(res.confusion, res.trials, arch=arch)
     models = [str(m) for m in (models or res.config["compare_models"])]
     sets = category_sets(cm[cm["split"] == split])
     base = "Confusion matrices"
@@ -119,7 +122,8 @@ def confusion_matrices(
     ncat = n_categories_of(cset, cm)
     agg = "averaged over folds" if how == "mean" else "summed over folds"
     heights = [max(len(v[r][1]) for _, v in panels if r < len(v)) for r in range(n_rows)]
-    style(fig, title or (f"{base}, {split} set, n = {fmt_int(size)} \u2014 {set_label(cset, ncat)}<br><sup>counts {agg}; "
+    style(fig, title or (f"{base}, {split} set, n = {fmt_int(size)} \u2014 {set_label(cset, ncat)}"
+                         f"{f' ({arch})' if len(archs) > 1 else ''}<br><sup>counts {agg}; "
                          "cell %: share of the predicted column; last row: precision; last column: recall; "
                          + ("corner: overall accuracy" if n_rows == 1 else
                             "corner: accuracy on that subset (images of its categories, predictions among them)")

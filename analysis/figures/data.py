@@ -13,7 +13,7 @@ from scipy import stats
 from analysis.config import display_name, model_color, order_models
 from analysis.figures._common import fmt_int, no_data_figure, style
 from analysis.results import Results, resolve
-from analysis.select import category_sets, n_categories_of, set_label
+from analysis.select import archs_of, category_sets, comparable, n_categories_of, set_label
 
 # Kelly's 20 colours of maximum contrast (white and black left out): distinct for 19 categories.
 CATEGORY_PALETTE = (
@@ -133,12 +133,13 @@ def f1_vs_share(
     results: Results | None = None, *, per_class: pd.DataFrame | None = None,
     config: dict[str, Any] | None = None, category_set: str | None = None,
     models: Sequence[str] | None = None, train_size: int | None = None, split: str = "validation",
-    title: str | None = None,
+    title: str | None = None, arch: Any = None,
 ) -> go.Figure:
-    """Per-category F1 (mean over folds) against the category's share of the training subset."""
+    """Per-category F1 (mean over folds) against the category's share of the training subset, of one
+    backbone (``arch``; default the first recorded) and comparable cells only."""
     res = resolve(results, config=config, per_class=per_class)
-    pc = res.per_class[(res.per_class["split"] == split) & res.per_class["f1"].notna()
-                       & res.per_class["train_count"].notna()]
+    pc = comparable(res.per_class, res.trials, arch=arch if arch is not None else archs_of(res.trials, res.per_class)[0])
+    pc = pc[(pc["split"] == split) & pc["f1"].notna() & pc["train_count"].notna()]
     base = "Per-category F1 vs share of the training set"
     sets = category_sets(pc)
     if not sets or (category_set is not None and category_set not in sets):

@@ -29,13 +29,18 @@ def doa_vs_time_saved(
     results: Results | None = None, *, trials: pd.DataFrame | None = None,
     per_class: pd.DataFrame | None = None, config: dict[str, Any] | None = None,
     category_set: str | None = None, table: pd.DataFrame | None = None, title: str | None = None,
+    arch: Any = None,
 ) -> go.Figure:
     """DOA_n = ROA - OA_n (percentage points, fold std as error bars) against TS_n (hours), sizes as
-    labels, the knee marked where it is reliable, else the reason there is none."""
+    labels, the knee marked where it is reliable, else the reason there is none; one backbone
+    (``arch``, default the first of the table)."""
     res = resolve(results, config=config, trials=trials, per_class=per_class)
     cfg = res.config
     if table is None:
         table = doa_table(res.trials, res.per_class, cfg, res.catalog)
+    if "arch" in table.columns and table["arch"].notna().any():
+        archs = sorted(table["arch"].dropna().astype(str).unique())
+        table = table[table["arch"] == (arch if arch is not None else archs[0])]
     base = "Accuracy given up vs labeling time saved"
     sets = category_sets(table)
     if not sets or (category_set is not None and category_set not in sets):

@@ -87,9 +87,9 @@ def labels_saved(
             name=f"{strategy} \u2014 {display_name(model)}",
             line=dict(color=strategy_color(strategy), dash="solid" if model == order_models(data["model"])[0] else "dash"),
             marker=dict(size=10, symbol=["circle" if c else "circle-open" for c in claim]),
-            customdata=list(zip(g["n_equal"].round(0), g["mean_diff"] * 100, g["p_value"], g["verdict"])),
+            customdata=list(zip(g["n_equal"].round(0), g["mean_diff"] * 100, g["p_adjusted"], g["verdict"])),
             hovertemplate="random n=%{x}, strategy reaches its OA at n=%{customdata[0]}: %{y:+.0f} labels<br>"
-                          "paired diff at n=%{x}: %{customdata[1]:+.1f} pp, p=%{customdata[2]:.2g}<br>"
+                          "paired diff at n=%{x}: %{customdata[1]:+.1f} pp, Holm-adjusted p=%{customdata[2]:.2g}<br>"
                           "%{customdata[3]}<extra></extra>"))
     fig.add_hline(y=0, line=dict(color="#888", dash="dot"))
     fig.update_xaxes(type="log", title_text="labeled images n of random selection")

@@ -1,0 +1,160 @@
+"""Calibration of the report's per-size verdicts: simulated studies with known truth.
+
+Every simulated study is one family of the report (one category set, one model pair, one
+metric, every size): k fold differences per size, equicorrelated over folds with the correlation
+the protocol produces (:func:`analysis.stats.fold_correlation`, the function the report uses),
+heteroscedastic over sizes (the fold SD of the test fixtures, 2.5 pp (128/n)^0.35 + 0.3 pp),
+and for ``holdout`` correlated over sizes too (the validation folds are the same at every size).
+They go through the report's own functions, vectorised over studies:
+:func:`~analysis.stats.corrected_t_test`, :func:`~analysis.stats.holm` and
+:func:`~analysis.stats.significant`; one study also goes through
+:func:`~analysis.stats.paired_difference_table` to show it is the same path.
+
+Run ``pytest -s tests/test_calibration.py`` to see the table (README: "How far to trust the report").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fixtures_analysis import ROOT  # noqa: F401  (puts the checkout on sys.path)
+
+from analysis.stats import ALPHA, corrected_t_test, fold_correlation, holm, paired_difference_table, significant
+
+STUDIES = 4000  # simulated studies per design (MC error of a rate near 0.05: 0.0034)
+EFFECT_PP = 2.0  # the stated effect for power: +2 pp at every size
+MAX_FALSE = 0.06  # family-wise rate of false verdicts allowed under the null
+
+
+def fold_sd(n: np.ndarray) -> np.ndarray:
+    """SD of one fold's difference at size n (the fixtures' noise model), in accuracy units."""
+    return 0.025 * (128.0 / np.asarray(n, dtype=float)) ** 0.35 + 0.003
+
+
+@dataclass
+class Design:
+    name: str
+    protocol: str
+    k: int
+    sizes: tuple[int, ...]
+    n_validation: float | None = None  # holdout: images per validation fold (pool / k)
+    selection: str = "random"
+    across_sizes: float = 0.0  # correlation of the noise between sizes
+    true_rho: tuple[float, ...] | None = None  # a stress test: the truth differs from the correction
+    asserted: bool = True
+
+    def rho(self) -> np.ndarray:
+        """The correlation the report assumes per size (the report's own function)."""
+        return np.array([fold_correlation(self.protocol, self.k, n, self.n_validation, self.selection)
+                         for n in self.sizes])
+
+
+GEO10 = tuple(round(64 * 2 ** (i * 7.5 / 9)) for i in range(10))  # 64 ... 11,585
+DESIGNS = [
+    Design("paper, k=3, 4 sizes (demo)", "paper", 3, (64, 128, 256, 512)),
+    Design("paper, k=5, 10 sizes", "paper", 5, tuple(64 * 2 ** i for i in range(10))),
+    Design("paper, k=10, 9 sizes (paper grid)", "paper", 10, (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864)),
+    Design("holdout, k=3, 4 sizes, pool 2,000", "holdout", 3, (128, 256, 512, 1024), 2000 / 3, across_sizes=0.5),
+    Design("holdout, k=5, 10 sizes, pool 18,864", "holdout", 5, GEO10, 18864 / 5, across_sizes=0.5),
+    Design("holdout, k=10, 9 sizes, pool 18,864", "holdout", 10, (128, 256, 512, 1024, 2048, 4096, 8192, 12000, 16384),
+           18864 / 10, across_sizes=0.5),
+    Design("holdout, k=5, 6 sizes, coreset vs random", "holdout", 5, (128, 256, 512, 1024, 2048, 4096), 18864 / 5,
+           selection="coreset", across_sizes=0.5),
+] + [  # stress: the paper protocol with fold correlation 1/(k-1) (the training overlap's guess), not 1/k
+    Design(f"stress: paper, k={k}, {m} sizes, true rho 1/(k-1)", "paper", k, tuple(64 * 2 ** i for i in range(m)),
+           true_rho=(1.0 / (k - 1),) * m, asserted=False)
+    for k, m in ((3, 4), (5, 10), (10, 9))
+]
+
+
+def simulate(design: Design, effect: np.ndarray, studies: int, seed: int) -> np.ndarray:
+    """(studies, sizes, k) fold differences: effect + SD(n) x noise equicorrelated over folds
+    (rho per size) and correlated over sizes (``across_sizes``)."""
+    rng = np.random.default_rng(seed)
+    m, k, c = len(design.sizes), design.k, design.across_sizes
+    rho = np.asarray(design.true_rho if design.true_rho is not None else design.rho())[None, :, None]
+    common = np.sqrt(c) * rng.standard_normal((studies, 1, 1)) + np.sqrt(1 - c) * rng.standard_normal((studies, m, 1))
+    fold = np.sqrt(c) * rng.standard_normal((studies, 1, k)) + np.sqrt(1 - c) * rng.standard_normal((studies, m, k))
+    noise = np.sqrt(rho) * common + np.sqrt(1 - rho) * fold
+    return np.asarray(effect)[None, :, None] + fold_sd(np.array(design.sizes))[None, :, None] * noise
+
+
+def corrected_p(design: Design, diffs: np.ndarray) -> np.ndarray:
+    """Per-size corrected p of (studies, sizes, k) differences, each size with its own rho."""
+    return np.stack([corrected_t_test(diffs[:, j], r)[1] for j, r in enumerate(design.rho())], axis=1)
+
+
+def calibrate(design: Design, seed: int) -> dict[str, float]:
+    m = len(design.sizes)
+    null = simulate(design, np.zeros(m), STUDIES, seed)
+    p = corrected_p(design, null)
+    new_false = significant(holm(p)).any(axis=1)
+    old_false = significant(corrected_t_test(null, 0.0)[1]).any(axis=1)
+    alt = simulate(design, np.full(m, EFFECT_PP / 100), STUDIES, seed + 1)
+    hit = significant(holm(corrected_p(design, alt))) & (alt.mean(axis=2) > 0)
+    sd3 = simulate(design, 3 * fold_sd(np.array(design.sizes)), STUDIES, seed + 2)
+    hit3 = significant(holm(corrected_p(design, sd3))) & (sd3.mean(axis=2) > 0)
+    rate = float(new_false.mean())
+    return {"false": rate, "mc": float(np.sqrt(max(rate, 1.0 / STUDIES) * (1 - rate) / STUDIES)),
+            "old": float(old_false.mean()), "power": float(hit.mean()), "power_any": float(hit.any(axis=1).mean()),
+            "power_3sd": float(hit3.mean())}
+
+
+@pytest.fixture(scope="module")
+def table() -> dict[str, dict[str, float]]:
+    out = {d.name: calibrate(d, seed=100 + 10 * i) for i, d in enumerate(DESIGNS)}
+    lines = [(f"{'design':<48} {'rho assumed':>12} {'false verdicts (new)':>21} {'old rule':>9} "
+             f"{'power +2pp':>10} {'any size':>9} {'power 3 SD':>10}")]
+    for d in DESIGNS:
+        r, rho = out[d.name], d.rho()
+        rho_txt = f"{rho.min():.2f}" if np.ptp(rho) < 1e-9 else f"{rho.min():.2f}-{rho.max():.2f}"
+        lines.append(f"{d.name:<48} {rho_txt:>12} {r['false']:>13.3f} \u00b1 {r['mc']:.3f} {r['old']:>9.3f} "
+                     f"{r['power']:>10.2f} {r['power_any']:>9.2f} {r['power_3sd']:>10.2f}")
+    print(f"\n{STUDIES} simulated studies per design; false verdicts: share of null studies with at least one "
+          f"'significantly higher/lower' (family-wise, \u00b1 1 MC standard error); old rule: ttest_rel p <= 0.05 "
+          f"per size; power: share of sizes called significantly higher at +{EFFECT_PP:g} pp (any size: share of "
+          f"studies with at least one), and at 3 fold SDs\n" + "\n".join(lines))
+    return out
+
+
+@pytest.mark.parametrize("design", [d for d in DESIGNS if d.asserted], ids=lambda d: d.name)
+def test_family_wise_false_verdicts_under_the_null(table, design):
+    r = table[design.name]
+    assert r["false"] <= MAX_FALSE, f"{design.name}: {r['false']:.3f} \u00b1 {r['mc']:.3f}"
+
+
+def test_the_old_rule_was_anti_conservative(table):
+    assert table["paper, k=3, 4 sizes (demo)"]["old"] > 0.2
+    assert table["paper, k=5, 10 sizes"]["old"] > 0.5
+
+
+def test_power_is_reported_and_grows_with_folds(table):
+    assert table["paper, k=10, 9 sizes (paper grid)"]["power_3sd"] > table["paper, k=3, 4 sizes (demo)"]["power_3sd"]
+    assert all(0.0 <= r["power"] <= 1.0 for r in table.values())
+
+
+def test_the_vectorised_path_is_the_reports_path():
+    """corrected_t_test(rho=0) is scipy's ttest_rel, and paired_difference_table gives the
+    simulated study's corrected and Holm-adjusted p."""
+    design = DESIGNS[0]
+    diffs = simulate(design, np.array([0.03, 0.0, 0.01, 0.02]), 5, seed=7)
+    raw = corrected_t_test(diffs, 0.0)[1]
+    assert np.allclose(raw, stats.ttest_rel(diffs, np.zeros_like(diffs), axis=-1).pvalue)
+    one = diffs[0]
+    rows = []
+    for j, n in enumerate(design.sizes):
+        for f in range(design.k):
+            key = {"category_set": "19cat", "n_categories": 19, "train_size": n, "fold": f, "status": "done",
+                   "protocol": design.protocol, "finished_at": 0.0}
+            rows += [{**key, "cell_id": f"baseline-{n}-{f}", "model": "baseline", "overall_accuracy": 0.5},
+                     {**key, "cell_id": f"moco-{n}-{f}", "model": "moco", "overall_accuracy": 0.5 + one[j, f]}]
+    table = paired_difference_table(pd.DataFrame(rows)).sort_values("train_size")
+    p = corrected_p(design, diffs)[0]
+    assert np.allclose(table["p_value"], p)
+    assert np.allclose(table["p_adjusted"], holm(p))
+    assert table["significant"].tolist() == list(holm(p) <= ALPHA)
