@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import io
 import os
 import posixpath
 import re
@@ -237,22 +236,6 @@ class Location:
             self.fs.copy_file(file.path, copy)
         self.fs.delete_dir(self.path)
 
-    # -- torch ----------------------------------------------------------------------------
-    def torch_load(self, **kwargs: Any) -> Any:
-        """``torch.load`` of this file (read whole, then parsed)."""
-        import torch  # deferred: start-up cost; a leaf module that most commands use without torch
-
-        return torch.load(io.BytesIO(self.read_bytes()), **kwargs)
-
-    def torch_save(self, obj: Any) -> "Location":
-        """``torch.save`` atomically (see :meth:`write_bytes`)."""
-        import torch  # deferred: start-up cost (see torch_load)
-
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        return self.write_bytes(buffer.getvalue())
-
-    # -- Ray --------------------------------------------------------------------------------
     def ray_storage(self) -> dict[str, Any]:
         """``storage_path`` (and ``storage_filesystem`` on object stores) for Ray's RunConfig."""
         if self.is_local:

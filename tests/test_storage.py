@@ -99,10 +99,11 @@ def test_initial_weights_are_read_through_the_storage_layer(s3_server):
     import torch
 
     from raystudy.models import build_encoder, load_encoder_weights
+    from raystudy.models.encoders import save_checkpoint
 
     endpoint, _ = s3_server
     net, _ = build_encoder("resnet18_w16", 1)
-    where = as_location(s3_uri(endpoint, "weights/enc.pt")).torch_save({"state_dict": net.state_dict()})
+    where = save_checkpoint({"state_dict": net.state_dict()}, s3_uri(endpoint, "weights/enc.pt"))
     other, _ = build_encoder("resnet18_w16", 1)
     load_encoder_weights(other, where.uri)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))

@@ -6,7 +6,7 @@ import io
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -148,6 +148,13 @@ def _adapt_conv1(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -
 
 def _head(keys: list[str], n: int = 10) -> str:
     return f"{len(keys)} {keys[:n]}{' ...' if len(keys) > n else ''}"
+
+
+def save_checkpoint(obj: Any, where: str | Path | Location) -> Location:
+    """``torch.save`` of ``obj`` to a path or URI, atomically (written whole, then visible)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return as_location(where).write_bytes(buffer.getvalue())
 
 
 def load_encoder_weights(encoder: nn.Module, path: str | Path | Location) -> None:

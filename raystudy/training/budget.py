@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from raystudy.config import FinetuneConfig
+from raystudy.config import FinetuneConfig
 
 StopReason = Literal["epochs", "min_steps", "max_steps"]
 

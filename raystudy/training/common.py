@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import random
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from raystudy.config import AugmentConfig
+from raystudy.config import AugmentConfig
 
 
 def seed_everything(seed: int) -> None:

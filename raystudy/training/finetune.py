@@ -380,8 +380,6 @@ class CellCheckpoint:
         if not due:
             self.report(metrics)
             return False
-        from ray import tune
-
         with tempfile.TemporaryDirectory() as d:  # unique per attempt: two attempts never share a file
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                         "step": step, "losses": losses, "seconds": seconds}, Path(d) / self.STATE)

@@ -34,6 +34,7 @@ from raystudy.config import StudyConfig
 from raystudy.data.splits import derive_seed
 from raystudy.grid import Job
 from raystudy.models import build_encoder, load_encoder_weights
+from raystudy.models.encoders import save_checkpoint
 from raystudy.models.base import PretrainModel
 from raystudy.resources import uses_gpu
 from raystudy.results import write_table
@@ -311,5 +312,5 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Location, images_ref: An
             ]
         ),
     )
-    encoder.torch_save(encoder_state)  # atomic: written whole, then visible
+    save_checkpoint(encoder_state, encoder)  # atomic: written whole, then visible
     ray.tune.report({"done": True, "final_loss": float(losses["loss"].iloc[-1]), "encoder": encoder.uri})

@@ -3,7 +3,6 @@ and 2-D t-SNE maps of encoder embeddings (Fig. 8)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,13 +11,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 
+from raystudy.config import StudyConfig
 from raystudy.data.splits import derive_seed
 from raystudy.models import build_encoder, load_encoder_weights
 from raystudy.training.augment import EvalTransform
 from raystudy.training.common import autocast, images_to_device, pick_device
 
-if TYPE_CHECKING:
-    from raystudy.config import StudyConfig
 
 
 @torch.no_grad()
