@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from raystudy.config import ModelConfig
+    from raystudy.methods import ModelConfig
 
 
 class PretrainModel(nn.Module, ABC):
