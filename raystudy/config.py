@@ -379,7 +379,14 @@ def _method_schemas(schema: dict[str, Any]) -> None:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a study YAML file (``raystudy schema``; editors read ``studies/schema.json``)."""
-    return StudyConfig.model_json_schema()
+    schema = StudyConfig.model_json_schema()
+    schema["title"] = "raystudy study config"
+    return schema
+
+
+def schema_text() -> str:
+    """:func:`json_schema` as the text of ``studies/schema.json`` (indented, ends with a newline)."""
+    return json.dumps(json_schema(), indent=2) + "\n"
 
 
 # ---------------------------------------------------------------- pydantic's errors in the study's words
