@@ -24,10 +24,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
-import raystudy.methods  # noqa: F401  (registers the built-in pretraining methods)
-import raystudy.selection  # noqa: F401  (registers the built-in selection strategies)
+import raystudy.methods  # registers the built-in pretraining methods
+import raystudy.selection  # registers the built-in selection strategies
 from raystudy import registry
 from raystudy.catalog import (
     BASIC_HABITS,
@@ -36,7 +44,7 @@ from raystudy.catalog import (
     DEFAULT_ALIASES,
     Catalog,
 )
-from raystudy.configbase import (  # noqa: F401  (ConfigError, RANDOM_INIT, weights_path: re-exported)
+from raystudy.configbase import (  # ConfigError, RANDOM_INIT, weights_path: re-exported
     NO_HASH,
     RANDOM_INIT,
     ConfigError,
@@ -47,7 +55,7 @@ from raystudy.configbase import (  # noqa: F401  (ConfigError, RANDOM_INIT, weig
     probability,
     weights_path,
 )
-from raystudy.methods import Arch, ModelConfig  # noqa: F401  (re-exported)
+from raystudy.methods import Arch, ModelConfig  # re-exported
 from raystudy.storage import Location, as_location
 
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
@@ -176,23 +184,25 @@ class PretrainConfig(Section):
         out, sections, found = dict(raw), {}, []
         given = {**out.pop("sections", {}), **{k: out.pop(k) for k in list(out) if k in registry.methods()}}
         for name, value in given.items():
-            spec = registry.get_method(name)
-            if isinstance(value, spec.config):
+            section: Any = registry.get_method(name).config
+            if isinstance(value, section):
                 sections[name] = value
             elif not isinstance(value, dict):
                 found.append((("pretrain", name), f"pretrain.{name}: expected a mapping of {name}'s settings, got {value!r}"))
             else:
                 try:
-                    sections[name] = spec.config.model_validate(value)
+                    sections[name] = section.model_validate(value)
                 except ValidationError as err:
-                    found += translate(err, spec.config, ("pretrain", name))
-        for key in [k for k in out if _moved_key_message(k)]:
-            found.append((("pretrain", key), _moved_key_message(key)))
-            del out[key]
-        if found and (info.context is None or "problems" not in info.context):
+                    found += translate(err, section, ("pretrain", name))
+        for key in list(out):
+            if (moved := _moved_key_message(key)) is not None:
+                found.append((("pretrain", key), moved))
+                del out[key]
+        problems_ = (info.context or {}).get("problems")
+        if found and problems_ is None:  # built in code, not by load_config
             raise ValueError("; ".join(message for _, message in found))
-        if found:
-            info.context["problems"].extend(found)
+        problems_ = problems_ if problems_ is not None else []
+        problems_.extend(found)
         return {**out, "sections": sections}
 
 
@@ -374,7 +384,8 @@ def _method_schemas(schema: dict[str, Any]) -> None:
     """JSON Schema of ``pretrain``: the registered methods' sections as properties, no ``sections``."""
     schema["properties"].pop("sections", None)
     for name, spec in registry.methods().items():
-        schema["properties"][name] = spec.config.model_json_schema()
+        section: Any = spec.config
+        schema["properties"][name] = section.model_json_schema()
 
 
 def json_schema() -> dict[str, Any]:
@@ -414,7 +425,8 @@ def _member(tp: Any, tag: str) -> Any:
 def _walk(root: type, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str, int | None]:
     """An error's location as (key path without union tags, dotted key, index in ``loc`` of the
     first union tag or None)."""
-    tp, path, dotted, union_at = root, [], "", None
+    tp: Any = root
+    path, dotted, union_at = [], "", None
     for i, part in enumerate(loc):
         tp = _unwrap(tp)
         origin = typing.get_origin(tp)
@@ -437,7 +449,7 @@ def _walk(root: type, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str, int |
     return tuple(path), dotted.lstrip("."), union_at
 
 
-def _text(error: dict[str, Any]) -> str:
+def _text(error: ErrorDetails) -> str:
     """One pydantic error as the rule and the value given (``expected int, got str 'ten'``)."""
     kind, value = error["type"], error["input"]
     number = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -23,8 +23,9 @@ This module imports nothing from raystudy.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 BASELINE = "baseline"  # the supervised model type: no pretraining, fine-tuned from its init
 

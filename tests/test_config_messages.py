@@ -12,9 +12,16 @@ import json
 
 import pytest
 
+from raystudy import registry
 from raystudy.config import STUDIES_DIR, ConfigError, load_config
 
 SMOKE = STUDIES_DIR / "smoke.yaml"
+
+
+@pytest.fixture(autouse=True)
+def builtin_methods_only(monkeypatch):
+    """The messages list the registered methods: hide any a plugin test registered before."""
+    monkeypatch.setattr(registry, "_METHODS", {k: v for k, v in registry._METHODS.items() if k in ("moco", "byol", "simclr")})
 
 MESSAGES = [
     (['foo=1'], 'unknown config key(s) foo at top level; allowed keys are: analysis, catalog, data, embeddings, finetune, grid, model, name, pretrain, search, seed, selection'),  # unknown_top

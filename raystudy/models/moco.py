@@ -4,7 +4,6 @@ section ``pretrain.moco``."""
 from __future__ import annotations
 
 import math
-
 from typing import TYPE_CHECKING
 
 import torch

@@ -4,7 +4,6 @@ config section ``pretrain.simclr``. No momentum encoder, no queue."""
 from __future__ import annotations
 
 import math
-
 from typing import TYPE_CHECKING
 
 import torch
