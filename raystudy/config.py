@@ -496,13 +496,16 @@ def translate(err: ValidationError, root: type, prefix: tuple[Any, ...] = ()) ->
         if error["type"] == "extra_forbidden":
             unknown.setdefault(path[:-1], []).append(join(dotted))
             continue
-        at, key = (path, join(dotted)) if union_at is None else (_walk(root, loc[:union_at])[0], join(_walk(root, loc[:union_at])[1]))
+        at, key = path, dotted
+        if union_at is not None:  # one message for the key, its union members joined by "or"
+            at, key, _ = _walk(root, loc[:union_at])
         text = _text(error)
-        found.setdefault((at, key), []).append(text if join(dotted) == key else f"{join(dotted)}: {text}")
+        found.setdefault((at, join(key)), []).append(text if dotted == key else f"{join(dotted)}: {text}")
     out: list[Problem] = []
     for parent, names in unknown.items():
-        out.append((prefix + parent + (None,), f"unknown config key(s) {', '.join(names)} at {join('.'.join(map(str, parent))) or 'top level'}; "
-                    f"allowed keys are: {', '.join(_allowed(root, parent))}"))
+        where = join(".".join(map(str, parent))) or "top level"
+        message = f"unknown config key(s) {', '.join(names)} at {where}; allowed keys are: {', '.join(_allowed(root, parent))}"
+        out.append((prefix + parent + (None,), message))
     out += [(prefix + at, f"{key}: {' or '.join(texts)}") for (at, key), texts in found.items()]
     return out
 
@@ -558,11 +561,14 @@ def build_section(cls: type[Section], raw: Any, prefix: str = "") -> Any:
         >>> build_section(CatalogConfig, {"strict": True}, "catalog").strict
         True
     """
+    found: list[Problem] = []
     try:
-        return cls.model_validate(raw, context={"problems": []})
+        section = cls.model_validate(raw, context={"problems": found})
     except ValidationError as err:
-        found = translate(err, cls, tuple(prefix.split(".")) if prefix else ())
-        raise ConfigError("; ".join(message for _, message in found)) from None
+        found += translate(err, cls, tuple(prefix.split(".")) if prefix else ())
+    if found:
+        raise ConfigError("; ".join(message for _, message in found))
+    return section
 
 
 def build(raw: dict[str, Any]) -> tuple[StudyConfig, list[str]]:
