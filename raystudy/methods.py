@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from raystudy.configbase import Section, at_least, gt, in_unit_interval, weights_path
 from raystudy.registry import MethodSpec, register_method
@@ -33,6 +34,14 @@ class ModelConfig(Section):
     pretrain_init: dict[str, str] = Field(default_factory=dict)  # method -> checkpoint | "random"
     baseline_init: str | None = None
     require_init: bool = False  # True: refuse to start until every initial weight is given (or "random")
+
+    @field_validator("in_channels", mode="before")
+    @classmethod
+    def _no_bool(cls, value: object) -> object:
+        """``true`` is not the number 1 (pydantic's Literal would take it)."""
+        if isinstance(value, bool):
+            raise PydanticCustomError("literal_error", "Input should be 1 or 3", {"expected": "1 or 3"})
+        return value
 
     def baseline_weights(self) -> str | None:
         """The baseline's initial checkpoint, or None for random weights."""

@@ -45,6 +45,8 @@ MESSAGES = [
     (['grid.archs=[resnet9]'], "grid.archs[0]: 'resnet9' is not one of 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet18_w16'"),  # literal_list
     (['catalog.aliases={a: 1}'], 'catalog.aliases.a: expected text, got the number 1'),  # dict_value_type
     (['pretrain.use_gpu=maybe'], "pretrain.use_gpu: expected bool, got str 'maybe' or 'maybe' is not one of 'auto', 'true', 'false'"),  # bool_union
+    (['model.in_channels=true'], "model.in_channels: True is not one of 1, 3"),  # bool for a Literal of ints
+    (['finetune.base_lr=-1'], "finetune.base_lr: must be > 0, got -1.0"),  # an int read as a float
     (['finetune.epochs=1.5'], 'finetune.epochs: expected int, got float 1.5'),  # float_for_int
     (['grid.selection=[random, nope]'], "grid.selection[1]: unknown selection strategy 'nope'; use one of ['random', 'balanced', 'coreset', 'uncertainty']"),  # unknown_strategy
 ]
