@@ -7,7 +7,7 @@ from typing import Any
 
 from raystudy import registry
 from raystudy.catalog import Catalog
-from raystudy.config import CatalogConfig, ConfigError, _build
+from raystudy.config import CatalogConfig, ConfigError, build_section
 
 DEFAULTS: dict[str, Any] = {
     "reference_model": "baseline",
@@ -93,6 +93,6 @@ def catalog_from_config(raw: dict[str, Any] | None, source: str = "config.yaml")
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: catalog: expected a mapping, got {section!r}")
     try:
-        return _build(CatalogConfig, section, "catalog").build()
+        return build_section(CatalogConfig, section, "catalog").build()
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}; fix the file or rerun the study") from err

@@ -1,4 +1,5 @@
-"""The ``raystudy`` command: run a study, rebuild its report, show its status, advise what to label next."""
+"""The ``raystudy`` command: run a study, rebuild its report, show its status, advise what to label next,
+print the study config's JSON Schema."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     rate.add_argument("--images-per-s", type=float, help="images/s of one fine-tuning trial")
     rate.add_argument("--calibrate", action="store_true", help="measure it: a few timed steps of the backbone here")
     pl.add_argument("--pretrain-images-per-s", type=float, help="images/s of one pretraining worker (default: a third of --images-per-s)")
+    sub.add_parser("schema", help="print the JSON Schema of a study YAML file (studies/schema.json is its output)")
     return parser
 
 
@@ -135,6 +137,14 @@ def cmd_advise(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema() -> int:
+    """Print the JSON Schema of ``StudyConfig`` (the registered methods' ``pretrain.<method>`` sections included)."""
+    from raystudy.config import schema_text
+
+    print(schema_text(), end="")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
 
     run = reachable(args.run_dir)
@@ -161,6 +171,8 @@ def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
             return cmd_plan(args, default_preset)
         if args.command == "advise":
             return cmd_advise(args)
+        if args.command == "schema":
+            return cmd_schema()
         return cmd_status(args)
     except (ConfigError, DataError, StudyLockedError, NothingToRun, LocationError) as err:
         print(f"raystudy: error: {err}", file=sys.stderr)

@@ -1,31 +1,42 @@
-"""Study configuration: plain dataclasses loaded from YAML, with strict checking.
+"""Study configuration: strict pydantic models loaded from YAML.
 
 A study is one YAML file (``studies/<preset>.yaml``). Unknown keys, values of the
 wrong type and out-of-range values are refused with the full key path, before
 anything is trained or written; every problem of a file is reported at once.
 
 Checks live where a field is declared: a ``Literal`` annotation lists the choices,
-``metadata=gt(0)`` / ``at_least(1)`` / ``in_unit_interval()`` / ``probability()`` the
-range, and ``metadata=NO_HASH`` leaves a field out of :meth:`StudyConfig.config_hash`.
-Every float must be finite. Each pretraining method reads its own section
-``pretrain.<method>`` (a dataclass declared by the method's module, see
-:mod:`raystudy.registry`).
+``Annotated[int, at_least(1)]`` (``gt``, ``in_unit_interval``, ``probability``: see
+:mod:`raystudy.configbase`) the range, and ``Annotated[..., NO_HASH]`` leaves a field out
+of :meth:`StudyConfig.config_hash`. Every float must be finite. Each pretraining method
+reads its own section ``pretrain.<method>`` (a model declared with the method, see
+:mod:`raystudy.registry`). ``raystudy schema`` prints the JSON Schema (``studies/schema.json``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import hashlib
 import json
-import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
+import raystudy.methods  # registers the built-in pretraining methods
+import raystudy.selection  # registers the built-in selection strategies
+from raystudy import registry
 from raystudy.catalog import (
     BASIC_HABITS,
     CATEGORIES_4,
@@ -33,86 +44,67 @@ from raystudy.catalog import (
     DEFAULT_ALIASES,
     Catalog,
 )
-from raystudy import registry
+from raystudy.configbase import (  # ConfigError, RANDOM_INIT, weights_path: re-exported
+    NO_HASH,
+    RANDOM_INIT,
+    ConfigError,
+    Section,
+    at_least,
+    gt,
+    in_unit_interval,
+    probability,
+    weights_path,
+)
+from raystudy.methods import Arch, ModelConfig  # re-exported
+from raystudy.storage import Location, as_location
 
-if TYPE_CHECKING:
-    from raystudy import storage
-
-# the backbones of raystudy.models.encoders (kept here as names: the config does not import torch)
-Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet18_w16"]
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 PRESETS = ("smoke", "demo", "paper")
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
-NO_HASH = {"hash": False}  # field metadata: the field does not change a trial's result
 
 
-class ConfigError(ValueError):
-    """A study config that cannot be used; the message names the key and the fix."""
+@dataclass(frozen=True)
+class _Inline:
+    """Annotation marker: the field's mapping sits inline in its parent (``pretrain.<method>``)."""
 
 
-# ---------------------------------------------------------------- declared ranges
+INLINE = _Inline()
+Problem = tuple[tuple[Any, ...], str]  # (the key path, for ordering and stripping; the message)
 
 
-def _check(predicate: Callable[[Any], bool], text: str) -> dict[str, Any]:
-    return {"check": (predicate, text)}
-
-
-def gt(lo: float) -> dict[str, Any]:
-    """Field metadata: the value must be > ``lo``."""
-    return _check(lambda v: v > lo, f"must be > {lo}")
-
-
-def at_least(lo: float) -> dict[str, Any]:
-    """Field metadata: the value must be >= ``lo``."""
-    return _check(lambda v: v >= lo, f"must be >= {lo}")
-
-
-def in_unit_interval() -> dict[str, Any]:
-    """Field metadata: 0 <= value < 1 (momenta)."""
-    return _check(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
-
-
-def probability() -> dict[str, Any]:
-    """Field metadata: 0 <= value <= 1."""
-    return _check(lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]")
-
-
-@dataclass
-class SyntheticConfig:
+class SyntheticConfig(Section):
     """The embedded procedural data set, generated on first use."""
 
-    campaigns: dict[str, int] = field(
+    campaigns: dict[str, int] = Field(
         default_factory=lambda: {"NASCENT19": 1200, "NASCENT20": 900, "CLOUDLAB": 300}
     )
     image_size: int = 64
     seed: int = 0
 
 
-@dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where images come from and which campaign plays which role."""
 
     root: str | None = None  # DATA/<campaign>/<category>/*.png; None: synthetic
     manifest: str | None = None  # CSV or Parquet with columns path, label, campaign
-    image_size: int = field(default=64, metadata=at_least(8))  # side of the cached uint8 array
+    image_size: Annotated[int, at_least(8)] = 64  # side of the cached uint8 array
     labeled_campaign: str = "NASCENT19"
-    pretrain_campaigns: list[str] = field(default_factory=lambda: ["NASCENT19", "NASCENT20"])
+    pretrain_campaigns: list[str] = Field(default_factory=lambda: ["NASCENT19", "NASCENT20"])
     generalization_campaign: str | None = "CLOUDLAB"
     generalization_category_set: str | None = "4cat"
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
 
-@dataclass
-class CatalogConfig:
+class CatalogConfig(Section):
     """The labeling scheme; defaults to the paper's 19 categories (Table 2)."""
 
-    categories: list[str] = field(default_factory=lambda: list(CATEGORIES_19))
-    basic: list[str] = field(default_factory=lambda: list(BASIC_HABITS))
-    category_sets: dict[str, list[str]] = field(
+    categories: list[str] = Field(default_factory=lambda: list(CATEGORIES_19))
+    basic: list[str] = Field(default_factory=lambda: list(BASIC_HABITS))
+    category_sets: dict[str, list[str]] = Field(
         default_factory=lambda: {"19cat": list(CATEGORIES_19), "4cat": list(CATEGORIES_4)}
     )
-    aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
-    groups: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    groups: dict[str, str] = Field(default_factory=dict)
     strict: bool = False  # True: folder names / labels outside the catalog are refused, not new categories
 
     def build(self) -> Catalog:
@@ -128,84 +120,50 @@ class CatalogConfig:
             raise ConfigError(f"catalog: {err}") from err
 
 
-@dataclass
-class ModelConfig:
-    """Backbone and heads (Sect. 3.2 and 3.4)."""
-
-    arch: Arch = "resnet50"
-    in_channels: Literal[1, 3] = 1
-    proj_hidden_dim: int = 4096
-    proj_dim: int = 256
-    pred_hidden_dim: int = 4096
-    classifier_hidden_dim: int = 512  # the classifier's hidden layer (the paper gives no width)
-    # Initial weights: a checkpoint file, or "random" (None: random too, unless require_init).
-    # The paper starts pretraining from ImageNet MoCo / BYOL weights (IM1K-Unsup-MoCo /
-    # -BYOL) and the baseline from IM1K-Unsup-MoCo (Sect. 4.2.1).
-    pretrain_init: dict[str, str] = field(default_factory=dict)  # method -> checkpoint | "random"
-    baseline_init: str | None = None
-    require_init: bool = False  # True: refuse to start until every initial weight is given (or "random")
-
-    def baseline_weights(self) -> str | None:
-        """The baseline's initial checkpoint, or None for random weights."""
-        return weights_path(self.baseline_init)
-
-    def pretrain_weights(self, method: str) -> str | None:
-        """The checkpoint pretraining of ``method`` starts from, or None for random weights."""
-        return weights_path(self.pretrain_init.get(method))
-
-
-RANDOM_INIT = "random"
-
-
-def weights_path(value: str | None) -> str | None:
-    """A configured initial-weights value as a file path; None for random initialisation."""
-    return None if value in (None, "", RANDOM_INIT) else value
-
-
-@dataclass
-class AugmentConfig:
+class AugmentConfig(Section):
     """Augmentations of Sect. 3.1; sizes in pixels of the cached images."""
 
-    resize: int = field(default=256, metadata=at_least(1))
-    crop_size: int = field(default=224, metadata=at_least(1))
-    crop_scale: list[float] = field(default_factory=lambda: [0.6, 1.0])
-    jitter_p: float = field(default=0.8, metadata=probability())
-    brightness: float = field(default=0.4, metadata=at_least(0))
-    contrast: float = field(default=0.4, metadata=at_least(0))
-    saturation: float = field(default=0.2, metadata=at_least(0))
-    blur_p: float = field(default=0.5, metadata=probability())
-    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
-    solarize_p: float = field(default=0.2, metadata=probability())
-    flip_p: float = field(default=0.5, metadata=probability())
-    rotation_degrees: list[float] = field(default_factory=lambda: [0.0, 180.0])
+    resize: Annotated[int, at_least(1)] = 256
+    crop_size: Annotated[int, at_least(1)] = 224
+    crop_scale: list[float] = Field(default_factory=lambda: [0.6, 1.0])
+    jitter_p: Annotated[float, probability()] = 0.8
+    brightness: Annotated[float, at_least(0)] = 0.4
+    contrast: Annotated[float, at_least(0)] = 0.4
+    saturation: Annotated[float, at_least(0)] = 0.2
+    blur_p: Annotated[float, probability()] = 0.5
+    blur_sigma: list[float] = Field(default_factory=lambda: [0.1, 2.0])
+    solarize_p: Annotated[float, probability()] = 0.2
+    flip_p: Annotated[float, probability()] = 0.5
+    rotation_degrees: list[float] = Field(default_factory=lambda: [0.0, 180.0])
 
 
-@dataclass
-class PretrainConfig:
+class PretrainConfig(Section):
     """Upstream self-supervised pretraining on Ray Train (Sect. 3.3, 4.1).
 
     ``methods`` empty: the pretraining methods of ``grid.models``. ``sections`` holds the
     per-method sections, written ``pretrain.<method>: {...}`` in YAML (each method's
-    config dataclass, defaults for every listed method); read one with :meth:`section`.
+    config model, defaults for every listed method); read one with :meth:`section`.
     """
 
-    methods: list[str] = field(default_factory=list)
-    epochs: int = field(default=100, metadata=at_least(1))
-    batch_size_per_worker: int = field(default=64, metadata=at_least(2))
-    num_workers: int = field(default=1, metadata={**at_least(1), **NO_HASH})
-    cpus_per_worker: int = field(default=1, metadata={**at_least(1), **NO_HASH})
-    use_gpu: bool | Literal["auto", "true", "false"] = field(default="auto", metadata=NO_HASH)
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _method_schemas(schema))
+
+    methods: list[str] = Field(default_factory=list)
+    epochs: Annotated[int, at_least(1)] = 100
+    batch_size_per_worker: Annotated[int, at_least(2)] = 64
+    num_workers: Annotated[int, at_least(1), NO_HASH] = 1
+    cpus_per_worker: Annotated[int, at_least(1), NO_HASH] = 1
+    use_gpu: Annotated[bool | Literal["auto", "true", "false"], NO_HASH] = "auto"
     # a lost worker (or node) restarts the DDP group from its last epoch checkpoint this many times
-    max_failures: int = field(default=3, metadata={**at_least(0), **NO_HASH})
+    max_failures: Annotated[int, at_least(0), NO_HASH] = 3
     sync_batchnorm: bool | Literal["auto"] = "auto"  # SyncBatchNorm over > 1 GPU workers; auto: the method's choice
     optimizer: Literal["lars", "sgd"] = "lars"
-    base_lr: float = field(default=0.3, metadata=gt(0))  # scaled by global batch / 256
-    weight_decay: float = field(default=1.0e-6, metadata=at_least(0))
-    warmup_epochs: int = field(default=10, metadata=at_least(0))
+    base_lr: Annotated[float, gt(0)] = 0.3  # scaled by global batch / 256
+    weight_decay: Annotated[float, at_least(0)] = 1.0e-6
+    warmup_epochs: Annotated[int, at_least(0)] = 10
     probe: bool = True  # kNN and linear-probe accuracy of each frozen encoder
-    probe_knn_k: int = field(default=20, metadata=at_least(1))
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    sections: dict[str, Any] = field(default_factory=dict, metadata={"sections": True})
+    probe_knn_k: Annotated[int, at_least(1)] = 20
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    sections: Annotated[dict[str, Any], INLINE] = Field(default_factory=dict)
 
     def section(self, method: str) -> Any:
         """The typed ``pretrain.<method>`` section (its defaults when not given)."""
@@ -217,9 +175,39 @@ class PretrainConfig:
         """True / False as configured; None for ``auto`` (use one when the cluster has one)."""
         return None if self.use_gpu == "auto" else self.use_gpu in (True, "true")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_sections(cls, raw: Any, info: ValidationInfo) -> Any:
+        """Move the ``pretrain.<method>`` keys into ``sections``, each checked by its method's
+        config; an old flat key that moved gets its own message. Problems go to the load's list."""
+        if not isinstance(raw, dict):
+            return raw
+        out, sections, found = dict(raw), {}, []
+        given = {**out.pop("sections", {}), **{k: out.pop(k) for k in list(out) if k in registry.methods()}}
+        for name, value in given.items():
+            section: Any = registry.get_method(name).config
+            if isinstance(value, section):
+                sections[name] = value
+            elif not isinstance(value, dict):
+                found.append((("pretrain", name), f"pretrain.{name}: expected a mapping of {name}'s settings, got {value!r}"))
+            else:
+                try:
+                    sections[name] = section.model_validate(value)
+                except ValidationError as err:
+                    found += translate(err, section, ("pretrain", name))
+        for key in list(out):
+            if (moved := _moved_key_message(key)) is not None:
+                found.append((("pretrain", key), moved))
+                del out[key]
+        problems_ = (info.context or {}).get("problems")
+        if found and problems_ is None:  # built in code, not by load_config
+            raise ValueError("; ".join(message for _, message in found))
+        problems_ = problems_ if problems_ is not None else []
+        problems_.extend(found)
+        return {**out, "sections": sections}
 
-@dataclass
-class FinetuneConfig:
+
+class FinetuneConfig(Section):
     """Downstream fine-tuning trials on Ray Tune (Sect. 3.4, 4.1)."""
 
     # How long a cell trains (the stopping rule, the same for every model type): ``epochs``
@@ -227,52 +215,51 @@ class FinetuneConfig:
     # get more epochs), at most ``max_steps`` (0: no cap). ``trials`` records the steps,
     # the epochs, which bound decided (``stop_reason``), the final training loss and the
     # training accuracy, so a reader can see whether a cell learned what its images teach.
-    epochs: int = field(default=50, metadata=at_least(1))
-    min_steps: int = field(default=0, metadata=at_least(0))
-    max_steps: int = field(default=0, metadata=at_least(0))
+    epochs: Annotated[int, at_least(1)] = 50
+    min_steps: Annotated[int, at_least(0)] = 0
+    max_steps: Annotated[int, at_least(0)] = 0
     # The global batch per optimizer step (the paper: 64 per GPU x 4 GPUs = 256); the learning
     # rate is scaled from it. A trial runs on one device and accumulates gradients over
     # micro-batches of ``micro_batch_size`` images (0: the whole batch at once; the paper's
     # BatchNorm saw 64 images per GPU).
-    batch_size: int = field(default=64, metadata=at_least(2))
-    micro_batch_size: int = field(default=0, metadata=at_least(0))
-    base_lr: float = field(default=0.01, metadata=gt(0))
-    momentum: float = field(default=0.9, metadata=in_unit_interval())
-    weight_decay: float = field(default=1.0e-4, metadata=at_least(0))
-    warmup_epochs: int = field(default=2, metadata=at_least(0))
-    cpus_per_trial: float = field(default=1.0, metadata={**gt(0), **NO_HASH})
-    gpus_per_trial: float = field(default=0.0, metadata={**at_least(0), **NO_HASH})  # 0 on a CPU-only machine; fractions share a GPU
-    max_concurrent_trials: int = field(default=0, metadata={**at_least(0), **NO_HASH})  # 0: as many as resources allow
-    max_retries: int = field(default=2, metadata={**at_least(0), **NO_HASH})  # a failing trial is retried from its checkpoint this many times
-    eval_batch_size: int = field(default=256, metadata=at_least(1))
-    checkpoint_every_s: float = field(default=60.0, metadata=at_least(0))  # a trial saves its epoch state at most this often
+    batch_size: Annotated[int, at_least(2)] = 64
+    micro_batch_size: Annotated[int, at_least(0)] = 0
+    base_lr: Annotated[float, gt(0)] = 0.01
+    momentum: Annotated[float, in_unit_interval()] = 0.9
+    weight_decay: Annotated[float, at_least(0)] = 1.0e-4
+    warmup_epochs: Annotated[int, at_least(0)] = 2
+    cpus_per_trial: Annotated[float, gt(0), NO_HASH] = 1.0
+    gpus_per_trial: Annotated[float, at_least(0), NO_HASH] = 0.0  # 0 on a CPU-only machine; fractions share a GPU
+    max_concurrent_trials: Annotated[int, at_least(0), NO_HASH] = 0  # 0: as many as resources allow
+    max_retries: Annotated[int, at_least(0), NO_HASH] = 2  # a failing trial is retried from its checkpoint this many times
+    eval_batch_size: Annotated[int, at_least(1)] = 256
+    checkpoint_every_s: Annotated[float, at_least(0)] = 60.0  # a trial saves its epoch state at most this often
     recalibrate_bn: bool = True  # re-estimate BatchNorm statistics on the training images before evaluation
     balanced_sampling: bool = False  # draw batches with equal expected share per category
-    logit_adjustment_tau: float = field(default=0.0, metadata=at_least(0))  # > 0: logit-adjusted loss (Menon et al. 2021)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    logit_adjustment_tau: Annotated[float, at_least(0)] = 0.0  # > 0: logit-adjusted loss (Menon et al. 2021)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
-@dataclass
-class GridConfig:
+class GridConfig(Section):
     """The study grid: model types x backbones x category sets x train sizes x folds."""
 
-    models: list[str] = field(default_factory=lambda: ["moco", "byol", "baseline"])
-    archs: list[Arch] = field(default_factory=list)  # empty: [model.arch]
-    sizes: dict[str, list[int]] = field(
+    models: list[str] = Field(default_factory=lambda: ["moco", "byol", "baseline"])
+    archs: list[Arch] = Field(default_factory=list)  # empty: [model.arch]
+    sizes: dict[str, list[int]] = Field(
         default_factory=lambda: {
             "19cat": [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864],
             "4cat": [128, 256, 512, 1024, 2048, 4096, 8192],
         }
     )
-    folds: int = field(default=5, metadata=at_least(2))
+    folds: Annotated[int, at_least(2)] = 5
     protocol: Literal["paper", "holdout"] = "paper"  # paper: CV inside the n images | holdout: fixed folds
     # > 0: the supervised ceiling, one baseline cell per category set trained on all its labeled
     # images (fold 0 of ``folds`` held out) for this many epochs; the report draws it as a line
-    ceiling_epochs: int = field(default=0, metadata=at_least(0))
-    # Which n images a cell trains on (raystudy.selection.STRATEGIES): a list for every category
+    ceiling_epochs: Annotated[int, at_least(0)] = 0
+    # Which n images a cell trains on (registry.strategy_names()): a list for every category
     # set, or a mapping by set like ``sizes`` (a set it does not name gets [random]). Strategies
     # other than random need protocol: holdout (the validation fold is then the same for all).
-    selection: list[str] | dict[str, list[str]] = field(default_factory=lambda: ["random"])
+    selection: list[str] | dict[str, list[str]] = Field(default_factory=lambda: ["random"])
 
     def strategies(self, category_set: str) -> list[str]:
         """The selection strategies of one category set (``[random]`` when not named)."""
@@ -285,41 +272,38 @@ class GridConfig:
         return list(dict.fromkeys(s for name in self.sizes for s in self.strategies(name)))
 
 
-@dataclass
-class SelectionConfig:
+class SelectionConfig(Section):
     """Knobs of the selection strategies (``grid.selection``; also ``raystudy advise``)."""
 
     # the pretraining method whose encoder (on the cell's arch) embeds the pool for coreset and
     # uncertainty, for every model type of a cell so that paired cells train on the same images;
     # None: the first of pretrain.methods
     encoder: str | None = None
-    uncertainty_rounds: int = field(default=4, metadata=at_least(1))  # refit-and-add rounds after the seed set
-    uncertainty_seed_fraction: float = field(default=0.25, metadata=gt(0))  # share of n drawn at random first
+    uncertainty_rounds: Annotated[int, at_least(1)] = 4  # refit-and-add rounds after the seed set
+    uncertainty_seed_fraction: Annotated[float, gt(0)] = 0.25  # share of n drawn at random first
 
 
-@dataclass
-class EmbeddingConfig:
+class EmbeddingConfig(Section):
     """Fig. 8: t-SNE maps of fold 0's validation embeddings at three stages."""
 
-    models: list[str] = field(default_factory=lambda: ["moco"])
+    models: list[str] = Field(default_factory=lambda: ["moco"])
     category_set: str | None = None  # None: the first category set of the grid
-    sizes: list[int] = field(default_factory=list)  # empty: the four largest runnable sizes
-    max_points: int = field(default=2000, metadata=at_least(1))
+    sizes: list[int] = Field(default_factory=list)  # empty: the four largest runnable sizes
+    max_points: Annotated[int, at_least(1)] = 2000
 
 
-@dataclass
-class SearchConfig:
+class SearchConfig(Section):
     """Hyperparameter search at one train size (``raystudy search``)."""
 
     model: str = "baseline"
     category_set: str | None = None  # None: the first category set of the grid
     train_size: int = 0  # 0: the largest size of that set that the data allows
     fold: int = 0
-    num_samples: int = field(default=8, metadata=at_least(1))
+    num_samples: Annotated[int, at_least(1)] = 8
     algorithm: Literal["random", "optuna"] = "random"
     scheduler: Literal["asha", "fifo"] = "asha"  # asha: early stopping
-    grace_period: int = field(default=1, metadata=at_least(1))
-    space: dict[str, dict[str, list[Any]]] = field(
+    grace_period: Annotated[int, at_least(1)] = 1
+    space: dict[str, dict[str, list[Any]]] = Field(
         default_factory=lambda: {
             "finetune.base_lr": {"loguniform": [0.05, 2.0]},
             "finetune.weight_decay": {"loguniform": [1.0e-6, 1.0e-3]},
@@ -327,41 +311,39 @@ class SearchConfig:
     )
 
 
-@dataclass
-class AnalysisConfig:
+class AnalysisConfig(Section):
     """The report's settings (``analysis/``): the models it compares and labeling-time model."""
 
     reference_model: str = "baseline"
     cssl_model: str = "moco"
-    seconds_per_image: float = field(default=33.0, metadata=gt(0))
+    seconds_per_image: Annotated[float, gt(0)] = 33.0
     labeling_time_model: Literal["constant", "per_group"] = "constant"
-    basic_seconds: float = field(default=6.0, metadata=gt(0))
-    complex_seconds: float = field(default=60.0, metadata=gt(0))
-    reference_points: list[dict[str, Any]] = field(default_factory=list)  # {train_size, accuracy, ...}
-    targets: list[float] = field(default_factory=lambda: [0.8, 0.9])  # > 1 read as percent
+    basic_seconds: Annotated[float, gt(0)] = 6.0
+    complex_seconds: Annotated[float, gt(0)] = 60.0
+    reference_points: list[dict[str, Any]] = Field(default_factory=list)  # {train_size, accuracy, ...}
+    targets: list[float] = Field(default_factory=lambda: [0.8, 0.9])  # > 1 read as percent
     compare_models: list[str] | None = None  # None: [cssl_model, reference_model]
-    advantage_max_size: int = field(default=2048, metadata=at_least(1))  # "average CSSL advantage at sizes up to ..."
-    n_bootstrap: int = field(default=1000, metadata=at_least(1))  # paired-difference CI resamples
-    curve_bootstrap: int = field(default=100, metadata=at_least(0))  # learning-curve refits over resampled folds
+    advantage_max_size: Annotated[int, at_least(1)] = 2048  # "average CSSL advantage at sizes up to ..."
+    n_bootstrap: Annotated[int, at_least(1)] = 1000  # paired-difference CI resamples
+    curve_bootstrap: Annotated[int, at_least(0)] = 100  # learning-curve refits over resampled folds
     seed: int = 0
-    tsne_max_points: int = field(default=1500, metadata=at_least(1))  # per panel, seeded subsample
-    max_band_width: float | None = field(default=None, metadata=gt(0))  # learning-curve band limit; None: the report's
+    tsne_max_points: Annotated[int, at_least(1)] = 1500  # per panel, seeded subsample
+    max_band_width: Annotated[float | None, gt(0)] = None  # learning-curve band limit; None: the report's
 
 
-@dataclass
-class StudyConfig:
-    name: str = field(default="study", metadata=NO_HASH)
+class StudyConfig(Section):
+    name: Annotated[str, NO_HASH] = "study"
     seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    catalog: CatalogConfig = field(default_factory=CatalogConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    grid: GridConfig = field(default_factory=GridConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    search: SearchConfig = field(default_factory=SearchConfig, metadata=NO_HASH)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig, metadata=NO_HASH)
+    data: DataConfig = Field(default_factory=DataConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    grid: GridConfig = Field(default_factory=GridConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    search: Annotated[SearchConfig, NO_HASH] = Field(default_factory=SearchConfig)
+    analysis: Annotated[AnalysisConfig, NO_HASH] = Field(default_factory=AnalysisConfig)
 
     def to_dict(self, hashed_only: bool = False) -> dict[str, Any]:
         """The config as plain data, as written in YAML (``pretrain.<method>`` sections inline).
@@ -383,16 +365,16 @@ class StudyConfig:
 
 
 def _plain(value: Any, hashed_only: bool) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if isinstance(value, BaseModel):
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(value):
-            if hashed_only and not f.metadata.get("hash", True):
+        for name, info in type(value).model_fields.items():
+            if hashed_only and NO_HASH in info.metadata:
                 continue
-            item = _plain(getattr(value, f.name), hashed_only)
-            if f.metadata.get("sections"):
+            item = _plain(getattr(value, name), hashed_only)
+            if INLINE in info.metadata:
                 out.update(item)  # pretrain.<method> sections sit inline
             else:
-                out[f.name] = item
+                out[name] = item
         return out
     if isinstance(value, dict):
         return {k: _plain(v, hashed_only) for k, v in value.items()}
@@ -401,129 +383,216 @@ def _plain(value: Any, hashed_only: bool) -> Any:
     return value
 
 
-# ---------------------------------------------------------------- loading
+def _method_schemas(schema: dict[str, Any]) -> None:
+    """JSON Schema of ``pretrain``: the registered methods' sections as properties, no ``sections``."""
+    schema["properties"].pop("sections", None)
+    for name, spec in registry.methods().items():
+        section: Any = spec.config
+        schema["properties"][name] = section.model_json_schema()
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a study YAML file (``raystudy schema``; editors read ``studies/schema.json``)."""
+    schema = StudyConfig.model_json_schema()
+    schema["title"] = "raystudy study config"
+    return schema
 
 
-def _coerce(value: Any, tp: Any, key: str, errors: list[str]) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints accepted as floats).
-
-    A wrong leaf raises ConfigError; problems inside nested dataclasses go to ``errors``.
-    """
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if any(value == c and type(value) is type(c) for c in choices):
-            return value
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        messages = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key, errors)
-            except ConfigError as err:
-                messages.append(str(err).removeprefix(f"{key}: "))
-        raise ConfigError(f"{key}: " + " or ".join(messages) if messages else f"{key}: invalid value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key, errors)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{key}[{i}]", errors) for i, v in enumerate(value)]
-    if origin is dict:
-        key_tp, val_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return {
-            _coerce(k, key_tp, f"{key} key", errors): _coerce(v, val_tp, f"{key}.{k}", errors)
-            for k, v in value.items()
-        }
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
-        return float(value)
-    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected text, got the number {value!r}")
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
-        )
-    return value
+def schema_text() -> str:
+    """:func:`json_schema` as the text of ``studies/schema.json`` (indented, ends with a newline)."""
+    return json.dumps(json_schema(), indent=2) + "\n"
 
 
-def _moved_key_message(prefix: str, key: str) -> str | None:
+# ---------------------------------------------------------------- pydantic's errors in the study's words
+
+
+def _unwrap(tp: Any) -> Any:
+    """``X | None`` -> X (pydantic's nullable needs no union tag in an error's location)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _member(tp: Any, tag: str) -> Any:
+    """The member of union ``tp`` that pydantic's location tag (``list[str]``, ``bool``) names."""
+    for arg in typing.get_args(tp):
+        origin = typing.get_origin(arg)
+        name = "literal" if origin is Literal else getattr(origin or arg, "__name__", "")
+        if tag.split("[")[0] == name:
+            return arg
+    return Any
+
+
+def _walk(root: type, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str, int | None]:
+    """An error's location as (key path without union tags, dotted key, index in ``loc`` of the
+    first union tag or None)."""
+    tp: Any = root
+    path, dotted, union_at = [], "", None
+    for i, part in enumerate(loc):
+        tp = _unwrap(tp)
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            union_at = i if union_at is None else union_at
+            tp = _member(tp, str(part))
+            continue
+        path.append(part)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part)
+            dotted, tp = f"{dotted}.{part}", (field.annotation if field else Any)
+        elif origin is list:
+            dotted, tp = f"{dotted}[{part}]", typing.get_args(tp)[0]
+        elif origin is dict and part == "[key]":
+            dotted, tp = f"{dotted} key", typing.get_args(tp)[0]
+        elif origin is dict:
+            dotted, tp = f"{dotted}.{part}", typing.get_args(tp)[1]
+        else:
+            dotted, tp = f"{dotted}.{part}", Any
+    return tuple(path), dotted.lstrip("."), union_at
+
+
+def _text(error: ErrorDetails) -> str:
+    """One pydantic error as the rule and the value given (``expected int, got str 'ten'``)."""
+    kind, value = error["type"], error["input"]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "range":
+        return f"{error['ctx']['text']}, got {error['ctx']['value']!r}"  # the value as read (an int read as a float)
+    if kind == "finite_number":
+        return f"must be a finite number, got {value!r}"
+    if kind == "literal_error":
+        return f"{value!r} is not one of {', '.join(error['ctx']['expected'].rsplit(' or ', 1))}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping, got {value!r}"
+    if kind == "list_type":
+        return f"expected a list, got {value!r}"
+    if kind == "string_type" and number:
+        return f"expected text, got the number {value!r}"
+    names = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool"}
+    if kind in names:
+        return f"expected {names[kind]}, got {type(value).__name__} {value!r}"
+    return f"invalid value {value!r} ({error['msg']})"
+
+
+def _allowed(root: type, path: tuple[Any, ...]) -> list[str]:
+    """The keys a mapping at ``path`` accepts (``pretrain`` also: the registered methods)."""
+    tp: Any = root
+    for part in path:
+        tp = _unwrap(tp.model_fields[part].annotation)
+    keys = [k for k, info in tp.model_fields.items() if INLINE not in info.metadata]
+    return sorted(keys) + (sorted(registry.methods()) if tp is PretrainConfig else [])
+
+
+def translate(err: ValidationError, root: type, prefix: tuple[Any, ...] = ()) -> list[Problem]:
+    """pydantic's errors for ``root`` (found at key path ``prefix``) as the study's problems:
+    the full dotted key and the fix; unknown keys grouped per mapping, union members joined."""
+    pre = ".".join(map(str, prefix))
+
+    def join(dotted: str) -> str:
+        return f"{pre}.{dotted}" if pre and dotted else pre or dotted
+
+    found: dict[tuple[tuple[Any, ...], str], list[str]] = {}
+    unknown: dict[tuple[Any, ...], list[str]] = {}
+    for error in err.errors():
+        loc = tuple(error["loc"])
+        path, dotted, union_at = _walk(root, loc)
+        if error["type"] == "extra_forbidden":
+            unknown.setdefault(path[:-1], []).append(join(dotted))
+            continue
+        at, key = path, dotted
+        if union_at is not None:  # one message for the key, its union members joined by "or"
+            at, key, _ = _walk(root, loc[:union_at])
+        text = _text(error)
+        found.setdefault((at, join(key)), []).append(text if dotted == key else f"{join(dotted)}: {text}")
+    out: list[Problem] = []
+    for parent, names in unknown.items():
+        where = join(".".join(map(str, parent))) or "top level"
+        message = f"unknown config key(s) {', '.join(names)} at {where}; allowed keys are: {', '.join(_allowed(root, parent))}"
+        out.append((prefix + parent + (None,), message))
+    out += [(prefix + at, f"{key}: {' or '.join(texts)}") for (at, key), texts in found.items()]
+    return out
+
+
+def _moved_key_message(key: str) -> str | None:
     """For an old flat ``pretrain.<key>``: where it lives now (a method's section)."""
-    if prefix != "pretrain":
-        return None
     new = [f"pretrain.{s.name}.{s.moved_keys[key]}" for s in registry.methods().values() if key in s.moved_keys]
     if not new:
         return None
     return f"pretrain.{key} has moved: write it as {' or '.join(new)} (each method has its own section)"
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str = "", errors: list[str] | None = None) -> Any:
-    """Build dataclass ``cls`` from ``raw``; every problem is appended to ``errors``.
-
-    A field with a problem keeps its default, so the checks after it still run. Without
-    an ``errors`` list, the problems are raised together as one ConfigError.
-    """
-    if errors is None:
-        found: list[str] = []
-        built = _build(cls, raw, prefix, found)
-        if found:
-            raise ConfigError("; ".join(found))
-        return built
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    sections = next((f.name for f in fields.values() if f.metadata.get("sections")), None)
-    dotted = (lambda k: f"{prefix}.{k}" if prefix else k)
-    kwargs: dict[str, Any] = {}
-    given: dict[str, Any] = {}
-    unknown = []
-    for k, v in raw.items():
-        if k in fields and k != sections:
-            given[k] = v
-        elif sections and k in registry.methods():
-            spec = registry.get_method(k)
-            if not isinstance(v, dict):
-                errors.append(f"{dotted(k)}: expected a mapping of {spec.name}'s settings, got {v!r}")
-                continue
-            kwargs.setdefault(sections, {})[k] = _build(spec.config, v, dotted(k), errors)
-        elif (moved := _moved_key_message(prefix, k)) is not None:
-            errors.append(moved)
+def _position(raw: Any, path: tuple[Any, ...]) -> tuple[int, ...]:
+    """Where ``path`` sits in the YAML (key order), to report problems in the file's order;
+    a trailing None (unknown keys of that mapping) sorts first."""
+    out = []
+    for part in path:
+        if part is None:
+            out.append(-1)
+        elif isinstance(raw, dict) and part in raw:
+            out.append(list(raw).index(part))
+            raw = raw[part]
+        elif isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+            out.append(part)
+            raw = raw[part]
         else:
-            unknown.append(k)
-    if unknown:
-        allowed = sorted(set(fields) - {sections}) + (sorted(registry.methods()) if sections else [])
-        errors.append(
-            f"unknown config key(s) {', '.join(map(dotted, unknown))} at {prefix or 'top level'}; "
-            f"allowed keys are: {', '.join(allowed)}"
-        )
-    for k, v in given.items():
+            out.append(1 << 30)
+            raw = None
+    return tuple(out)
+
+
+def _strip(raw: dict[str, Any], path: tuple[Any, ...]) -> None:
+    """Drop the key of a problem from ``raw``, at the deepest config section, so its default stays."""
+    tp: Any = StudyConfig
+    node: Any = raw
+    for part in path:
+        if part is None or not isinstance(node, dict) or part not in node:
+            return
+        tp = _unwrap(tp)
+        field = tp.model_fields.get(part) if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+        sub = _unwrap(field.annotation) if field else None
+        if field is None or not (isinstance(sub, type) and issubclass(sub, BaseModel)) or not isinstance(node[part], dict):
+            del node[part]
+            return
+        node, tp = node[part], sub
+
+
+def build_section(cls: type[Section], raw: Any, prefix: str = "") -> Any:
+    """One config section (``CatalogConfig``, at key ``prefix``) from plain data; its problems
+    raised together as one ConfigError.
+
+    Example:
+        >>> build_section(CatalogConfig, {"strict": True}, "catalog").strict
+        True
+    """
+    found: list[Problem] = []
+    try:
+        section = cls.model_validate(raw, context={"problems": found})
+    except ValidationError as err:
+        found += translate(err, cls, tuple(prefix.split(".")) if prefix else ())
+    if found:
+        raise ConfigError("; ".join(message for _, message in found))
+    return section
+
+
+def build(raw: dict[str, Any]) -> tuple[StudyConfig, list[str]]:
+    """Validate ``raw`` as a :class:`StudyConfig`; returns it and every problem, in the file's order.
+
+    A key with a problem keeps its default, so the consistency checks after it still run.
+    """
+    problems_: list[Problem] = []
+    try:
+        cfg = StudyConfig.model_validate(raw, context={"problems": problems_})
+    except ValidationError as err:
+        problems_ += translate(err, StudyConfig)
+        kept = copy.deepcopy(raw)
+        for path, _ in problems_:
+            _strip(kept, path)
         try:
-            value = _coerce(v, hints[k], dotted(k), errors)
-        except ConfigError as err:
-            errors.append(str(err))
-            continue
-        check = fields[k].metadata.get("check")
-        if check is not None and isinstance(value, (int, float)) and not check[0](value):
-            errors.append(f"{dotted(k)}: {check[1]}, got {value!r}")
-            continue
-        kwargs[k] = value
-    return cls(**kwargs)
+            cfg = StudyConfig.model_validate(kept, context={"problems": []})
+        except ValidationError:  # a problem the strip did not reach: all defaults
+            cfg = StudyConfig()
+    problems_.sort(key=lambda p: _position(raw, p[0]))
+    return cfg, [message for _, message in problems_]
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -589,8 +658,7 @@ def load_config(
         where = f" {source}"
     for item in overrides:
         raw = apply_override(raw, item)
-    errors: list[str] = []
-    cfg = _build(StudyConfig, raw, "", errors)
+    cfg, errors = build(raw)
     errors += resolve_defaults(cfg) + problems(cfg)
     if errors:
         raise ConfigError(f"invalid study config{where} ({len(errors)} problem(s)):\n  - " + "\n  - ".join(errors))
@@ -678,8 +746,7 @@ def problems(cfg: StudyConfig) -> list[str]:
 def selection_problems(cfg: StudyConfig) -> list[str]:
     """``grid.selection`` and the ``selection`` section: known strategies and sets, the holdout
     protocol for non-random strategies, a pretrained encoder for the embedding strategies."""
-    from raystudy.selection import EMBEDDING_STRATEGIES, STRATEGIES
-
+    known, embedding = registry.strategy_names(), registry.embedding_strategy_names()
     g, found = cfg.grid, []
     lists = g.selection.items() if isinstance(g.selection, dict) else [(None, g.selection)]
     for name, strategies in lists:
@@ -691,9 +758,9 @@ def selection_problems(cfg: StudyConfig) -> list[str]:
         if len(set(strategies)) != len(strategies):
             found.append(f"{key}: {strategies} lists a strategy twice")
         for i, s in enumerate(strategies):
-            if s not in STRATEGIES:
-                found.append(f"{key}[{i}]: unknown selection strategy '{s}'; use one of {list(STRATEGIES)}")
-    chosen = [s for s in g.all_strategies() if s in STRATEGIES]
+            if s not in known:
+                found.append(f"{key}[{i}]: unknown selection strategy '{s}'; use one of {list(known)}")
+    chosen = [s for s in g.all_strategies() if s in known]
     other = [s for s in chosen if s != "random"]
     if other and g.protocol != "holdout":
         found.append(
@@ -701,17 +768,15 @@ def selection_problems(cfg: StudyConfig) -> list[str]:
             "are drawn inside the n selected images, so they would differ between strategies and the cells "
             "would not be paired); set grid.protocol: holdout or use only [random]")
     enc = cfg.selection.encoder
-    if any(s in EMBEDDING_STRATEGIES for s in chosen):
+    if any(s in embedding for s in chosen):
         if enc is None:
-            found.append(f"selection.encoder: {[s for s in chosen if s in EMBEDDING_STRATEGIES]} embed the pool with "
+            found.append(f"selection.encoder: {[s for s in chosen if s in embedding]} embed the pool with "
                          "a pretrained encoder, but the study pretrains none; add a method to pretrain.methods")
         elif enc not in cfg.pretrain.methods:
             found.append(f"selection.encoder: '{enc}' is not pretrained by this study; use one of {cfg.pretrain.methods}")
     return found
 
 
-def dump_config(cfg: StudyConfig, path: "str | Path | storage.Location") -> None:
+def dump_config(cfg: StudyConfig, path: str | Path | Location) -> None:
     """Write the resolved config as YAML, atomically (a path or a URI: see :mod:`raystudy.storage`)."""
-    from raystudy.storage import as_location
-
     as_location(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

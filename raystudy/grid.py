@@ -13,7 +13,7 @@ import pandas as pd
 from raystudy.config import StudyConfig
 from raystudy.data.splits import Split, holdout_fold, make_split
 from raystudy.registry import BASELINE
-from raystudy.selection import EMBEDDING_STRATEGIES
+from raystudy.registry import embedding_strategy_names
 
 
 def run_name(model: str, arch: str, default_arch: str) -> str:
@@ -179,7 +179,7 @@ def selection_encoder(cfg: StudyConfig, cell: Cell) -> str | None:
     """The encoder (run name) that embeds a cell's pool for its selection strategy: the
     ``selection.encoder`` method on the cell's arch, the same for every model type of the cell
     (so paired cells train on the same images); None for strategies that embed nothing."""
-    if cell.selection not in EMBEDDING_STRATEGIES or cfg.selection.encoder is None:
+    if cell.selection not in embedding_strategy_names() or cfg.selection.encoder is None:
         return None
     return run_name(cfg.selection.encoder, cell.arch or cfg.model.arch, cfg.model.arch)
 

@@ -1,31 +1,30 @@
 """The pretraining-method registry: every method the study can pretrain, by name.
 
-A method is one module that declares its config section (a dataclass, read from
-``pretrain.<name>`` in the study YAML), its model class (built by
-``Model.from_config``, owning its per-step momentum update or none) and registers
-itself with :func:`register_method` when imported::
+A method declares its config section (a :class:`raystudy.configbase.Section`, read from
+``pretrain.<name>`` in the study YAML), its model class (built by ``Model.from_config``,
+owning its per-step momentum update or none) and registers itself with
+:func:`register_method`::
 
-    @dataclass
-    class SimCLRConfig:
-        temperature: float = field(default=0.1, metadata=gt(0))
+    class SimCLRConfig(Section):
+        temperature: Annotated[float, gt(0)] = 0.1
 
-    class SimCLR(PretrainModel):
-        ...
+    register_method(MethodSpec("simclr", SimCLRConfig, "raystudy.models.simclr:SimCLR", display_name="SimCLR"))
 
-    register_method(MethodSpec("simclr", SimCLRConfig, SimCLR, display_name="SimCLR"))
+The model may be given as an import path (``"package.module:Class"``), imported only when a
+model is built, so registering and reading configs costs no torch import; the built-in
+methods register so in :mod:`raystudy.methods` (imported by :mod:`raystudy.config`). A method
+from outside raystudy registers when its module is imported: import it before loading a study
+config. Selection strategies (``grid.selection``) register the same way
+(:func:`register_strategy`, built-ins in :mod:`raystudy.selection`).
 
-The built-in methods are the modules of ``raystudy.models`` that call
-:func:`register_method`; they are imported on the first look-up, so importing the
-registry (and the config) costs no torch import. A method from outside raystudy
-registers when its module is imported: import it before loading a study config.
-This module imports no torch.
+This module imports nothing from raystudy.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
-from dataclasses import dataclass, field, is_dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 BASELINE = "baseline"  # the supervised model type: no pretraining, fine-tuned from its init
@@ -37,8 +36,8 @@ class MethodSpec:
 
     Args:
         name: the key in ``pretrain.methods``, ``grid.models`` and ``pretrain.<name>``.
-        config: dataclass of the method's config section (every field has a default).
-        model: the ``PretrainModel`` subclass; ``model.from_config(...)`` builds it.
+        config: the pydantic model of the method's config section (every field has a default).
+        model: the ``PretrainModel`` subclass, or its import path ``"module:Class"``; see :meth:`model_class`.
         display_name: the paper-style short name (``MoCo``); reports show
             ``Semisup-<display_name>`` and ``Unsup-<display_name>``.
         color: the method's colour in the report's figures (None: picked from its name).
@@ -57,12 +56,19 @@ class MethodSpec:
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or self.name == BASELINE:
             raise ValueError(f"method name {self.name!r} must be an identifier other than '{BASELINE}'")
-        if not is_dataclass(self.config):
-            raise TypeError(f"method {self.name}: config must be a dataclass, got {self.config!r}")
+        if not callable(getattr(self.config, "model_validate", None)):
+            raise TypeError(f"method {self.name}: config must be a raystudy.configbase.Section, got {self.config!r}")
+
+    def model_class(self) -> Any:
+        """The ``PretrainModel`` subclass; ``model_class().from_config(...)`` builds the model."""
+        if not isinstance(self.model, str):
+            return self.model
+        module, _, name = self.model.partition(":")
+        # deferred so that reading a config never imports torch (the entry-point pattern)
+        return getattr(importlib.import_module(module), name)
 
 
 _METHODS: dict[str, MethodSpec] = {}
-_builtins_loaded = False
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
@@ -71,20 +77,8 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    import raystudy.models as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
-
-
 def methods() -> dict[str, MethodSpec]:
     """Every registered pretraining method, by ``order`` then registration."""
-    _load_builtins()
     return dict(sorted(_METHODS.items(), key=lambda item: item[1].order))
 
 
@@ -103,4 +97,59 @@ def get_method(name: str) -> MethodSpec:
     known = methods()
     if name not in known:
         raise KeyError(f"unknown pretraining method '{name}'; registered methods are {list(known)}")
+    return known[name]
+
+
+# ---------------------------------------------------------------- selection strategies
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One selection strategy of ``grid.selection`` (which ``n`` pool images a cell trains on).
+
+    Args:
+        name: the key in ``grid.selection``.
+        pick: ``pick(labels, n, seed, features=..., reveal=...)`` -> ``n`` pool positions
+            (see :func:`raystudy.selection.select`).
+        needs_embedding: the strategy reads encoder embeddings of the pool (``selection.encoder``).
+        reads_labels: one line on which labels it reads (the pool's, only the selected ones, none).
+        order: where it sits in lists (lower first; ties: by registration).
+    """
+
+    name: str
+    pick: Callable[..., Any]
+    needs_embedding: bool
+    reads_labels: str
+    order: int = 100
+
+
+_STRATEGIES: dict[str, StrategySpec] = {}
+
+
+def register_strategy(spec: StrategySpec) -> StrategySpec:
+    """Add ``spec`` to the registry (re-registering the same name replaces it); returns it."""
+    _STRATEGIES[spec.name] = spec
+    return spec
+
+
+def strategies() -> dict[str, StrategySpec]:
+    """Every registered selection strategy, by ``order`` then registration."""
+    return dict(sorted(_STRATEGIES.items(), key=lambda item: item[1].order))
+
+
+def strategy_names() -> tuple[str, ...]:
+    """Names of the registered selection strategies."""
+    return tuple(strategies())
+
+
+def embedding_strategy_names() -> tuple[str, ...]:
+    """The strategies that embed the pool with the selection encoder."""
+    return tuple(name for name, spec in strategies().items() if spec.needs_embedding)
+
+
+def get_strategy(name: str) -> StrategySpec:
+    """The registered strategy ``name``; a KeyError naming the known ones otherwise."""
+    known = strategies()
+    if name not in known:
+        raise KeyError(f"unknown selection strategy '{name}'; registered strategies are {list(known)}")
     return known[name]

@@ -12,6 +12,8 @@ Every strategy picks ``n`` indices from a pool (positions ``0 .. len(pool) - 1``
 ``random`` and ``balanced`` read the pool's categories (they model a labeled pool, as the
 stratified draw always did); ``coreset`` reads none; ``uncertainty`` reads only the labels
 of images it has already selected, through a :class:`SelectedLabels` reveal callback.
+Each registers a :class:`raystudy.registry.StrategySpec` (:func:`select` dispatches by name);
+a strategy from outside raystudy registers the same way.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from typing import Callable
 
 import numpy as np
 
+from raystudy import registry
 from raystudy.data.splits import stratified_sample
 
-STRATEGIES = ("random", "balanced", "coreset", "uncertainty")
-EMBEDDING_STRATEGIES = ("coreset", "uncertainty")  # strategies that need the selection encoder
 
 Reveal = Callable[[np.ndarray], np.ndarray]  # pool positions -> their labels (only selected ones)
 
@@ -266,10 +267,10 @@ def select(
     rounds: int = 4,
     seed_fraction: float = 0.25,
 ) -> np.ndarray:
-    """``n`` pool positions chosen by ``strategy`` (one of :data:`STRATEGIES`).
+    """``n`` pool positions chosen by the registered ``strategy`` (:func:`raystudy.registry.strategies`).
 
     Args:
-        strategy: random, balanced, coreset or uncertainty.
+        strategy: random, balanced, coreset, uncertainty or a registered one.
         n: how many to pick.
         seed: the selection's seed.
         labels: (P,) pool categories (random and balanced read them all; uncertainty only
@@ -281,12 +282,38 @@ def select(
         >>> select("balanced", 2, 0, labels=np.array([0, 0, 0, 1])).size
         2
     """
-    if strategy == "random":
-        return select_random(labels, n, seed)
-    if strategy == "balanced":
-        return select_balanced(labels, n, seed)
-    if strategy == "coreset":
-        return select_coreset(features(), n, seed)
-    if strategy == "uncertainty":
-        return select_uncertainty(features(), n, SelectedLabels(labels), seed, rounds, seed_fraction)
-    raise ValueError(f"unknown selection strategy {strategy!r}; use one of {list(STRATEGIES)}")
+    try:
+        spec = registry.get_strategy(strategy)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    return spec.pick(n, seed, labels=labels, features=features, rounds=rounds, seed_fraction=seed_fraction)
+
+
+def _pick_random(n: int, seed: int, labels: np.ndarray, **_: object) -> np.ndarray:
+    return select_random(labels, n, seed)
+
+
+def _pick_balanced(n: int, seed: int, labels: np.ndarray, **_: object) -> np.ndarray:
+    return select_balanced(labels, n, seed)
+
+
+def _pick_coreset(n: int, seed: int, features: Callable[[], np.ndarray], **_: object) -> np.ndarray:
+    return select_coreset(features(), n, seed)
+
+
+def _pick_uncertainty(n: int, seed: int, labels: np.ndarray, features: Callable[[], np.ndarray],
+                      rounds: int, seed_fraction: float, **_: object) -> np.ndarray:
+    return select_uncertainty(features(), n, SelectedLabels(labels), seed, rounds, seed_fraction)
+
+
+for _spec in (
+    registry.StrategySpec("random", _pick_random, False, "every pool image's category (stratified)", order=0),
+    registry.StrategySpec("balanced", _pick_balanced, False, "every pool image's category", order=1),
+    registry.StrategySpec("coreset", _pick_coreset, True, "none", order=2),
+    registry.StrategySpec("uncertainty", _pick_uncertainty, True, "only the images it has selected", order=3),
+):
+    registry.register_strategy(_spec)
+
+# the built-in names (raystudy.advise, raystudy.grid); registry.strategy_names() includes registered ones
+STRATEGIES = registry.strategy_names()
+EMBEDDING_STRATEGIES = registry.embedding_strategy_names()  # strategies that need the selection encoder

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +109,36 @@ def test_no_method_dispatch_in_the_training_loop_scheduler_or_sweep():
     hits = [f"{f.name}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
             if '"moco"' in line or '"byol"' in line]
     assert hits == []
+
+
+def test_builtin_models_are_import_paths_resolved_on_use():
+    spec = registry.get_method("moco")
+    assert spec.model == "raystudy.models.moco:MoCo"
+    from raystudy.models import MoCo, MoCoConfig
+
+    assert spec.model_class() is MoCo and spec.config is MoCoConfig
+    assert [registry.get_method(m).display_name for m in ("moco", "byol", "simclr")] == ["MoCo", "BYOL", "SimCLR"]
+
+
+def test_reading_a_config_imports_no_torch():
+    code = "import sys; from raystudy.config import load_config; load_config(preset='smoke'); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_selection_strategies_register_like_methods():
+    import raystudy.selection as selection
+
+    assert registry.strategy_names()[:4] == ("random", "balanced", "coreset", "uncertainty")
+    assert registry.embedding_strategy_names()[:2] == ("coreset", "uncertainty")
+    with pytest.raises(KeyError, match=r"unknown selection strategy 'nope'; registered strategies are \['random'"):
+        registry.get_strategy("nope")
+    first = registry.StrategySpec("first", lambda n, seed, **_: np.arange(n), False, "none", order=50)
+    registry.register_strategy(first)
+    try:
+        assert selection.select("first", 3, seed=0).tolist() == [0, 1, 2]
+        cfg = load_config(preset="smoke", overrides=["grid.protocol=holdout", "grid.selection=[random, first]"])
+        assert cfg.grid.all_strategies() == ["random", "first"]
+    finally:
+        registry._STRATEGIES.pop("first")
+    with pytest.raises(ValueError, match="registered strategies are"):
+        selection.select("first", 3, seed=0)

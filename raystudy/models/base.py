@@ -6,13 +6,13 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from raystudy.config import ModelConfig
+from raystudy.methods import ModelConfig
+
 
 
 def byol_momentum(step: int, total_steps: int, base: float = 0.99, final: float = 1.0) -> float:

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raystudy.config import in_unit_interval
+from raystudy.methods import BYOLConfig, ModelConfig
 from raystudy.models.base import MomentumMethod, byol_momentum
 from raystudy.models.heads import ProjectionMLP
-from raystudy.registry import MethodSpec, register_method
 
-if TYPE_CHECKING:
-    from raystudy.config import ModelConfig
-
-
-@dataclass
-class BYOLConfig:
-    """``pretrain.byol``: the target's EMA momentum rises from ``base_momentum`` to 1 (cosine)."""
-
-    base_momentum: float = field(default=0.99, metadata=in_unit_interval())
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -90,9 +78,3 @@ class BYOL(MomentumMethod):
         with torch.no_grad():
             cos = 0.5 * (F.cosine_similarity(p1, z2, dim=-1).mean() + F.cosine_similarity(p2, z1, dim=-1).mean())
         return {"loss": loss, "cos_sim": cos}
-
-
-register_method(
-    MethodSpec("byol", BYOLConfig, BYOL, display_name="BYOL", color="#ff7f0e",
-               moved_keys={"byol_base_momentum": "base_momentum"}, order=1)
-)

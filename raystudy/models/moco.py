@@ -5,32 +5,16 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from raystudy.config import at_least, gt, in_unit_interval
+from raystudy.methods import ModelConfig, MoCoConfig
 from raystudy.models.base import MomentumMethod
 from raystudy.models.distributed import gather_no_grad, world_size
 from raystudy.models.heads import ProjectionMLP
-from raystudy.registry import MethodSpec, register_method
 
-if TYPE_CHECKING:
-    from raystudy.config import ModelConfig
-
-
-@dataclass
-class MoCoConfig:
-    """``pretrain.moco``: constant EMA momentum, key queue, InfoNCE temperature."""
-
-    momentum: float = field(default=0.99, metadata=in_unit_interval())
-    queue_size: int = field(default=65536, metadata=at_least(1))  # clipped to the pool (clip_queue_size)
-    temperature: float = field(default=0.2, metadata=gt(0))
-    symmetric: bool = False  # True: MoCo v3-style symmetrized loss (twice the cost)
 
 
 def info_nce(
@@ -239,13 +223,3 @@ class MoCo(MomentumMethod):
             acc = (logits.argmax(dim=1) == 0).float().mean()
         self._dequeue_and_enqueue(new_keys)
         return {"loss": loss, "acc": acc}
-
-
-register_method(
-    MethodSpec(
-        "moco", MoCoConfig, MoCo, display_name="MoCo", color="#1f77b4",
-        moved_keys={"moco_momentum": "momentum", "queue_size": "queue_size", "temperature": "temperature",
-                    "moco_symmetric": "symmetric"},
-        order=0,
-    )
-)

@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raystudy.config import gt
+from raystudy.methods import ModelConfig, SimCLRConfig
 from raystudy.models.base import PretrainModel
 from raystudy.models.distributed import gather_with_grad
 from raystudy.models.heads import ProjectionMLP
-from raystudy.registry import MethodSpec, register_method
 
-if TYPE_CHECKING:
-    from raystudy.config import ModelConfig
-
-
-@dataclass
-class SimCLRConfig:
-    """``pretrain.simclr``: the NT-Xent temperature."""
-
-    temperature: float = field(default=0.2, metadata=gt(0))
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -99,6 +86,3 @@ class SimCLR(PretrainModel):
         z1 = self.projector(self.online_encoder(view1))  # (B, proj_dim)
         z2 = self.projector(self.online_encoder(view2))  # (B, proj_dim)
         return {"loss": nt_xent(z1.float(), z2.float(), self.temperature)}
-
-
-register_method(MethodSpec("simclr", SimCLRConfig, SimCLR, display_name="SimCLR", color="#8c6d31", order=2))

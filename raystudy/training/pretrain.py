@@ -61,7 +61,7 @@ def build_method(method: str, cfg: StudyConfig, n_images: int, global_batch: int
     init = cfg.model.pretrain_weights(method)
     if init:
         load_encoder_weights(encoder, init)
-    return spec.model.from_config(encoder, feature_dim, cfg.model, cfg.pretrain.section(method), n_images, global_batch)
+    return spec.model_class().from_config(encoder, feature_dim, cfg.model, cfg.pretrain.section(method), n_images, global_batch)
 
 
 def sync_batchnorm(cfg: StudyConfig, model: PretrainModel, world: int, device: torch.device) -> PretrainModel:

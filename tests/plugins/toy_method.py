@@ -6,20 +6,20 @@ variance term), with its own config section ``pretrain.toy`` and no momentum enc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raystudy.config import ModelConfig, gt
+from raystudy.configbase import Section, gt
+from raystudy.methods import ModelConfig
 from raystudy.models import PretrainModel, ProjectionMLP
 from raystudy.registry import MethodSpec, register_method
 
 
-@dataclass
-class ToyConfig:
-    spread_weight: float = field(default=1.0, metadata=gt(0))
+class ToyConfig(Section):
+    spread_weight: Annotated[float, gt(0)] = 1.0
 
 
 class ToyMethod(PretrainModel):
