@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,12 @@ def confusion_with_margins(matrix: np.ndarray | pd.DataFrame):
         recall = np.where(row > 0, diag / row, np.nan)
     oa = float(diag.sum() / total) if total > 0 else float("nan")
     if isinstance(matrix, pd.DataFrame):
-        return (matrix, pd.Series(precision, index=matrix.columns, name="precision"),
-                pd.Series(recall, index=matrix.index, name="recall"), oa)
+        return (
+            matrix,
+            pd.Series(precision, index=matrix.columns, name="precision"),
+            pd.Series(recall, index=matrix.index, name="recall"),
+            oa,
+        )
     return m, precision, recall, oa
 
 
@@ -48,15 +52,20 @@ def fold_confusion(
     """True x predicted counts of one experiment, summed or averaged over its folds; comparable
     cells only (one ``arch``, the random draw, no ceiling cell: :func:`analysis.select.comparable`)."""
     confusion = comparable(confusion, trials, arch=arch)
-    sub = confusion[(confusion["model"] == model) & (confusion["category_set"] == category_set)
-                    & (confusion["train_size"] == train_size) & (confusion["split"] == split)]
+    sub = confusion[
+        (confusion["model"] == model)
+        & (confusion["category_set"] == category_set)
+        & (confusion["train_size"] == train_size)
+        & (confusion["split"] == split)
+    ]
     if sub.empty:
         return pd.DataFrame()
     labels = list(pd.unique(pd.concat([sub["true_category"], sub["predicted_category"]]).dropna().astype(str)))
     known = [c for c in (order or []) if c in labels]
     labels = known + sorted(set(labels) - set(known))
-    m = sub.pivot_table(index="true_category", columns="predicted_category", values="count",
-                        aggfunc="sum", fill_value=0).reindex(index=labels, columns=labels, fill_value=0)
+    m = sub.pivot_table(
+        index="true_category", columns="predicted_category", values="count", aggfunc="sum", fill_value=0
+    ).reindex(index=labels, columns=labels, fill_value=0)
     if how == "mean":
         n_folds = max(sub["cell_id"].nunique() if sub["cell_id"].notna().any() else sub["fold"].nunique(), 1)
         m = m / n_folds
@@ -94,5 +103,7 @@ def confusion_views(
     split = view == "split" or (view == "auto" and len(basic) >= 2 and len(set(groups.values())) >= 2)
     if not split:
         return [("all categories", matrix)]
-    return [("basic habits", restrict(matrix, basic)),
-            ("complex shapes merged by process", merge_groups(matrix, groups))]
+    return [
+        ("basic habits", restrict(matrix, basic)),
+        ("complex shapes merged by process", merge_groups(matrix, groups)),
+    ]

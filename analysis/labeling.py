@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,9 +36,7 @@ def labeling_hours_per_group(
     """Hours to label a subset with ``counts`` images per category (basic habits are quicker)."""
     catalog = catalog or Catalog()
     seconds = sum(
-        float(c) * (basic_seconds if catalog.is_basic(cat) else complex_seconds)
-        for cat, c in counts.items()
-        if c == c
+        float(c) * (basic_seconds if catalog.is_basic(cat) else complex_seconds) for cat, c in counts.items() if c == c
     )
     return seconds / 3600.0
 
@@ -80,8 +79,13 @@ def find_knee(x: Any, y: Any) -> int | None:
     return int(order[best])
 
 
-def cell_hours(per_class: pd.DataFrame, cfg: Mapping[str, Any], catalog: Catalog | None = None,
-               trials: pd.DataFrame | None = None, arch: Any = ANY) -> pd.DataFrame:
+def cell_hours(
+    per_class: pd.DataFrame,
+    cfg: Mapping[str, Any],
+    catalog: Catalog | None = None,
+    trials: pd.DataFrame | None = None,
+    arch: Any = ANY,
+) -> pd.DataFrame:
     """Per-group labeling hours of each comparable cell's training subset (from ``train_count``;
     one arch, the random draw, no ceiling cell: :func:`analysis.select.comparable`)."""
     cols = ["cell_id", "model", "category_set", "train_size", "fold", "hours"]
@@ -95,7 +99,7 @@ def cell_hours(per_class: pd.DataFrame, cfg: Mapping[str, Any], catalog: Catalog
     for (cell, model, cset, size, fold), g in df.groupby(
         ["cell_id", "model", "category_set", "train_size", "fold"], dropna=False
     ):
-        counts = dict(zip(g["category"].astype(str), g["train_count"].astype(float)))
+        counts = dict(zip(g["category"].astype(str), g["train_count"].astype(float), strict=False))
         hours = labeling_hours_per_group(counts, cfg["basic_seconds"], cfg["complex_seconds"], catalog)
         rows.append((cell, model, cset, size, fold, hours))
     return pd.DataFrame(rows, columns=cols)
@@ -109,10 +113,30 @@ def _hours_lookup(hours: pd.DataFrame, model: str, cset: str) -> dict[int, float
 
 
 DOA_COLUMNS = [
-    "arch", "category_set", "n_categories", "model", "train_size", "n_folds", "oa_mean", "oa_std",
-    "reference_model", "reference_size", "reference_oa", "doa", "labeling_hours",
-    "reference_hours", "time_saved_hours", "time_model", "is_knee", "fold_spread", "knee_note",
-    "doa_low", "doa_high", "doa_margin", "noninferior", "smallest_noninferior",
+    "arch",
+    "category_set",
+    "n_categories",
+    "model",
+    "train_size",
+    "n_folds",
+    "oa_mean",
+    "oa_std",
+    "reference_model",
+    "reference_size",
+    "reference_oa",
+    "doa",
+    "labeling_hours",
+    "reference_hours",
+    "time_saved_hours",
+    "time_model",
+    "is_knee",
+    "fold_spread",
+    "knee_note",
+    "doa_low",
+    "doa_high",
+    "doa_margin",
+    "noninferior",
+    "smallest_noninferior",
 ]
 
 # Non-inferiority margin of the DOA claim, in percentage points: the ``analysis`` section may set
@@ -121,8 +145,9 @@ DOA_COLUMNS = [
 DOA_MARGIN_PP = float(DEFAULTS["doa_margin_pp"])
 
 
-def doa_interval(ref_values: Any, values: Any, rho_ref: float, rho: float,
-                 level: float = 0.95) -> tuple[float, float, float]:
+def doa_interval(
+    ref_values: Any, values: Any, rho_ref: float, rho: float, level: float = 0.95
+) -> tuple[float, float, float]:
     """(DOA, low, high): the reference's mean minus the model's mean with a two-sided ``level``
     interval. Each mean's variance is its fold variance times the overlap factor of
     :func:`analysis.stats.variance_factor` (the folds of one size share images); the two sizes are
@@ -136,7 +161,7 @@ def doa_interval(ref_values: Any, values: Any, rho_ref: float, rho: float,
     vb = float(variance_factor(rho, len(b))) * float(b.var(ddof=1))
     if va + vb == 0:
         return doa, doa, doa
-    df = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0.0) + (vb ** 2 / (len(b) - 1) if vb else 0.0))
+    df = (va + vb) ** 2 / ((va**2 / (len(a) - 1) if va else 0.0) + (vb**2 / (len(b) - 1) if vb else 0.0))
     half = float(stats_t.ppf(0.5 + level / 2, df)) * float(np.sqrt(va + vb))
     return doa, doa - half, doa + half
 
@@ -161,6 +186,7 @@ def smallest_noninferior(sizes: Any, high: Any, margin: float) -> int | None:
         best = int(np.asarray(sizes)[i])
     return best
 
+
 NO_KNEE = "no reliable knee: differences within fold spread"
 
 
@@ -181,20 +207,24 @@ def knee_problem(sizes: Any, oa_mean: Any, oa_std: Any, knee_size: int | None) -
         return f"no reliable knee: only {len(n)} training-set size{'s' if len(n) != 1 else ''} (at least 3 needed)"
     if not np.all(np.isfinite(sd)):
         return "no reliable knee: a size has a single fold, so no fold spread to judge the differences"
-    spread = float(np.sqrt(np.mean(sd ** 2)))
+    spread = float(np.sqrt(np.mean(sd**2)))
     steps = np.diff(m)
     for i, step in enumerate(steps):
         if step < -spread:
-            return (f"no reliable knee: the DOA curve is not monotone (mean OA falls by {100 * -step:.1f} pp "
-                    f"from n = {n[i]:,} to n = {n[i + 1]:,}, more than the fold spread {100 * spread:.1f} pp)")
+            return (
+                f"no reliable knee: the DOA curve is not monotone (mean OA falls by {100 * -step:.1f} pp "
+                f"from n = {n[i]:,} to n = {n[i + 1]:,}, more than the fold spread {100 * spread:.1f} pp)"
+            )
     if knee_size is None:
         return "no reliable knee: the DOA curve has no corner"
     k = int(np.flatnonzero(n == knee_size)[0])
     small = [(n[i], n[i + 1], steps[i]) for i in range(k) if steps[i] <= spread]
     if k == 0 or small:
         a, b, step = small[0] if small else (n[0], n[1], steps[0])
-        return (f"{NO_KNEE} (mean OA gains {100 * step:.1f} pp from n = {a:,} to n = {b:,}; "
-                f"fold spread {100 * spread:.1f} pp)")
+        return (
+            f"{NO_KNEE} (mean OA gains {100 * step:.1f} pp from n = {a:,} to n = {b:,}; "
+            f"fold spread {100 * spread:.1f} pp)"
+        )
     return None
 
 
@@ -223,15 +253,26 @@ def doa_table(
     return pd.concat(out, ignore_index=True)
 
 
-def _doa_frames(trials: pd.DataFrame, per_class: pd.DataFrame | None, cfg: Mapping[str, Any],
-                catalog: Catalog | None, arch: Any, per_group: bool, ref_model: str, cssl: str,
-                spi: float) -> list[pd.DataFrame]:
+def _doa_frames(
+    trials: pd.DataFrame,
+    per_class: pd.DataFrame | None,
+    cfg: Mapping[str, Any],
+    catalog: Catalog | None,
+    arch: Any,
+    per_group: bool,
+    ref_model: str,
+    cssl: str,
+    spi: float,
+) -> list[pd.DataFrame]:
     """:func:`doa_table`'s frames of one backbone, one per category set."""
     done = done_trials(trials, arch=arch)
     if done.empty:
         return []
-    hours = cell_hours(per_class, cfg, catalog, trials, arch) if per_group and per_class is not None else pd.DataFrame(
-        columns=["model", "category_set", "train_size", "hours"])
+    hours = (
+        cell_hours(per_class, cfg, catalog, trials, arch)
+        if per_group and per_class is not None
+        else pd.DataFrame(columns=["model", "category_set", "train_size", "hours"])
+    )
     margin = float(cfg.get("doa_margin_pp", DOA_MARGIN_PP)) / 100.0
 
     def rho_of(cells: pd.DataFrame, size: int) -> float:
@@ -260,15 +301,29 @@ def _doa_frames(trials: pd.DataFrame, per_class: pd.DataFrame | None, cfg: Mappi
                 t_n, t_ref, model_used = mine_hours[size], ref_hours_group, "per_group"
             else:
                 t_n, t_ref, model_used = labeling_hours(size, spi), labeling_hours(ref_size, spi), "constant"
-            table.append({
-                "arch": arch, "category_set": cset, "n_categories": None if n_cat != n_cat else int(n_cat),
-                "model": cssl, "train_size": size, "n_folds": int(row["count"]),
-                "oa_mean": float(row["mean"]), "oa_std": float(row["std"]) if row["std"] == row["std"] else np.nan,
-                "reference_model": ref_model, "reference_size": ref_size, "reference_oa": roa,
-                "doa": roa - float(row["mean"]), "labeling_hours": t_n, "reference_hours": t_ref,
-                "time_saved_hours": t_ref - t_n, "time_model": model_used, "is_knee": False,
-                "fold_spread": np.nan, "knee_note": None,
-            })
+            table.append(
+                {
+                    "arch": arch,
+                    "category_set": cset,
+                    "n_categories": None if n_cat != n_cat else int(n_cat),
+                    "model": cssl,
+                    "train_size": size,
+                    "n_folds": int(row["count"]),
+                    "oa_mean": float(row["mean"]),
+                    "oa_std": float(row["std"]) if row["std"] == row["std"] else np.nan,
+                    "reference_model": ref_model,
+                    "reference_size": ref_size,
+                    "reference_oa": roa,
+                    "doa": roa - float(row["mean"]),
+                    "labeling_hours": t_n,
+                    "reference_hours": t_ref,
+                    "time_saved_hours": t_ref - t_n,
+                    "time_model": model_used,
+                    "is_knee": False,
+                    "fold_spread": np.nan,
+                    "knee_note": None,
+                }
+            )
             folds = mine.loc[mine["train_size"] == size, "overall_accuracy"]
             _, lo, hi = doa_interval(ref_values, folds, rho_of(ref, ref_size), rho_of(mine, size))
             table[-1].update({"doa_low": lo, "doa_high": hi, "doa_margin": margin})
@@ -277,9 +332,10 @@ def _doa_frames(trials: pd.DataFrame, per_class: pd.DataFrame | None, cfg: Mappi
         frame["smallest_noninferior"] = smallest_noninferior(frame["train_size"], frame["doa_high"], margin)
         knee = find_knee(frame["time_saved_hours"], frame["doa"])
         sd = frame["oa_std"].to_numpy(dtype=float)
-        frame["fold_spread"] = float(np.sqrt(np.mean(sd ** 2))) if np.all(np.isfinite(sd)) else np.nan
-        note = knee_problem(frame["train_size"], frame["oa_mean"], sd,
-                            None if knee is None else int(frame.loc[knee, "train_size"]))
+        frame["fold_spread"] = float(np.sqrt(np.mean(sd**2))) if np.all(np.isfinite(sd)) else np.nan
+        note = knee_problem(
+            frame["train_size"], frame["oa_mean"], sd, None if knee is None else int(frame.loc[knee, "train_size"])
+        )
         frame["knee_note"] = note
         if knee is not None and note is None:
             frame.loc[knee, "is_knee"] = True

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -16,17 +16,25 @@ from analysis import figures
 from analysis.figures._common import is_no_data, no_data_figure, no_data_note
 from analysis.labeling import doa_table
 from analysis.results import Results, load_results
-from analysis.select import category_sets, done_trials, n_categories_of, set_label
-from raystudy.storage import Location, as_location
 from analysis.sections import SYNTHETIC_BANNER, csv_link, numbers_frame, numbers_html, pretraining_html, run_html
-from analysis.strategies import compared_sets, labels_saved_table, selection_sentences, strategy_curves
+from analysis.select import category_sets, done_trials, n_categories_of, set_label
 from analysis.stats import (
-    MAX_BAND_WIDTH, MIN_FIT_SIZES, fit_learning_curves, learning_curve_answers, paired_difference_table,
+    MAX_BAND_WIDTH,
+    MIN_FIT_SIZES,
+    fit_learning_curves,
+    learning_curve_answers,
+    paired_difference_table,
 )
+from analysis.strategies import compared_sets, labels_saved_table, selection_sentences, strategy_curves
 from analysis.summary import (
-    advantage_sentences, answer_sentences, cell_states, generalization_sentences, grid_progress,
+    advantage_sentences,
+    answer_sentences,
+    cell_states,
+    generalization_sentences,
+    grid_progress,
     knee_sentences,
 )
+from raystudy.storage import Location, as_location
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MAX_CELL_ROWS = 500
@@ -85,97 +93,177 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
     """All report figures in order (each with its numbers), plus the computed tables the summary uses."""
     cfg = res.config
     doa = doa_table(res.trials, res.per_class, cfg, res.catalog)
-    paired = paired_difference_table(res.trials, str(cfg["cssl_model"]), str(cfg["reference_model"]),
-                                     n_boot=int(cfg["n_bootstrap"]), seed=int(cfg["seed"]))
+    paired = paired_difference_table(
+        res.trials,
+        str(cfg["cssl_model"]),
+        str(cfg["reference_model"]),
+        n_boot=int(cfg["n_bootstrap"]),
+        seed=int(cfg["seed"]),
+    )
     fits = fit_learning_curves(res.trials, n_boot=int(cfg["curve_bootstrap"]), seed=int(cfg["seed"]))
     answers = learning_curve_answers(fits, cfg["targets"], float(cfg.get("max_band_width") or MAX_BAND_WIDTH))
     sets = category_sets(res.trials, res.grid, res.confusion) or [None]
     gen_sets = category_sets(done_trials(res.trials, "generalization_accuracy"))
     dataset = lambda: res.dataset.assign(campaign=res.dataset["campaign"].map(res.campaign))  # noqa: E731
-    entries = [Entry("Data", "Fig. 1", "Images per category in every campaign; categories sorted by the "
-                     "labeled campaign's counts.", _safe(lambda: figures.class_distribution(res), "Class distribution"),
-                     dataset)]
+    entries = [
+        Entry(
+            "Data",
+            "Fig. 1",
+            "Images per category in every campaign; categories sorted by the labeled campaign's counts.",
+            _safe(lambda: figures.class_distribution(res), "Class distribution"),
+            dataset,
+        )
+    ]
     for i, cset in enumerate(sets):
         label = set_label(cset, n_categories_of(cset, res.trials, res.grid)) if cset else "all category sets"
         f_acc, f_doa, f_cm = ("Fig. 4", "Fig. 5", "Figs. 6 and 7") if i == 0 else ("Fig. 9", "Fig. 10", "Fig. 11")
         sec = f"Results: {label}"
         entries += [
-            Entry(sec, f_acc, "Overall accuracy over the cross-validation folds: boxes span the quartiles, the line "
-                  "is the median, whiskers reach the minimum and maximum, dots are single folds; dotted line: the "
-                  "majority-class share of the validation sets (a model predicting one category scores it); dashed "
-                  "line: the supervised ceiling where it was run; the right panel zooms on the two largest sizes.",
-                  _safe(lambda c=cset: figures.accuracy_vs_size(res, category_set=c), "Overall accuracy"),
-                  lambda c=cset: pd.concat([_fold_values(res, "overall_accuracy", c),
-                                            _fold_values(res, "overall_accuracy", c, ceiling=True)])),
-            Entry(sec, f_doa, "Decreased overall accuracy (reference OA minus the CSSL model's mean OA, in "
-                  "percentage points, fold std as bars) against the labeling time saved; a knee (largest distance "
-                  "to the chord) is marked only where the curve is monotone within the fold spread and the steps "
-                  "below it exceed the fold spread.",
-                  _safe(lambda c=cset: figures.doa_vs_time_saved(res, category_set=c, table=doa), "DOA vs time saved"),
-                  lambda c=cset: _rows(doa, category_set=c)),
-            Entry(sec, f_cm, "Validation confusion matrices averaged over folds, the two compared models side by "
-                  "side; for many categories split into basic habits and complex shapes merged by process.",
-                  _safe(lambda c=cset: figures.confusion_matrices(res, category_set=c), "Confusion matrices"),
-                  lambda c=cset: _rows(res.confusion, category_set=c, split="validation")),
+            Entry(
+                sec,
+                f_acc,
+                "Overall accuracy over the cross-validation folds: boxes span the quartiles, the line "
+                "is the median, whiskers reach the minimum and maximum, dots are single folds; dotted line: the "
+                "majority-class share of the validation sets (a model predicting one category scores it); dashed "
+                "line: the supervised ceiling where it was run; the right panel zooms on the two largest sizes.",
+                _safe(lambda c=cset: figures.accuracy_vs_size(res, category_set=c), "Overall accuracy"),
+                lambda c=cset: pd.concat(
+                    [_fold_values(res, "overall_accuracy", c), _fold_values(res, "overall_accuracy", c, ceiling=True)]
+                ),
+            ),
+            Entry(
+                sec,
+                f_doa,
+                "Decreased overall accuracy (reference OA minus the CSSL model's mean OA, in "
+                "percentage points, fold std as bars) against the labeling time saved; a knee (largest distance "
+                "to the chord) is marked only where the curve is monotone within the fold spread and the steps "
+                "below it exceed the fold spread.",
+                _safe(lambda c=cset: figures.doa_vs_time_saved(res, category_set=c, table=doa), "DOA vs time saved"),
+                lambda c=cset: _rows(doa, category_set=c),
+            ),
+            Entry(
+                sec,
+                f_cm,
+                "Validation confusion matrices averaged over folds, the two compared models side by "
+                "side; for many categories split into basic habits and complex shapes merged by process.",
+                _safe(lambda c=cset: figures.confusion_matrices(res, category_set=c), "Confusion matrices"),
+                lambda c=cset: _rows(res.confusion, category_set=c, split="validation"),
+            ),
         ]
     for cset in gen_sets or [None]:
-        entries.append(Entry("Generalization", "Fig. 12", "Accuracy of every fold's model on the campaign never "
-                             "used in training, without further fine-tuning; dotted line: the majority-class share "
-                             "of that campaign.",
-                             _safe(lambda c=cset: figures.generalization(res, category_set=c), "Generalization"),
-                             lambda c=cset: _fold_values(res, "generalization_accuracy", c).assign(
-                                 campaign=lambda d: _rows(done_trials(res.trials, "generalization_accuracy"),
-                                                          category_set=c)["generalization_campaign"].map(res.campaign))))
+        entries.append(
+            Entry(
+                "Generalization",
+                "Fig. 12",
+                "Accuracy of every fold's model on the campaign never "
+                "used in training, without further fine-tuning; dotted line: the majority-class share "
+                "of that campaign.",
+                _safe(lambda c=cset: figures.generalization(res, category_set=c), "Generalization"),
+                lambda c=cset: _fold_values(res, "generalization_accuracy", c).assign(
+                    campaign=lambda d: _rows(done_trials(res.trials, "generalization_accuracy"), category_set=c)[
+                        "generalization_campaign"
+                    ].map(res.campaign)
+                ),
+            )
+        )
     entries += [
-        Entry("Representations", "Fig. 8", "t-SNE maps of encoder embeddings before pre-training, after "
-              "pre-training and after fine-tuning (columns: training-set sizes).",
-              _safe(lambda: figures.tsne_grid(res), "t-SNE"), lambda: res.embeddings),
-        Entry("Training", "Fig. A1", "Contrastive pre-training loss; dotted line: the no-learning level ln(K+1) of "
-              "MoCo's InfoNCE with K queue negatives (an encoder that tells no key apart).",
-              _safe(lambda: figures.pretraining_loss(res), "Pre-training loss"),
-              lambda: _rows(res.losses, stage="pretrain")),
-        Entry("Training", "Fig. A2", "Fine-tuning loss of the CSSL model for every training-set size.",
-              _safe(lambda: figures.finetuning_loss(res), "Fine-tuning loss"),
-              lambda: _rows(res.losses, stage="finetune", model=str(cfg["cssl_model"]))),
-        Entry("Training", "Table B1", "Training time per model and size.",
-              _safe(lambda: figures.training_time_table(res), "Training time"),
-              lambda: pd.concat([res.pretraining.assign(stage="pretrain"),
-                                 done_trials(res.trials, "train_seconds")[
-                                     ["model", "category_set", "train_size", "fold", "train_seconds"]].assign(stage="finetune")])),
-        Entry("Beyond the paper", "new", "Fold-paired difference of the CSSL model minus the reference model "
-              "(percentage points): mean, 95 % interval (Student t below 10 folds, bootstrap from 10, both widened "
-              "for the overlap of the folds' images) and the Holm-adjusted p of the corrected resampled t test under "
-              "each mean (family: every size of one category set; * and no n.s.: adjusted p \u2264 0.05).",
-              _safe(lambda: figures.paired_differences(res, table=paired), "Paired differences"), lambda: paired),
+        Entry(
+            "Representations",
+            "Fig. 8",
+            "t-SNE maps of encoder embeddings before pre-training, after "
+            "pre-training and after fine-tuning (columns: training-set sizes).",
+            _safe(lambda: figures.tsne_grid(res), "t-SNE"),
+            lambda: res.embeddings,
+        ),
+        Entry(
+            "Training",
+            "Fig. A1",
+            "Contrastive pre-training loss; dotted line: the no-learning level ln(K+1) of "
+            "MoCo's InfoNCE with K queue negatives (an encoder that tells no key apart).",
+            _safe(lambda: figures.pretraining_loss(res), "Pre-training loss"),
+            lambda: _rows(res.losses, stage="pretrain"),
+        ),
+        Entry(
+            "Training",
+            "Fig. A2",
+            "Fine-tuning loss of the CSSL model for every training-set size.",
+            _safe(lambda: figures.finetuning_loss(res), "Fine-tuning loss"),
+            lambda: _rows(res.losses, stage="finetune", model=str(cfg["cssl_model"])),
+        ),
+        Entry(
+            "Training",
+            "Table B1",
+            "Training time per model and size.",
+            _safe(lambda: figures.training_time_table(res), "Training time"),
+            lambda: pd.concat(
+                [
+                    res.pretraining.assign(stage="pretrain"),
+                    done_trials(res.trials, "train_seconds")[
+                        ["model", "category_set", "train_size", "fold", "train_seconds"]
+                    ].assign(stage="finetune"),
+                ]
+            ),
+        ),
+        Entry(
+            "Beyond the paper",
+            "new",
+            "Fold-paired difference of the CSSL model minus the reference model "
+            "(percentage points): mean, 95 % interval (Student t below 10 folds, bootstrap from 10, both widened "
+            "for the overlap of the folds' images) and the Holm-adjusted p of the corrected resampled t test under "
+            "each mean (family: every size of one category set; * and no n.s.: adjusted p \u2264 0.05).",
+            _safe(lambda: figures.paired_differences(res, table=paired), "Paired differences"),
+            lambda: paired,
+        ),
     ]
     for cset in category_sets(done_trials(res.trials)) or [None]:
-        entries.append(Entry("Beyond the paper", "new", "Learning-curve fit OA(n) = a \u2212 b\u00b7n^(\u2212c) per model on "
-                             "fold-level points, with a bootstrap-over-folds 95 % band; crosses mark where a target is "
-                             "reached. A fit with a parameter on its bound, a band wider than the limit or fewer than "
-                             f"{MIN_FIT_SIZES} sizes is drawn dotted and marked unreliable.",
-                             _safe(lambda c=cset: figures.learning_curves(res, category_set=c, fits=fits), "Learning curves"),
-                             lambda c=cset: pd.concat([_fold_values(res, "overall_accuracy", c),
-                                                       _rows(answers, category_set=c)], ignore_index=True)))
+        entries.append(
+            Entry(
+                "Beyond the paper",
+                "new",
+                "Learning-curve fit OA(n) = a \u2212 b\u00b7n^(\u2212c) per model on "
+                "fold-level points, with a bootstrap-over-folds 95 % band; crosses mark where a target is "
+                "reached. A fit with a parameter on its bound, a band wider than the limit or fewer than "
+                f"{MIN_FIT_SIZES} sizes is drawn dotted and marked unreliable.",
+                _safe(lambda c=cset: figures.learning_curves(res, category_set=c, fits=fits), "Learning curves"),
+                lambda c=cset: pd.concat(
+                    [_fold_values(res, "overall_accuracy", c), _rows(answers, category_set=c)], ignore_index=True
+                ),
+            )
+        )
     saved = labels_saved_table(res.trials)
     for cset in compared_sets(res.trials):  # only where more than one selection strategy ran
         sec = f"Selection strategies: {set_label(cset, n_categories_of(cset, res.trials, res.grid))}"
         entries += [
-            Entry(sec, "new", "Overall accuracy per selection strategy (fold mean ± fold std) for every model "
-                  "type; every strategy is validated on the same held-out folds, and all model types of a strategy "
-                  "train on the same selected images (coreset and uncertainty embed with one pretrained encoder).",
-                  _safe(lambda c=cset: figures.selection_curves(res, category_set=c), "Selection strategies"),
-                  lambda c=cset: _rows(strategy_curves(res.trials), category_set=c)),
-            Entry(sec, "new", "Labels saved at equal OA against random: random's n minus the n at which the "
-                  "strategy's mean curve reaches random's mean OA (interpolated in log n between measured sizes, "
-                  "never beyond them). Filled markers: a verdict (fold-paired difference at the same n with a "
-                  "Holm-adjusted p \u2264 0.05 of the corrected resampled t test, family: the sizes of one model and "
-                  "strategy); open markers: no verdict.",
-                  _safe(lambda c=cset: figures.labels_saved(res, category_set=c, table=saved), "Labels saved"),
-                  lambda c=cset: _rows(saved, category_set=c)),
+            Entry(
+                sec,
+                "new",
+                "Overall accuracy per selection strategy (fold mean ± fold std) for every model "
+                "type; every strategy is validated on the same held-out folds, and all model types of a strategy "
+                "train on the same selected images (coreset and uncertainty embed with one pretrained encoder).",
+                _safe(lambda c=cset: figures.selection_curves(res, category_set=c), "Selection strategies"),
+                lambda c=cset: _rows(strategy_curves(res.trials), category_set=c),
+            ),
+            Entry(
+                sec,
+                "new",
+                "Labels saved at equal OA against random: random's n minus the n at which the "
+                "strategy's mean curve reaches random's mean OA (interpolated in log n between measured sizes, "
+                "never beyond them). Filled markers: a verdict (fold-paired difference at the same n with a "
+                "Holm-adjusted p \u2264 0.05 of the corrected resampled t test, family: the sizes of one model and "
+                "strategy); open markers: no verdict.",
+                _safe(lambda c=cset: figures.labels_saved(res, category_set=c, table=saved), "Labels saved"),
+                lambda c=cset: _rows(saved, category_set=c),
+            ),
         ]
-    entries.append(Entry("Beyond the paper", "new", "Per-category F1 against the category's share of the training "
-                         "subset (mean over folds, every size).", _safe(lambda: figures.f1_vs_share(res), "F1 vs share"),
-                         lambda: _rows(res.per_class, split="validation")))
+    entries.append(
+        Entry(
+            "Beyond the paper",
+            "new",
+            "Per-category F1 against the category's share of the training subset (mean over folds, every size).",
+            _safe(lambda: figures.f1_vs_share(res), "F1 vs share"),
+            lambda: _rows(res.per_class, split="validation"),
+        )
+    )
     extra = {"doa": doa, "paired": paired, "fits": fits, "answers": answers, "selection": saved}
     return entries, extra
 
@@ -190,15 +278,23 @@ def _cells_html(states: pd.DataFrame) -> str:
         if sub.empty:
             continue
         rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape('' if v is None or v != v else str(v))}</td>"
-                             for v in r[["cell_id", "model", "category_set", "train_size", "fold", "reason"]]) + "</tr>"
-            for _, r in sub.head(MAX_CELL_ROWS).iterrows())
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape('' if v is None or v != v else str(v))}</td>"
+                for v in r[["cell_id", "model", "category_set", "train_size", "fold", "reason"]]
+            )
+            + "</tr>"
+            for _, r in sub.head(MAX_CELL_ROWS).iterrows()
+        )
         more = f"<p>... and {len(sub) - MAX_CELL_ROWS} more.</p>" if len(sub) > MAX_CELL_ROWS else ""
-        what = {"missing": "cells without a trials row yet", "failed": "failed cells", "skipped": "skipped cells"}[state]
+        what = {"missing": "cells without a trials row yet", "failed": "failed cells", "skipped": "skipped cells"}[
+            state
+        ]
         parts.append(
             f"<details{' open' if state == 'missing' and len(sub) <= 40 else ''}><summary><b>{len(sub)} {what}</b></summary>"
             f"<table class='cells' id='{state}-cells'><tr><th>cell</th><th>model</th><th>category set</th>"
-            f"<th>n</th><th>fold</th><th>reason / message</th></tr>{rows}</table>{more}</details>")
+            f"<th>n</th><th>fold</th><th>reason / message</th></tr>{rows}</table>{more}</details>"
+        )
     return "".join(parts)
 
 
@@ -218,34 +314,52 @@ def render_html(res: Results) -> str:
     cfg = res.config
     progress = grid_progress(res.grid, res.trials)
     states = cell_states(res.grid, res.trials)
-    sentences = (knee_sentences(extra["doa"], cfg) + advantage_sentences(res.trials, cfg, extra["paired"])
-                 + generalization_sentences(res.trials, cfg, res.per_class, res.campaign, res.confusion)
-                 + selection_sentences(extra["selection"]))
+    sentences = (
+        knee_sentences(extra["doa"], cfg)
+        + advantage_sentences(res.trials, cfg, extra["paired"])
+        + generalization_sentences(res.trials, cfg, res.per_class, res.campaign, res.confusion)
+        + selection_sentences(extra["selection"])
+    )
     answers = answer_sentences(extra["answers"])
     esc = html.escape
     head = [f"<h1>{esc(res.study_name)} \u2014 label-efficiency report</h1>"]
     if res.synthetic:
-        head.append(f"<div class='banner' id='synthetic-banner'>{esc(SYNTHETIC_BANNER.capitalize())}: the images are "
-                    "the embedded procedural set, the campaign names are placeholders.</div>")
-    head.append(f"<p class='meta'>run folder {esc(str(res.run_dir or ''))} \u00b7 built "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S')} \u00b7 CSSL model {esc(str(cfg['cssl_model']))}, reference "
-                f"{esc(str(cfg['reference_model']))}, labeling time model {esc(str(cfg['labeling_time_model']))}</p>")
+        head.append(
+            f"<div class='banner' id='synthetic-banner'>{esc(SYNTHETIC_BANNER.capitalize())}: the images are "
+            "the embedded procedural set, the campaign names are placeholders.</div>"
+        )
+    head.append(
+        f"<p class='meta'>run folder {esc(str(res.run_dir or ''))} \u00b7 built "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} \u00b7 CSSL model {esc(str(cfg['cssl_model']))}, reference "
+        f"{esc(str(cfg['reference_model']))}, labeling time model {esc(str(cfg['labeling_time_model']))}</p>"
+    )
     numbers = numbers_frame(res)
-    body = [("summary", "Summary",
-             "<div class='progress'>"
-             + "".join(f"<span class='{s}'>{s}: {progress[s]}</span>" for s in ("done", "skipped", "failed", "missing"))
-             + f"<span>of {progress['total']} planned cells</span></div>"
-             "<ul class='summary' id='summary-sentences'>" + "".join(f"<li>{esc(s)}</li>" for s in sentences)
-             + ("" if sentences else "<li>No finished trials of both compared models yet.</li>") + "</ul>"
-             "<h3>How many labeled images to reach a target OA? (learning-curve fits)</h3><ul class='summary'>"
-             + "".join(f"<li>{esc(s)}</li>" for s in answers)
-             + ("" if answers else "<li>Not enough training-set sizes yet to fit learning curves.</li>") + "</ul>"
-             "<h3>Grid cells still open</h3>" + _cells_html(states)),
-            ("pretraining", "Did pretraining learn?", pretraining_html(res)),
-            ("numbers", "Numbers behind the figures",
-             "<p class='caption'>Overall accuracy per category set, model and size over the finished folds "
-             "(std and differences in percentage points, pp); n_train and n_validation are images per fold.</p>"
-             + numbers_html(res, numbers))]
+    body = [
+        (
+            "summary",
+            "Summary",
+            "<div class='progress'>"
+            + "".join(f"<span class='{s}'>{s}: {progress[s]}</span>" for s in ("done", "skipped", "failed", "missing"))
+            + f"<span>of {progress['total']} planned cells</span></div>"
+            "<ul class='summary' id='summary-sentences'>"
+            + "".join(f"<li>{esc(s)}</li>" for s in sentences)
+            + ("" if sentences else "<li>No finished trials of both compared models yet.</li>")
+            + "</ul>"
+            "<h3>How many labeled images to reach a target OA? (learning-curve fits)</h3><ul class='summary'>"
+            + "".join(f"<li>{esc(s)}</li>" for s in answers)
+            + ("" if answers else "<li>Not enough training-set sizes yet to fit learning curves.</li>")
+            + "</ul>"
+            "<h3>Grid cells still open</h3>" + _cells_html(states),
+        ),
+        ("pretraining", "Did pretraining learn?", pretraining_html(res)),
+        (
+            "numbers",
+            "Numbers behind the figures",
+            "<p class='caption'>Overall accuracy per category set, model and size over the finished folds "
+            "(std and differences in percentage points, pp); n_train and n_validation are images per fold.</p>"
+            + numbers_html(res, numbers),
+        ),
+    ]
     toc = [f"<a href='#{i}'>{esc(t)}</a>" for i, t, _ in body]
     parts = [f"<h2 id='{i}'>{esc(t)}</h2>{h}" for i, t, h in body]
     n_fig, section = 0, None
@@ -258,22 +372,32 @@ def render_html(res: Results) -> str:
         title = e.figure.layout.title.text if e.figure.layout.title and e.figure.layout.title.text else ""
         cap = f"<p class='caption'><b>{esc(ref)}.</b> {esc(e.caption)}</p>"
         if is_no_data(e.figure):
-            parts.append(f"<div class='figure'>{cap}<div class='nodata'>{esc(title.split('<br>')[0])}: "
-                         f"{esc(no_data_note(e.figure))}</div></div>")
+            parts.append(
+                f"<div class='figure'>{cap}<div class='nodata'>{esc(title.split('<br>')[0])}: "
+                f"{esc(no_data_note(e.figure))}</div></div>"
+            )
             continue
         n_fig += 1
-        div = e.figure.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False,
-                               div_id=f"figure-{n_fig}", config=PLOT_CONFIG, default_width="100%")
+        div = e.figure.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            include_mathjax=False,
+            div_id=f"figure-{n_fig}",
+            config=PLOT_CONFIG,
+            default_width="100%",
+        )
         name = f"figure-{n_fig}-{e.paper if e.paper != 'new' else 'new'}-{title.split('<br>')[0][:60]}"
         parts.append(f"<div class='figure'>{cap}{div}{_entry_csv(e, name)}</div>")
     parts.append(f"<h2 id='run'>Run: provenance</h2>{run_html(res)}")
     toc.append("<a href='#run'>Run</a>")
     nav = "<nav class='toc' id='toc'>" + "".join(toc) + "</nav>"
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='raystudy-figures' content='{n_fig}'>"
-            f"<title>{esc(res.study_name)} report</title><style>{CSS}</style>"
-            f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body data-figure-count='{n_fig}'>" + nav + "".join(head) + "".join(parts) + "</body></html>\n")
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='raystudy-figures' content='{n_fig}'>"
+        f"<title>{esc(res.study_name)} report</title><style>{CSS}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
+        f"<body data-figure-count='{n_fig}'>" + nav + "".join(head) + "".join(parts) + "</body></html>\n"
+    )
 
 
 def build_report(run_dir: str | Path | Location, out_path: str | Path | Location | None = None) -> Path | Location:

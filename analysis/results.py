@@ -20,7 +20,6 @@ from raystudy.results import parquet_files, read_parquet
 from raystudy.storage import Location, as_location
 
 
-
 def _kind(dtype: pa.DataType) -> str:
     if pa.types.is_integer(dtype):
         return "int"
@@ -63,7 +62,9 @@ def read_table(run_dir: str | Path | Location, name: str) -> pd.DataFrame:
     if not files:
         return empty_table(name)
     try:
-        return conform(name, pa.concat_tables([read_parquet(f) for f in files], promote_options="permissive").to_pandas())
+        return conform(
+            name, pa.concat_tables([read_parquet(f) for f in files], promote_options="permissive").to_pandas()
+        )
     except Exception:  # mixed schemas or a file being replaced: read file by file
         parts = []
         for path in files:
@@ -116,16 +117,15 @@ class Results:
         raw_config: dict[str, Any] | None = None,
         run_dir: Location | None = None,
         **frames: pd.DataFrame | None,
-    ) -> "Results":
+    ) -> Results:
         """Results from hand-made frames; ``config`` is the (partial) analysis section."""
         unknown = set(frames) - set(TABLES)
         if unknown:
             raise TypeError(f"unknown tables {sorted(unknown)}; known tables are {list(TABLES)}")
         tables = {name: conform(name, frames.get(name)) for name in TABLES}
-        return cls(**tables, config=merge_analysis_config(config), raw_config=dict(raw_config or {}),
-                   run_dir=run_dir)
+        return cls(**tables, config=merge_analysis_config(config), raw_config=dict(raw_config or {}), run_dir=run_dir)
 
-    def with_frames(self, config: dict[str, Any] | None = None, **frames: pd.DataFrame | None) -> "Results":
+    def with_frames(self, config: dict[str, Any] | None = None, **frames: pd.DataFrame | None) -> Results:
         """A copy with some tables (and optionally the analysis section) replaced."""
         kwargs = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, frame in frames.items():
@@ -169,8 +169,13 @@ def load_results(run_dir: str | Path | Location) -> Results:
     catalog_from_config(raw, source=str(run_dir / "config.yaml"))  # a bad catalog fails here, by name
     section = raw.get("analysis") if isinstance(raw.get("analysis"), dict) else None
     tables = drop_ceiling_details({name: read_table(run_dir, name) for name in TABLES})
-    return Results(**tables, config=merge_analysis_config(section), raw_config=raw, run_dir=run_dir,
-                   run_info=read_run_info(run_dir))
+    return Results(
+        **tables,
+        config=merge_analysis_config(section),
+        raw_config=raw,
+        run_dir=run_dir,
+        run_info=read_run_info(run_dir),
+    )
 
 
 def drop_ceiling_details(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

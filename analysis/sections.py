@@ -16,8 +16,8 @@ import yaml
 from analysis.config import display_name, order_models, pretrain_name
 from analysis.figures.training import no_learning_levels
 from analysis.results import TABLES, Results
-from raystudy.registry import method_names
 from analysis.select import category_sets, done_trials, n_categories_of, set_label
+from raystudy.registry import method_names
 
 esc = html.escape
 NOT_RECORDED = "not recorded"
@@ -34,11 +34,15 @@ def csv_link(data: pd.DataFrame, name: str) -> str:
     frame = data.copy()
     for col in frame.columns:  # list cells (paired fold differences) as 'a;b;c'
         if frame[col].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
-            frame[col] = frame[col].map(lambda v: ";".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v)
+            frame[col] = frame[col].map(
+                lambda v: ";".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v
+            )
     payload = base64.b64encode(frame.to_csv(index=False).encode("utf-8")).decode("ascii")
     file = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") + ".csv"
-    return (f"<a class='csv' download='{file}' href='data:text/csv;base64,{payload}'>"
-            f"download the numbers (CSV, {len(frame):,} rows)</a>")
+    return (
+        f"<a class='csv' download='{file}' href='data:text/csv;base64,{payload}'>"
+        f"download the numbers (CSV, {len(frame):,} rows)</a>"
+    )
 
 
 def _table(header: list[str], rows: list[list[Any]], cls: str = "numbers", table_id: str | None = None) -> str:
@@ -64,15 +68,22 @@ def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
     base = random.iloc[-1] if len(random) else None
     levels = no_learning_levels(res) if len(res.pretraining) else {}
     out = []
-    models = order_models(list(res.pretraining["model"].dropna()) + list(probes["model"][probes["model"].isin(methods)]))
+    models = order_models(
+        list(res.pretraining["model"].dropna()) + list(probes["model"][probes["model"].isin(methods)])
+    )
     for m in models:
         row: dict[str, Any] = {"model": m}
         p = probes[probes["model"] == m]
         pre = res.pretraining[res.pretraining["model"] == m]
         better, worse = [], []
         for metric in ("knn_accuracy", "linear_probe_accuracy"):
-            mine = float(p[metric].iloc[-1]) if len(p) and p[metric].iloc[-1] == p[metric].iloc[-1] else (
-                float(pre[metric].iloc[-1]) if len(pre) and pre[metric].iloc[-1] == pre[metric].iloc[-1] else None)
+            mine = (
+                float(p[metric].iloc[-1])
+                if len(p) and p[metric].iloc[-1] == p[metric].iloc[-1]
+                else (
+                    float(pre[metric].iloc[-1]) if len(pre) and pre[metric].iloc[-1] == pre[metric].iloc[-1] else None
+                )
+            )
             ref = float(base[metric]) if base is not None and base[metric] == base[metric] else None
             row[metric], row[f"random_{metric}"] = mine, ref
             if mine is None or ref is None:
@@ -84,9 +95,15 @@ def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
                 better.append(metric)
             elif se == se and ref - mine > 2 * se:
                 worse.append(metric)
-        row["final_loss"] = float(pre["final_loss"].iloc[-1]) if len(pre) and pre["final_loss"].iloc[-1] == pre["final_loss"].iloc[-1] else None
+        row["final_loss"] = (
+            float(pre["final_loss"].iloc[-1])
+            if len(pre) and pre["final_loss"].iloc[-1] == pre["final_loss"].iloc[-1]
+            else None
+        )
         row["level_name"], row["level"] = levels.get(m, (None, None))
-        at_level = row["level"] is not None and row["final_loss"] is not None and row["final_loss"] >= 0.95 * row["level"]
+        at_level = (
+            row["level"] is not None and row["final_loss"] is not None and row["final_loss"] >= 0.95 * row["level"]
+        )
         if row.get("knn_accuracy") is None or row.get("random_knn_accuracy") is None:
             verdict = "cannot tell: no probe of this encoder and of random init recorded"
         elif len(better) == 2 and not at_level:
@@ -94,8 +111,11 @@ def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
         elif worse:
             verdict = "no: a probe is worse than random init by more than 2 standard errors"
         else:
-            verdict = "no evidence: the probes are within 2 standard errors of random init" if not better else (
-                "partly: only one probe beats random init by more than 2 standard errors")
+            verdict = (
+                "no evidence: the probes are within 2 standard errors of random init"
+                if not better
+                else ("partly: only one probe beats random init by more than 2 standard errors")
+            )
         if at_level:
             verdict += f"; the final loss is at the no-learning level {row['level_name']}"
         row["verdict"] = verdict
@@ -111,10 +131,13 @@ def pretraining_html(res: Results) -> str:
     n_info = ""
     if len(probes) and probes["n_test"].notna().any():
         r = probes[probes["n_test"].notna()].iloc[-1]
-        n_info = (f" Probes: frozen encoder, {int(r['n_train']):,} training and {int(r['n_test']):,} test images of "
-                  f"{r['category_set']}; standard error from the binomial variance of both accuracies.")
+        n_info = (
+            f" Probes: frozen encoder, {int(r['n_train']):,} training and {int(r['n_test']):,} test images of "
+            f"{r['category_set']}; standard error from the binomial variance of both accuracies."
+        )
     body = []
     for r in rows:
+
         def cmp(metric: str) -> str:
             if r.get(metric) is None:
                 return "n/a"
@@ -124,17 +147,37 @@ def pretraining_html(res: Results) -> str:
             se = r.get(f"{metric}_se")
             se_txt = f" \u00b1 {100 * se:.1f}" if se is not None and se == se else ""
             return f"{_pct(r[metric])} vs {_pct(ref)} ({100 * (r[metric] - ref):+.1f}{se_txt} pp)"
+
         loss = "n/a" if r["final_loss"] is None else f"{r['final_loss']:.3f}"
-        level = (f"{r['level_name']} = {r['level']:.3f}" if r["level"] is not None
-                 else f"none fixed ({pretrain_name(r['model'])})")
-        body.append([pretrain_name(r["model"]), cmp("knn_accuracy"), cmp("linear_probe_accuracy"), loss, level, r["verdict"]])
-    table = _table(["Encoder", "kNN accuracy vs random init", "linear probe vs random init", "final loss",
-                    "no-learning level", "did it learn?"], body, table_id="pretraining-verdict")
-    k_note = (" The no-learning level is the loss of an encoder that tells no image apart, as the pretraining run "
-              "recorded it: ln(K+1) for MoCo with K queue keys (pretrain.moco.queue_size, cut to the number of "
-              "pretraining images when larger), ln(2B-1) for SimCLR with global batch B.")
-    return (f"{table}<p class='caption'>Accuracy differences in percentage points (pp).{n_info}"
-            f"{k_note if any(r['level'] is not None for r in rows) else ''}</p>")
+        level = (
+            f"{r['level_name']} = {r['level']:.3f}"
+            if r["level"] is not None
+            else f"none fixed ({pretrain_name(r['model'])})"
+        )
+        body.append(
+            [pretrain_name(r["model"]), cmp("knn_accuracy"), cmp("linear_probe_accuracy"), loss, level, r["verdict"]]
+        )
+    table = _table(
+        [
+            "Encoder",
+            "kNN accuracy vs random init",
+            "linear probe vs random init",
+            "final loss",
+            "no-learning level",
+            "did it learn?",
+        ],
+        body,
+        table_id="pretraining-verdict",
+    )
+    k_note = (
+        " The no-learning level is the loss of an encoder that tells no image apart, as the pretraining run "
+        "recorded it: ln(K+1) for MoCo with K queue keys (pretrain.moco.queue_size, cut to the number of "
+        "pretraining images when larger), ln(2B-1) for SimCLR with global batch B."
+    )
+    return (
+        f"{table}<p class='caption'>Accuracy differences in percentage points (pp).{n_info}"
+        f"{k_note if any(r['level'] is not None for r in rows) else ''}</p>"
+    )
 
 
 # ------------------------------------------------------------------ numbers table
@@ -148,10 +191,15 @@ def numbers_frame(res: Results) -> pd.DataFrame:
         done = done_trials(res.trials, ceiling=ceiling)
         if done.empty:
             continue
-        agg = {"folds": ("overall_accuracy", "count"), "oa_mean": ("overall_accuracy", "mean"),
-               "oa_std": ("overall_accuracy", "std"), "oa_min": ("overall_accuracy", "min"),
-               "oa_max": ("overall_accuracy", "max"), "n_train": ("n_train", "mean"),
-               "n_validation": ("n_validation", "mean")}
+        agg = {
+            "folds": ("overall_accuracy", "count"),
+            "oa_mean": ("overall_accuracy", "mean"),
+            "oa_std": ("overall_accuracy", "std"),
+            "oa_min": ("overall_accuracy", "min"),
+            "oa_max": ("overall_accuracy", "max"),
+            "n_train": ("n_train", "mean"),
+            "n_validation": ("n_validation", "mean"),
+        }
         for extra in ("train_accuracy", "steps"):
             if extra in done.columns and pd.to_numeric(done[extra], errors="coerce").notna().any():
                 done[extra] = pd.to_numeric(done[extra], errors="coerce")
@@ -165,9 +213,10 @@ def numbers_frame(res: Results) -> pd.DataFrame:
     out = pd.concat(frames, ignore_index=True)
     rank = {c: i for i, c in enumerate(category_sets(res.trials))}
     order = {m: i for i, m in enumerate(order_models(out["model"]))}
-    out["_k"] = [(rank.get(c, 99), a, p == "ceiling", order.get(m, 99), n)
-                 for c, p, m, n, a in zip(out["category_set"], out["protocol"], out["model"], out["train_size"],
-                                          out["arch"])]
+    out["_k"] = [
+        (rank.get(c, 99), a, p == "ceiling", order.get(m, 99), n)
+        for c, p, m, n, a in zip(out["category_set"], out["protocol"], out["model"], out["train_size"], out["arch"], strict=False)
+    ]
     return out.sort_values("_k").drop(columns="_k").reset_index(drop=True)
 
 
@@ -181,13 +230,21 @@ def numbers_html(res: Results, frame: pd.DataFrame) -> str:
     several = "arch" in frame.columns and frame["arch"].nunique() > 1
     for _, r in frame.iterrows():
         std = f" \u00b1 {100 * r['oa_std']:.1f} pp" if r["oa_std"] == r["oa_std"] else ""
-        model = display_name(r["model"]) + (f" ({r['arch']})" if several and r["arch"] else "") + (
-            " \u2014 supervised ceiling" if r["protocol"] == "ceiling" else "")
-        cells = [set_label(r["category_set"], n_categories_of(r["category_set"], res.trials)), model,
-                 f"{int(r['train_size']):,}", int(r["folds"]), f"{100 * r['oa_mean']:.1f} %{std}",
-                 f"{100 * r['oa_min']:.1f} % / {100 * r['oa_max']:.1f} %",
-                 "" if r["n_train"] != r["n_train"] else f"{r['n_train']:,.0f}",
-                 "" if r["n_validation"] != r["n_validation"] else f"{r['n_validation']:,.0f}"]
+        model = (
+            display_name(r["model"])
+            + (f" ({r['arch']})" if several and r["arch"] else "")
+            + (" \u2014 supervised ceiling" if r["protocol"] == "ceiling" else "")
+        )
+        cells = [
+            set_label(r["category_set"], n_categories_of(r["category_set"], res.trials)),
+            model,
+            f"{int(r['train_size']):,}",
+            int(r["folds"]),
+            f"{100 * r['oa_mean']:.1f} %{std}",
+            f"{100 * r['oa_min']:.1f} % / {100 * r['oa_max']:.1f} %",
+            "" if r["n_train"] != r["n_train"] else f"{r['n_train']:,.0f}",
+            "" if r["n_validation"] != r["n_validation"] else f"{r['n_validation']:,.0f}",
+        ]
         for c in extra:
             v = r[c]
             cells.append("" if v != v else (_pct(v) if c == "train_accuracy_mean" else f"{v:,.0f}"))
@@ -216,21 +273,35 @@ def run_html(res: Results) -> str:
         hw = info.get("hardware") or {}
         rows += [
             ["software", ", ".join(f"{k} {v or NOT_RECORDED}" for k, v in sw.items()) or NOT_RECORDED],
-            ["hardware", f"CPU {hw.get('cpu_model') or NOT_RECORDED}, {hw.get('cpu_cores') or '?'} cores; GPU "
-                         + (", ".join(hw.get("gpu_models") or []) or "none")],
+            [
+                "hardware",
+                f"CPU {hw.get('cpu_model') or NOT_RECORDED}, {hw.get('cpu_cores') or '?'} cores; GPU "
+                + (", ".join(hw.get("gpu_models") or []) or "none"),
+            ],
             ["host", str(hw.get("hostname") or NOT_RECORDED) + (f" ({hw['platform']})" if hw.get("platform") else "")],
             ["wall time of the study", _fmt_seconds(info.get("wall_seconds"))],
-            ["started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["started_at"])))
-             if info.get("started_at") else NOT_RECORDED],
+            [
+                "started",
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["started_at"])))
+                if info.get("started_at")
+                else NOT_RECORDED,
+            ],
             ["seeds", ", ".join(f"{k} {v}" for k, v in (info.get("seeds") or {}).items()) or NOT_RECORDED],
             ["config hash", str(info.get("config_hash") or NOT_RECORDED)],
         ]
     hashes = sorted(res.trials["config_hash"].dropna().astype(str).unique())
     rows.append(["config hash of the trials", ", ".join(hashes) or NOT_RECORDED])
     data = res.raw_config.get("data") or {}
-    rows.append(["data", (SYNTHETIC_BANNER + " (data.root and data.manifest unset)") if res.synthetic
-                 else (f"root {data.get('root')}" if data.get("root") else f"manifest {data.get('manifest')}")
-                 if res.raw_config else "no config.yaml: " + NOT_RECORDED])
+    rows.append(
+        [
+            "data",
+            (SYNTHETIC_BANNER + " (data.root and data.manifest unset)")
+            if res.synthetic
+            else (f"root {data.get('root')}" if data.get("root") else f"manifest {data.get('manifest')}")
+            if res.raw_config
+            else "no config.yaml: " + NOT_RECORDED,
+        ]
+    )
     if "init" in res.trials.columns and res.trials["init"].notna().any():
         inits = res.trials[res.trials["init"].notna()].groupby("model")["init"].agg(lambda s: sorted(set(map(str, s))))
         rows.append(["initialisation", "; ".join(f"{display_name(m)}: {', '.join(v)}" for m, v in inits.items())])
@@ -242,11 +313,18 @@ def run_html(res: Results) -> str:
     base = res.run_dir
     paths = "".join(
         f"<tr><td>{esc(t)}</td><td><code>{esc(str(base / 'results' / t) if base else 'results/' + t)}</code></td>"
-        f"<td>{len(getattr(res, t)):,} rows</td></tr>" for t in TABLES)
-    parquet = (f"<h3>Parquet tables</h3><table class='run' id='parquet-paths'><tr><th>table</th><th>path</th>"
-               f"<th>rows</th></tr>{paths}</table><p class='caption'>Read one with "
-               "<code>pandas.read_parquet(PATH)</code>.</p>")
-    cfg = (f"<details><summary><b>Resolved config (config.yaml)</b></summary><pre id='resolved-config'>"
-           f"{esc(yaml.safe_dump(res.raw_config, sort_keys=False))}</pre></details>" if res.raw_config
-           else f"<p>Resolved config: {NOT_RECORDED} (no config.yaml).</p>")
+        f"<td>{len(getattr(res, t)):,} rows</td></tr>"
+        for t in TABLES
+    )
+    parquet = (
+        f"<h3>Parquet tables</h3><table class='run' id='parquet-paths'><tr><th>table</th><th>path</th>"
+        f"<th>rows</th></tr>{paths}</table><p class='caption'>Read one with "
+        "<code>pandas.read_parquet(PATH)</code>.</p>"
+    )
+    cfg = (
+        f"<details><summary><b>Resolved config (config.yaml)</b></summary><pre id='resolved-config'>"
+        f"{esc(yaml.safe_dump(res.raw_config, sort_keys=False))}</pre></details>"
+        if res.raw_config
+        else f"<p>Resolved config: {NOT_RECORDED} (no config.yaml).</p>"
+    )
     return table + parquet + cfg

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,8 +60,14 @@ def ceiling_cells(trials: pd.DataFrame | None) -> set[Any]:
     return set(trials.loc[is_ceiling(trials), "cell_id"].dropna())
 
 
-def comparable(frame: pd.DataFrame, trials: pd.DataFrame | None = None, *, arch: Any = ANY,
-               selection: str | None = RANDOM, ceiling: bool = False) -> pd.DataFrame:
+def comparable(
+    frame: pd.DataFrame,
+    trials: pd.DataFrame | None = None,
+    *,
+    arch: Any = ANY,
+    selection: str | None = RANDOM,
+    ceiling: bool = False,
+) -> pd.DataFrame:
     """The rows of any cell-keyed table (``trials``, ``per_class``, ``confusion``) that one
     statistic, figure or sentence may pool: one backbone ``arch`` (``ANY`` keeps every one;
     ``None`` matches rows without an arch; a frame that records no arch is not filtered by it),
@@ -86,8 +93,13 @@ def comparable(frame: pd.DataFrame, trials: pd.DataFrame | None = None, *, arch:
     return frame[keep]
 
 
-def done_trials(trials: pd.DataFrame, metric: str = "overall_accuracy", ceiling: bool = False,
-                selection: str | None = RANDOM, arch: Any = ANY) -> pd.DataFrame:
+def done_trials(
+    trials: pd.DataFrame,
+    metric: str = "overall_accuracy",
+    ceiling: bool = False,
+    selection: str | None = RANDOM,
+    arch: Any = ANY,
+) -> pd.DataFrame:
     """Finished trials (status 'done') with a value for ``metric``, of comparable cells
     (:func:`comparable`).
 
@@ -160,15 +172,21 @@ def nan_to_none(value: Any) -> Any:
         return value
 
 
-def majority_share(per_class: pd.DataFrame, category_set: str, split: str = "validation",
-                   trials: pd.DataFrame | None = None, arch: Any = ANY) -> float | None:
+def majority_share(
+    per_class: pd.DataFrame,
+    category_set: str,
+    split: str = "validation",
+    trials: pd.DataFrame | None = None,
+    arch: Any = ANY,
+) -> float | None:
     """Share of the most frequent category in ``split`` (mean over comparable cells, :func:`comparable`):
     the accuracy of always predicting the majority class. None without per-class supports."""
     per_class = comparable(per_class, trials, arch=arch)
     if per_class is None or per_class.empty:
         return None
-    pc = per_class[(per_class["category_set"] == category_set) & (per_class["split"] == split)
-                   & per_class["support"].notna()]
+    pc = per_class[
+        (per_class["category_set"] == category_set) & (per_class["split"] == split) & per_class["support"].notna()
+    ]
     if pc.empty:
         return None
     per_cell = pc.groupby("cell_id")["support"].agg(lambda s: s.max() / s.sum() if s.sum() > 0 else np.nan)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gc
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,12 +22,20 @@ def box_stats(values: Sequence[float]) -> dict[str, float]:
     if len(v) == 0:
         return {k: float("nan") for k in ("q1", "median", "q3", "min", "max", "mean")} | {"n": 0}
     q1, med, q3 = np.percentile(v, [25, 50, 75])
-    return {"q1": float(q1), "median": float(med), "q3": float(q3), "min": float(v.min()),
-            "max": float(v.max()), "mean": float(v.mean()), "n": int(len(v))}
+    return {
+        "q1": float(q1),
+        "median": float(med),
+        "q3": float(q3),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "mean": float(v.mean()),
+        "n": int(len(v)),
+    }
 
 
-def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
+def bootstrap_mean_ci(
+    values: Sequence[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float] | tuple[None, None]:
     """Percentile bootstrap CI of the mean; (None, None) for fewer than 2 values."""
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
@@ -59,12 +68,20 @@ MIN_BOOTSTRAP_PAIRS = 10  # below this many folds the percentile bootstrap is to
 # p is the Holm-adjusted p of the declared family (:func:`holm`).
 ALPHA = 0.05
 
-METRIC_SHORT = {"overall_accuracy": "OA", "generalization_accuracy": "accuracy on the unseen campaign",
-                "macro_f1": "macro F1"}
+METRIC_SHORT = {
+    "overall_accuracy": "OA",
+    "generalization_accuracy": "accuracy on the unseen campaign",
+    "macro_f1": "macro F1",
+}
 
 
-def fold_correlation(protocol: str | None, k: int, n_train: float | None = None,
-                     n_validation: float | None = None, selection: str | None = RANDOM) -> float:
+def fold_correlation(
+    protocol: str | None,
+    k: int,
+    n_train: float | None = None,
+    n_validation: float | None = None,
+    selection: str | None = RANDOM,
+) -> float:
     """Expected correlation rho between two folds' paired differences, from how the folds overlap.
 
     ``paper`` (CV inside the n images; also any protocol not recorded, the grid's default): the
@@ -135,15 +152,17 @@ def corrected_t_test(diffs: Any, rho: float = 0.0) -> tuple[np.ndarray, np.ndarr
     return t, np.where(np.isfinite(t), p, np.nan)
 
 
-def corrected_t_interval(diffs: Sequence[float], rho: float = 0.0,
-                         level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
+def corrected_t_interval(
+    diffs: Sequence[float], rho: float = 0.0, level: float = 0.95
+) -> tuple[float, float] | tuple[None, None]:
     """mean ± t(1 - alpha/2, J - 1) * sqrt(variance_factor(rho, J)) * s: the interval that excludes 0
     exactly when :func:`corrected_t_test` gives p < 1 - level; (None, None) below 2 values."""
     v = np.asarray(diffs, dtype=float)
     if len(v) < 2:
         return None, None
     half = float(stats.t.ppf(0.5 + level / 2, df=len(v) - 1)) * float(
-        np.sqrt(variance_factor(rho, len(v)) * v.var(ddof=1)))
+        np.sqrt(variance_factor(rho, len(v)) * v.var(ddof=1))
+    )
     return float(v.mean() - half), float(v.mean() + half)
 
 
@@ -163,7 +182,7 @@ def holm(p: Any) -> np.ndarray:
     res = out.reshape(flat.shape)
     gc.freeze()
     try:
-        for row, dst in zip(flat, res):
+        for row, dst in zip(flat, res, strict=False):
             ok = np.isfinite(row)
             if ok.any():
                 dst[ok] = multipletests(row[ok], alpha=ALPHA, method="holm")[1]
@@ -189,9 +208,31 @@ def design_of(trials: pd.DataFrame) -> tuple[str, int]:
 
 
 PAIRED_COLUMNS = [
-    "arch", "category_set", "n_categories", "train_size", "model", "reference_model", "metric", "n_pairs",
-    "mean_diff", "std_diff", "p_value", "p_uncorrected", "p_adjusted", "significant", "family", "family_size",
-    "protocol", "k", "rho", "test", "ci_low", "ci_high", "ci_method", "folds", "diffs",
+    "arch",
+    "category_set",
+    "n_categories",
+    "train_size",
+    "model",
+    "reference_model",
+    "metric",
+    "n_pairs",
+    "mean_diff",
+    "std_diff",
+    "p_value",
+    "p_uncorrected",
+    "p_adjusted",
+    "significant",
+    "family",
+    "family_size",
+    "protocol",
+    "k",
+    "rho",
+    "test",
+    "ci_low",
+    "ci_high",
+    "ci_method",
+    "folds",
+    "diffs",
 ]
 
 
@@ -238,8 +279,9 @@ def paired_difference_table(
             protocol, k = design_of(cells)
             here = cells[cells["train_size"] == size]
             n_val = pd.to_numeric(here.get("n_validation"), errors="coerce").mean() if "n_validation" in here else None
-            strategy = selection if selection is not None else (
-                RANDOM if (selection_of(here) == RANDOM).all() else "other")
+            strategy = (
+                selection if selection is not None else (RANDOM if (selection_of(here) == RANDOM).all() else "other")
+            )
             rho = fold_correlation(protocol, k, float(size), n_val, strategy)
             p, p_raw = np.nan, np.nan
             if len(diffs) >= 2:
@@ -261,16 +303,31 @@ def paired_difference_table(
                 widen = float(np.sqrt(variance_factor(rho, len(diffs)) * len(diffs)))
                 lo, hi = diffs.mean() - widen * (diffs.mean() - lo), diffs.mean() + widen * (hi - diffs.mean())
             n = ncat.get(cset)
-            rows.append({
-                "arch": a_name, "category_set": cset, "n_categories": None if n is None or n != n else int(n),
-                "train_size": int(size), "model": model, "reference_model": reference_model, "metric": metric,
-                "n_pairs": len(diffs), "mean_diff": float(diffs.mean()),
-                "std_diff": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
-                "p_value": p, "p_uncorrected": p_raw, "protocol": protocol, "k": k, "rho": rho,
-                "test": "wilcoxon" if test == "wilcoxon" else "corrected resampled t",
-                "ci_low": np.nan if lo is None else lo, "ci_high": np.nan if hi is None else hi, "ci_method": method,
-                "folds": [int(f) if f == f else None for f in g["fold"]], "diffs": diffs.tolist(),
-            })
+            rows.append(
+                {
+                    "arch": a_name,
+                    "category_set": cset,
+                    "n_categories": None if n is None or n != n else int(n),
+                    "train_size": int(size),
+                    "model": model,
+                    "reference_model": reference_model,
+                    "metric": metric,
+                    "n_pairs": len(diffs),
+                    "mean_diff": float(diffs.mean()),
+                    "std_diff": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
+                    "p_value": p,
+                    "p_uncorrected": p_raw,
+                    "protocol": protocol,
+                    "k": k,
+                    "rho": rho,
+                    "test": "wilcoxon" if test == "wilcoxon" else "corrected resampled t",
+                    "ci_low": np.nan if lo is None else lo,
+                    "ci_high": np.nan if hi is None else hi,
+                    "ci_method": method,
+                    "folds": [int(f) if f == f else None for f in g["fold"]],
+                    "diffs": diffs.tolist(),
+                }
+            )
     if not rows:
         return pd.DataFrame(columns=PAIRED_COLUMNS)
     out = pd.DataFrame(rows)
@@ -288,8 +345,10 @@ def paired_difference_table(
 def family_text(row: Any, size: int) -> str:
     """'4 sizes of 19cat, moco vs baseline, OA' (plus the arch when recorded): a Holm family."""
     arch = f" ({row['arch']})" if row["arch"] is not None and row["arch"] == row["arch"] else ""
-    return (f"{size} size{'s' if size != 1 else ''} of {row['category_set']}{arch}, {row['model']} vs "
-            f"{row['reference_model']}, {METRIC_SHORT.get(row['metric'], row['metric'])}")
+    return (
+        f"{size} size{'s' if size != 1 else ''} of {row['category_set']}{arch}, {row['model']} vs "
+        f"{row['reference_model']}, {METRIC_SHORT.get(row['metric'], row['metric'])}"
+    )
 
 
 # ---------------------------------------------------------------- learning curves
@@ -299,7 +358,6 @@ MIN_FIT_SIZES = 4  # fits on fewer training-set sizes are labelled unreliable
 # Widest 95 % bootstrap band (over the measured sizes, in accuracy units) of a reliable fit. The
 # ``analysis`` section may set ``max_band_width``; this is the default (10 pp).
 MAX_BAND_WIDTH = 0.10
-
 
 
 def power_law(n: Any, a: float, b: float, c: float) -> np.ndarray:
@@ -337,10 +395,12 @@ class CurveFit:
         :data:`MIN_FIT_SIZES` sizes, no band or a band wider than ``max_band_width`` over the
         measured sizes, or an asymptote below the best measured mean ``best_mean``."""
         out = []
-        for name, value, lo, hi in zip("abc", (self.a, self.b, self.c), *BOUNDS):
+        for name, value, lo, hi in zip("abc", (self.a, self.b, self.c), *BOUNDS, strict=False):
             # relative closeness (b's range spans decades): within 0.1 % of a bound, or b below 1e-6
-            if value <= lo * 1.001 + (1e-6 if name == "b" else 1e-3 * (hi - lo) if lo == 0 else 0.0) \
-                    or value >= hi * 0.999:
+            if (
+                value <= lo * 1.001 + (1e-6 if name == "b" else 1e-3 * (hi - lo) if lo == 0 else 0.0)
+                or value >= hi * 0.999
+            ):
                 out.append(f"{name} = {value:.3g} sits on its bound ({lo:g} \u2026 {hi:g})")
         if len(self.sizes) < MIN_FIT_SIZES:
             out.append(f"fitted on {len(self.sizes)} sizes (fewer than {MIN_FIT_SIZES})")
@@ -385,8 +445,12 @@ def _curve_fit(n: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             p, cov = optimize.curve_fit(
-                power_law, n, y, p0=[a0, b0, c0],
-                bounds=BOUNDS, maxfev=20000,
+                power_law,
+                n,
+                y,
+                p0=[a0, b0, c0],
+                bounds=BOUNDS,
+                maxfev=20000,
             )
     except (RuntimeError, ValueError, optimize.OptimizeWarning):
         return None
@@ -434,8 +498,12 @@ def fit_learning_curve(
             if r is not None:
                 boot.append(r[0])
     return CurveFit(
-        a=float(p[0]), b=float(p[1]), c=float(p[2]), stderr=tuple(float(s) for s in se),
-        n_points=int(len(n)), sizes=tuple(int(s) for s in sorted(np.unique(n))),
+        a=float(p[0]),
+        b=float(p[1]),
+        c=float(p[2]),
+        stderr=tuple(float(s) for s in se),
+        n_points=int(len(n)),
+        sizes=tuple(int(s) for s in sorted(np.unique(n))),
         boot=np.asarray(boot).reshape(-1, 3),
     )
 
@@ -454,20 +522,36 @@ def fit_learning_curves(
     for cset in category_sets(done):
         sub = done[done["category_set"] == cset]
         for model, g in sub.groupby("model"):
-            fit = fit_learning_curve(g["train_size"], g[metric], groups=g["fold"].fillna(-1).tolist(),
-                                     n_boot=n_boot, seed=seed)
+            fit = fit_learning_curve(
+                g["train_size"], g[metric], groups=g["fold"].fillna(-1).tolist(), n_boot=n_boot, seed=seed
+            )
             if fit is not None:
                 fit.best_mean = float(g.groupby("train_size")[metric].mean().max())
                 fits[(cset, str(model))] = fit
     return fits
 
 
-ANSWER_COLUMNS = ["category_set", "model", "target", "n", "low", "high", "reached", "a", "b", "c",
-                  "min_size", "max_size", "reliable", "problems"]
+ANSWER_COLUMNS = [
+    "category_set",
+    "model",
+    "target",
+    "n",
+    "low",
+    "high",
+    "reached",
+    "a",
+    "b",
+    "c",
+    "min_size",
+    "max_size",
+    "reliable",
+    "problems",
+]
 
 
-def learning_curve_answers(fits: dict[tuple[str, str], CurveFit], targets: Sequence[float],
-                           max_band_width: float = MAX_BAND_WIDTH) -> pd.DataFrame:
+def learning_curve_answers(
+    fits: dict[tuple[str, str], CurveFit], targets: Sequence[float], max_band_width: float = MAX_BAND_WIDTH
+) -> pd.DataFrame:
     """For every fit and target: images needed (None = not reached) with a bootstrap interval.
 
     An unreliable fit (:meth:`CurveFit.problems`) gives ``reliable`` False, its reasons in
@@ -477,11 +561,27 @@ def learning_curve_answers(fits: dict[tuple[str, str], CurveFit], targets: Seque
     for (cset, model), fit in fits.items():
         problems = fit.problems(max_band_width, fit.best_mean)
         for t in targets:
-            ans = fit.samples_to_reach(float(t)) if not problems else {"n": None, "low": None, "high": None,
-                                                                       "reached": False}
-            rows.append({"category_set": cset, "model": model, "target": float(t), "n": ans["n"],
-                         "low": ans["low"], "high": ans["high"], "reached": ans["reached"],
-                         "a": fit.a, "b": fit.b, "c": fit.c,
-                         "min_size": min(fit.sizes), "max_size": max(fit.sizes),
-                         "reliable": not problems, "problems": "; ".join(problems)})
+            ans = (
+                fit.samples_to_reach(float(t))
+                if not problems
+                else {"n": None, "low": None, "high": None, "reached": False}
+            )
+            rows.append(
+                {
+                    "category_set": cset,
+                    "model": model,
+                    "target": float(t),
+                    "n": ans["n"],
+                    "low": ans["low"],
+                    "high": ans["high"],
+                    "reached": ans["reached"],
+                    "a": fit.a,
+                    "b": fit.b,
+                    "c": fit.c,
+                    "min_size": min(fit.sizes),
+                    "max_size": max(fit.sizes),
+                    "reliable": not problems,
+                    "problems": "; ".join(problems),
+                }
+            )
     return pd.DataFrame(rows, columns=ANSWER_COLUMNS)

@@ -26,9 +26,24 @@ from analysis.stats import ALPHA, paired_difference_table
 P_CLAIM = ALPHA  # a verdict needs Holm-adjusted p <= P_CLAIM
 
 CURVE_COLUMNS = ["arch", "category_set", "model", "selection", "train_size", "mean", "std", "n_folds"]
-SAVED_COLUMNS = ["arch", "category_set", "model", "selection", "train_size", "random_mean", "n_equal",
-                 "labels_saved", "saved_share", "mean_diff", "std_diff", "p_value", "p_adjusted", "family",
-                 "n_pairs", "verdict"]
+SAVED_COLUMNS = [
+    "arch",
+    "category_set",
+    "model",
+    "selection",
+    "train_size",
+    "random_mean",
+    "n_equal",
+    "labels_saved",
+    "saved_share",
+    "mean_diff",
+    "std_diff",
+    "p_value",
+    "p_adjusted",
+    "family",
+    "n_pairs",
+    "verdict",
+]
 
 
 def strategy_trials(trials: pd.DataFrame, metric: str = "overall_accuracy", arch: Any = ANY) -> pd.DataFrame:
@@ -110,14 +125,24 @@ def labels_saved_table(trials: pd.DataFrame, metric: str = "overall_accuracy") -
             for (model, strategy), cur in curves[curves["category_set"] == cset].groupby(["model", "selection"]):
                 if strategy == RANDOM:
                     continue
-                ref = curves[(curves["category_set"] == cset) & (curves["model"] == model)
-                             & (curves["selection"] == RANDOM)]
+                ref = curves[
+                    (curves["category_set"] == cset) & (curves["model"] == model) & (curves["selection"] == RANDOM)
+                ]
                 if ref.empty:
                     continue
-                pair = done[(done["category_set"] == cset) & (done["model"] == model)
-                            & done["selection"].isin([RANDOM, strategy])]
-                paired = paired_difference_table(pair.assign(model=pair["selection"]), model=strategy,
-                                                 reference_model=RANDOM, metric=metric, selection=None, arch=arch)
+                pair = done[
+                    (done["category_set"] == cset)
+                    & (done["model"] == model)
+                    & done["selection"].isin([RANDOM, strategy])
+                ]
+                paired = paired_difference_table(
+                    pair.assign(model=pair["selection"]),
+                    model=strategy,
+                    reference_model=RANDOM,
+                    metric=metric,
+                    selection=None,
+                    arch=arch,
+                )
                 paired = paired.set_index("train_size")
                 for r in ref.itertuples():
                     n_eq = size_at_accuracy(cur["train_size"].to_numpy(), cur["mean"].to_numpy(), r.mean)
@@ -126,16 +151,30 @@ def labels_saved_table(trials: pd.DataFrame, metric: str = "overall_accuracy") -
                     diff, std = (float(p["mean_diff"]), float(p["std_diff"])) if p is not None else (np.nan, np.nan)
                     pval = float(p["p_value"]) if p is not None else np.nan
                     padj = float(p["p_adjusted"]) if p is not None else np.nan
-                    rows.append({
-                        "arch": arch, "category_set": cset, "model": model, "selection": strategy,
-                        "train_size": int(r.train_size), "random_mean": float(r.mean), "n_equal": n_eq,
-                        "labels_saved": saved, "saved_share": None if saved is None else saved / float(r.train_size),
-                        "mean_diff": diff, "std_diff": std, "p_value": pval, "p_adjusted": padj,
-                        "family": p["family"] if p is not None else "",
-                        "n_pairs": int(p["n_pairs"]) if p is not None else 0,
-                        "verdict": (verdict(saved, diff, padj, int(p["n_pairs"])) if p is not None
-                                    else "no verdict: not run at this n"),
-                    })
+                    rows.append(
+                        {
+                            "arch": arch,
+                            "category_set": cset,
+                            "model": model,
+                            "selection": strategy,
+                            "train_size": int(r.train_size),
+                            "random_mean": float(r.mean),
+                            "n_equal": n_eq,
+                            "labels_saved": saved,
+                            "saved_share": None if saved is None else saved / float(r.train_size),
+                            "mean_diff": diff,
+                            "std_diff": std,
+                            "p_value": pval,
+                            "p_adjusted": padj,
+                            "family": p["family"] if p is not None else "",
+                            "n_pairs": int(p["n_pairs"]) if p is not None else 0,
+                            "verdict": (
+                                verdict(saved, diff, padj, int(p["n_pairs"]))
+                                if p is not None
+                                else "no verdict: not run at this n"
+                            ),
+                        }
+                    )
     return pd.DataFrame(rows, columns=SAVED_COLUMNS)
 
 
@@ -148,6 +187,8 @@ def selection_sentences(table: pd.DataFrame) -> list[str]:
         if r.verdict.startswith("no verdict"):
             continue
         arch = f" ({r.arch})" if several and r.arch is not None else ""
-        out.append(f"{r.category_set}{arch}, {r.model}, n = {r.train_size}: {r.selection} is {r.verdict} "
-                   f"({100 * r.mean_diff:+.1f} pp OA over {r.n_pairs} paired folds; Holm over {r.family}).")
+        out.append(
+            f"{r.category_set}{arch}, {r.model}, n = {r.train_size}: {r.selection} is {r.verdict} "
+            f"({100 * r.mean_diff:+.1f} pp OA over {r.n_pairs} paired folds; Holm over {r.family})."
+        )
     return out

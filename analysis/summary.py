@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.config import display_name
 from analysis.select import (
-    ANY, archs_of, category_sets, comparable, done_trials, latest_trials, majority_share, n_categories_of,
+    ANY,
+    archs_of,
+    category_sets,
+    comparable,
+    done_trials,
+    latest_trials,
+    majority_share,
+    n_categories_of,
     set_label,
 )
 from analysis.stats import ALPHA, paired_difference_table
@@ -41,8 +49,14 @@ def cell_states(grid: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     for cell, t in by_cell.iterrows():
         if str(cell) not in seen:
             state = str(t["status"]) if t["status"] in ("done", "skipped", "failed") else "done"
-            rows.append({"cell_id": str(cell), **{k: t[k] for k in ("model", "category_set", "train_size", "fold")},
-                         "state": state, "reason": t["message"]})
+            rows.append(
+                {
+                    "cell_id": str(cell),
+                    **{k: t[k] for k in ("model", "category_set", "train_size", "fold")},
+                    "state": state,
+                    "reason": t["message"],
+                }
+            )
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
 
 
@@ -95,17 +109,21 @@ def noninferiority_sentence(label: str, t: pd.DataFrame) -> str | None:
     against = f"{ref} at n = {int(first['reference_size']):,}"
 
     def ci(r: Any) -> str:
-        return (f"DOA {100 * r['doa']:+.1f} pp, 95 % CI {100 * r['doa_low']:+.1f} to {100 * r['doa_high']:+.1f} pp")
+        return f"DOA {100 * r['doa']:+.1f} pp, 95 % CI {100 * r['doa_low']:+.1f} to {100 * r['doa_high']:+.1f} pp"
 
     n = first.get("smallest_noninferior")
     if n is None or n != n:
         top = t.loc[t["train_size"].idxmax()]
-        return (f"{label}: no size of {cssl} is shown within {margin:g} pp of {against} (DOA upper 95 % bound "
-                f"below {margin:g} pp); at the largest size n = {int(top['train_size']):,}: {ci(top)}.")
+        return (
+            f"{label}: no size of {cssl} is shown within {margin:g} pp of {against} (DOA upper 95 % bound "
+            f"below {margin:g} pp); at the largest size n = {int(top['train_size']):,}: {ci(top)}."
+        )
     r = t[t["train_size"] == int(n)].iloc[0]
-    return (f"{label}: the smallest n at which {cssl} is within {margin:g} pp of {against} (DOA upper 95 % "
-            f"bound below {margin:g} pp, at that size and every larger one; tested from the largest size down) is "
-            f"n = {int(n):,}: {ci(r)}.")
+    return (
+        f"{label}: the smallest n at which {cssl} is within {margin:g} pp of {against} (DOA upper 95 % "
+        f"bound below {margin:g} pp, at that size and every larger one; tested from the largest size down) is "
+        f"n = {int(n):,}: {ci(r)}."
+    )
 
 
 def _knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any], arch: Any, archs: list[Any]) -> list[str]:
@@ -113,8 +131,11 @@ def _knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any], arch: Any, archs: li
     for cset in category_sets(doa):
         t = doa[doa["category_set"] == cset]
         first = t.iloc[0]
-        label = arch_label(set_label(cset, None if first["n_categories"] != first["n_categories"]
-                                     else int(first["n_categories"])), arch, archs)
+        label = arch_label(
+            set_label(cset, None if first["n_categories"] != first["n_categories"] else int(first["n_categories"])),
+            arch,
+            archs,
+        )
         cssl, ref = display_name(first["model"]), display_name(first["reference_model"])
         claim = noninferiority_sentence(label, t)
         if claim:
@@ -125,14 +146,20 @@ def _knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any], arch: Any, archs: li
             out.append(f"{label}: {note} ({cssl}, sizes {', '.join(f'{n:,}' for n in sorted(t['train_size']))}).")
             continue
         k = knee.iloc[0]
-        time = ("per-group labeling times" if k["time_model"] == "per_group"
-                else f"{cfg['seconds_per_image']:g} s per image")
+        time = (
+            "per-group labeling times"
+            if k["time_model"] == "per_group"
+            else f"{cfg['seconds_per_image']:g} s per image"
+        )
         out.append(
             f"{label}: the knee of the DOA curve of {cssl} is at n = {int(k['train_size']):,}; labeling "
             f"{int(k['train_size']):,} instead of {int(k['reference_size']):,} images saves "
             f"{k['time_saved_hours']:.1f} h ({time}) "
-            + (f"at the expense of {100 * k['doa']:.1f} pp overall accuracy relative to" if k["doa"] >= 0
-               else f"and still scores {-100 * k['doa']:.1f} pp above")
+            + (
+                f"at the expense of {100 * k['doa']:.1f} pp overall accuracy relative to"
+                if k["doa"] >= 0
+                else f"and still scores {-100 * k['doa']:.1f} pp above"
+            )
             + f" {ref} at n = {int(k['reference_size']):,} (OA {100 * k['reference_oa']:.1f} %; "
             f"fold spread {100 * k['fold_spread']:.1f} pp)."
         )
@@ -145,16 +172,20 @@ def test_text(paired: pd.DataFrame) -> str:
     if str(r["test"]) == "wilcoxon":
         how = "Wilcoxon signed-rank test"
     else:
-        how = (f"t test corrected for overlapping folds ({r['protocol']} protocol, {int(r['k'])} folds, "
-               f"fold correlation {r['rho']:.2f}; Nadeau-Bengio variance factor)")
+        how = (
+            f"t test corrected for overlapping folds ({r['protocol']} protocol, {int(r['k'])} folds, "
+            f"fold correlation {r['rho']:.2f}; Nadeau-Bengio variance factor)"
+        )
     return f"{how}; significant: Holm-adjusted p \u2264 {ALPHA:g}"
 
 
 def per_size_sentence(label: str, paired: pd.DataFrame, what: str) -> str:
     """One sentence per category set: the fold-paired difference at every size, each with its
     Holm-adjusted p-value; the verdict names the family the adjustment ran over."""
-    parts = [f"n = {int(r['train_size']):,}: {_pp(r['mean_diff'])} ({p_text(r['p_adjusted'], int(r['n_pairs']))})"
-             for _, r in paired.sort_values("train_size").iterrows()]
+    parts = [
+        f"n = {int(r['train_size']):,}: {_pp(r['mean_diff'])} ({p_text(r['p_adjusted'], int(r['n_pairs']))})"
+        for _, r in paired.sort_values("train_size").iterrows()
+    ]
     sig = paired[paired["significant"].astype(bool) & (paired["n_pairs"] >= 2)]
     family = paired["family"].iloc[0]
 
@@ -172,8 +203,15 @@ def per_size_sentence(label: str, paired: pd.DataFrame, what: str) -> str:
         verdict.append(f"no size with a significant difference (Holm-adjusted p \u2264 {ALPHA:g} over {family})")
     signs = {np.sign(d) for d in paired["mean_diff"] if d == d and d != 0}
     mixed = " The sign changes with the size, so no single average is quoted." if len(signs) > 1 else ""
-    return (f"{label}: {what}, paired by fold, per size: " + "; ".join(parts) + f". Verdict: "
-            + "; ".join(verdict) + "." + mixed + f" ({test_text(paired)}.)")
+    return (
+        f"{label}: {what}, paired by fold, per size: "
+        + "; ".join(parts)
+        + ". Verdict: "
+        + "; ".join(verdict)
+        + "."
+        + mixed
+        + f" ({test_text(paired)}.)"
+    )
 
 
 def advantage_sentences(trials: pd.DataFrame, cfg: dict[str, Any], paired: pd.DataFrame | None = None) -> list[str]:
@@ -208,13 +246,20 @@ def advantage_sentences(trials: pd.DataFrame, cfg: dict[str, Any], paired: pd.Da
                 spread = f" \u00b1 {100 * row['std']:.1f} pp" if row["count"] > 1 and row["std"] == row["std"] else ""
                 return f"{100 * row['mean']:.1f} %{spread}"
 
-            out.append(f"{label}: at n = {top:,} (the largest size of this run), {display_name(cssl)} reaches OA "
-                       f"{desc(a.loc[top])} and {display_name(ref)} {desc(b.loc[top])} (mean \u00b1 std over folds).")
+            out.append(
+                f"{label}: at n = {top:,} (the largest size of this run), {display_name(cssl)} reaches OA "
+                f"{desc(a.loc[top])} and {display_name(ref)} {desc(b.loc[top])} (mean \u00b1 std over folds)."
+            )
     return out
 
 
-def one_class_share(confusion: pd.DataFrame, category_set: str, split: str = "generalization",
-                    trials: pd.DataFrame | None = None, arch: Any = ANY) -> pd.DataFrame:
+def one_class_share(
+    confusion: pd.DataFrame,
+    category_set: str,
+    split: str = "generalization",
+    trials: pd.DataFrame | None = None,
+    arch: Any = ANY,
+) -> pd.DataFrame:
     """Per model and train size: the share of the split's images that each fold model puts into
     its most-predicted category (``share_min`` .. ``share_max`` over folds) and that category;
     comparable cells only (:func:`analysis.select.comparable`)."""
@@ -226,15 +271,25 @@ def one_class_share(confusion: pd.DataFrame, category_set: str, split: str = "ge
     total = pred.groupby(level=[0, 1, 2]).transform("sum")
     share = (pred / total).reset_index(name="share")
     top = share.loc[share.groupby(["model", "train_size", "fold"])["share"].idxmax()]
-    return (top.groupby(["model", "train_size"])
-            .agg(share_min=("share", "min"), share_max=("share", "max"),
-                 category=("predicted_category", lambda c: c.mode().iloc[0]))
-            .reset_index())
+    return (
+        top.groupby(["model", "train_size"])
+        .agg(
+            share_min=("share", "min"),
+            share_max=("share", "max"),
+            category=("predicted_category", lambda c: c.mode().iloc[0]),
+        )
+        .reset_index()
+    )
 
 
-def generalization_sentences(trials: pd.DataFrame, cfg: dict[str, Any], per_class: pd.DataFrame | None = None,
-                             campaign: Callable[[str], str] = str, confusion: pd.DataFrame | None = None,
-                             one_class: float = 0.7) -> list[str]:
+def generalization_sentences(
+    trials: pd.DataFrame,
+    cfg: dict[str, Any],
+    per_class: pd.DataFrame | None = None,
+    campaign: Callable[[str], str] = str,
+    confusion: pd.DataFrame | None = None,
+    one_class: float = 0.7,
+) -> list[str]:
     """Per size and fold-paired, the CSSL-minus-reference accuracy on the unseen campaign, and whether
     the folds only score the majority-class share."""
     cssl, ref = str(cfg["cssl_model"]), str(cfg["reference_model"])
@@ -252,20 +307,23 @@ def generalization_sentences(trials: pd.DataFrame, cfg: dict[str, Any], per_clas
             pt = mine[mine["category_set"] == cset]
             if len(pt):
                 out.append(per_size_sentence(label, pt, f"on {camp}, {display_name(cssl)} minus {display_name(ref)}"))
-            share = (majority_share(per_class, cset, "generalization", trials, arch)
-                     if per_class is not None else None)
+            share = majority_share(per_class, cset, "generalization", trials, arch) if per_class is not None else None
             if share is not None:
                 at = int(np.isclose(sub["generalization_accuracy"], share, atol=0.005).sum())
                 if at:
-                    out.append(f"{label}: {at} of {len(sub)} fold models score the majority-class share of {camp} "
-                               f"({100 * share:.1f} %) within 0.5 pp: they may predict mostly one category.")
+                    out.append(
+                        f"{label}: {at} of {len(sub)} fold models score the majority-class share of {camp} "
+                        f"({100 * share:.1f} %) within 0.5 pp: they may predict mostly one category."
+                    )
             if confusion is not None and len(sub):
                 top = int(sub["train_size"].max())
                 shares = one_class_share(confusion, cset, trials=trials, arch=arch)
                 for r in shares[(shares["train_size"] == top) & (shares["share_min"] >= one_class)].itertuples():
-                    out.append(f"{label}: on {camp} at n = {top:,}, every fold model of {display_name(r.model)} puts "
-                               f"{100 * r.share_min:.0f}\u2013{100 * r.share_max:.0f} % of the images into one "
-                               f"category ({r.category}): it predicts mostly one class there.")
+                    out.append(
+                        f"{label}: on {camp} at n = {top:,}, every fold model of {display_name(r.model)} puts "
+                        f"{100 * r.share_min:.0f}\u2013{100 * r.share_max:.0f} % of the images into one "
+                        f"category ({r.category}): it predicts mostly one class there."
+                    )
     return out
 
 
@@ -279,8 +337,10 @@ def answer_sentences(answers: pd.DataFrame) -> list[str]:
         parts = []
         first = g.iloc[0]
         if "reliable" in g and not bool(first["reliable"]):
-            out.append(f"{display_name(model)} ({cset}): fit unreliable ({first['problems']}); no number of "
-                       f"labeled images is derived from it.")
+            out.append(
+                f"{display_name(model)} ({cset}): fit unreliable ({first['problems']}); no number of "
+                f"labeled images is derived from it."
+            )
             continue
         for _, r in g.iterrows():
             if r["n"] is None or r["n"] != r["n"]:

@@ -115,12 +115,12 @@ def raystudy_runs(work: Path, pretrain_epochs: int, steps: int) -> dict:
     """Run raystudy's own pretraining and fine-tuning on the local Ray instance, one at a time."""
     import ray
 
-    from raystudy.data.prepare import prepare_data
     from raystudy.data import loading
+    from raystudy.data.prepare import prepare_data
     from raystudy.grid import plan_grid
+    from raystudy.resources import shrink_to_cluster
     from raystudy.results import read_table
     from raystudy.scheduler import build_context, run_jobs
-    from raystudy.resources import shrink_to_cluster
     from raystudy.sweep import plan_jobs, run_pretraining
 
     out: dict = {}
@@ -145,7 +145,9 @@ def raystudy_runs(work: Path, pretrain_epochs: int, steps: int) -> dict:
     out["dataset_mb"] = data.images.images.nbytes / 2**20
 
     # fine-tuning throughput: two 640-image cells, one at a time (like the bare loop)
-    def finetune_grid(name: str, sizes: list[int], folds: int, concurrent: int, epochs: int) -> tuple[pd.DataFrame, float]:
+    def finetune_grid(
+        name: str, sizes: list[int], folds: int, concurrent: int, epochs: int
+    ) -> tuple[pd.DataFrame, float]:
         cfg = shrink_to_cluster(
             study_config(
                 common
@@ -215,11 +217,41 @@ def main() -> None:
         for name, a, b, target in rows
     ]
     table += [
-        {"measure": "trial start -> first step (s, median)", "raystudy": round(ours["trial_start_to_first_step_s"], 3), "reference": None, "ratio": None, "target": "<= 3 s"},
-        {"measure": "last step -> result written (s, median)", "raystudy": round(ours["trial_last_step_to_written_s"], 3), "reference": None, "ratio": None, "target": "<= 3 s"},
-        {"measure": f"sweep packing, {ours['trials']} trials on 2 slots (span / ideal)", "raystudy": round(ours["sweep_span_s"], 1), "reference": None, "ratio": round(ours["sweep_packing_ratio"], 3), "target": "<= 1.15"},
-        {"measure": "sweep makespan incl. Tuner and worker start (s)", "raystudy": round(ours["sweep_makespan_s"], 1), "reference": None, "ratio": None, "target": "-"},
-        {"measure": "images decoded per study (of images in study)", "raystudy": ours["decoded_images"], "reference": ours["images_in_study"], "ratio": None, "target": "decoded once"},
+        {
+            "measure": "trial start -> first step (s, median)",
+            "raystudy": round(ours["trial_start_to_first_step_s"], 3),
+            "reference": None,
+            "ratio": None,
+            "target": "<= 3 s",
+        },
+        {
+            "measure": "last step -> result written (s, median)",
+            "raystudy": round(ours["trial_last_step_to_written_s"], 3),
+            "reference": None,
+            "ratio": None,
+            "target": "<= 3 s",
+        },
+        {
+            "measure": f"sweep packing, {ours['trials']} trials on 2 slots (span / ideal)",
+            "raystudy": round(ours["sweep_span_s"], 1),
+            "reference": None,
+            "ratio": round(ours["sweep_packing_ratio"], 3),
+            "target": "<= 1.15",
+        },
+        {
+            "measure": "sweep makespan incl. Tuner and worker start (s)",
+            "raystudy": round(ours["sweep_makespan_s"], 1),
+            "reference": None,
+            "ratio": None,
+            "target": "-",
+        },
+        {
+            "measure": "images decoded per study (of images in study)",
+            "raystudy": ours["decoded_images"],
+            "reference": ours["images_in_study"],
+            "ratio": None,
+            "target": "decoded once",
+        },
     ]
     machine = {
         "platform": platform.platform(),

@@ -64,11 +64,18 @@ def pool_images(pool_dir: Path) -> list[Path]:
     """
     if not pool_dir.is_dir():
         raise DataError(f"--pool {pool_dir}: no such folder; give the folder holding the unlabeled images")
-    found = sorted(p for p in pool_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(pool_dir).parts))
+    found = sorted(
+        p
+        for p in pool_dir.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(pool_dir).parts)
+    )
     if not found:
-        raise DataError(f"--pool {pool_dir}: no image files (PNG, JPEG or TIFF) found in it or below it; "
-                        "put the unlabeled images there")
+        raise DataError(
+            f"--pool {pool_dir}: no image files (PNG, JPEG or TIFF) found in it or below it; "
+            "put the unlabeled images there"
+        )
     return found
 
 
@@ -111,13 +118,16 @@ def expected_accuracy(trials: pd.DataFrame, strategy: str, n: int, cfg: StudyCon
     band = fit.band(np.array([float(n)]))
     where = "within" if n <= max(fit.sizes) else "beyond"
     interval = f" (95 % band {100 * band[0][0]:.1f} \u2013 {100 * band[1][0]:.1f} %)" if band is not None else ""
-    return (f"expected OA at {n} labeled images: {100 * float(fit.predict(n)):.1f} %{interval}, from the curve "
-            f"fitted to the study's {strategy} cells ({min(fit.sizes)} \u2026 {max(fit.sizes)} images; "
-            f"{n} is {where} them)")
+    return (
+        f"expected OA at {n} labeled images: {100 * float(fit.predict(n)):.1f} %{interval}, from the curve "
+        f"fitted to the study's {strategy} cells ({min(fit.sizes)} \u2026 {max(fit.sizes)} images; "
+        f"{n} is {where} them)"
+    )
 
 
-def advise(run_dir: str | Path | Location, pool_dir: Path, budget: int, strategy: str | None = None,
-           labeled: int | None = None) -> Advice:
+def advise(
+    run_dir: str | Path | Location, pool_dir: Path, budget: int, strategy: str | None = None, labeled: int | None = None
+) -> Advice:
     """Rank ``budget`` images of ``pool_dir`` for labeling with the run's encoder and curves.
 
     Args:
@@ -147,23 +157,36 @@ def advise(run_dir: str | Path | Location, pool_dir: Path, budget: int, strategy
     else:
         why = "chosen with --strategy"
     if strategy not in ADVISABLE:
-        raise DataError(f"--strategy {strategy}: use one of {list(ADVISABLE)} (balanced needs the categories of "
-                        "the pool images, which an unlabeled pool does not have)")
+        raise DataError(
+            f"--strategy {strategy}: use one of {list(ADVISABLE)} (balanced needs the categories of "
+            "the pool images, which an unlabeled pool does not have)"
+        )
     done_sizes = sorted(set(trials["train_size"].astype(int)))
     labeled = labeled if labeled is not None else (done_sizes[-1] if done_sizes else 0)
     order = rank_pool(cfg, run_dir, paths, budget, strategy, cset)
-    return Advice(strategy, why, [paths[i] for i in order], cset, model, labeled,
-                  expected_accuracy(trials, strategy, labeled + budget, cfg))
+    return Advice(
+        strategy,
+        why,
+        [paths[i] for i in order],
+        cset,
+        model,
+        labeled,
+        expected_accuracy(trials, strategy, labeled + budget, cfg),
+    )
 
 
-def rank_pool(cfg: StudyConfig, run_dir: Location, paths: list[Path], budget: int, strategy: str, cset: str) -> np.ndarray:
+def rank_pool(
+    cfg: StudyConfig, run_dir: Location, paths: list[Path], budget: int, strategy: str, cset: str
+) -> np.ndarray:
     """(budget,) positions into ``paths`` in labeling order."""
     if strategy not in EMBEDDING_STRATEGIES:
         return np.random.default_rng(cfg.seed).permutation(len(paths))[:budget]
     encoder = run_dir / "encoders" / f"{cfg.selection.encoder}.pt"
     if cfg.selection.encoder is None or not encoder.is_file():
-        raise DataError(f"no selection encoder at {encoder}: finish the study first (rerun raystudy run with its "
-                        "config and --out), or use --strategy random")
+        raise DataError(
+            f"no selection encoder at {encoder}: finish the study first (rerun raystudy run with its "
+            "config and --out), or use --strategy random"
+        )
     size = cfg.data.image_size
     pool = decode_all(pd.DataFrame({"path": [str(p) for p in paths]}), size)  # (P, S, S) uint8
     data = prepare_data(cfg, cache_dir(run_dir))

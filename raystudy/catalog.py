@@ -135,7 +135,5 @@ class Catalog:
 
     def category_set(self, name: str) -> tuple[str, ...]:
         if name not in self.category_sets:
-            raise KeyError(
-                f"unknown category set '{name}'; known sets are {sorted(self.category_sets)}"
-            )
+            raise KeyError(f"unknown category set '{name}'; known sets are {sorted(self.category_sets)}")
         return self.category_sets[name]

@@ -21,18 +21,35 @@ def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:
     src.add_argument("--preset", default=None, help=f"smoke, demo or paper (default {default_preset})")
     src.add_argument("--config", type=Path, help="a study YAML file")
     p.add_argument("--data", type=Path, help="DATA folder (<campaign>/<category>/<images>) or a manifest CSV/Parquet")
-    p.add_argument("--out", help="run location: a folder, a shared mount or a URI such as s3://bucket/runs/NAME "
-                                 "(default runs/<study name>)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one config value, e.g. finetune.epochs=3")
+    p.add_argument(
+        "--out",
+        help="run location: a folder, a shared mount or a URI such as s3://bucket/runs/NAME "
+        "(default runs/<study name>)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. finetune.epochs=3",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray Tune's full progress tables")
-    p.add_argument("--shrink-to-fit", action="store_true", help="on a cluster, shrink requests to its current nodes (a local instance always does)")
+    p.add_argument(
+        "--shrink-to-fit",
+        action="store_true",
+        help="on a cluster, shrink requests to its current nodes (a local instance always does)",
+    )
 
 
 def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raystudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_args(sub.add_parser("run", help="run or resume a study"), default_preset)
-    _add_run_args(sub.add_parser("search", help="search hyperparameters at one train size (search: in the config)"), default_preset)
+    _add_run_args(
+        sub.add_parser("search", help="search hyperparameters at one train size (search: in the config)"),
+        default_preset,
+    )
     rep = sub.add_parser("report", help="rebuild RUN_DIR/report.html from the Parquet results")
     rep.add_argument("run_dir", help="run folder or URI (s3://...)")
     st = sub.add_parser("status", help="show done / pending / skipped / failed cells of a run")
@@ -46,11 +63,20 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     adv.add_argument("--out", type=Path, default=Path("labels.csv"), help="the ranked CSV (default labels.csv)")
     pl = sub.add_parser("plan", help="cells, resources per job, node types that hold them, images, device-hours")
     _add_run_args(pl, default_preset)
-    pl.add_argument("--cluster", type=Path, default=Path(__file__).resolve().parents[1] / "cluster.yaml", help="cluster config (default: the repository's cluster.yaml)")
+    pl.add_argument(
+        "--cluster",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "cluster.yaml",
+        help="cluster config (default: the repository's cluster.yaml)",
+    )
     rate = pl.add_mutually_exclusive_group()
     rate.add_argument("--images-per-s", type=float, help="images/s of one fine-tuning trial")
     rate.add_argument("--calibrate", action="store_true", help="measure it: a few timed steps of the backbone here")
-    pl.add_argument("--pretrain-images-per-s", type=float, help="images/s of one pretraining worker (default: a third of --images-per-s)")
+    pl.add_argument(
+        "--pretrain-images-per-s",
+        type=float,
+        help="images/s of one pretraining worker (default: a third of --images-per-s)",
+    )
     sub.add_parser("schema", help="print the JSON Schema of a study YAML file (studies/schema.json is its output)")
     return parser
 
@@ -68,7 +94,6 @@ def absolute_inits(cfg) -> None:
 
 def load_run_config(args: argparse.Namespace, default_preset: str):
     """The study config; with ``--data``, fitted to the data (returns (cfg, DataFit or None))."""
-    from raystudy.data.fit import fit_to_data, user_keys  # deferred: start-up cost (pandas, scipy)
 
     overrides = list(args.overrides)
     if args.data is not None:
@@ -77,7 +102,9 @@ def load_run_config(args: argparse.Namespace, default_preset: str):
             overrides.append(f"data.manifest={data.resolve()}")
         else:
             overrides.append(f"data.root={data.resolve()}")
-    cfg = load_config(path=args.config, preset=None if args.config else (args.preset or default_preset), overrides=overrides)
+    cfg = load_config(
+        path=args.config, preset=None if args.config else (args.preset or default_preset), overrides=overrides
+    )
     absolute_inits(cfg)
     if args.data is None:
         return cfg, None
@@ -90,8 +117,11 @@ def cmd_run(args: argparse.Namespace, default_preset: str) -> int:
     cfg, data_fit = load_run_config(args, default_preset)
     out = as_location(args.out or Path("runs") / cfg.name)
     if "runtime_resources/working_dir_files" in out.uri:
-        print(f"raystudy: WARNING: the run folder {out} lies in this Ray job's copy of --working-dir, which Ray "
-              "deletes once unused; pass --out on shared storage, e.g. --out /mnt/shared/runs/NAME", file=sys.stderr)
+        print(
+            f"raystudy: WARNING: the run folder {out} lies in this Ray job's copy of --working-dir, which Ray "
+            "deletes once unused; pass --out on shared storage, e.g. --out /mnt/shared/runs/NAME",
+            file=sys.stderr,
+        )
     run_study(cfg, out, verbose=args.verbose, data_fit=data_fit, shrink=args.shrink_to_fit)
     return 0
 
@@ -122,7 +152,9 @@ def cmd_plan(args: argparse.Namespace, default_preset: str) -> int:
     args.overrides = [*args.overrides, "model.require_init=false"]  # a plan trains nothing: no weights needed
     cfg, _ = load_run_config(args, default_preset)
     node_types = load_node_types(args.cluster)
-    rate = plan.calibrate(cfg) if args.calibrate else plan.throughput_from(args.images_per_s, args.pretrain_images_per_s)
+    rate = (
+        plan.calibrate(cfg) if args.calibrate else plan.throughput_from(args.images_per_s, args.pretrain_images_per_s)
+    )
     print(plan.format_plan(cfg, node_types, str(args.cluster), plan.count_images(cfg), rate))
     return 0
 

@@ -34,8 +34,6 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-import raystudy.methods  # registers the built-in pretraining methods
-import raystudy.selection  # registers the built-in selection strategies
 from raystudy import registry
 from raystudy.catalog import (
     BASIC_HABITS,
@@ -53,7 +51,6 @@ from raystudy.configbase import (  # ConfigError, RANDOM_INIT, weights_path: re-
     gt,
     in_unit_interval,
     probability,
-    weights_path,
 )
 from raystudy.methods import Arch, ModelConfig  # re-exported
 from raystudy.storage import Location, as_location
@@ -75,9 +72,7 @@ Problem = tuple[tuple[Any, ...], str]  # (the key path, for ordering and strippi
 class SyntheticConfig(Section):
     """The embedded procedural data set, generated on first use."""
 
-    campaigns: dict[str, int] = Field(
-        default_factory=lambda: {"NASCENT19": 1200, "NASCENT20": 900, "CLOUDLAB": 300}
-    )
+    campaigns: dict[str, int] = Field(default_factory=lambda: {"NASCENT19": 1200, "NASCENT20": 900, "CLOUDLAB": 300})
     image_size: int = 64
     seed: int = 0
 
@@ -189,7 +184,9 @@ class PretrainConfig(Section):
             if isinstance(value, section):
                 sections[name] = value
             elif not isinstance(value, dict):
-                found.append((("pretrain", name), f"pretrain.{name}: expected a mapping of {name}'s settings, got {value!r}"))
+                found.append(
+                    (("pretrain", name), f"pretrain.{name}: expected a mapping of {name}'s settings, got {value!r}")
+                )
             else:
                 try:
                     sections[name] = section.model_validate(value)
@@ -231,7 +228,9 @@ class FinetuneConfig(Section):
     cpus_per_trial: Annotated[float, gt(0), NO_HASH] = 1.0
     gpus_per_trial: Annotated[float, at_least(0), NO_HASH] = 0.0  # 0 on a CPU-only machine; fractions share a GPU
     max_concurrent_trials: Annotated[int, at_least(0), NO_HASH] = 0  # 0: as many as resources allow
-    max_retries: Annotated[int, at_least(0), NO_HASH] = 2  # a failing trial is retried from its checkpoint this many times
+    max_retries: Annotated[int, at_least(0), NO_HASH] = (
+        2  # a failing trial is retried from its checkpoint this many times
+    )
     eval_batch_size: Annotated[int, at_least(1)] = 256
     checkpoint_every_s: Annotated[float, at_least(0)] = 60.0  # a trial saves its epoch state at most this often
     recalibrate_bn: bool = True  # re-estimate BatchNorm statistics on the training images before evaluation
@@ -355,7 +354,9 @@ class StudyConfig(Section):
     def config_hash(self) -> str:
         """Hash of everything that changes a trial's result (not paths, names or resources)."""
         hashed = self.to_dict(hashed_only=True)
-        if self.grid.all_strategies() == ["random"]:  # a study without the selection axis keeps the hash it had before it
+        if self.grid.all_strategies() == [
+            "random"
+        ]:  # a study without the selection axis keeps the hash it had before it
             hashed["grid"].pop("selection", None)
             hashed.pop("selection", None)
         if self.pretrain.sync_batchnorm == "auto":  # likewise a study that leaves sync_batchnorm at its default
@@ -550,7 +551,11 @@ def _strip(raw: dict[str, Any], path: tuple[Any, ...]) -> None:
         tp = _unwrap(tp)
         field = tp.model_fields.get(part) if isinstance(tp, type) and issubclass(tp, BaseModel) else None
         sub = _unwrap(field.annotation) if field else None
-        if field is None or not (isinstance(sub, type) and issubclass(sub, BaseModel)) or not isinstance(node[part], dict):
+        if (
+            field is None
+            or not (isinstance(sub, type) and issubclass(sub, BaseModel))
+            or not isinstance(node[part], dict)
+        ):
             del node[part]
             return
         node, tp = node[part], sub
@@ -717,24 +722,41 @@ def problems(cfg: StudyConfig) -> list[str]:
         need(all(s >= 2 for s in sizes), f"grid.sizes.{name}: train sizes must be >= 2")
     need(len(set(cfg.grid.archs)) == len(cfg.grid.archs), f"grid.archs: {cfg.grid.archs} lists an arch twice")
     if cfg.model.require_init:
-        checkpoints = {"baseline": "IM1K-Unsup-MoCo (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar for ResNet-50)",
-                       "moco": "IM1K-Unsup-MoCo (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar)",
-                       "byol": "IM1K-Unsup-BYOL (e.g. a ResNet-50 BYOL checkpoint converted to PyTorch)"}
-        wanted = {"model.baseline_init": (cfg.model.baseline_init, "baseline")} if registry.BASELINE in cfg.grid.models else {}
+        checkpoints = {
+            "baseline": "IM1K-Unsup-MoCo (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar for ResNet-50)",
+            "moco": "IM1K-Unsup-MoCo (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar)",
+            "byol": "IM1K-Unsup-BYOL (e.g. a ResNet-50 BYOL checkpoint converted to PyTorch)",
+        }
+        wanted = (
+            {"model.baseline_init": (cfg.model.baseline_init, "baseline")}
+            if registry.BASELINE in cfg.grid.models
+            else {}
+        )
         wanted.update({f"model.pretrain_init.{m}": (cfg.model.pretrain_init.get(m), m) for m in cfg.pretrain.methods})
         for key, (value, who) in wanted.items():
-            need(bool(value), f"{key}: this study starts from ImageNet weights, as the paper does "
-                 f"(Sect. 4.2.1: {checkpoints.get(who, 'a checkpoint of the same arch')}); pass "
-                 f"--set {key}=/path/to/checkpoint, or --set {key}={RANDOM_INIT} to start from random weights")
+            need(
+                bool(value),
+                f"{key}: this study starts from ImageNet weights, as the paper does "
+                f"(Sect. 4.2.1: {checkpoints.get(who, 'a checkpoint of the same arch')}); pass "
+                f"--set {key}=/path/to/checkpoint, or --set {key}={RANDOM_INIT} to start from random weights",
+            )
     f = cfg.finetune
-    need(f.micro_batch_size != 1, "finetune.micro_batch_size: BatchNorm needs at least 2 images; use 0 (whole batch) or >= 2")
-    need(f.max_steps == 0 or f.max_steps >= f.min_steps,
-         f"finetune.max_steps ({f.max_steps}) is below finetune.min_steps ({f.min_steps}); raise it or use 0 (no cap)")
+    need(
+        f.micro_batch_size != 1,
+        "finetune.micro_batch_size: BatchNorm needs at least 2 images; use 0 (whole batch) or >= 2",
+    )
+    need(
+        f.max_steps == 0 or f.max_steps >= f.min_steps,
+        f"finetune.max_steps ({f.max_steps}) is below finetune.min_steps ({f.min_steps}); raise it or use 0 (no cap)",
+    )
     gset = cfg.data.generalization_category_set
     need(gset is None or gset in category_sets, f"data.generalization_category_set: unknown category set '{gset}'")
     for section in ("pretrain", "finetune"):
         aug: AugmentConfig = getattr(cfg, section).augment
-        need(0.0 < aug.crop_scale[0] <= aug.crop_scale[1] <= 1.0 if len(aug.crop_scale) == 2 else False, f"{section}.augment.crop_scale: two numbers 0 < lo <= hi <= 1")
+        need(
+            0.0 < aug.crop_scale[0] <= aug.crop_scale[1] <= 1.0 if len(aug.crop_scale) == 2 else False,
+            f"{section}.augment.crop_scale: two numbers 0 < lo <= hi <= 1",
+        )
         need(aug.crop_size <= aug.resize, f"{section}.augment.crop_size must not exceed resize")
     need(cfg.search.model in types_, f"search.model: use one of {list(types_)}")
     found += selection_problems(cfg)
@@ -766,14 +788,19 @@ def selection_problems(cfg: StudyConfig) -> list[str]:
         found.append(
             f"grid.selection: {other} need grid.protocol: holdout (under '{g.protocol}' the validation folds "
             "are drawn inside the n selected images, so they would differ between strategies and the cells "
-            "would not be paired); set grid.protocol: holdout or use only [random]")
+            "would not be paired); set grid.protocol: holdout or use only [random]"
+        )
     enc = cfg.selection.encoder
     if any(s in embedding for s in chosen):
         if enc is None:
-            found.append(f"selection.encoder: {[s for s in chosen if s in embedding]} embed the pool with "
-                         "a pretrained encoder, but the study pretrains none; add a method to pretrain.methods")
+            found.append(
+                f"selection.encoder: {[s for s in chosen if s in embedding]} embed the pool with "
+                "a pretrained encoder, but the study pretrains none; add a method to pretrain.methods"
+            )
         elif enc not in cfg.pretrain.methods:
-            found.append(f"selection.encoder: '{enc}' is not pretrained by this study; use one of {cfg.pretrain.methods}")
+            found.append(
+                f"selection.encoder: '{enc}' is not pretrained by this study; use one of {cfg.pretrain.methods}"
+            )
     return found
 
 

@@ -12,8 +12,7 @@ import pandas as pd
 
 from raystudy.config import StudyConfig
 from raystudy.data.splits import Split, holdout_fold, make_split
-from raystudy.registry import BASELINE
-from raystudy.registry import embedding_strategy_names
+from raystudy.registry import BASELINE, embedding_strategy_names
 
 
 def run_name(model: str, arch: str, default_arch: str) -> str:
@@ -163,8 +162,16 @@ def ceiling_cells(cfg: StudyConfig, set_labels: dict[str, np.ndarray]) -> list[P
         if g.protocol == "holdout":
             _, pool, _ = holdout_fold(labels, 0, g.folds, cfg.seed, set_name)
             n = len(pool) if len(pool) >= 2 else n  # fewer than 2: make_split below names why it is skipped
-        cell = Cell(BASELINE, set_name, len(cfg.catalog.category_sets[set_name]), n, 0, cfg.model.arch,
-                    cfg.model.arch, ceiling=True)
+        cell = Cell(
+            BASELINE,
+            set_name,
+            len(cfg.catalog.category_sets[set_name]),
+            n,
+            0,
+            cfg.model.arch,
+            cfg.model.arch,
+            ceiling=True,
+        )
         split = make_split(labels, n, 0, g.folds, g.protocol, cfg.seed, set_name)
         out.append(PlannedCell(cell, None, split) if isinstance(split, str) else PlannedCell(cell, split))
     return out
@@ -186,8 +193,5 @@ def selection_encoder(cfg: StudyConfig, cell: Cell) -> str | None:
 
 def grid_frame(planned: list[PlannedCell]) -> pd.DataFrame:
     return pd.DataFrame(
-        [
-            {**p.cell.keys(), "planned": "skipped" if p.split is None else "run", "reason": p.reason}
-            for p in planned
-        ]
+        [{**p.cell.keys(), "planned": "skipped" if p.split is None else "run", "reason": p.reason} for p in planned]
     )

@@ -75,15 +75,30 @@ class SimCLRConfig(Section):
 
 register_method(
     MethodSpec(
-        "moco", MoCoConfig, "raystudy.models.moco:MoCo", display_name="MoCo", color="#1f77b4",
-        moved_keys={"moco_momentum": "momentum", "queue_size": "queue_size", "temperature": "temperature",
-                    "moco_symmetric": "symmetric"},
+        "moco",
+        MoCoConfig,
+        "raystudy.models.moco:MoCo",
+        display_name="MoCo",
+        color="#1f77b4",
+        moved_keys={
+            "moco_momentum": "momentum",
+            "queue_size": "queue_size",
+            "temperature": "temperature",
+            "moco_symmetric": "symmetric",
+        },
         order=0,
     )
 )
 register_method(
-    MethodSpec("byol", BYOLConfig, "raystudy.models.byol:BYOL", display_name="BYOL", color="#ff7f0e",
-               moved_keys={"byol_base_momentum": "base_momentum"}, order=1)
+    MethodSpec(
+        "byol",
+        BYOLConfig,
+        "raystudy.models.byol:BYOL",
+        display_name="BYOL",
+        color="#ff7f0e",
+        moved_keys={"byol_base_momentum": "base_momentum"},
+        order=1,
+    )
 )
 register_method(
     MethodSpec("simclr", SimCLRConfig, "raystudy.models.simclr:SimCLR", display_name="SimCLR", color="#8c6d31", order=2)

@@ -9,7 +9,6 @@ training steps of the study's backbone here, on the GPU if there is one).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,8 @@ from pathlib import Path
 from raystudy.config import FinetuneConfig, StudyConfig
 from raystudy.data.loading import read_manifest, scan_folder
 from raystudy.data.prepare import synthetic_root
+from raystudy.resources import NodeType, holders, pretrain_uses_gpu, study_requests
 from raystudy.training.budget import cell_budget
-from raystudy.resources import NodeType, Request, holders, pretrain_uses_gpu, study_requests
 
 PRETRAIN_COST = 3.0  # a pretraining image costs about 3 fine-tuning images (two views, a target pass)
 
@@ -90,8 +89,10 @@ def plan_cells(cfg: StudyConfig, counts: DataCounts) -> list[CellGroup]:
             skipped = (pool is not None and n > pool) or n < g.folds
             trains = [train_images(n, k, g.folds, g.protocol) for k in range(g.folds)]
             epochs = [cell_epochs(f, t) for t in trains]
-            models = len(g.models) * len(g.archs) * len(g.strategies(set_name))  # model types on each backbone, per strategy
-            images = 0 if skipped else models * sum(e * t for e, t in zip(epochs, trains))
+            models = (
+                len(g.models) * len(g.archs) * len(g.strategies(set_name))
+            )  # model types on each backbone, per strategy
+            images = 0 if skipped else models * sum(e * t for e, t in zip(epochs, trains, strict=False))
             groups.append(CellGroup(set_name, n, models * g.folds, skipped, epochs, images))
         if g.ceiling_epochs > 0 and pool is not None:  # the supervised ceiling: one baseline cell
             train = train_images(pool, 0, g.folds, "paper")
@@ -146,8 +147,13 @@ def calibrate(cfg: StudyConfig, steps: int = 3) -> Throughput:
     model = Classifier(encoder, dim, 19, hidden_dim=m.classifier_hidden_dim).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     aug = f.augment
-    tf = FinetuneAugment(resize=aug.resize, crop_size=aug.crop_size, crop_scale=(aug.crop_scale[0], aug.crop_scale[1]),
-                         flip_p=aug.flip_p, out_channels=m.in_channels)
+    tf = FinetuneAugment(
+        resize=aug.resize,
+        crop_size=aug.crop_size,
+        crop_scale=(aug.crop_scale[0], aug.crop_scale[1]),
+        flip_p=aug.flip_p,
+        out_channels=m.in_channels,
+    )
     labels = torch.randint(0, 19, (batch,), device=device)
 
     def finetune_step() -> None:
@@ -177,40 +183,55 @@ def calibrate(cfg: StudyConfig, steps: int = 3) -> Throughput:
 
     pretrain = timed(pretrain_step, batch)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    return Throughput(finetune, pretrain, f"measured here ({name}; {m.arch} at {f.augment.crop_size} px, "
-                                          f"{steps} steps of batch {batch}, {p.methods[0]} for pretraining)")
+    return Throughput(
+        finetune,
+        pretrain,
+        f"measured here ({name}; {m.arch} at {f.augment.crop_size} px, "
+        f"{steps} steps of batch {batch}, {p.methods[0]} for pretraining)",
+    )
 
 
 def _hours(images: float, per_s: float) -> float:
     return images / per_s / 3600.0
 
 
-def format_plan(cfg: StudyConfig, node_types: list[NodeType], cluster: str, counts: DataCounts,
-                throughput: Throughput | None) -> str:
+def format_plan(
+    cfg: StudyConfig, node_types: list[NodeType], cluster: str, counts: DataCounts, throughput: Throughput | None
+) -> str:
     """The plan as text: cells, requests and where they fit, images, device-hours."""
     use_gpu = pretrain_uses_gpu(cfg, node_types)
     requests = study_requests(cfg, use_gpu)
     groups = plan_cells(cfg, counts)
     run = [g for g in groups if not g.skipped]
     lines = [f"study '{cfg.name}': {cfg.model.arch} at {cfg.finetune.augment.crop_size} px; data: {counts.source}"]
-    lines.append(f"cells: {sum(g.cells for g in groups)} planned, {sum(g.cells for g in run)} to run "
-                 f"({len(cfg.grid.models)} models x {len(cfg.grid.archs)} arch(s) x {cfg.grid.folds} folds per size"
-                 f"{' and selection strategy' if len(cfg.grid.all_strategies()) > 1 else ''}, "
-                 f"protocol {cfg.grid.protocol})")
+    lines.append(
+        f"cells: {sum(g.cells for g in groups)} planned, {sum(g.cells for g in run)} to run "
+        f"({len(cfg.grid.models)} models x {len(cfg.grid.archs)} arch(s) x {cfg.grid.folds} folds per size"
+        f"{' and selection strategy' if len(cfg.grid.all_strategies()) > 1 else ''}, "
+        f"protocol {cfg.grid.protocol})"
+    )
     for g in groups:
-        state = "skipped (exceeds the pool)" if g.skipped else f"epochs {'/'.join(map(str, sorted(set(g.epochs))))}, {g.images:,} images"
+        state = (
+            "skipped (exceeds the pool)"
+            if g.skipped
+            else f"epochs {'/'.join(map(str, sorted(set(g.epochs))))}, {g.images:,} images"
+        )
         ceiling = "  (supervised ceiling: every labeled image)" if g.ceiling else ""
         lines.append(f"  {g.category_set:>6} n={g.train_size:<6} {g.cells:>3} cells  {state}{ceiling}")
     lines.append(f"resources (node types of {cluster}):")
     for r in requests:
         fit = holders(r, node_types)
-        where = ", ".join(f"{t.name} ({t.holds(r.bundle)} per node, up to {t.holds(r.bundle) * t.max_count} at once)" for t in fit)
+        where = ", ".join(
+            f"{t.name} ({t.holds(r.bundle)} per node, up to {t.holds(r.bundle) * t.max_count} at once)" for t in fit
+        )
         lines.append(f"  {r.describe()}: {where or 'NO NODE TYPE HOLDS IT'}")
     methods = [r for r in requests if r.together]  # one pretraining run per method and backbone
     pre_images = cfg.pretrain.epochs * counts.pretrain_images
     cell_images = sum(g.images for g in run)
-    lines.append(f"images: pretraining {len(methods)} x {cfg.pretrain.epochs} epochs x {counts.pretrain_images:,} = "
-                 f"{len(methods) * pre_images:,}; cells {cell_images:,}")
+    lines.append(
+        f"images: pretraining {len(methods)} x {cfg.pretrain.epochs} epochs x {counts.pretrain_images:,} = "
+        f"{len(methods) * pre_images:,}; cells {cell_images:,}"
+    )
     if throughput is None:
         lines.append("device-hours: give --images-per-s N (one fine-tuning trial) or --calibrate")
         return "\n".join(lines)
@@ -218,19 +239,27 @@ def format_plan(cfg: StudyConfig, node_types: list[NodeType], cluster: str, coun
     cell_h = _hours(cell_images, throughput.finetune)
     pre_h = _hours(len(methods) * pre_images, throughput.pretrain)
     gpus = cfg.finetune.gpus_per_trial or 1.0
-    lines.append(f"throughput: {throughput.finetune:.1f} img/s per fine-tuning trial, {throughput.pretrain:.1f} img/s "
-                 f"per pretraining worker ({throughput.how})")
-    lines.append(f"device-hours: pretraining {pre_h:,.1f} {'GPU' if use_gpu else 'CPU-worker'}-h "
-                 f"({pre_h / cfg.pretrain.num_workers:,.1f} h wall per method on {cfg.pretrain.num_workers} worker(s)); "
-                 f"cells {cell_h * gpus:,.1f} {device}-h ({cell_h:,.1f} trial-hours); total {pre_h + cell_h * gpus:,.1f}")
+    lines.append(
+        f"throughput: {throughput.finetune:.1f} img/s per fine-tuning trial, {throughput.pretrain:.1f} img/s "
+        f"per pretraining worker ({throughput.how})"
+    )
+    lines.append(
+        f"device-hours: pretraining {pre_h:,.1f} {'GPU' if use_gpu else 'CPU-worker'}-h "
+        f"({pre_h / cfg.pretrain.num_workers:,.1f} h wall per method on {cfg.pretrain.num_workers} worker(s)); "
+        f"cells {cell_h * gpus:,.1f} {device}-h ({cell_h:,.1f} trial-hours); total {pre_h + cell_h * gpus:,.1f}"
+    )
     if "measured here (CPU" in throughput.how and (use_gpu or cfg.finetune.gpus_per_trial > 0):
-        lines.append("note: measured on a CPU, while the jobs run on GPUs: expect far more images/s there "
-                     "(run --calibrate on a GPU node, or give --images-per-s)")
+        lines.append(
+            "note: measured on a CPU, while the jobs run on GPUs: expect far more images/s there "
+            "(run --calibrate on a GPU node, or give --images-per-s)"
+        )
     cells = requests[-1]
     at_once = sum(t.holds(cells.bundle) * t.max_count for t in holders(cells, node_types))
     if at_once:
-        lines.append(f"wall time at the cluster's full size: cells ~{cell_h / at_once:,.1f} h ({at_once} trials at once), "
-                     "after pretraining; evaluation and node start-up not counted")
+        lines.append(
+            f"wall time at the cluster's full size: cells ~{cell_h / at_once:,.1f} h ({at_once} trials at once), "
+            "after pretraining; evaluation and node start-up not counted"
+        )
     return "\n".join(lines)
 
 

@@ -59,10 +59,19 @@ def collect(seeds: dict[str, int], config_hash: str) -> dict[str, Any]:
         ['python', 'ray']
     """
     return {
-        "software": {"python": platform.python_version(), "raystudy": _version("raystudy"),
-                     "torch": _version("torch"), "ray": _version("ray")},
-        "hardware": {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "gpu_models": gpu_models(),
-                     "platform": platform.platform(), "hostname": platform.node()},
+        "software": {
+            "python": platform.python_version(),
+            "raystudy": _version("raystudy"),
+            "torch": _version("torch"),
+            "ray": _version("ray"),
+        },
+        "hardware": {
+            "cpu_model": cpu_model(),
+            "cpu_cores": os.cpu_count(),
+            "gpu_models": gpu_models(),
+            "platform": platform.platform(),
+            "hostname": platform.node(),
+        },
         "seeds": dict(seeds),
         "config_hash": config_hash,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None,

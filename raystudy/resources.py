@@ -21,10 +21,11 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -118,15 +119,28 @@ def study_requests(cfg: StudyConfig, use_gpu: bool, cells: int | None = None) ->
     worker = {"CPU": float(p.cpus_per_worker), **({"GPU": 1.0} if use_gpu else {})}
     cell = {"CPU": float(f.cpus_per_trial), **({"GPU": float(f.gpus_per_trial)} if f.gpus_per_trial > 0 else {})}
     g = cfg.grid
-    n_cells = sum(len(s) * len(g.strategies(name)) for name, s in g.sizes.items()) * g.folds * len(g.models) * len(g.archs)
+    n_cells = (
+        sum(len(s) * len(g.strategies(name)) for name, s in g.sizes.items()) * g.folds * len(g.models) * len(g.archs)
+    )
     n_cells += len(cfg.grid.sizes) if cfg.grid.ceiling_epochs > 0 else 0  # one supervised-ceiling cell per set
     requests = [
-        Request(f"pretraining {j.name} (pretrain.num_workers={p.num_workers}, pretrain.cpus_per_worker={p.cpus_per_worker}, "
-                f"pretrain.use_gpu={p.use_gpu})", worker, p.num_workers, together=True)
-        for j in pretrain_jobs(cfg) if j.model in cfg.grid.models
+        Request(
+            f"pretraining {j.name} (pretrain.num_workers={p.num_workers}, pretrain.cpus_per_worker={p.cpus_per_worker}, "
+            f"pretrain.use_gpu={p.use_gpu})",
+            worker,
+            p.num_workers,
+            together=True,
+        )
+        for j in pretrain_jobs(cfg)
+        if j.model in cfg.grid.models
     ]
-    requests.append(Request(f"a cell (finetune.cpus_per_trial={f.cpus_per_trial:g}, finetune.gpus_per_trial={f.gpus_per_trial:g})",
-                            cell, n_cells if cells is None else min(cells, n_cells)))
+    requests.append(
+        Request(
+            f"a cell (finetune.cpus_per_trial={f.cpus_per_trial:g}, finetune.gpus_per_trial={f.gpus_per_trial:g})",
+            cell,
+            n_cells if cells is None else min(cells, n_cells),
+        )
+    )
     return requests
 
 
@@ -148,7 +162,8 @@ def check_fits(requests: list[Request], node_types: list[NodeType], source: str)
     if problems:
         types = "; ".join(t.describe() for t in node_types) or "none"
         raise ResourceError(
-            "the study asks for resources the cluster can never give:\n  - " + "\n  - ".join(problems)
+            "the study asks for resources the cluster can never give:\n  - "
+            + "\n  - ".join(problems)
             + f"\nnode types ({source}): {types}\n"
             "lower the request (e.g. --set finetune.cpus_per_trial=...) or add a node type that holds it"
         )
@@ -200,8 +215,14 @@ def autoscaler_node_types() -> tuple[list[NodeType], str] | None:
         config = None
     if config is None or not config.node_group_configs:
         return None
-    types = [NodeType(g.name, {k: float(v) for k, v in g.resources.items() if k not in IGNORED},
-                      g.max_count if g.max_count >= 0 else 10**6) for g in config.node_group_configs]
+    types = [
+        NodeType(
+            g.name,
+            {k: float(v) for k, v in g.resources.items() if k not in IGNORED},
+            g.max_count if g.max_count >= 0 else 10**6,
+        )
+        for g in config.node_group_configs
+    ]
     return types, "the autoscaler's cluster config in the GCS"
 
 
@@ -254,8 +275,9 @@ class AutoscalerRequest:
     when the study ends.
     """
 
-    def __init__(self, bundles: list[dict[str, float]], ceiling: dict[str, float],
-                 release_after_s: float = RELEASE_AFTER_S) -> None:
+    def __init__(
+        self, bundles: list[dict[str, float]], ceiling: dict[str, float], release_after_s: float = RELEASE_AFTER_S
+    ) -> None:
         from ray.autoscaler.sdk import request_resources
 
         self._request = request_resources
@@ -306,8 +328,10 @@ def fit_resources(cfg: StudyConfig, shrink: bool = False) -> Iterator[StudyConfi
         return
     found = autoscaler_node_types()
     if found is None:
-        log.warning("resources: the cluster's node types are not visible (set RAYSTUDY_AUTOSCALER_CONFIG "
-                    "to the autoscaler config); requests are not checked, nothing is shrunk")
+        log.warning(
+            "resources: the cluster's node types are not visible (set RAYSTUDY_AUTOSCALER_CONFIG "
+            "to the autoscaler config); requests are not checked, nothing is shrunk"
+        )
         yield cfg
         return
     node_types, source = found
@@ -318,8 +342,12 @@ def fit_resources(cfg: StudyConfig, shrink: bool = False) -> Iterator[StudyConfi
     cells = requests[-1]
     room = sum(t.holds(cells.bundle) * t.max_count for t in holders(cells, node_types))
     first_wave = [r.bundle for r in requests[:-1] for _ in range(r.count)] + [cells.bundle] * min(cells.count, room)
-    print("resources: " + "; ".join(r.describe() for r in requests)
-          + f"; asking the autoscaler for {len(first_wave)} bundles up front (node types from {source})", flush=True)
+    print(
+        "resources: "
+        + "; ".join(r.describe() for r in requests)
+        + f"; asking the autoscaler for {len(first_wave)} bundles up front (node types from {source})",
+        flush=True,
+    )
     ceiling = {k: sum(t.resources.get(k, 0.0) * t.max_count for t in node_types) for b in first_wave for k in b}
     request = AutoscalerRequest(first_wave, ceiling)
     try:

@@ -15,9 +15,9 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from raystudy.data.problems import DataError
 from raystudy.errors import StudyLockedError
@@ -37,8 +37,10 @@ def check_run_folder(run_dir: str | Path | Location) -> None:
             probe.write_text("ok")
             probe.unlink()
         except (OSError, ValueError) as err:
-            raise DataError(f"--out {run.uri}: cannot write there ({str(err).splitlines()[0]}); check the bucket, "
-                            "the endpoint and the credentials (AWS_* variables for s3://)") from err
+            raise DataError(
+                f"--out {run.uri}: cannot write there ({str(err).splitlines()[0]}); check the bucket, "
+                "the endpoint and the credentials (AWS_* variables for s3://)"
+            ) from err
         return
     path = run.local_path()
     if path.exists() and not path.is_dir():
@@ -163,11 +165,13 @@ def nodes_missing(run_dir: str | Path | Location, token_path: Location, token: s
     sees = ray.remote(num_cpus=0, max_retries=0)(_sees)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     checks = [
-        sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(token_path.path, token)
+        sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            token_path.path, token
+        )
         for n in nodes
     ]
     results = ray.get(checks, timeout=120)
-    return [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(nodes, results) if not ok]
+    return [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(nodes, results, strict=False) if not ok]
 
 
 def check_visible_to_nodes(run_dir: str | Path | Location) -> None:

@@ -57,8 +57,9 @@ class StudySearcher(Searcher):
         >>> searcher = StudySearcher(plan_jobs(cfg, run, planned), existing_encoders(cfg, run))
     """
 
-    def __init__(self, jobs: list[Job], encoders: dict[str, str] | None = None, hold_s: float = 120.0,
-                 stop=lambda: False) -> None:
+    def __init__(
+        self, jobs: list[Job], encoders: dict[str, str] | None = None, hold_s: float = 120.0, stop=lambda: False
+    ) -> None:
         super().__init__()
         self.queue = list(jobs)
         self.encoders = dict(encoders or {})
@@ -71,8 +72,10 @@ class StudySearcher(Searcher):
 
     def _pretraining_starting(self) -> bool:
         now = time.time()
-        return any(now - t < self.hold_s and m not in self.started | set(self.encoders) | self.failed_pretraining
-                   for m, t in self.launched.items())
+        return any(
+            now - t < self.hold_s and m not in self.started | set(self.encoders) | self.failed_pretraining
+            for m, t in self.launched.items()
+        )
 
     def _producer_pending(self, name: str) -> bool:
         """True while the pretraining that writes encoder ``name`` is queued or running."""
@@ -85,8 +88,10 @@ class StudySearcher(Searcher):
                 continue
             if name in self.failed_pretraining:
                 return f"pretraining of {name} failed"
-            return (f"encoder {name} does not exist and no pretraining of it is queued or running; "
-                    "rerun the study to pretrain it")
+            return (
+                f"encoder {name} does not exist and no pretraining of it is queued or running; "
+                "rerun the study to pretrain it"
+            )
         return None
 
     def _drop_orphans(self) -> None:
@@ -110,8 +115,11 @@ class StudySearcher(Searcher):
             if ready and not (hold and job.kind != "pretrain"):
                 job = self.queue.pop(i)
                 if job.requires:  # the references to the encoders it reads
-                    job = dataclasses.replace(job, refs={n: self.encoders[n] for n in job.requires},
-                                              path=self.encoders[job.needs] if job.needs else job.path)
+                    job = dataclasses.replace(
+                        job,
+                        refs={n: self.encoders[n] for n in job.requires},
+                        path=self.encoders[job.needs] if job.needs else job.path,
+                    )
                 self.running[trial_id] = job
                 if job.kind == "pretrain":
                     self.launched[job.name] = time.time()
@@ -160,10 +168,25 @@ def probe_trial(job: Job, context: FinetuneContext) -> None:
     if split is None:
         raise ValueError(f"job {job.label}: the study context has no probe split")
     images = context.images()
-    scores = probe_encoder(context.cfg, job.path, images, split["train_rows"], split["train_labels"],
-                           split["test_rows"], split["test_labels"], context.cfg.finetune.gpus_per_trial, job.arch)
-    row = {"model": name, "encoder": job.path or "random init", "category_set": split["category_set"],
-           "n_train": len(split["train_rows"]), "n_test": len(split["test_rows"]), **scores}
+    scores = probe_encoder(
+        context.cfg,
+        job.path,
+        images,
+        split["train_rows"],
+        split["train_labels"],
+        split["test_rows"],
+        split["test_labels"],
+        context.cfg.finetune.gpus_per_trial,
+        job.arch,
+    )
+    row = {
+        "model": name,
+        "encoder": job.path or "random init",
+        "category_set": split["category_set"],
+        "n_train": len(split["train_rows"]),
+        "n_test": len(split["test_rows"]),
+        **scores,
+    }
     write_table(run_dir, "probes", name, pd.DataFrame([row]))
     pretraining = read_table(run_dir, "pretraining")
     mine = pretraining[(pretraining["model"] == job.model) & (pretraining["arch"] == job.arch)]
@@ -291,8 +314,9 @@ def run_jobs(
     return list(tuner.fit()), searcher
 
 
-def build_context(cfg: StudyConfig, run_dir: str | Path | Location, data, planned, images_ref,
-                  inject_failure=None) -> FinetuneContext:
+def build_context(
+    cfg: StudyConfig, run_dir: str | Path | Location, data, planned, images_ref, inject_failure=None
+) -> FinetuneContext:
     """What every trial shares, put once in the object store."""
 
     runnable = [p for p in planned if p.split is not None]
@@ -310,7 +334,10 @@ def build_context(cfg: StudyConfig, run_dir: str | Path | Location, data, planne
         generalization=data.generalization,
         splits={(p.cell.category_set, p.cell.train_size, p.cell.fold): p.split for p in runnable},
         image_ids=data.images.index["image_id"].to_numpy(),
-        runnable_sizes={s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s and not p.cell.ceiling}) for s in cfg.grid.sizes},
+        runnable_sizes={
+            s: sorted({p.cell.train_size for p in runnable if p.cell.category_set == s and not p.cell.ceiling})
+            for s in cfg.grid.sizes
+        },
         inject_failure=inject_failure,
         pretrain_rows=data.pretrain_indices,
         probe_split={

@@ -48,8 +48,10 @@ def search_space(space: dict[str, dict[str, list]]) -> dict[str, Any]:
     out = {}
     for key, spec in space.items():
         if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            raise ConfigError(f"search.space.{key}: use one of {sorted(DISTRIBUTIONS)}, e.g. {{loguniform: [0.001, 1.0]}}")
-        (kind, args), = spec.items()
+            raise ConfigError(
+                f"search.space.{key}: use one of {sorted(DISTRIBUTIONS)}, e.g. {{loguniform: [0.001, 1.0]}}"
+            )
+        ((kind, args),) = spec.items()
         out[key] = DISTRIBUTIONS[kind](*args)
     return out
 
@@ -96,12 +98,23 @@ def search_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
         pool = data["pool"]
         split = data["split"]
         cell: Cell = data["cell"]
-        trainer = CellTrainer(cfg, cell, encoders, data["images"], pool.indices[split.train],
-                              pool.labels[split.train], len(pool.categories), device, "search")
+        trainer = CellTrainer(
+            cfg,
+            cell,
+            encoders,
+            data["images"],
+            pool.indices[split.train],
+            pool.labels[split.train],
+            len(pool.categories),
+            device,
+            "search",
+        )
         for epoch in range(trainer.epochs):
             loss = trainer.run_epoch(epoch)
             trainer.prepare_evaluation()
-            acc = trainer.evaluate(pool.indices[split.validation], pool.labels[split.validation], pool.categories).overall_accuracy
+            acc = trainer.evaluate(
+                pool.indices[split.validation], pool.labels[split.validation], pool.categories
+            ).overall_accuracy
             tune.report({"val_accuracy": acc, "loss": loss, "epoch": epoch})
 
 
@@ -138,7 +151,9 @@ def run_search(cfg: StudyConfig, run_dir: Location, data: StudyData, encoders: d
         "encoders": {m: str(p) for m, p in encoders.items()},
     }
     tuner = tune.Tuner(
-        tune.with_parameters(tune.with_resources(search_trial, {"cpu": f.cpus_per_trial, "gpu": f.gpus_per_trial}), data=shared),
+        tune.with_parameters(
+            tune.with_resources(search_trial, {"cpu": f.cpus_per_trial, "gpu": f.gpus_per_trial}), data=shared
+        ),
         param_space={"values": search_space(s.space)},
         tune_config=tune.TuneConfig(
             num_samples=s.num_samples,
@@ -148,7 +163,9 @@ def run_search(cfg: StudyConfig, run_dir: Location, data: StudyData, encoders: d
             mode=None if scheduler else "max",
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}", **(run_dir / "ray").ray_storage(), verbose=0),
+        run_config=tune.RunConfig(
+            name=f"search-{time.strftime('%Y%m%d-%H%M%S')}", **(run_dir / "ray").ray_storage(), verbose=0
+        ),
     )
     results = tuner.fit()
     rows = []
@@ -163,8 +180,21 @@ def run_search(cfg: StudyConfig, run_dir: Location, data: StudyData, encoders: d
     best = {k: (v.item() if hasattr(v, "item") else v) for k, v in table.iloc[0].items() if k in s.space}
     out = run_dir / "search"
     (out / "samples.csv").write_text(table.to_csv(index=False))
-    (out / "best.yaml").write_text(yaml.safe_dump({"train_size": size, "model": s.model, "val_accuracy": float(table.iloc[0]["val_accuracy"]), "values": best}, sort_keys=False))
+    (out / "best.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "train_size": size,
+                "model": s.model,
+                "val_accuracy": float(table.iloc[0]["val_accuracy"]),
+                "values": best,
+            },
+            sort_keys=False,
+        )
+    )
     best_cfg = sample_config(cfg, best)
     dump_config(best_cfg, out / "best_config.yaml")
-    print(f"search: best val accuracy {table.iloc[0]['val_accuracy']:.3f} with {best}; config in {out / 'best_config.yaml'}", flush=True)
+    print(
+        f"search: best val accuracy {table.iloc[0]['val_accuracy']:.3f} with {best}; config in {out / 'best_config.yaml'}",
+        flush=True,
+    )
     return best

@@ -18,13 +18,12 @@ a strategy from outside raystudy registers the same way.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from raystudy import registry
 from raystudy.data.splits import stratified_sample
-
 
 Reveal = Callable[[np.ndarray], np.ndarray]  # pool positions -> their labels (only selected ones)
 
@@ -109,7 +108,7 @@ def select_balanced(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     take = balanced_counts(counts, n, rng)
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=False)]
     return rng.permutation(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
 
 
@@ -301,8 +300,15 @@ def _pick_coreset(n: int, seed: int, features: Callable[[], np.ndarray], **_: ob
     return select_coreset(features(), n, seed)
 
 
-def _pick_uncertainty(n: int, seed: int, labels: np.ndarray, features: Callable[[], np.ndarray],
-                      rounds: int, seed_fraction: float, **_: object) -> np.ndarray:
+def _pick_uncertainty(
+    n: int,
+    seed: int,
+    labels: np.ndarray,
+    features: Callable[[], np.ndarray],
+    rounds: int,
+    seed_fraction: float,
+    **_: object,
+) -> np.ndarray:
     return select_uncertainty(features(), n, SelectedLabels(labels), seed, rounds, seed_fraction)
 
 

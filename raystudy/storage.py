@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
+
 class LocationError(ValueError):
     """A URI that names no reachable file system (a bad scheme, an unreachable bucket)."""
 
@@ -66,7 +67,7 @@ class Location:
         self.fs, self.path, self.scheme, self.query = fs, path.rstrip("/") or "/", scheme, query
 
     @classmethod
-    def from_uri(cls, uri: str | Path | "Location") -> "Location":
+    def from_uri(cls, uri: str | Path | Location) -> Location:
         """A local path (relative ones are made absolute), ``file://``, or ``scheme://...``."""
         if isinstance(uri, Location):
             return uri
@@ -80,8 +81,10 @@ class Location:
         try:
             fs = _filesystem(prefix)
         except (ValueError, OSError) as err:
-            raise LocationError(f"{text}: pyarrow cannot open this location ({str(err).splitlines()[0]}); check "
-                                "the URI, the endpoint (?endpoint_override=HOST:PORT) and the credentials") from err
+            raise LocationError(
+                f"{text}: pyarrow cannot open this location ({str(err).splitlines()[0]}); check "
+                "the URI, the endpoint (?endpoint_override=HOST:PORT) and the credentials"
+            ) from err
         if parts.scheme in ("s3", "gs", "gcs"):  # bucket/key, without building a second client
             path = f"{parts.netloc}{parts.path}"
         else:
@@ -111,7 +114,7 @@ class Location:
     def __hash__(self) -> int:
         return hash(self.uri)
 
-    def __truediv__(self, part: str) -> "Location":
+    def __truediv__(self, part: str) -> Location:
         return Location(self.fs, posixpath.join(self.path, str(part)), self.scheme, self.query)
 
     @property
@@ -119,7 +122,7 @@ class Location:
         return posixpath.basename(self.path)
 
     @property
-    def parent(self) -> "Location":
+    def parent(self) -> Location:
         return Location(self.fs, posixpath.dirname(self.path), self.scheme, self.query)
 
     @property
@@ -148,22 +151,24 @@ class Location:
         """A folder (on an object store: a prefix with at least one object below it)."""
         return bool(self._type() == pafs.FileType.Directory)
 
-    def iterdir(self) -> list["Location"]:
+    def iterdir(self) -> list[Location]:
         """The entries right below this folder (empty when it does not exist), sorted by name."""
         selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=False)
         infos = self.fs.get_file_info(selector)
         return sorted((Location(self.fs, i.path, self.scheme, self.query) for i in infos), key=lambda x: x.name)
 
-    def glob(self, pattern: str) -> list["Location"]:
+    def glob(self, pattern: str) -> list[Location]:
         """Entries right below this folder whose name matches ``pattern`` (``*.parquet``)."""
         return [c for c in self.iterdir() if fnmatch.fnmatch(c.name, pattern)]
 
-    def files_below(self) -> list["Location"]:
+    def files_below(self) -> list[Location]:
         """Every file anywhere below this folder (one recursive listing; empty when it does not exist), by path."""
         selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=True)
         infos = self.fs.get_file_info(selector)
-        return sorted((Location(self.fs, i.path, self.scheme, self.query) for i in infos if i.type == pafs.FileType.File),
-                      key=lambda x: x.path)
+        return sorted(
+            (Location(self.fs, i.path, self.scheme, self.query) for i in infos if i.type == pafs.FileType.File),
+            key=lambda x: x.path,
+        )
 
     # -- reading --------------------------------------------------------------------------
     def read_bytes(self) -> bytes:
@@ -180,7 +185,7 @@ class Location:
         if self.is_local:
             self.fs.create_dir(self.path, recursive=True)
 
-    def write_bytes(self, data: bytes) -> "Location":
+    def write_bytes(self, data: bytes) -> Location:
         """Write the whole file atomically (replacing it); returns self."""
         if self.is_local:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +203,7 @@ class Location:
                 fh.write(data)
         return self
 
-    def write_text(self, text: str) -> "Location":
+    def write_text(self, text: str) -> Location:
         return self.write_bytes(text.encode("utf-8"))
 
     def append_line(self, line: str) -> None:
@@ -220,7 +225,7 @@ class Location:
         if self.is_dir():
             self.fs.delete_dir(self.path)
 
-    def move_to(self, target: "Location") -> None:
+    def move_to(self, target: Location) -> None:
         """Rename. On an object store (no folder renames) a folder is copied object by object,
         and the originals are deleted only once every copy is written; a failed copy raises
         OSError and leaves the folder as it was."""
@@ -284,6 +289,7 @@ def reachable(where: str | Path | Location) -> Location:
     try:
         location.exists()
     except OSError as err:
-        raise LocationError(f"{location.uri} cannot be reached ({str(err).splitlines()[0]}); check the endpoint "
-                            "and the credentials") from err
+        raise LocationError(
+            f"{location.uri} cannot be reached ({str(err).splitlines()[0]}); check the endpoint and the credentials"
+        ) from err
     return location

@@ -15,8 +15,13 @@ from raystudy.storage import Location
 from raystudy.sweep import run_sweep
 
 
-def run_study(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = False, data_fit: DataFit | None = None,
-              shrink: bool = False) -> Path | Location:
+def run_study(
+    cfg: StudyConfig,
+    run_dir: str | Path | Location,
+    verbose: bool = False,
+    data_fit: DataFit | None = None,
+    shrink: bool = False,
+) -> Path | Location:
     """Run (or resume) the whole study at ``run_dir`` (a path or a URI) and build its report;
     returns the report's location (a Path on a local disk).
 

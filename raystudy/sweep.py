@@ -14,9 +14,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pandas as pd
 import ray
@@ -26,18 +26,24 @@ from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.fit import DataFit
 from raystudy.data.prepare import StudyData, prepare_data
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted
-from raystudy.grid import (Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs,
-                           selection_encoder)
+from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs, selection_encoder
+from raystudy.provenance import finish_run_info, start_run_info
 from raystudy.registry import BASELINE
-from raystudy.runfolder import cache_dir, check_run_folder, check_visible_to_nodes, entries, removed_if_failing, run_lock
 from raystudy.resources import fit_resources
 from raystudy.results import finished_cells, has_result, read_table, write_table
-from raystudy.provenance import finish_run_info, start_run_info
+from raystudy.runfolder import (
+    cache_dir,
+    check_run_folder,
+    check_visible_to_nodes,
+    entries,
+    removed_if_failing,
+    run_lock,
+)
+from raystudy.scheduler import ProgressLine, StopFlag, build_context, existing_encoders, run_jobs
+from raystudy.search import run_search
 from raystudy.storage import Location, as_location
 from raystudy.training.budget import cell_budget
 from raystudy.training.pretrain import encoder_location
-from raystudy.scheduler import ProgressLine, StopFlag, build_context, existing_encoders, run_jobs
-from raystudy.search import run_search
 
 log = logging.getLogger("raystudy")
 
@@ -82,7 +88,9 @@ def ensure_ray() -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
 
 
-def write_status_row(cfg: StudyConfig, run_dir: Location, cell: Cell, status: str, message: str, config_hash: str) -> None:
+def write_status_row(
+    cfg: StudyConfig, run_dir: Location, cell: Cell, status: str, message: str, config_hash: str
+) -> None:
     """The trials row of a cell that did not train to the end: skipped or failed."""
     row = {
         "study": cfg.name,
@@ -127,8 +135,9 @@ def _injected_failure() -> tuple[str, int] | None:
     return cell_id, int(epoch)
 
 
-def record_failures(cfg: StudyConfig, run_dir: Location, results: list, searcher, config_hash: str,
-                    interrupted: bool = False) -> None:
+def record_failures(
+    cfg: StudyConfig, run_dir: Location, results: list, searcher, config_hash: str, interrupted: bool = False
+) -> None:
     """Failed cells get a 'failed' row with their error; so do cells whose encoder never came.
 
     After an interrupt nothing is marked failed: stopped trials and the cells waiting for a
@@ -179,8 +188,14 @@ def plan_jobs(cfg: StudyConfig, run_dir: str | Path | Location, planned: list[Pl
             jobs.append(Job("probe", init, cfg.model.arch, path=start, name=init))
         jobs += [Job("probe", j.model, j.arch, needs=j.name, name=j.name) for j in pretrained if j.name not in probed]
     jobs += [
-        Job("cell", p.cell.model, p.cell.arch, needs=needs_encoder(p.cell), cell=p.cell,
-            selects_with=selection_encoder(cfg, p.cell))
+        Job(
+            "cell",
+            p.cell.model,
+            p.cell.arch,
+            needs=needs_encoder(p.cell),
+            cell=p.cell,
+            selects_with=selection_encoder(cfg, p.cell),
+        )
         for p in pending  # planned largest first
     ]
     return jobs
@@ -200,13 +215,18 @@ def interrupts(stop: StopFlag) -> Iterator[Callable[[], None]]:
     call it after ``ray.init``, whose core worker installs its own SIGTERM handler (it
     aborts the process).
     """
+
     def handler(signum: int, frame) -> None:
         if stop.signum is not None:
             print(f"raystudy: {SIGNAL_NAMES.get(signum, signum)} again: stopping at once", file=sys.stderr, flush=True)
             os._exit(128 + signum)
         stop.signum = signum
-        print(f"raystudy: {SIGNAL_NAMES.get(signum, signum)} received: stopping the trials; finished results are "
-              "kept (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print(
+            f"raystudy: {SIGNAL_NAMES.get(signum, signum)} received: stopping the trials; finished results are "
+            "kept (press Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
         if not stop.in_tune:
             raise StudyInterrupted(signum)
 
@@ -244,8 +264,14 @@ def lost_jobs(cfg: StudyConfig, run: Location, planned: list[PlannedCell], lost:
 Finish = Callable[[Location], "Path | Location"]  # run location -> the report (built by the layer above)
 
 
-def run_sweep(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = False, data_fit: DataFit | None = None,
-              shrink: bool = False, finish: Finish | None = None) -> Path | Location:
+def run_sweep(
+    cfg: StudyConfig,
+    run_dir: str | Path | Location,
+    verbose: bool = False,
+    data_fit: DataFit | None = None,
+    shrink: bool = False,
+    finish: Finish | None = None,
+) -> Path | Location:
     """Run (or resume) the whole study at ``run_dir`` (a path or a URI).
 
     ``data_fit``: what ``--data`` decided (saved as ``data_fit.json`` for the report).
@@ -277,14 +303,21 @@ def run_sweep(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = 
         runnable = sum(p.split is not None for p in planned)
         if runnable == 0:
             reasons = sorted({p.reason for p in planned if p.reason})
-            raise NothingToRun(f"nothing to run: all {len(planned)} cells of study '{cfg.name}' are skipped ("
-                               + "; ".join(reasons[:3]) + "); lower grid.sizes (raystudy status shows each reason)")
+            raise NothingToRun(
+                f"nothing to run: all {len(planned)} cells of study '{cfg.name}' are skipped ("
+                + "; ".join(reasons[:3])
+                + "); lower grid.sizes (raystudy status shows each reason)"
+            )
         jobs = plan_jobs(cfg, run, planned)
         cells = [j for j in jobs if j.cell is not None]
         pretrain = [j.name for j in jobs if j.kind == "pretrain"]
         print(
             f"grid: {runnable} cells to run, {runnable - len(cells)} already done, {len(cells)} pending"
-            + (f"; pretraining {', '.join(pretrain)} on {len(data.pretrain_indices)} unlabeled images" if pretrain else ""),
+            + (
+                f"; pretraining {', '.join(pretrain)} on {len(data.pretrain_indices)} unlabeled images"
+                if pretrain
+                else ""
+            ),
             flush=True,
         )
         if jobs:
@@ -294,15 +327,22 @@ def run_sweep(cfg: StudyConfig, run_dir: str | Path | Location, verbose: bool = 
         result = finish(run) if finish is not None else run
         lost = pending_cells(run, planned)
         if lost:
-            raise StudyIncomplete(f"{len(lost)} cell(s) ended without a result after two passes: "
-                                  + ", ".join(lost[:10]) + (" ..." if len(lost) > 10 else "")
-                                  + f"; rerun the same command to run them (report so far: {result})")
-    print(f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run / 'results'}; report {result}", flush=True)
+            raise StudyIncomplete(
+                f"{len(lost)} cell(s) ended without a result after two passes: "
+                + ", ".join(lost[:10])
+                + (" ..." if len(lost) > 10 else "")
+                + f"; rerun the same command to run them (report so far: {result})"
+            )
+    print(
+        f"study '{cfg.name}' finished in {time.time() - t0:.0f}s; results in {run / 'results'}; report {result}",
+        flush=True,
+    )
     return result
 
 
-def record_plan(cfg: StudyConfig, run: Location, data: StudyData,
-                data_fit: DataFit | None) -> tuple[dict, list[PlannedCell]]:
+def record_plan(
+    cfg: StudyConfig, run: Location, data: StudyData, data_fit: DataFit | None
+) -> tuple[dict, list[PlannedCell]]:
     """Write what this run is (config, data fit, run info, data set table, the planned grid with its
     skipped cells); returns the run info and the planned cells."""
     dump_config(cfg, run / "config.yaml")
@@ -319,15 +359,26 @@ def record_plan(cfg: StudyConfig, run: Location, data: StudyData,
 def cell_weights(cfg: StudyConfig, planned: list[PlannedCell], cells: list[Job]) -> dict[str, float]:
     """Images each pending cell trains on: the progress line's time estimate."""
     weights = {
-        p.cell.cell_id: float(cell_budget(cfg.finetune, len(p.split.train),
-                                          cfg.grid.ceiling_epochs if p.cell.ceiling else None).images)
-        for p in planned if p.split is not None
+        p.cell.cell_id: float(
+            cell_budget(cfg.finetune, len(p.split.train), cfg.grid.ceiling_epochs if p.cell.ceiling else None).images
+        )
+        for p in planned
+        if p.split is not None
     }
     return {j.cell.cell_id: weights[j.cell.cell_id] for j in cells if j.cell is not None}
 
 
-def run_passes(cfg: StudyConfig, run: Location, data: StudyData, planned: list[PlannedCell], jobs: list[Job],
-               progress: ProgressLine, verbose: bool, stop: StopFlag, config_hash: str) -> None:
+def run_passes(
+    cfg: StudyConfig,
+    run: Location,
+    data: StudyData,
+    planned: list[PlannedCell],
+    jobs: list[Job],
+    progress: ProgressLine,
+    verbose: bool,
+    stop: StopFlag,
+    config_hash: str,
+) -> None:
     """Run the jobs on Ray Tune, then once more only the cells lost without a result (a trial can
     end with neither a result nor an error when its node vanished while it reported)."""
     context = build_context(cfg, run, data, planned, ray.put(data.images.images), _injected_failure())

@@ -38,7 +38,10 @@ def run_driver(script: str, run_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "RAY_ADDRESS": ""}
     res = subprocess.run(
         [sys.executable, str(HERE / script), str(run_dir)],
-        capture_output=True, text=True, timeout=600, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res

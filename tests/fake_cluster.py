@@ -35,8 +35,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fake_cluster_config(gcs_address: str, worker_resources: dict[str, Any], max_workers: int,
-                        idle_timeout_minutes: float) -> dict[str, Any]:
+def fake_cluster_config(
+    gcs_address: str, worker_resources: dict[str, Any], max_workers: int, idle_timeout_minutes: float
+) -> dict[str, Any]:
     """The autoscaler config of the fake multi-node provider (the wheel lacks its example.yaml)."""
     return {
         "cluster_name": "raystudy-fake",
@@ -52,7 +53,12 @@ def fake_cluster_config(gcs_address: str, worker_resources: dict[str, Any], max_
         },
         "available_node_types": {
             "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
-            GPU_WORKER: {"resources": dict(worker_resources), "node_config": {}, "min_workers": 0, "max_workers": max_workers},
+            GPU_WORKER: {
+                "resources": dict(worker_resources),
+                "node_config": {},
+                "min_workers": 0,
+                "max_workers": max_workers,
+            },
         },
         "head_node_type": "ray.head.default",
         "auth": {"ssh_user": "ubuntu"},
@@ -74,28 +80,50 @@ def fake_cluster_config(gcs_address: str, worker_resources: dict[str, Any], max_
 class FakeAutoscalingCluster:
     """``ray start --head --block`` with the fake provider; ``address`` / ``dashboard_url`` to connect."""
 
-    def __init__(self, worker_resources: dict[str, Any], max_workers: int, idle_timeout_minutes: float = 0.1,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        worker_resources: dict[str, Any],
+        max_workers: int,
+        idle_timeout_minutes: float = 0.1,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rs-fake-", dir="/tmp"))  # short: socket paths
         self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         self.config = fake_cluster_config(self.address, worker_resources, max_workers, idle_timeout_minutes)
-        self.env = {**os.environ, **(env or {}), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-                    "RAY_AUTH_MODE": "token",  # ray start turns token authentication on: drivers need it too
-                    "RAYSTUDY_AUTOSCALER_CONFIG": str(self.temp_dir / "autoscaler.json")}
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "RAY_FAKE_CLUSTER": "1",
+            "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+            "RAY_AUTH_MODE": "token",  # ray start turns token authentication on: drivers need it too
+            "RAYSTUDY_AUTOSCALER_CONFIG": str(self.temp_dir / "autoscaler.json"),
+        }
         self.env.pop("RAY_ADDRESS", None)
         self.head: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 120.0) -> "FakeAutoscalingCluster":
+    def start(self, timeout_s: float = 120.0) -> FakeAutoscalingCluster:
         config_path = Path(self.env["RAYSTUDY_AUTOSCALER_CONFIG"])
         config_path.write_text(json.dumps(self.config))
         cmd = [
-            "ray", "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-            "--num-cpus=0", "--num-gpus=0", f"--autoscaling-config={config_path}", f"--temp-dir={self.temp_dir}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            "ray",
+            "start",
+            "--head",
+            "--block",
+            f"--port={self.port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=0",
+            "--num-gpus=0",
+            f"--autoscaling-config={config_path}",
+            f"--temp-dir={self.temp_dir}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
             "--object-store-memory=300000000",
         ]
         log = open(self.temp_dir / "head.log", "w")
@@ -111,7 +139,9 @@ class FakeAutoscalingCluster:
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node the cluster has had (``Alive`` says which still run), from a short-lived driver."""
-        code = "import json, ray; ray.init(address=%r, log_to_driver=False); print(json.dumps(ray.nodes()))" % self.address
+        code = (
+            "import json, ray; ray.init(address=%r, log_to_driver=False); print(json.dumps(ray.nodes()))" % self.address
+        )
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
@@ -122,8 +152,11 @@ class FakeAutoscalingCluster:
 
     def workers(self, alive_only: bool = False) -> list[str]:
         """Node ids of the worker nodes the autoscaler started (alive ones only with ``alive_only``)."""
-        return [n["NodeID"] for n in self.nodes()
-                if "node:__internal_head__" not in n["Resources"] and (n["Alive"] or not alive_only)]
+        return [
+            n["NodeID"]
+            for n in self.nodes()
+            if "node:__internal_head__" not in n["Resources"] and (n["Alive"] or not alive_only)
+        ]
 
     def wait_for_no_workers(self, timeout_s: float) -> bool:
         """True once the autoscaler has removed every idle worker node."""
@@ -161,7 +194,7 @@ class FakeAutoscalingCluster:
             except psutil.Error:
                 pass
 
-    def __enter__(self) -> "FakeAutoscalingCluster":
+    def __enter__(self) -> FakeAutoscalingCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

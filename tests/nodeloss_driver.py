@@ -14,14 +14,13 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ray
+from cluster_driver import own_cluster
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
-
-from cluster_driver import own_cluster
 
 from raystudy.config import StudyConfig, load_config
 from raystudy.data.prepare import prepare_data

@@ -10,20 +10,27 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from scipy import stats
-
 from fixtures_analysis import ROOT, make_tables, partial_tables, write_run  # also puts the checkout on sys.path
+from scipy import stats
 
 import analysis
 from analysis import Results, build_report, figures, load_results
 from analysis.confusion import confusion_views, confusion_with_margins, fold_confusion, merge_groups, restrict
 from analysis.figures import is_no_data
 from analysis.labeling import (
-    doa_table, find_knee, labeling_hours, labeling_hours_per_group, time_saved_hours,
+    doa_table,
+    find_knee,
+    labeling_hours,
+    labeling_hours_per_group,
+    time_saved_hours,
     time_saved_hours_per_group,
 )
 from analysis.stats import (
-    box_stats, fit_learning_curve, learning_curve_answers, paired_difference_table, power_law,
+    box_stats,
+    fit_learning_curve,
+    learning_curve_answers,
+    paired_difference_table,
+    power_law,
     samples_to_reach,
 )
 from analysis.summary import cell_states, grid_progress, knee_sentences
@@ -32,11 +39,21 @@ PAPER_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864]
 
 
 def trial(model, size, fold, oa, cset="19cat", ncat=19, gen=None, seconds=60.0, status="done", finished=0.0):
-    return {"cell_id": f"{model}-{cset}-n{size}-f{fold}", "model": model, "category_set": cset,
-            "n_categories": ncat, "train_size": size, "fold": fold, "status": status,
-            "overall_accuracy": oa, "generalization_accuracy": gen,
-            "generalization_campaign": "CLOUDLAB" if gen is not None else None,
-            "train_seconds": seconds, "finished_at": finished, "study": "unit"}
+    return {
+        "cell_id": f"{model}-{cset}-n{size}-f{fold}",
+        "model": model,
+        "category_set": cset,
+        "n_categories": ncat,
+        "train_size": size,
+        "fold": fold,
+        "status": status,
+        "overall_accuracy": oa,
+        "generalization_accuracy": gen,
+        "generalization_campaign": "CLOUDLAB" if gen is not None else None,
+        "train_seconds": seconds,
+        "finished_at": finished,
+        "study": "unit",
+    }
 
 
 # ------------------------------------------------------------------ labeling
@@ -105,9 +122,18 @@ def test_doa_table_per_group_uses_train_counts():
         n = int(r["train_size"])
         for cat, share in (("column", 0.75), ("column_aged", 0.25)):
             for split in ("validation", "generalization"):
-                pc.append({"cell_id": r["cell_id"], "model": r["model"], "category_set": "19cat",
-                           "train_size": n, "fold": r["fold"], "split": split, "category": cat,
-                           "train_count": int(n * share)})
+                pc.append(
+                    {
+                        "cell_id": r["cell_id"],
+                        "model": r["model"],
+                        "category_set": "19cat",
+                        "train_size": n,
+                        "fold": r["fold"],
+                        "split": split,
+                        "category": cat,
+                        "train_count": int(n * share),
+                    }
+                )
     pc = pd.DataFrame(pc)
     t = doa_table(trials, pc, {"labeling_time_model": "per_group"})
     assert (t["time_model"] == "per_group").all()
@@ -138,10 +164,23 @@ def test_confusion_with_margins_by_hand():
 
 
 def _confusion_rows(model, cset, size, fold, matrix, cats):
-    return [{"cell_id": f"{model}-{cset}-n{size}-f{fold}", "model": model, "category_set": cset,
-             "n_categories": len(cats), "train_size": size, "fold": fold, "split": "validation",
-             "true_category": t, "predicted_category": p, "count": int(matrix[i][j])}
-            for i, t in enumerate(cats) for j, p in enumerate(cats) if matrix[i][j]]
+    return [
+        {
+            "cell_id": f"{model}-{cset}-n{size}-f{fold}",
+            "model": model,
+            "category_set": cset,
+            "n_categories": len(cats),
+            "train_size": size,
+            "fold": fold,
+            "split": "validation",
+            "true_category": t,
+            "predicted_category": p,
+            "count": int(matrix[i][j]),
+        }
+        for i, t in enumerate(cats)
+        for j, p in enumerate(cats)
+        if matrix[i][j]
+    ]
 
 
 CATS5 = ["column", "plate", "column_aged", "plate_aged", "column_aggregate"]
@@ -171,7 +210,9 @@ def test_fold_confusion_views():
 def test_confusion_matrices_figure_margins():
     rows = []
     for model in ("moco", "baseline"):
-        rows += _confusion_rows(model, "5cat", 100, 0, M5_F0, CATS5) + _confusion_rows(model, "5cat", 100, 1, M5_F1, CATS5)
+        rows += _confusion_rows(model, "5cat", 100, 0, M5_F0, CATS5) + _confusion_rows(
+            model, "5cat", 100, 1, M5_F1, CATS5
+        )
     rows += _confusion_rows("moco", "5cat", 200, 0, M5_F0, CATS5)  # only one model at 200
     fig = figures.confusion_matrices(confusion=pd.DataFrame(rows))
     heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
@@ -206,9 +247,14 @@ def test_confusion_matrices_four_categories_full():
 
 def _box_trials():
     rows = []
-    values = {("moco", 128): [0.5, 0.6, 0.7], ("moco", 1024): [0.7, 0.72, 0.74], ("moco", 18864): [0.78, 0.79, 0.8],
-              ("baseline", 128): [0.4, 0.45, 0.6], ("baseline", 1024): [0.68, 0.7, 0.71],
-              ("baseline", 18864): [0.77, 0.78, 0.8]}
+    values = {
+        ("moco", 128): [0.5, 0.6, 0.7],
+        ("moco", 1024): [0.7, 0.72, 0.74],
+        ("moco", 18864): [0.78, 0.79, 0.8],
+        ("baseline", 128): [0.4, 0.45, 0.6],
+        ("baseline", 1024): [0.68, 0.7, 0.71],
+        ("baseline", 18864): [0.77, 0.78, 0.8],
+    }
     for (model, n), vals in values.items():
         rows += [trial(model, n, f, v, gen=v - 0.1) for f, v in enumerate(vals)]
     rows.append(trial("moco", 128, 9, None, status="failed"))
@@ -217,9 +263,12 @@ def _box_trials():
 
 def test_accuracy_vs_size_boxes_inset_and_reference():
     trials, values = _box_trials()
-    ref = {"reference_points": [{"label": "IceDetectNet", "n_categories": 19, "train_size": 18864,
-                                 "accuracy": 0.782, "spread": 0.009},
-                                {"label": "other set", "n_categories": 4, "train_size": 128, "accuracy": 0.5, "spread": 0}]}
+    ref = {
+        "reference_points": [
+            {"label": "IceDetectNet", "n_categories": 19, "train_size": 18864, "accuracy": 0.782, "spread": 0.009},
+            {"label": "other set", "n_categories": 4, "train_size": 128, "accuracy": 0.5, "spread": 0},
+        ]
+    }
     fig = figures.accuracy_vs_size(trials=trials, config=ref)
     boxes = [t for t in fig.data if isinstance(t, go.Box)]
     assert len(boxes) == 4  # 2 models, main + zoom
@@ -235,7 +284,7 @@ def test_accuracy_vs_size_boxes_inset_and_reference():
     points = [t for t in fig.data if isinstance(t, go.Scatter) and t.name.endswith(" folds")]
     assert len(points) == 4  # fold points over every box trace (main + zoom)
     moco_points = next(t for t in points if t.name == "Semisup-MoCo folds" and t.xaxis in (None, "x"))
-    assert sorted(moco_points.y[:len(values[("moco", 128)])]) == sorted(values[("moco", 128)])
+    assert sorted(moco_points.y[: len(values[("moco", 128)])]) == sorted(values[("moco", 128)])
     assert list(fig.layout.xaxis.ticktext) == ["128", "1\u2009024", "18\u2009864"]
     assert len(fig.data) == 10
     no_inset = figures.accuracy_vs_size(trials=trials, inset=False, reference_points=False)
@@ -284,8 +333,11 @@ def test_paired_differences_known_numbers():
     assert r["p_adjusted"] == pytest.approx(r["p_value"]) and r["family_size"] == 1 and not r["significant"]
     assert r["family"] == "1 size of 19cat, moco vs baseline, OA"
     # Ten or more pairs: the seeded percentile bootstrap, inside the range of the differences.
-    many = [trial(m, 128, f, 0.5 + 0.01 * f + (0.02 if m == "moco" else 0) * (f % 3)) for f in range(10)
-            for m in ("moco", "baseline")]
+    many = [
+        trial(m, 128, f, 0.5 + 0.01 * f + (0.02 if m == "moco" else 0) * (f % 3))
+        for f in range(10)
+        for m in ("moco", "baseline")
+    ]
     b = paired_difference_table(pd.DataFrame(many), n_boot=500, seed=1).iloc[0]
     again = paired_difference_table(pd.DataFrame(many), n_boot=500, seed=1).iloc[0]
     assert b["ci_method"] == "bootstrap" and again["ci_low"] == b["ci_low"]  # seeded
@@ -339,14 +391,16 @@ def test_learning_curves_figure():
 
 
 def test_class_distribution_sorted_by_labeled_campaign():
-    ds = pd.DataFrame([
-        {"campaign": "N20", "category": "small", "count": 900, "role": "pretrain"},
-        {"campaign": "N19", "category": "plate", "count": 10, "role": "labeled"},
-        {"campaign": "N19", "category": "column", "count": 50, "role": "labeled"},
-        {"campaign": "N19", "category": "column", "count": 50, "role": "pretrain"},
-        {"campaign": "N19", "category": "small", "count": 30, "role": "labeled"},
-        {"campaign": "CL", "category": "column", "count": 5, "role": "generalization"},
-    ])
+    ds = pd.DataFrame(
+        [
+            {"campaign": "N20", "category": "small", "count": 900, "role": "pretrain"},
+            {"campaign": "N19", "category": "plate", "count": 10, "role": "labeled"},
+            {"campaign": "N19", "category": "column", "count": 50, "role": "labeled"},
+            {"campaign": "N19", "category": "column", "count": 50, "role": "pretrain"},
+            {"campaign": "N19", "category": "small", "count": 30, "role": "labeled"},
+            {"campaign": "CL", "category": "column", "count": 5, "role": "generalization"},
+        ]
+    )
     fig = figures.class_distribution(dataset=ds)
     assert len(fig.data) == 3 and all(isinstance(t, go.Bar) and t.orientation == "h" for t in fig.data)
     assert [t.name.split()[0] for t in fig.data] == ["N19", "N20", "CL"]  # labeled, pretrain, unseen
@@ -360,8 +414,17 @@ def test_tsne_grid_panels():
     for stage in ("before_pretraining", "after_pretraining", "after_finetuning"):
         for n in (2048, 512):
             for k, cat in enumerate(["column", "plate", "column", "small"]):
-                rows.append({"model": "moco", "stage": stage, "train_size": n, "image_id": f"i{k}",
-                             "category": cat, "x": float(k), "y": float(-k)})
+                rows.append(
+                    {
+                        "model": "moco",
+                        "stage": stage,
+                        "train_size": n,
+                        "image_id": f"i{k}",
+                        "category": cat,
+                        "x": float(k),
+                        "y": float(-k),
+                    }
+                )
     fig = figures.tsne_grid(embeddings=pd.DataFrame(rows))
     assert len(fig.data) == 6 * 3  # 3 stages x 2 sizes panels x 3 categories
     assert sum(bool(t.showlegend) for t in fig.data) == 3
@@ -370,21 +433,40 @@ def test_tsne_grid_panels():
 
 
 def test_loss_figures_and_time_table():
-    rows = [{"run": f"pretrain-{m}", "stage": "pretrain", "model": m, "epoch": 0, "step": s, "loss": 5 - s / 10}
-            for m in ("moco", "byol") for s in range(10)]
+    rows = [
+        {"run": f"pretrain-{m}", "stage": "pretrain", "model": m, "epoch": 0, "step": s, "loss": 5 - s / 10}
+        for m in ("moco", "byol")
+        for s in range(10)
+    ]
     for n in (128, 256, 512):
         for fold in (0, 1):
-            rows += [{"run": f"moco-19cat-n{n}-f{fold}", "stage": "finetune", "model": "moco", "category_set": "19cat",
-                      "train_size": n, "fold": fold, "epoch": e, "step": e * 2, "loss": 2.0 / (e + 1) + fold}
-                     for e in range(5)]
+            rows += [
+                {
+                    "run": f"moco-19cat-n{n}-f{fold}",
+                    "stage": "finetune",
+                    "model": "moco",
+                    "category_set": "19cat",
+                    "train_size": n,
+                    "fold": fold,
+                    "epoch": e,
+                    "step": e * 2,
+                    "loss": 2.0 / (e + 1) + fold,
+                }
+                for e in range(5)
+            ]
     losses = pd.DataFrame(rows)
     assert len(figures.pretraining_loss(losses=losses).data) == 2
     ft = figures.finetuning_loss(losses=losses)
     assert len(ft.data) == 3 and list(ft.data[0].y) == pytest.approx([2.0 / (e + 1) for e in range(5)])
     mean = figures.finetuning_loss(losses=losses, fold="mean")
     assert list(mean.data[0].y) == pytest.approx([2.0 / (e + 1) + 0.5 for e in range(5)])
-    trials = pd.DataFrame([trial("moco", 128, 0, 0.5, seconds=60), trial("moco", 128, 1, 0.5, seconds=180),
-                           trial("baseline", 128, 0, 0.4, seconds=120)])
+    trials = pd.DataFrame(
+        [
+            trial("moco", 128, 0, 0.5, seconds=60),
+            trial("moco", 128, 1, 0.5, seconds=180),
+            trial("baseline", 128, 0, 0.4, seconds=120),
+        ]
+    )
     pre = pd.DataFrame([{"model": "moco", "arch": "resnet50", "n_images": 33354, "seconds": 3960}])
     table = figures.training_time_table(trials=trials, pretraining=pre)
     cells = table.data[0].cells.values
@@ -394,14 +476,46 @@ def test_loss_figures_and_time_table():
 
 
 def test_f1_vs_share():
-    pc = pd.DataFrame([
-        {"cell_id": "c0", "model": "moco", "category_set": "19cat", "n_categories": 19, "train_size": 100, "fold": 0,
-         "split": "validation", "category": "column", "f1": 0.9, "train_count": 75},
-        {"cell_id": "c0", "model": "moco", "category_set": "19cat", "n_categories": 19, "train_size": 100, "fold": 0,
-         "split": "validation", "category": "plate", "f1": 0.5, "train_count": 25},
-        {"cell_id": "c0", "model": "moco", "category_set": "19cat", "n_categories": 19, "train_size": 100, "fold": 0,
-         "split": "generalization", "category": "plate", "f1": 0.1, "train_count": 25},
-    ])
+    pc = pd.DataFrame(
+        [
+            {
+                "cell_id": "c0",
+                "model": "moco",
+                "category_set": "19cat",
+                "n_categories": 19,
+                "train_size": 100,
+                "fold": 0,
+                "split": "validation",
+                "category": "column",
+                "f1": 0.9,
+                "train_count": 75,
+            },
+            {
+                "cell_id": "c0",
+                "model": "moco",
+                "category_set": "19cat",
+                "n_categories": 19,
+                "train_size": 100,
+                "fold": 0,
+                "split": "validation",
+                "category": "plate",
+                "f1": 0.5,
+                "train_count": 25,
+            },
+            {
+                "cell_id": "c0",
+                "model": "moco",
+                "category_set": "19cat",
+                "n_categories": 19,
+                "train_size": 100,
+                "fold": 0,
+                "split": "generalization",
+                "category": "plate",
+                "f1": 0.1,
+                "train_count": 25,
+            },
+        ]
+    )
     fig = figures.f1_vs_share(per_class=pc)
     assert len(fig.data) == 1
     assert sorted(fig.data[0].x) == pytest.approx([25.0, 75.0]) and sorted(fig.data[0].y) == [0.5, 0.9]
@@ -409,9 +523,20 @@ def test_f1_vs_share():
 
 def test_every_builder_on_empty_results():
     empty = Results()
-    for name in ("accuracy_vs_size", "doa_vs_time_saved", "generalization", "confusion_matrices", "tsne_grid",
-                 "class_distribution", "pretraining_loss", "finetuning_loss", "training_time_table",
-                 "paired_differences", "learning_curves", "f1_vs_share"):
+    for name in (
+        "accuracy_vs_size",
+        "doa_vs_time_saved",
+        "generalization",
+        "confusion_matrices",
+        "tsne_grid",
+        "class_distribution",
+        "pretraining_loss",
+        "finetuning_loss",
+        "training_time_table",
+        "paired_differences",
+        "learning_curves",
+        "f1_vs_share",
+    ):
         fig = getattr(figures, name)(empty)
         assert isinstance(fig, go.Figure) and is_no_data(fig), name
 
@@ -434,9 +559,11 @@ def test_load_results_missing_and_temp_files(tmp_path):
     (tmp_path / "results" / "trials" / ".tmp-part.parquet").write_bytes(b"garbage")
     (tmp_path / "results" / "grid").mkdir()
     pd.DataFrame([{"cell_id": "a", "model": "moco", "planned": "run", "reason": None}]).to_parquet(
-        tmp_path / "results" / "grid" / "part-0.parquet")
+        tmp_path / "results" / "grid" / "part-0.parquet"
+    )
     pd.DataFrame([{"cell_id": "b", "model": "moco", "planned": "skipped", "reason": "too big"}]).to_parquet(
-        tmp_path / "results" / "grid" / "part-1.parquet")
+        tmp_path / "results" / "grid" / "part-1.parquet"
+    )
     res = load_results(tmp_path)
     assert res.trials.empty and "overall_accuracy" in res.trials.columns
     assert res.embeddings.empty and list(res.grid["cell_id"]) == ["a", "b"]
@@ -446,13 +573,28 @@ def test_load_results_missing_and_temp_files(tmp_path):
 
 
 def test_grid_progress_and_states():
-    grid = pd.DataFrame([{"cell_id": c, "model": "moco", "category_set": "19cat", "train_size": 128, "fold": i,
-                          "planned": "skipped" if c == "s" else "run", "reason": "why" if c == "s" else None}
-                         for i, c in enumerate(["d", "f", "m", "s", "r"])])
-    trials = pd.DataFrame([{**trial("moco", 128, 0, 0.5), "cell_id": "d"},
-                           {**trial("moco", 128, 1, None, status="failed"), "cell_id": "f", "message": "oom"},
-                           {**trial("moco", 128, 4, None, status="failed", finished=1.0), "cell_id": "r"},
-                           {**trial("moco", 128, 4, 0.6, finished=2.0), "cell_id": "r"}])
+    grid = pd.DataFrame(
+        [
+            {
+                "cell_id": c,
+                "model": "moco",
+                "category_set": "19cat",
+                "train_size": 128,
+                "fold": i,
+                "planned": "skipped" if c == "s" else "run",
+                "reason": "why" if c == "s" else None,
+            }
+            for i, c in enumerate(["d", "f", "m", "s", "r"])
+        ]
+    )
+    trials = pd.DataFrame(
+        [
+            {**trial("moco", 128, 0, 0.5), "cell_id": "d"},
+            {**trial("moco", 128, 1, None, status="failed"), "cell_id": "f", "message": "oom"},
+            {**trial("moco", 128, 4, None, status="failed", finished=1.0), "cell_id": "r"},
+            {**trial("moco", 128, 4, 0.6, finished=2.0), "cell_id": "r"},
+        ]
+    )
     assert grid_progress(grid, trials) == {"done": 2, "skipped": 1, "failed": 1, "missing": 1, "total": 5}
     states = cell_states(grid, trials).set_index("cell_id")
     assert states.loc["s", "reason"] == "why" and states.loc["f", "reason"] == "oom"
@@ -504,14 +646,27 @@ def test_report_on_partial_run(tmp_path):
 
 def test_report_full_run_and_cli(tmp_path):
     run = write_run(tmp_path / "run", make_tables(folds=3), analysis={"curve_bootstrap": 10, "n_bootstrap": 200})
-    proc = subprocess.run([sys.executable, "-m", "analysis", str(run)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis", str(run)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     html = (run / "report.html").read_text()
     _check_offline(html, n_expected=16)
     assert "could not be drawn" not in html
-    for fig in ("Fig. 1", "Fig. 4", "Fig. 5", "Figs. 6 and 7", "Fig. 8", "Fig. 9", "Fig. 10", "Fig. 11",
-                "Fig. 12", "Fig. A1", "Fig. A2", "Table B1"):
+    for fig in (
+        "Fig. 1",
+        "Fig. 4",
+        "Fig. 5",
+        "Figs. 6 and 7",
+        "Fig. 8",
+        "Fig. 9",
+        "Fig. 10",
+        "Fig. 11",
+        "Fig. 12",
+        "Fig. A1",
+        "Fig. A2",
+        "Table B1",
+    ):
         assert f"reproduces {fig}." in html, fig
 
 
@@ -520,10 +675,28 @@ def test_far_extrapolated_answers_are_not_quoted_as_numbers():
 
     answers = pd.DataFrame(
         [
-            {"category_set": "19cat", "model": "moco", "target": 0.8, "n": 7.8e9, "low": None, "high": None,
-             "min_size": 64, "max_size": 1024, "a": 0.81},
-            {"category_set": "19cat", "model": "moco", "target": 0.7, "n": 3000.0, "low": None, "high": None,
-             "min_size": 64, "max_size": 1024, "a": 0.81},
+            {
+                "category_set": "19cat",
+                "model": "moco",
+                "target": 0.8,
+                "n": 7.8e9,
+                "low": None,
+                "high": None,
+                "min_size": 64,
+                "max_size": 1024,
+                "a": 0.81,
+            },
+            {
+                "category_set": "19cat",
+                "model": "moco",
+                "target": 0.7,
+                "n": 3000.0,
+                "low": None,
+                "high": None,
+                "min_size": 64,
+                "max_size": 1024,
+                "a": 0.81,
+            },
         ]
     )
     (sentence,) = answer_sentences(answers)
@@ -553,7 +726,9 @@ def test_noisy_non_monotone_doa_curve_gives_no_knee():
     for n, m in {64: 0.40, 128: 0.42, 256: 0.44, 512: 0.49, 1024: 0.495}.items():
         rows += [trial("moco", n, f, m + d) for f, d in enumerate([-0.08, 0.0, 0.08])]
     t = doa_table(pd.DataFrame(rows), None, {})
-    assert not t["is_knee"].any() and t["knee_note"].iloc[0].startswith("no reliable knee: differences within fold spread")
+    assert not t["is_knee"].any() and t["knee_note"].iloc[0].startswith(
+        "no reliable knee: differences within fold spread"
+    )
 
 
 def test_flat_data_set_gives_fit_unreliable():
@@ -593,25 +768,44 @@ def test_advantage_sentences_per_size_with_p_values():
     p64, p128 = min(1.0, 2 * p[64]), max(min(1.0, 2 * p[64]), p[128])
     assert f"n = 64: +13.0 pp (Holm-adjusted p = {p64:.3f})" in text
     assert f"n = 128: -4.0 pp (not significant, Holm-adjusted p = {p128:.3f})" in text
-    assert (f"significantly higher at n = 64 (Holm-adjusted p = {p64:.3f} over 2 sizes of 19cat, moco vs "
-            "baseline, OA)") in text and "The sign changes with the size" in text
+    assert (
+        f"significantly higher at n = 64 (Holm-adjusted p = {p64:.3f} over 2 sizes of 19cat, moco vs baseline, OA)"
+    ) in text and "The sign changes with the size" in text
     assert "paper protocol, 3 folds" in text
     assert "average advantage" not in text and "2,048" not in text  # no average; sizes from the run only
 
 
 def test_reference_lines_majority_ceiling_and_no_learning_level():
     trials, _ = _box_trials()
-    trials = pd.concat([trials, pd.DataFrame([{**trial("baseline", 20000, f, 0.83), "protocol": "ceiling",
-                                               "cell_id": f"ceil-{f}"} for f in range(2)])])
-    pc = pd.DataFrame([{"cell_id": "moco-19cat-n128-f0", "model": "moco", "category_set": "19cat", "split": "validation",
-                        "category": c, "support": s} for c, s in (("column", 45), ("plate", 35), ("cpc", 20))])
+    trials = pd.concat(
+        [
+            trials,
+            pd.DataFrame(
+                [{**trial("baseline", 20000, f, 0.83), "protocol": "ceiling", "cell_id": f"ceil-{f}"} for f in range(2)]
+            ),
+        ]
+    )
+    pc = pd.DataFrame(
+        [
+            {
+                "cell_id": "moco-19cat-n128-f0",
+                "model": "moco",
+                "category_set": "19cat",
+                "split": "validation",
+                "category": c,
+                "support": s,
+            }
+            for c, s in (("column", 45), ("plate", 35), ("cpc", 20))
+        ]
+    )
     fig = figures.accuracy_vs_size(trials=trials, per_class=pc)
     lines = [s for s in fig.layout.shapes if s.y0 == s.y1]
     assert {round(s.y0, 3) for s in lines} == {0.45, 0.83}  # majority share, ceiling mean
     assert 20000 not in [int(x) for b in fig.data if isinstance(b, go.Box) for x in b.x]  # ceiling is no box
     assert 20000 not in set(analysis.stats.paired_difference_table(trials)["train_size"])
-    losses = pd.DataFrame([{"run": "pretrain-moco", "stage": "pretrain", "model": "moco", "step": s, "loss": 6.0}
-                           for s in range(5)])
+    losses = pd.DataFrame(
+        [{"run": "pretrain-moco", "stage": "pretrain", "model": "moco", "step": s, "loss": 6.0} for s in range(5)]
+    )
     pre = pd.DataFrame([{"model": "moco", "n_images": 720, "batch_size": 64, "no_learning_loss": np.log(720 + 1)}])
     res = Results.from_frames(losses=losses, pretraining=pre, raw_config={"pretrain": {"moco": {"queue_size": 1024}}})
     fig = figures.pretraining_loss(res)
@@ -629,8 +823,9 @@ def test_synthetic_banner_and_campaign_names(tmp_path):
     html = _report_text(build_report(synthetic))
     assert "id='synthetic-banner'" in html and "synthetic demonstration data, not scientific results" in html.lower()
     assert "NASCENT19 (synthetic)" in html and "CLOUDLAB (synthetic)" in html
-    real = write_run(tmp_path / "real", tables, analysis={"curve_bootstrap": 10, "n_bootstrap": 200},
-                     data={"root": "/data/ice"})
+    real = write_run(
+        tmp_path / "real", tables, analysis={"curve_bootstrap": 10, "n_bootstrap": 200}, data={"root": "/data/ice"}
+    )
     html = _report_text(build_report(real))
     assert "synthetic-banner" not in html and "(synthetic)" not in html
     assert "root /data/ice" in html
@@ -645,10 +840,18 @@ def test_csv_link_holds_the_figure_numbers_and_run_section(tmp_path):
     tables = make_tables(folds=3, embeddings=False)
     tables["trials"] = tables["trials"].assign(train_accuracy=0.9, steps=120, init="random")
     run = write_run(tmp_path / "run", tables, analysis={"curve_bootstrap": 10, "n_bootstrap": 200})
-    (run / "run_info.json").write_text(json.dumps({
-        "software": {"python": "3.11.7", "raystudy": "0.1.0", "torch": "2.14.1", "ray": "2.60.0"},
-        "hardware": {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu_models": []},
-        "seeds": {"study": 0}, "config_hash": "abc123", "started_at": 1.7e9, "wall_seconds": 95.0}))
+    (run / "run_info.json").write_text(
+        json.dumps(
+            {
+                "software": {"python": "3.11.7", "raystudy": "0.1.0", "torch": "2.14.1", "ray": "2.60.0"},
+                "hardware": {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu_models": []},
+                "seeds": {"study": 0},
+                "config_hash": "abc123",
+                "started_at": 1.7e9,
+                "wall_seconds": 95.0,
+            }
+        )
+    )
     html = _report_text(build_report(run))
     links = re.findall(r"download='([^']+)' href='data:text/csv;base64,([^']+)'", html)
     assert len(links) >= int(re.search(r"content='(\d+)'", html).group(1))  # one per figure (+ numbers table)
@@ -657,9 +860,16 @@ def test_csv_link_holds_the_figure_numbers_and_run_section(tmp_path):
     want = done = tables["trials"][tables["trials"]["category_set"] == "19cat"]
     assert len(csv) == len(done)
     assert csv["overall_accuracy"].sort_values().to_numpy() == pytest.approx(
-        want["overall_accuracy"].sort_values().to_numpy())
-    for section in ("id='toc'", "id='pretraining'", "id='numbers-table'", "id='run-facts'", "id='parquet-paths'",
-                    "id='resolved-config'"):
+        want["overall_accuracy"].sort_values().to_numpy()
+    )
+    for section in (
+        "id='toc'",
+        "id='pretraining'",
+        "id='numbers-table'",
+        "id='run-facts'",
+        "id='parquet-paths'",
+        "id='resolved-config'",
+    ):
         assert section in html, section
     assert "Test CPU, 2 cores" in html and "torch 2.14.1" in html and "95 s" in html
     assert "training accuracy (mean)" in html and "Semisup-MoCo: random" in html
@@ -675,15 +885,18 @@ def test_bad_catalog_or_config_fails_by_name(tmp_path):
     (tmp_path / "config.yaml").write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match=r"config\.yaml is not valid YAML"):
         load_results(tmp_path)
-    (tmp_path / "config.yaml").write_text("name: x\ncatalog:\n  categories: [a, b]\n  basic: [a]\n"
-                                          "  category_sets: {two: [a, b]}\n  aliases: {}\n")
+    (tmp_path / "config.yaml").write_text(
+        "name: x\ncatalog:\n  categories: [a, b]\n  basic: [a]\n  category_sets: {two: [a, b]}\n  aliases: {}\n"
+    )
     assert load_results(tmp_path).catalog.category_set("two") == ("a", "b")
 
 
 def test_ceiling_cells_stay_out_of_the_per_size_tables():
     from analysis.results import drop_ceiling_details
 
-    trials = pd.DataFrame({"cell_id": ["baseline-19cat-ceiling", "moco-19cat-n64-f0"], "protocol": ["ceiling", "paper"]})
+    trials = pd.DataFrame(
+        {"cell_id": ["baseline-19cat-ceiling", "moco-19cat-n64-f0"], "protocol": ["ceiling", "paper"]}
+    )
     per_class = pd.DataFrame({"cell_id": ["baseline-19cat-ceiling", "moco-19cat-n64-f0"], "f1": [0.9, 0.5]})
     losses = pd.DataFrame({"run": ["baseline-19cat-ceiling", "pretrain-moco"], "loss": [1.0, 6.0]})
     out = drop_ceiling_details({"trials": trials, "per_class": per_class, "losses": losses})
@@ -699,19 +912,47 @@ def test_a_model_that_predicts_one_class_on_the_unseen_campaign_is_named():
     for model, counts in (("byol", {"column": 80, "column_aged": 20}), ("moco", {"column": 50, "column_aged": 50})):
         for fold in (0, 1):
             for cat, n in counts.items():
-                rows.append({"split": "generalization", "category_set": "4cat", "model": model, "train_size": 192,
-                             "fold": fold, "true_category": "column", "predicted_category": cat, "count": n + fold})
-            trials.append({"cell_id": f"{model}-4cat-n192-f{fold}", "model": model, "category_set": "4cat",
-                           "n_categories": 4, "train_size": 192, "fold": fold, "status": "done", "protocol": "holdout",
-                           "overall_accuracy": 0.7, "generalization_accuracy": 0.5, "generalization_campaign": "CLOUDLAB",
-                           "finished_at": 1.0, "arch": "resnet18"})
+                rows.append(
+                    {
+                        "split": "generalization",
+                        "category_set": "4cat",
+                        "model": model,
+                        "train_size": 192,
+                        "fold": fold,
+                        "true_category": "column",
+                        "predicted_category": cat,
+                        "count": n + fold,
+                    }
+                )
+            trials.append(
+                {
+                    "cell_id": f"{model}-4cat-n192-f{fold}",
+                    "model": model,
+                    "category_set": "4cat",
+                    "n_categories": 4,
+                    "train_size": 192,
+                    "fold": fold,
+                    "status": "done",
+                    "protocol": "holdout",
+                    "overall_accuracy": 0.7,
+                    "generalization_accuracy": 0.5,
+                    "generalization_campaign": "CLOUDLAB",
+                    "finished_at": 1.0,
+                    "arch": "resnet18",
+                }
+            )
     confusion = pd.DataFrame(rows)
     shares = one_class_share(confusion, "4cat").set_index("model")
-    assert shares.loc["byol", "share_min"] == pytest.approx(81 / 102) and shares.loc["byol", "share_max"] == pytest.approx(0.8)
+    assert shares.loc["byol", "share_min"] == pytest.approx(81 / 102) and shares.loc[
+        "byol", "share_max"
+    ] == pytest.approx(0.8)
     assert shares.loc["byol", "category"] == "column"
     assert shares.loc["moco", "share_max"] == pytest.approx(51 / 102)
-    text = " ".join(generalization_sentences(pd.DataFrame(trials), {"cssl_model": "moco", "reference_model": "byol"},
-                                             confusion=confusion))
+    text = " ".join(
+        generalization_sentences(
+            pd.DataFrame(trials), {"cssl_model": "moco", "reference_model": "byol"}, confusion=confusion
+        )
+    )
     assert "every fold model of Semisup-BYOL puts 79\u201380 % of the images into one category (column)" in text
     assert "Semisup-MoCo puts" not in text
 
@@ -750,8 +991,14 @@ def test_selection_without_difference_gives_no_verdict(tmp_path):
 
     from analysis.strategies import labels_saved_table
 
-    table = labels_saved_table(load_results(write_run(tmp_path / "run", with_selection(
-        make_tables(seed=4, folds=5, embeddings=False), "balanced", gain=0.0, noise=0.0))).trials)
+    table = labels_saved_table(
+        load_results(
+            write_run(
+                tmp_path / "run",
+                with_selection(make_tables(seed=4, folds=5, embeddings=False), "balanced", gain=0.0, noise=0.0),
+            )
+        ).trials
+    )
     assert len(table) and table["verdict"].str.startswith("no verdict").all()
 
 
@@ -767,8 +1014,10 @@ def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics(tmp_path):
     from analysis.summary import advantage_sentences, knee_sentences, one_class_share
 
     base = make_tables(seed=5, folds=3, embeddings=False, sizes={"4cat": [128, 256, 512, 1024]})
-    single = {k: v.assign(arch="resnet50") if k in ("grid", "trials", "per_class", "confusion") else v
-              for k, v in base.items()}
+    single = {
+        k: v.assign(arch="resnet50") if k in ("grid", "trials", "per_class", "confusion") else v
+        for k, v in base.items()
+    }
     both = with_second_arch(base)
     cfg = analysis.config.merge_analysis_config({"labeling_time_model": "per_group"})
     drop = ["ci_low", "ci_high"]  # the bootstrap is not used below 10 folds; the t interval is exact
@@ -791,20 +1040,24 @@ def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics(tmp_path):
     hours_two = cell_hours(both["per_class"], cfg, trials=both["trials"], arch="resnet50")
     pd.testing.assert_frame_equal(hours_two.reset_index(drop=True), hours_one.reset_index(drop=True))
     assert majority_share(both["per_class"], "4cat", trials=both["trials"], arch="resnet50") == pytest.approx(
-        majority_share(single["per_class"], "4cat", trials=single["trials"], arch="resnet50"))
+        majority_share(single["per_class"], "4cat", trials=single["trials"], arch="resnet50")
+    )
     pd.testing.assert_frame_equal(
         one_class_share(both["confusion"], "4cat", "validation", both["trials"], "resnet50"),
-        one_class_share(single["confusion"], "4cat", "validation", single["trials"], "resnet50"))
+        one_class_share(single["confusion"], "4cat", "validation", single["trials"], "resnet50"),
+    )
     pd.testing.assert_frame_equal(
         fold_confusion(both["confusion"], "moco", "4cat", 1024, trials=both["trials"], arch="resnet50"),
-        fold_confusion(single["confusion"], "moco", "4cat", 1024))
+        fold_confusion(single["confusion"], "moco", "4cat", 1024),
+    )
     assert comparable(both["trials"], arch="resnet50").shape[0] == single["trials"].shape[0]
     assert len(done_trials(both["trials"], ceiling=True)) == 1
     # sentences: per backbone, named when there are two, and the single-arch wording otherwise
     text_one = advantage_sentences(single["trials"], cfg)
     text_two = advantage_sentences(both["trials"], cfg)
-    assert [s.replace("4 categories (4cat), resnet50", "4 categories (4cat)") for s in text_two
-            if "resnet50" in s] == text_one
+    assert [
+        s.replace("4 categories (4cat), resnet50", "4 categories (4cat)") for s in text_two if "resnet50" in s
+    ] == text_one
     assert any("4 categories (4cat), resnet18" in s for s in text_two)
     assert len(knee_sentences(doa_two, cfg)) == 2 * len(knee_sentences(doa_one, cfg))
     assert labels_saved_table(both["trials"]).empty  # one strategy only: nothing to compare
@@ -812,7 +1065,9 @@ def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics(tmp_path):
     for build in (figures.accuracy_vs_size, figures.generalization):
         one_fig = build(trials=single["trials"], per_class=single["per_class"])
         two_fig = build(trials=both["trials"], per_class=both["per_class"], arch="resnet50")
-        assert [list(t.y) for t in two_fig.data if t.y is not None] == [list(t.y) for t in one_fig.data if t.y is not None]
+        assert [list(t.y) for t in two_fig.data if t.y is not None] == [
+            list(t.y) for t in one_fig.data if t.y is not None
+        ]
         assert "(resnet50)" in two_fig.layout.title.text
     fits_one = analysis.stats.fit_learning_curves(single["trials"], n_boot=0)
     fits_two = analysis.stats.fit_learning_curves(both["trials"], n_boot=0, arch="resnet50")
@@ -846,6 +1101,8 @@ def test_doa_non_inferiority_claim_with_its_interval():
     assert doa.loc[1024, "doa_high"] < 0.03 < doa.loc[256, "doa_high"]
     assert (doa["smallest_noninferior"] == 1024).all() and doa.loc[[1024, 4096], "noninferior"].all()
     text = " ".join(knee_sentences(doa.reset_index(), cfg))
-    assert ("the smallest n at which Semisup-MoCo is within 3 pp of Baseline (Sup) at n = 4,096 (DOA upper "
-            "95 % bound below 3 pp") in text
+    assert (
+        "the smallest n at which Semisup-MoCo is within 3 pp of Baseline (Sup) at n = 4,096 (DOA upper "
+        "95 % bound below 3 pp"
+    ) in text
     assert f"is n = 1,024: DOA +1.5 pp, 95 % CI {100 * doa.loc[1024, 'doa_low']:+.1f} to" in text

@@ -9,22 +9,36 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from fixtures_analysis import make_tables, partial_tables, write_run  # also puts the checkout on sys.path
 
 from analysis import build_report
 
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install -y chromium)"
+)
 
 # Injected into a copy of the report: records console.error/warn and uncaught errors, then
 # writes them and the number of drawn plots into the DOM that --dump-dom prints.
 # Every report section the page must show (issue 12): banner, table of contents, summary, pretraining
 # verdict, numbers table, run provenance, Parquet paths, resolved config.
-SECTIONS = ["synthetic-banner", "toc", "summary-sentences", "pretraining", "pretraining-verdict", "numbers-table",
-            "run", "run-facts", "parquet-paths", "resolved-config"]
-HOOK = """<script>
-var SECTIONS = """ + json.dumps(SECTIONS) + """;
+SECTIONS = [
+    "synthetic-banner",
+    "toc",
+    "summary-sentences",
+    "pretraining",
+    "pretraining-verdict",
+    "numbers-table",
+    "run",
+    "run-facts",
+    "parquet-paths",
+    "resolved-config",
+]
+HOOK = (
+    """<script>
+var SECTIONS = """
+    + json.dumps(SECTIONS)
+    + """;
 window.__problems = [];
 window.addEventListener('error', function (e) { window.__problems.push('error: ' + e.message); }, true);
 window.addEventListener('unhandledrejection', function (e) { window.__problems.push('rejection: ' + e.reason); });
@@ -51,15 +65,31 @@ window.addEventListener('load', function () {
   }, 1500);
 });
 </script>"""
+)
 
 
 def chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
     """Headless Chromium without network (dead proxy for everything but loopback)."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-extensions", f"--user-data-dir={profile}", "--proxy-server=127.0.0.1:9",
-           "--proxy-bypass-list=<-loopback>", "--host-resolver-rules=MAP * ~NOTFOUND",
-           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", *extra, url]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        f"--user-data-dir={profile}",
+        "--proxy-server=127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=15000",
+        *extra,
+        url,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
@@ -102,6 +132,11 @@ def test_report_draws_every_figure_offline(tmp_path, kind):
 
     if kind == "full":  # a screenshot to look at while developing (kept in pytest's tmp dir)
         shot = tmp_path / "report.png"
-        chromium(report.as_uri(), tmp_path / "profile3", "--hide-scrollbars", "--window-size=1400,4000",
-                 f"--screenshot={shot}")
+        chromium(
+            report.as_uri(),
+            tmp_path / "profile3",
+            "--hide-scrollbars",
+            "--window-size=1400,4000",
+            f"--screenshot={shot}",
+        )
         assert shot.is_file() and shot.stat().st_size > 10_000

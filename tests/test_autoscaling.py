@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 import time
@@ -58,16 +57,30 @@ def test_smoke_study_scales_gpu_workers_from_zero(tmp_path):
 
     env = {"PYTHONPATH": str(REPO), "RAY_AIR_NEW_OUTPUT": "0"}
     t0 = time.time()
-    with FakeAutoscalingCluster({"CPU": 1, "GPU": 1, "object_store_memory": 300_000_000}, max_workers=2,
-                                idle_timeout_minutes=0.25, env=env) as cluster:
+    with FakeAutoscalingCluster(
+        {"CPU": 1, "GPU": 1, "object_store_memory": 300_000_000}, max_workers=2, idle_timeout_minutes=0.25, env=env
+    ) as cluster:
         head = cluster.head_id()
         assert cluster.workers() == []  # starts with the head only
 
         # 0. a request no node type can ever hold fails at once, naming it and the node types
         env_driver = {**cluster.env, "RAY_ADDRESS": cluster.address}
         refused = subprocess.run(
-            [sys.executable, "studies/scaling.py", "--preset", "smoke", "--set", "finetune.gpus_per_trial=2",
-             "--out", str(tmp_path / "refused")], cwd=REPO, env=env_driver, capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "studies/scaling.py",
+                "--preset",
+                "smoke",
+                "--set",
+                "finetune.gpus_per_trial=2",
+                "--out",
+                str(tmp_path / "refused"),
+            ],
+            cwd=REPO,
+            env=env_driver,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert "asks {CPU: 1, GPU: 2}" in refused.stderr and "gpu_worker {CPU: 1, GPU: 1} x2" in refused.stderr
@@ -76,7 +89,11 @@ def test_smoke_study_scales_gpu_workers_from_zero(tmp_path):
         # 1. the driver, connected to the cluster from outside
         driver = subprocess.run(
             [sys.executable, "studies/scaling.py", "--preset", "smoke", *STUDY_ARGS, "--out", str(tmp_path / "driver")],
-            cwd=REPO, env=env_driver, capture_output=True, text=True, timeout=900,
+            cwd=REPO,
+            env=env_driver,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert driver.returncode == 0, driver.stdout[-3000:] + driver.stderr[-3000:]
         first = cluster.workers()  # alive or gone: an idle worker may be replaced mid-run
@@ -91,10 +108,30 @@ def test_smoke_study_scales_gpu_workers_from_zero(tmp_path):
         # again (under running processes); on a real cluster every node has its own disk.
         data = synthetic_root(load_config(preset="smoke")).relative_to(REPO)
         job = subprocess.run(
-            ["ray", "job", "submit", "--address", cluster.dashboard_url, "--working-dir", f"local://{REPO}", "--",
-             "python", "studies/scaling.py", "--config", "studies/smoke.yaml", *STUDY_ARGS,
-             "--data", str(data), "--out", str(tmp_path / "job")],
-            cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=900,
+            [
+                "ray",
+                "job",
+                "submit",
+                "--address",
+                cluster.dashboard_url,
+                "--working-dir",
+                f"local://{REPO}",
+                "--",
+                "python",
+                "studies/scaling.py",
+                "--config",
+                "studies/smoke.yaml",
+                *STUDY_ARGS,
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "job"),
+            ],
+            cwd=REPO,
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         second = [w for w in cluster.workers() if w not in first]

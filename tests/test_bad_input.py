@@ -6,9 +6,9 @@ import os
 
 import pandas as pd
 import pytest
+from own_data import make_folder, write_image
 from PIL import Image
 
-from own_data import make_folder, write_image
 from raystudy.catalog import Catalog
 from raystudy.cli import main
 from raystudy.data.loading import read_manifest, scan_folder
@@ -37,20 +37,34 @@ def write_csv(tmp_path, text: str):
 MANIFESTS = {
     "empty": (lambda t: write_csv(t, ""), ["m.csv is empty", "header line path,label,campaign"]),
     "header only": (lambda t: write_csv(t, "path,label,campaign\n"), ["m.csv has no rows"]),
-    "unclosed quote": (lambda t: write_csv(t, 'path,label,campaign\n"img/column/000.png,column,C\n'),
-                       ["m.csv is not valid CSV", "check its quotes"]),
-    "missing column": (lambda t: write_csv(t, "path,label\nimg/column/000.png,column\n"),
-                       ["lacks column(s) ['campaign']"]),
-    "blank label": (lambda t: write_csv(t, "path,label,campaign\nimg/column/000.png,,C\nimg/column/001.png,column,C\n"),
-                    ["m.csv line 2: label blank", "fill in every cell"]),
-    "text saved as parquet": (lambda t: (t / "m.parquet").write_text("path,label,campaign\n") and t / "m.parquet",
-                              ["m.parquet is not a Parquet file", "to_parquet"]),
-    "duplicate rows": (lambda t: write_csv(t, "path,label,campaign\nimg/column/000.png,column,C\nimg/column/000.png,column,C\n"),
-                       ["1 duplicate manifest row(s)", "000.png (lines 2, 3)", "train and validation"]),
-    "one file two labels": (lambda t: write_csv(t, "path,label,campaign\nimg/column/000.png,column,C\nimg/column/000.png,plate,C\n"),
-                            ["listed under two or more labels", "['column', 'plate'] (lines 2, 3)"]),
-    "missing file": (lambda t: write_csv(t, "path,label,campaign\nimg/column/000.png,column,C\nimg/nope.png,column,C\n"),
-                     ["image file(s) listed but missing", "nope.png (", "line 3"]),
+    "unclosed quote": (
+        lambda t: write_csv(t, 'path,label,campaign\n"img/column/000.png,column,C\n'),
+        ["m.csv is not valid CSV", "check its quotes"],
+    ),
+    "missing column": (
+        lambda t: write_csv(t, "path,label\nimg/column/000.png,column\n"),
+        ["lacks column(s) ['campaign']"],
+    ),
+    "blank label": (
+        lambda t: write_csv(t, "path,label,campaign\nimg/column/000.png,,C\nimg/column/001.png,column,C\n"),
+        ["m.csv line 2: label blank", "fill in every cell"],
+    ),
+    "text saved as parquet": (
+        lambda t: (t / "m.parquet").write_text("path,label,campaign\n") and t / "m.parquet",
+        ["m.parquet is not a Parquet file", "to_parquet"],
+    ),
+    "duplicate rows": (
+        lambda t: write_csv(t, "path,label,campaign\nimg/column/000.png,column,C\nimg/column/000.png,column,C\n"),
+        ["1 duplicate manifest row(s)", "000.png (lines 2, 3)", "train and validation"],
+    ),
+    "one file two labels": (
+        lambda t: write_csv(t, "path,label,campaign\nimg/column/000.png,column,C\nimg/column/000.png,plate,C\n"),
+        ["listed under two or more labels", "['column', 'plate'] (lines 2, 3)"],
+    ),
+    "missing file": (
+        lambda t: write_csv(t, "path,label,campaign\nimg/column/000.png,column,C\nimg/nope.png,column,C\n"),
+        ["image file(s) listed but missing", "nope.png (", "line 3"],
+    ),
 }
 
 
@@ -67,8 +81,10 @@ def test_bad_manifest(case, tmp_path, capsys):
 
 def test_manifest_problems_of_every_row_at_once(tmp_path):
     image_dir(tmp_path)
-    path = write_csv(tmp_path, "path,label,campaign\nimg/column/000.png,column,C\nimg/column/000.png,plate,C\n"
-                     ",column,C\nimg/x.png,colum,C\n")
+    path = write_csv(
+        tmp_path,
+        "path,label,campaign\nimg/column/000.png,column,C\nimg/column/000.png,plate,C\n,column,C\nimg/x.png,colum,C\n",
+    )
     with pytest.raises(DataError) as err:
         read_manifest(path, Catalog())
     msg = str(err.value)
@@ -84,20 +100,48 @@ def test_decompression_bomb_is_named(tmp_path, capsys, monkeypatch):
 
 
 LAYOUTS = {
-    "broken symlink": (lambda d: os.symlink(d / "gone.png", d / "C1" / "column" / "link.png"),
-                       "error", "broken symbolic link(s)", "link.png ->"),
-    "nested folder": (lambda d: write_image(d / "C1" / "column" / "more" / "x.png", 3),
-                      "warning", "sub-folder(s) inside category folders, not used", "more (1 image(s))"),
-    "hidden file": (lambda d: (d / "C1" / "column" / ".DS_Store").write_bytes(b"x"),
-                    "warning", "hidden file(s) or folder(s), ignored", ".DS_Store"),
-    "image outside a category": (lambda d: write_image(d / "C1" / "loose.png", 3),
-                                 "error", "image(s) outside a category folder", "loose.png"),
-    "campaign folder without categories": (lambda d: write_image(d / "notes" / "x.png", 3) and None,
-                                           "error", "at the campaign level without category folders", "notes"),
-    "text file among images": (lambda d: (d / "C1" / "column" / "readme.txt").write_text("x"),
-                               "error", "not PNG, JPEG or TIFF", "readme.txt"),
-    "empty category folder": (lambda d: (d / "C1" / "plate").mkdir(),
-                              "error", "category folder(s) without images", "plate"),
+    "broken symlink": (
+        lambda d: os.symlink(d / "gone.png", d / "C1" / "column" / "link.png"),
+        "error",
+        "broken symbolic link(s)",
+        "link.png ->",
+    ),
+    "nested folder": (
+        lambda d: write_image(d / "C1" / "column" / "more" / "x.png", 3),
+        "warning",
+        "sub-folder(s) inside category folders, not used",
+        "more (1 image(s))",
+    ),
+    "hidden file": (
+        lambda d: (d / "C1" / "column" / ".DS_Store").write_bytes(b"x"),
+        "warning",
+        "hidden file(s) or folder(s), ignored",
+        ".DS_Store",
+    ),
+    "image outside a category": (
+        lambda d: write_image(d / "C1" / "loose.png", 3),
+        "error",
+        "image(s) outside a category folder",
+        "loose.png",
+    ),
+    "campaign folder without categories": (
+        lambda d: write_image(d / "notes" / "x.png", 3) and None,
+        "error",
+        "at the campaign level without category folders",
+        "notes",
+    ),
+    "text file among images": (
+        lambda d: (d / "C1" / "column" / "readme.txt").write_text("x"),
+        "error",
+        "not PNG, JPEG or TIFF",
+        "readme.txt",
+    ),
+    "empty category folder": (
+        lambda d: (d / "C1" / "plate").mkdir(),
+        "error",
+        "category folder(s) without images",
+        "plate",
+    ),
 }
 
 
@@ -178,8 +222,9 @@ def test_every_kind_at_once_before_anything_is_written(tmp_path, capsys):
     """A missing init checkpoint, a user set the data lack and a broken file: one message."""
     data = make_folder(tmp_path / "d", {"C1": {"column": 3}})
     (data / "C1" / "column" / "001.png").write_bytes(b"\x89PNG nope")
-    err = run(capsys, data, tmp_path / "run", "--set", "model.baseline_init=/nowhere.pth",
-              "--set", "grid.sizes={19cat: [8]}")
+    err = run(
+        capsys, data, tmp_path / "run", "--set", "model.baseline_init=/nowhere.pth", "--set", "grid.sizes={19cat: [8]}"
+    )
     assert "3 problem(s) of 3 kind(s)" in err
     assert "model.baseline_init: /nowhere.pth" in err and "category set '19cat' names" in err and "001.png" in err
     assert not pd.io.common.file_exists(str(tmp_path / "run"))

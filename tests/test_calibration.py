@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-
 from fixtures_analysis import ROOT  # noqa: F401  (puts the checkout on sys.path)
+from scipy import stats
 
 from analysis.stats import ALPHA, corrected_t_test, fold_correlation, holm, paired_difference_table, significant
 
@@ -50,24 +49,44 @@ class Design:
 
     def rho(self) -> np.ndarray:
         """The correlation the report assumes per size (the report's own function)."""
-        return np.array([fold_correlation(self.protocol, self.k, n, self.n_validation, self.selection)
-                         for n in self.sizes])
+        return np.array(
+            [fold_correlation(self.protocol, self.k, n, self.n_validation, self.selection) for n in self.sizes]
+        )
 
 
 GEO10 = tuple(round(64 * 2 ** (i * 7.5 / 9)) for i in range(10))  # 64 ... 11,585
 DESIGNS = [
     Design("paper, k=3, 4 sizes (demo)", "paper", 3, (64, 128, 256, 512)),
-    Design("paper, k=5, 10 sizes", "paper", 5, tuple(64 * 2 ** i for i in range(10))),
+    Design("paper, k=5, 10 sizes", "paper", 5, tuple(64 * 2**i for i in range(10))),
     Design("paper, k=10, 9 sizes (paper grid)", "paper", 10, (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864)),
     Design("holdout, k=3, 4 sizes, pool 2,000", "holdout", 3, (128, 256, 512, 1024), 2000 / 3, across_sizes=0.5),
     Design("holdout, k=5, 10 sizes, pool 18,864", "holdout", 5, GEO10, 18864 / 5, across_sizes=0.5),
-    Design("holdout, k=10, 9 sizes, pool 18,864", "holdout", 10, (128, 256, 512, 1024, 2048, 4096, 8192, 12000, 16384),
-           18864 / 10, across_sizes=0.5),
-    Design("holdout, k=5, 6 sizes, coreset vs random", "holdout", 5, (128, 256, 512, 1024, 2048, 4096), 18864 / 5,
-           selection="coreset", across_sizes=0.5),
+    Design(
+        "holdout, k=10, 9 sizes, pool 18,864",
+        "holdout",
+        10,
+        (128, 256, 512, 1024, 2048, 4096, 8192, 12000, 16384),
+        18864 / 10,
+        across_sizes=0.5,
+    ),
+    Design(
+        "holdout, k=5, 6 sizes, coreset vs random",
+        "holdout",
+        5,
+        (128, 256, 512, 1024, 2048, 4096),
+        18864 / 5,
+        selection="coreset",
+        across_sizes=0.5,
+    ),
 ] + [  # stress: the paper protocol with fold correlation 1/(k-1) (the training overlap's guess), not 1/k
-    Design(f"stress: paper, k={k}, {m} sizes, true rho 1/(k-1)", "paper", k, tuple(64 * 2 ** i for i in range(m)),
-           true_rho=(1.0 / (k - 1),) * m, asserted=False)
+    Design(
+        f"stress: paper, k={k}, {m} sizes, true rho 1/(k-1)",
+        "paper",
+        k,
+        tuple(64 * 2**i for i in range(m)),
+        true_rho=(1.0 / (k - 1),) * m,
+        asserted=False,
+    )
     for k, m in ((3, 4), (5, 10), (10, 9))
 ]
 
@@ -100,25 +119,38 @@ def calibrate(design: Design, seed: int) -> dict[str, float]:
     sd3 = simulate(design, 3 * fold_sd(np.array(design.sizes)), STUDIES, seed + 2)
     hit3 = significant(holm(corrected_p(design, sd3))) & (sd3.mean(axis=2) > 0)
     rate = float(new_false.mean())
-    return {"false": rate, "mc": float(np.sqrt(max(rate, 1.0 / STUDIES) * (1 - rate) / STUDIES)),
-            "old": float(old_false.mean()), "power": float(hit.mean()), "power_any": float(hit.any(axis=1).mean()),
-            "power_3sd": float(hit3.mean())}
+    return {
+        "false": rate,
+        "mc": float(np.sqrt(max(rate, 1.0 / STUDIES) * (1 - rate) / STUDIES)),
+        "old": float(old_false.mean()),
+        "power": float(hit.mean()),
+        "power_any": float(hit.any(axis=1).mean()),
+        "power_3sd": float(hit3.mean()),
+    }
 
 
 @pytest.fixture(scope="module")
 def table() -> dict[str, dict[str, float]]:
     out = {d.name: calibrate(d, seed=100 + 10 * i) for i, d in enumerate(DESIGNS)}
-    lines = [(f"{'design':<48} {'rho assumed':>12} {'false verdicts (new)':>21} {'old rule':>9} "
-             f"{'power +2pp':>10} {'any size':>9} {'power 3 SD':>10}")]
+    lines = [
+        (
+            f"{'design':<48} {'rho assumed':>12} {'false verdicts (new)':>21} {'old rule':>9} "
+            f"{'power +2pp':>10} {'any size':>9} {'power 3 SD':>10}"
+        )
+    ]
     for d in DESIGNS:
         r, rho = out[d.name], d.rho()
         rho_txt = f"{rho.min():.2f}" if np.ptp(rho) < 1e-9 else f"{rho.min():.2f}-{rho.max():.2f}"
-        lines.append(f"{d.name:<48} {rho_txt:>12} {r['false']:>13.3f} \u00b1 {r['mc']:.3f} {r['old']:>9.3f} "
-                     f"{r['power']:>10.2f} {r['power_any']:>9.2f} {r['power_3sd']:>10.2f}")
-    print(f"\n{STUDIES} simulated studies per design; false verdicts: share of null studies with at least one "
-          f"'significantly higher/lower' (family-wise, \u00b1 1 MC standard error); old rule: ttest_rel p <= 0.05 "
-          f"per size; power: share of sizes called significantly higher at +{EFFECT_PP:g} pp (any size: share of "
-          f"studies with at least one), and at 3 fold SDs\n" + "\n".join(lines))
+        lines.append(
+            f"{d.name:<48} {rho_txt:>12} {r['false']:>13.3f} \u00b1 {r['mc']:.3f} {r['old']:>9.3f} "
+            f"{r['power']:>10.2f} {r['power_any']:>9.2f} {r['power_3sd']:>10.2f}"
+        )
+    print(
+        f"\n{STUDIES} simulated studies per design; false verdicts: share of null studies with at least one "
+        f"'significantly higher/lower' (family-wise, \u00b1 1 MC standard error); old rule: ttest_rel p <= 0.05 "
+        f"per size; power: share of sizes called significantly higher at +{EFFECT_PP:g} pp (any size: share of "
+        f"studies with at least one), and at 3 fold SDs\n" + "\n".join(lines)
+    )
     return out
 
 
@@ -149,10 +181,19 @@ def test_the_vectorised_path_is_the_reports_path():
     rows = []
     for j, n in enumerate(design.sizes):
         for f in range(design.k):
-            key = {"category_set": "19cat", "n_categories": 19, "train_size": n, "fold": f, "status": "done",
-                   "protocol": design.protocol, "finished_at": 0.0}
-            rows += [{**key, "cell_id": f"baseline-{n}-{f}", "model": "baseline", "overall_accuracy": 0.5},
-                     {**key, "cell_id": f"moco-{n}-{f}", "model": "moco", "overall_accuracy": 0.5 + one[j, f]}]
+            key = {
+                "category_set": "19cat",
+                "n_categories": 19,
+                "train_size": n,
+                "fold": f,
+                "status": "done",
+                "protocol": design.protocol,
+                "finished_at": 0.0,
+            }
+            rows += [
+                {**key, "cell_id": f"baseline-{n}-{f}", "model": "baseline", "overall_accuracy": 0.5},
+                {**key, "cell_id": f"moco-{n}-{f}", "model": "moco", "overall_accuracy": 0.5 + one[j, f]},
+            ]
     table = paired_difference_table(pd.DataFrame(rows)).sort_values("train_size")
     p = corrected_p(design, diffs)[0]
     assert np.allclose(table["p_value"], p)

@@ -38,9 +38,21 @@ def test_unreadable_image_named_before_training(capsys, tmp_path):
         (d / "broken.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "run"
     code = main(
-        ["run", "--preset", "smoke", "--data", str(tmp_path / "data"), "--out", str(out),
-         "--set", "grid.sizes={4cat: [8]}", "--set", "data.generalization_category_set=4cat",
-         "--set", "catalog.category_sets={4cat: [column]}"]
+        [
+            "run",
+            "--preset",
+            "smoke",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(out),
+            "--set",
+            "grid.sizes={4cat: [8]}",
+            "--set",
+            "data.generalization_category_set=4cat",
+            "--set",
+            "catalog.category_sets={4cat: [column]}",
+        ]
     )
     assert code == 2
     err = capsys.readouterr().err
@@ -49,7 +61,9 @@ def test_unreadable_image_named_before_training(capsys, tmp_path):
 
 
 def test_scaling_script_help():
-    res = subprocess.run([sys.executable, str(ROOT / "studies" / "scaling.py"), "--help"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "studies" / "scaling.py"), "--help"], capture_output=True, text=True
+    )
     assert res.returncode == 0 and "--preset" in res.stdout and "--data" in res.stdout
 
 
@@ -64,7 +78,9 @@ def test_status_and_report_commands(smoke_run, capsys):
 
 def test_missing_init_checkpoint_is_named(capsys, tmp_path):
     out = tmp_path / "run"
-    code = main(["run", "--preset", "smoke", "--set", "model.baseline_init=/nowhere/moco_v2.pth.tar", "--out", str(out)])
+    code = main(
+        ["run", "--preset", "smoke", "--set", "model.baseline_init=/nowhere/moco_v2.pth.tar", "--out", str(out)]
+    )
     assert code == 2
     assert "model.baseline_init: /nowhere/moco_v2.pth.tar" in capsys.readouterr().err
     assert not out.exists()

@@ -2,10 +2,10 @@
 
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import ray
+import tomllib
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
@@ -86,5 +86,7 @@ def test_rayjob_manifest_matches_the_project():
     assert argv[:2] == ["python", "studies/scaling.py"]
     args = build_parser("demo").parse_args(["run", *argv[2:]])
     cfg = load_config(preset=args.preset, overrides=args.overrides)  # --data is read on the cluster
-    assert cfg.name == "paper" and str(args.out).startswith("/mnt/shared/") and str(args.data).startswith("/mnt/shared/")
+    assert (
+        cfg.name == "paper" and str(args.out).startswith("/mnt/shared/") and str(args.data).startswith("/mnt/shared/")
+    )
     check_fits(study_requests(cfg, use_gpu=True), rayjob_node_types(job), str(RAYJOB))

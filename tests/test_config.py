@@ -4,7 +4,6 @@ import pytest
 
 from raystudy.config import ConfigError, load_config, parse_override
 
-
 # the paper preset requires its initial weights; these tests start it from random weights
 RANDOM_INITS = ["model.baseline_init=random", "model.pretrain_init={moco: random, byol: random}"]
 
@@ -41,8 +40,14 @@ def test_paper_preset_refuses_to_start_without_its_initial_weights(tmp_path):
     assert "IM1K-Unsup-MoCo" in text and "IM1K-Unsup-BYOL" in text and "=random" in text
     ckpt = tmp_path / "moco_v2_800ep_pretrain.pth.tar"
     ckpt.write_bytes(b"x")
-    cfg = load_config(preset="paper", overrides=[f"model.baseline_init={ckpt}", f"model.pretrain_init.moco={ckpt}",
-                                                  "model.pretrain_init.byol=random"])
+    cfg = load_config(
+        preset="paper",
+        overrides=[
+            f"model.baseline_init={ckpt}",
+            f"model.pretrain_init.moco={ckpt}",
+            "model.pretrain_init.byol=random",
+        ],
+    )
     assert cfg.model.baseline_weights() == str(ckpt) and cfg.model.pretrain_weights("byol") is None
 
 
@@ -109,13 +114,23 @@ def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as err:
         load_config(
             preset="smoke",
-            overrides=["finetune.epoch=3", "finetune.batch_size=many", "grid.folds=1", "pretrain.optimizer=adam",
-                       "model.in_channels=2"],
+            overrides=[
+                "finetune.epoch=3",
+                "finetune.batch_size=many",
+                "grid.folds=1",
+                "pretrain.optimizer=adam",
+                "model.in_channels=2",
+            ],
         )
     text = str(err.value)
     assert "smoke.yaml (5 problem(s))" in text
-    for key in ("finetune.epoch", "finetune.batch_size: expected int", "grid.folds: must be >= 2",
-                "pretrain.optimizer: 'adam' is not one of 'lars', 'sgd'", "model.in_channels: 2 is not one of 1, 3"):
+    for key in (
+        "finetune.epoch",
+        "finetune.batch_size: expected int",
+        "grid.folds: must be >= 2",
+        "pretrain.optimizer: 'adam' is not one of 'lars', 'sgd'",
+        "model.in_channels: 2 is not one of 1, 3",
+    ):
         assert key in text
 
 
@@ -159,10 +174,20 @@ def test_analysis_section_is_typed():
 
 def test_hash_leaves_out_the_fields_marked_no_hash():
     base = load_config(preset="smoke").config_hash()
-    for same in ("name=other", "pretrain.num_workers=4", "pretrain.use_gpu=false", "finetune.cpus_per_trial=2",
-                 "search.num_samples=3", "analysis.seconds_per_image=10"):
+    for same in (
+        "name=other",
+        "pretrain.num_workers=4",
+        "pretrain.use_gpu=false",
+        "finetune.cpus_per_trial=2",
+        "search.num_samples=3",
+        "analysis.seconds_per_image=10",
+    ):
         assert load_config(preset="smoke", overrides=[same]).config_hash() == base, same
-    for other in ("pretrain.moco={queue_size: 512}", "pretrain.byol={base_momentum: 0.9}", "grid.archs=[resnet18, resnet34]"):
+    for other in (
+        "pretrain.moco={queue_size: 512}",
+        "pretrain.byol={base_momentum: 0.9}",
+        "grid.archs=[resnet18, resnet34]",
+    ):
         assert load_config(preset="smoke", overrides=[other]).config_hash() != base, other
 
 

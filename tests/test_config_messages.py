@@ -21,34 +21,61 @@ SMOKE = STUDIES_DIR / "smoke.yaml"
 @pytest.fixture(autouse=True)
 def builtin_methods_only(monkeypatch):
     """The messages list the registered methods: hide any a plugin test registered before."""
-    monkeypatch.setattr(registry, "_METHODS", {k: v for k, v in registry._METHODS.items() if k in ("moco", "byol", "simclr")})
+    monkeypatch.setattr(
+        registry, "_METHODS", {k: v for k, v in registry._METHODS.items() if k in ("moco", "byol", "simclr")}
+    )
+
 
 MESSAGES = [
-    (['foo=1'], 'unknown config key(s) foo at top level; allowed keys are: analysis, catalog, data, embeddings, finetune, grid, model, name, pretrain, search, seed, selection'),  # unknown_top
-    (['grid.foldz=3'], 'unknown config key(s) grid.foldz at grid; allowed keys are: archs, ceiling_epochs, folds, models, protocol, selection, sizes'),  # unknown_nested
-    (['finetune.epochs=ten'], "finetune.epochs: expected int, got str 'ten'"),  # int_from_str
-    (['finetune.epochs=true'], 'finetune.epochs: expected int, got bool True'),  # bool_for_int
-    (['name=3'], 'name: expected text, got the number 3'),  # number_for_text
-    (['finetune.epochs=0'], 'finetune.epochs: must be >= 1, got 0'),  # out_of_range
-    (['grid.protocol=x'], "grid.protocol: 'x' is not one of 'paper', 'holdout'"),  # literal
-    (['finetune.base_lr=.inf'], 'finetune.base_lr: must be a finite number, got inf'),  # nonfinite
-    (['pretrain.moco=3'], "pretrain.moco: expected a mapping of moco's settings, got 3"),  # method_section_type
-    (['grid.models=[moco, dino]'], "grid.models: unknown model 'dino'; use any of ['moco', 'byol', 'simclr', 'baseline']"),  # unknown_model
-    (['pretrain.moco_momentum=0.9'], 'pretrain.moco_momentum has moved: write it as pretrain.moco.momentum (each method has its own section)'),  # moved_key
-    (['grid.sizes=[1, 2]'], 'grid.sizes: expected a mapping, got [1, 2]'),  # list_for_mapping
-    (['pretrain.moco.momentum=1.5'], 'pretrain.moco.momentum: must be in [0, 1), got 1.5'),  # method_section_field
-    (['pretrain.moco.queue=3'], 'unknown config key(s) pretrain.moco.queue at pretrain.moco; allowed keys are: momentum, queue_size, symmetric, temperature'),  # method_section_unknown
-    (['grid.sizes.19cat=[128, x]'], "grid.sizes.19cat[1]: expected int, got str 'x'"),  # list_item_type
-    (['analysis.max_band_width=abc'], "analysis.max_band_width: expected float, got str 'abc'"),  # optional_float
-    (['grid.selection=3'], 'grid.selection: expected a list, got 3 or expected a mapping, got 3'),  # union_selection
-    (['finetune=3'], 'finetune: expected a mapping, got 3'),  # mapping_for_section
-    (['grid.archs=[resnet9]'], "grid.archs[0]: 'resnet9' is not one of 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet18_w16'"),  # literal_list
-    (['catalog.aliases={a: 1}'], 'catalog.aliases.a: expected text, got the number 1'),  # dict_value_type
-    (['pretrain.use_gpu=maybe'], "pretrain.use_gpu: expected bool, got str 'maybe' or 'maybe' is not one of 'auto', 'true', 'false'"),  # bool_union
-    (['model.in_channels=true'], "model.in_channels: True is not one of 1, 3"),  # bool for a Literal of ints
-    (['finetune.base_lr=-1'], "finetune.base_lr: must be > 0, got -1.0"),  # an int read as a float
-    (['finetune.epochs=1.5'], 'finetune.epochs: expected int, got float 1.5'),  # float_for_int
-    (['grid.selection=[random, nope]'], "grid.selection[1]: unknown selection strategy 'nope'; use one of ['random', 'balanced', 'coreset', 'uncertainty']"),  # unknown_strategy
+    (
+        ["foo=1"],
+        "unknown config key(s) foo at top level; allowed keys are: analysis, catalog, data, embeddings, finetune, grid, model, name, pretrain, search, seed, selection",
+    ),  # unknown_top
+    (
+        ["grid.foldz=3"],
+        "unknown config key(s) grid.foldz at grid; allowed keys are: archs, ceiling_epochs, folds, models, protocol, selection, sizes",
+    ),  # unknown_nested
+    (["finetune.epochs=ten"], "finetune.epochs: expected int, got str 'ten'"),  # int_from_str
+    (["finetune.epochs=true"], "finetune.epochs: expected int, got bool True"),  # bool_for_int
+    (["name=3"], "name: expected text, got the number 3"),  # number_for_text
+    (["finetune.epochs=0"], "finetune.epochs: must be >= 1, got 0"),  # out_of_range
+    (["grid.protocol=x"], "grid.protocol: 'x' is not one of 'paper', 'holdout'"),  # literal
+    (["finetune.base_lr=.inf"], "finetune.base_lr: must be a finite number, got inf"),  # nonfinite
+    (["pretrain.moco=3"], "pretrain.moco: expected a mapping of moco's settings, got 3"),  # method_section_type
+    (
+        ["grid.models=[moco, dino]"],
+        "grid.models: unknown model 'dino'; use any of ['moco', 'byol', 'simclr', 'baseline']",
+    ),  # unknown_model
+    (
+        ["pretrain.moco_momentum=0.9"],
+        "pretrain.moco_momentum has moved: write it as pretrain.moco.momentum (each method has its own section)",
+    ),  # moved_key
+    (["grid.sizes=[1, 2]"], "grid.sizes: expected a mapping, got [1, 2]"),  # list_for_mapping
+    (["pretrain.moco.momentum=1.5"], "pretrain.moco.momentum: must be in [0, 1), got 1.5"),  # method_section_field
+    (
+        ["pretrain.moco.queue=3"],
+        "unknown config key(s) pretrain.moco.queue at pretrain.moco; allowed keys are: momentum, queue_size, symmetric, temperature",
+    ),  # method_section_unknown
+    (["grid.sizes.19cat=[128, x]"], "grid.sizes.19cat[1]: expected int, got str 'x'"),  # list_item_type
+    (["analysis.max_band_width=abc"], "analysis.max_band_width: expected float, got str 'abc'"),  # optional_float
+    (["grid.selection=3"], "grid.selection: expected a list, got 3 or expected a mapping, got 3"),  # union_selection
+    (["finetune=3"], "finetune: expected a mapping, got 3"),  # mapping_for_section
+    (
+        ["grid.archs=[resnet9]"],
+        "grid.archs[0]: 'resnet9' is not one of 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet18_w16'",
+    ),  # literal_list
+    (["catalog.aliases={a: 1}"], "catalog.aliases.a: expected text, got the number 1"),  # dict_value_type
+    (
+        ["pretrain.use_gpu=maybe"],
+        "pretrain.use_gpu: expected bool, got str 'maybe' or 'maybe' is not one of 'auto', 'true', 'false'",
+    ),  # bool_union
+    (["model.in_channels=true"], "model.in_channels: True is not one of 1, 3"),  # bool for a Literal of ints
+    (["finetune.base_lr=-1"], "finetune.base_lr: must be > 0, got -1.0"),  # an int read as a float
+    (["finetune.epochs=1.5"], "finetune.epochs: expected int, got float 1.5"),  # float_for_int
+    (
+        ["grid.selection=[random, nope]"],
+        "grid.selection[1]: unknown selection strategy 'nope'; use one of ['random', 'balanced', 'coreset', 'uncertainty']",
+    ),  # unknown_strategy
 ]
 
 
@@ -62,25 +89,54 @@ def test_message(overrides: list[str], problem: str) -> None:
 def test_every_problem_at_once() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(preset="smoke", overrides=["finetune.epochs=0", "grid.protocol=x", "foo=1"])
-    assert str(err.value) == "invalid study config /work/wt-config/studies/smoke.yaml (3 problem(s)):\n  - unknown config key(s) foo at top level; allowed keys are: analysis, catalog, data, embeddings, finetune, grid, model, name, pretrain, search, seed, selection\n  - finetune.epochs: must be >= 1, got 0\n  - grid.protocol: 'x' is not one of 'paper', 'holdout'".replace("/work/wt-config/studies/smoke.yaml", str(SMOKE))
+    assert (
+        str(err.value)
+        == "invalid study config /work/wt-config/studies/smoke.yaml (3 problem(s)):\n  - unknown config key(s) foo at top level; allowed keys are: analysis, catalog, data, embeddings, finetune, grid, model, name, pretrain, search, seed, selection\n  - finetune.epochs: must be >= 1, got 0\n  - grid.protocol: 'x' is not one of 'paper', 'holdout'".replace(
+            "/work/wt-config/studies/smoke.yaml", str(SMOKE)
+        )
+    )
 
 
 def test_override_mistakes() -> None:
-    with pytest.raises(ConfigError, match=r"^--set 'finetune.epochs': expected key=value, e.g. --set finetune.epochs=3$"):
+    with pytest.raises(
+        ConfigError, match=r"^--set 'finetune.epochs': expected key=value, e.g. --set finetune.epochs=3$"
+    ):
         load_config(preset="smoke", overrides=["finetune.epochs"])
     with pytest.raises(ConfigError) as err:
         load_config(preset="smoke", overrides=["finetune.epochs=[1"])
-    assert str(err.value).startswith("--set 'finetune.epochs=[1': the value is not valid YAML (while parsing a flow sequence")
+    assert str(err.value).startswith(
+        "--set 'finetune.epochs=[1': the value is not valid YAML (while parsing a flow sequence"
+    )
 
 
 HASHES = [
-    ('smoke', [], '0f71b5acc534', '739ba0b7e6860f9b'),  # smoke
-    ('demo', [], 'ac5071ecc6b3', '0728539ee793673b'),  # demo
-    ('selection', [], 'eecab22d4111', '8a22c1b18422a289'),  # selection
-    ('paper', ['model.baseline_init=random', 'model.pretrain_init.moco=random', 'model.pretrain_init.byol=random'], '7b2f80a13685', 'df3a3195fe6f8cee'),  # paper
-    ('smoke', ['grid.models=[moco, simclr, baseline]', 'pretrain.simclr.temperature=0.5'], 'b848181d041c', '4b8c2fe5565b35d0'),  # smoke+simclr
-    ('demo', ['finetune.epochs=7', 'pretrain.moco.momentum=0.95', 'finetune.base_lr=1'], '77ef74f8633e', '2cc54b6a1a0d5450'),  # demo+epochs
-    ('smoke', ['grid.protocol=holdout', 'grid.selection=[random, balanced]'], '756166156191', 'f1ae493b8d92c91b'),  # smoke+holdout_balanced
+    ("smoke", [], "0f71b5acc534", "739ba0b7e6860f9b"),  # smoke
+    ("demo", [], "ac5071ecc6b3", "0728539ee793673b"),  # demo
+    ("selection", [], "eecab22d4111", "8a22c1b18422a289"),  # selection
+    (
+        "paper",
+        ["model.baseline_init=random", "model.pretrain_init.moco=random", "model.pretrain_init.byol=random"],
+        "7b2f80a13685",
+        "df3a3195fe6f8cee",
+    ),  # paper
+    (
+        "smoke",
+        ["grid.models=[moco, simclr, baseline]", "pretrain.simclr.temperature=0.5"],
+        "b848181d041c",
+        "4b8c2fe5565b35d0",
+    ),  # smoke+simclr
+    (
+        "demo",
+        ["finetune.epochs=7", "pretrain.moco.momentum=0.95", "finetune.base_lr=1"],
+        "77ef74f8633e",
+        "2cc54b6a1a0d5450",
+    ),  # demo+epochs
+    (
+        "smoke",
+        ["grid.protocol=holdout", "grid.selection=[random, balanced]"],
+        "756166156191",
+        "f1ae493b8d92c91b",
+    ),  # smoke+holdout_balanced
 ]
 
 

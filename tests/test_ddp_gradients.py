@@ -51,8 +51,13 @@ def rank_main(rank: int, world: int, port: int, out: dict) -> None:
         dist.all_reduce(w)  # what DDP does to a parameter's gradient: the mean over ranks
         mean_loss = loss.detach().clone()
         dist.all_reduce(mean_loss)
-        out[rank] = (float(mean_loss) / world, x1.grad / world, x2.grad / world, w / world,
-                     gather_no_grad(torch.full((2,), float(rank))).tolist())
+        out[rank] = (
+            float(mean_loss) / world,
+            x1.grad / world,
+            x2.grad / world,
+            w / world,
+            gather_no_grad(torch.full((2,), float(rank))).tolist(),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -64,7 +69,9 @@ def test_simclr_gradient_under_ddp_equals_one_process_over_the_global_batch(worl
         # forkserver: torch and the model code are imported once by the server, not by every rank
         # (seconds each); plain fork could deadlock in the OpenMP pool the test process already used
         mp.set_forkserver_preload(["torch", "raystudy.models.simclr", __name__])
-        mp.start_processes(rank_main, args=(world, free_port(), out), nprocs=world, join=True, start_method="forkserver")
+        mp.start_processes(
+            rank_main, args=(world, free_port(), out), nprocs=world, join=True, start_method="forkserver"
+        )
         results = dict(out)
     loss, g1, g2, gw = one_process(world)
     errors = []

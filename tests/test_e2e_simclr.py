@@ -13,9 +13,15 @@ pytestmark = pytest.mark.e2e
 def test_simclr_runs_in_the_smoke_preset(ray_instance, tmp_path, capsys):
     from raystudy.study import run_study
 
-    cfg = load_config(preset="smoke", overrides=[
-        "grid.models=[simclr, baseline]", "grid.sizes={4cat: [40]}", "finetune.epochs=1", "pretrain.probe=false",
-    ])
+    cfg = load_config(
+        preset="smoke",
+        overrides=[
+            "grid.models=[simclr, baseline]",
+            "grid.sizes={4cat: [40]}",
+            "finetune.epochs=1",
+            "pretrain.probe=false",
+        ],
+    )
     assert cfg.pretrain.methods == ["simclr"]
     report = run_study(cfg, tmp_path / "run")
     out = capsys.readouterr().out

@@ -39,8 +39,15 @@ def test_cell_checkpoint_round_trip_through_an_earlier_sweep(tmp_path):
     report = FolderReport(tmp_path, "c")
     ck = CellCheckpoint(tmp_path, "c", every_s=0.0, report=report, tune_checkpoint=no_tune)
     assert ck.restore(model, opt) == (0, 0, [], 0.0)
-    saved = ck.save({"epoch": 2, "loss": 1.5}, model, opt, epoch=2, step=7,
-                    losses=[{"epoch": 2, "step": 6, "loss": 1.5, "lr": 0.1}], seconds=3.0)
+    saved = ck.save(
+        {"epoch": 2, "loss": 1.5},
+        model,
+        opt,
+        epoch=2,
+        step=7,
+        losses=[{"epoch": 2, "step": 6, "loss": 1.5, "lr": 0.1}],
+        seconds=3.0,
+    )
     assert saved and report.metrics == [{"epoch": 2, "loss": 1.5}]
     other = torch.nn.Linear(3, 2)
     other_opt = torch.optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
@@ -59,11 +66,21 @@ def test_tune_checkpoint_comes_first(tmp_path):
     model, opt = trained_linear()
     FolderReport(tmp_path, "c")  # an older sweep's checkpoint of epoch 0
     CellCheckpoint(tmp_path, "c", 0.0, report=FolderReport(tmp_path, "c"), tune_checkpoint=no_tune).save(
-        {}, model, opt, epoch=0, step=1, losses=[], seconds=1.0)
+        {}, model, opt, epoch=0, step=1, losses=[], seconds=1.0
+    )
     retry = tmp_path / "retry"
     retry.mkdir()
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 4, "step": 9,
-                "losses": [], "seconds": 2.0}, retry / "state.pt")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "epoch": 4,
+            "step": 9,
+            "losses": [],
+            "seconds": 2.0,
+        },
+        retry / "state.pt",
+    )
     ck = CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=lambda: tune.Checkpoint.from_directory(str(retry)))
     assert ck.restore(model, opt)[:2] == (5, 9)
 
@@ -102,7 +119,7 @@ def test_recalibrate_batchnorm_matches_data_statistics():
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(4))
     model[1].running_mean.fill_(100.0)  # stale statistics
-    images = (np.arange(10 * 2 * 2, dtype=np.uint8).reshape(10, 2, 2) * 3)
+    images = np.arange(10 * 2 * 2, dtype=np.uint8).reshape(10, 2, 2) * 3
     rows = np.arange(10)
     transform = lambda x: x.float()  # noqa: E731
     recalibrate_batchnorm(model, images, rows, transform, batch=5, device=torch.device("cpu"))
@@ -123,11 +140,13 @@ def test_checkpoint_of_other_category_count_is_refused_with_keys(tmp_path):
     four = classifier(4)
     opt = torch.optim.SGD(four.parameters(), lr=0.1)
     CellCheckpoint(tmp_path, "c", 0.0, report=FolderReport(tmp_path, "c"), tune_checkpoint=no_tune).save(
-        {}, four, opt, 0, 1, [], 1.0)
+        {}, four, opt, 0, 1, [], 1.0
+    )
     nineteen = classifier(19)
     with pytest.raises(RuntimeError, match=r"size mismatch for head\.\S+"):
         CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune).restore(
-            nineteen, torch.optim.SGD(nineteen.parameters(), lr=0.1))
+            nineteen, torch.optim.SGD(nineteen.parameters(), lr=0.1)
+        )
 
 
 # -- a read that fails is not a torn checkpoint; each candidate once; found by its marker ----------
@@ -180,10 +199,13 @@ def test_checkpoints_are_found_by_their_marker_not_the_trial_folder_name(tmp_pat
     model, opt, folder = two_checkpoints(tmp_path, trial="trial_3f2a_00007")  # Tune names the trial folder
     other = FolderReport(tmp_path, "c", sweep="study-20260102-000000")  # a folder named "c", of cell "d"
     CellCheckpoint(tmp_path, "d", 0.0, report=other, tune_checkpoint=no_tune).save(
-        {}, model, opt, epoch=5, step=9, losses=[], seconds=1.0)
+        {}, model, opt, epoch=5, step=9, losses=[], seconds=1.0
+    )
     ck = CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune)
     assert [(c.parent.name, c.name) for c in ck.earlier()] == [
-        ("trial_3f2a_00007", "checkpoint_000001"), ("trial_3f2a_00007", "checkpoint_000000")]
+        ("trial_3f2a_00007", "checkpoint_000001"),
+        ("trial_3f2a_00007", "checkpoint_000000"),
+    ]
     assert ck.restore(model, opt)[0] == 2
     ck.remove()
     assert not folder.exists() or not list(folder.iterdir())

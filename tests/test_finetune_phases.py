@@ -16,20 +16,36 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_context(tmp_path, *overrides: str) -> tuple[FinetuneContext, Cell]:
-    cfg = load_config(preset="smoke", overrides=[
-        "grid.models=[baseline]", "model.classifier_hidden_dim=16", "finetune.epochs=2", "finetune.batch_size=8",
-        "finetune.augment={resize: 24, crop_size: 16}", "finetune.eval_batch_size=16",
-        "embeddings.models=[baseline]", "embeddings.category_set=4cat", "embeddings.sizes=[16]", *overrides,
-    ])
+    cfg = load_config(
+        preset="smoke",
+        overrides=[
+            "grid.models=[baseline]",
+            "model.classifier_hidden_dim=16",
+            "finetune.epochs=2",
+            "finetune.batch_size=8",
+            "finetune.augment={resize: 24, crop_size: 16}",
+            "finetune.eval_batch_size=16",
+            "embeddings.models=[baseline]",
+            "embeddings.category_set=4cat",
+            "embeddings.sizes=[16]",
+            *overrides,
+        ],
+    )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(40, 24, 24), dtype=np.uint8)  # (N, S, S)
     labels = np.arange(40) % 4
     pool = LabeledPool(indices=np.arange(40), labels=labels, categories=["a", "b", "c", "d"])
     split = make_split(labels, 16, 0, 2, "paper", 0, "4cat")
     context = FinetuneContext(
-        cfg=cfg, config_hash=cfg.config_hash(), run_dir=str(tmp_path), images_ref=images, pools={"4cat": pool},
-        generalization=None, splits={("4cat", 16, 0): split},
-        image_ids=np.array([f"img{i}" for i in range(40)]), runnable_sizes={"4cat": [16]},
+        cfg=cfg,
+        config_hash=cfg.config_hash(),
+        run_dir=str(tmp_path),
+        images_ref=images,
+        pools={"4cat": pool},
+        generalization=None,
+        splits={("4cat", 16, 0): split},
+        image_ids=np.array([f"img{i}" for i in range(40)]),
+        runnable_sizes={"4cat": [16]},
     )
     return context, Cell("baseline", "4cat", 4, 16, 0, "resnet18", "resnet18")
 
@@ -62,25 +78,32 @@ def test_train_phase_injects_a_failure_once(tmp_path):
         train_trial(setup, FolderReport(tmp_path, cell.cell_id), inject_failure=(cell.cell_id, 0))
     resumed = setup_trial(cell, context)
     assert resumed.start_epoch == 1  # continues after the checkpointed epoch
-    train_trial(resumed, FolderReport(tmp_path, cell.cell_id, "study-20260102-000000"),
-                inject_failure=(cell.cell_id, 0))  # does not raise twice
+    train_trial(
+        resumed, FolderReport(tmp_path, cell.cell_id, "study-20260102-000000"), inject_failure=(cell.cell_id, 0)
+    )  # does not raise twice
 
 
 def test_archs_axis_pairs_cells_and_pretrains_per_arch(tmp_path):
     from raystudy.sweep import plan_jobs
 
-    cfg = load_config(preset="smoke", overrides=["grid.archs=[resnet18, resnet34]", "grid.models=[moco, baseline]",
-                                                 "grid.sizes={4cat: [40]}"])
+    cfg = load_config(
+        preset="smoke",
+        overrides=["grid.archs=[resnet18, resnet34]", "grid.models=[moco, baseline]", "grid.sizes={4cat: [40]}"],
+    )
     planned = plan_grid(cfg, {"4cat": np.arange(120) % 4})
     ids = sorted(p.cell.cell_id for p in planned)
-    assert ids == sorted(f"{m}-4cat-n40-f{f}" for m in ("moco", "baseline", "moco-resnet34", "baseline-resnet34") for f in (0, 1))
+    assert ids == sorted(
+        f"{m}-4cat-n40-f{f}" for m in ("moco", "baseline", "moco-resnet34", "baseline-resnet34") for f in (0, 1)
+    )
     by_key = {}
     for p in planned:  # every (set, size, fold) has one split shared by all models and archs
         by_key.setdefault((p.cell.train_size, p.cell.fold), []).append(p.split.train.tolist())
     assert all(all(s == splits[0] for s in splits) for splits in by_key.values())
     jobs = plan_jobs(cfg, tmp_path, planned)
     assert [(j.model, j.arch, j.name) for j in jobs if j.kind == "pretrain"] == [
-        ("moco", "resnet18", "moco"), ("moco", "resnet34", "moco-resnet34")]
+        ("moco", "resnet18", "moco"),
+        ("moco", "resnet34", "moco-resnet34"),
+    ]
     cells = {j.cell.cell_id: j.needs for j in jobs if j.kind == "cell"}
     assert cells["moco-resnet34-4cat-n40-f0"] == "moco-resnet34" and cells["baseline-resnet34-4cat-n40-f0"] is None
     assert load_config(preset="smoke").grid.archs == ["resnet18"]  # default: the model's one arch

@@ -46,10 +46,18 @@ def test_same_rule_for_every_model_type():
 
 # -- a tiny study on random images, no Ray ---------------------------------------------------------
 def tiny(*overrides: str):
-    cfg = load_config(preset="smoke", overrides=[
-        "model.arch=resnet18_w16", "model.classifier_hidden_dim=16", "finetune.epochs=2", "finetune.batch_size=8",
-        "finetune.augment={resize: 24, crop_size: 16}", "finetune.eval_batch_size=16", *overrides,
-    ])
+    cfg = load_config(
+        preset="smoke",
+        overrides=[
+            "model.arch=resnet18_w16",
+            "model.classifier_hidden_dim=16",
+            "finetune.epochs=2",
+            "finetune.batch_size=8",
+            "finetune.augment={resize: 24, crop_size: 16}",
+            "finetune.eval_batch_size=16",
+            *overrides,
+        ],
+    )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(40, 24, 24), dtype=np.uint8)  # (N, S, S)
     labels = np.arange(40) % 4
@@ -110,7 +118,9 @@ def test_ceiling_cells_train_on_the_whole_pool_for_longer():
     planned = plan_grid(cfg, labels)
     ceilings = [p for p in planned if p.cell.ceiling]
     assert [(p.cell.category_set, p.cell.train_size, p.cell.model) for p in ceilings] == [
-        ("19cat", 480, "baseline"), ("4cat", 200, "baseline")]
+        ("19cat", 480, "baseline"),
+        ("4cat", 200, "baseline"),
+    ]
     assert ceilings[0].cell.cell_id == "baseline-19cat-ceiling"
     split = ceilings[1].split
     assert len(split.train) + len(split.validation) == 200 and len(split.validation) == 100  # fold 0 of 2
@@ -118,8 +128,12 @@ def test_ceiling_cells_train_on_the_whole_pool_for_longer():
     assert budget.epochs >= 7
     assert not any(p.cell.ceiling for p in plan_grid(load_config(preset="smoke"), labels))
     # holdout: the whole training pool of fold 0, validated on the fold every fold-0 cell uses
-    holdout = plan_grid(load_config(preset="smoke", overrides=["grid.ceiling_epochs=7", "grid.protocol=holdout",
-                                                                "grid.sizes={4cat: [40]}"]), labels)
+    holdout = plan_grid(
+        load_config(
+            preset="smoke", overrides=["grid.ceiling_epochs=7", "grid.protocol=holdout", "grid.sizes={4cat: [40]}"]
+        ),
+        labels,
+    )
     ceiling = next(p for p in holdout if p.cell.ceiling)
     cell = next(p for p in holdout if p.cell.fold == 0 and not p.cell.ceiling)
     assert np.array_equal(ceiling.split.validation, cell.split.validation)
@@ -139,15 +153,24 @@ def test_init_is_recorded_with_the_checkpoints_sha256(tmp_path):
 def test_pretraining_batches_keep_their_shuffled_order(monkeypatch):
     """Rows are stored by campaign and category; a sorted batch would put one campaign's or
     category's images into each of MoCo's shuffle-BN query groups."""
-    cfg = load_config(preset="smoke", overrides=[
-        "model.arch=resnet18_w16", "model.proj_hidden_dim=16", "model.proj_dim=8", "pretrain.epochs=1",
-        "pretrain.batch_size_per_worker=16", "pretrain.moco={queue_size: 32}",
-        "pretrain.augment={resize: 24, crop_size: 16}",
-    ])
+    cfg = load_config(
+        preset="smoke",
+        overrides=[
+            "model.arch=resnet18_w16",
+            "model.proj_hidden_dim=16",
+            "model.proj_dim=8",
+            "pretrain.epochs=1",
+            "pretrain.batch_size_per_worker=16",
+            "pretrain.moco={queue_size: 32}",
+            "pretrain.augment={resize: 24, crop_size: 16}",
+        ],
+    )
     images = np.random.default_rng(0).integers(0, 255, size=(64, 24, 24), dtype=np.uint8)
     seen: list[np.ndarray] = []
     real = pretrain.images_to_device
-    monkeypatch.setattr(pretrain, "images_to_device", lambda im, rows, dev: seen.append(np.array(rows)) or real(im, rows, dev))
+    monkeypatch.setattr(
+        pretrain, "images_to_device", lambda im, rows, dev: seen.append(np.array(rows)) or real(im, rows, dev)
+    )
     pretrain.run_pretrain_loop(cfg, "moco", images, torch.device("cpu"), rows=np.arange(64))
     assert len(seen) == 4 and sorted(np.concatenate(seen)) == list(range(64))
     assert any((np.diff(batch) < 0).any() for batch in seen)  # not sorted
@@ -163,9 +186,15 @@ def test_ceiling_cells_end_to_end(ray_instance, tmp_path):
 
     from raystudy.study import run_study
 
-    cfg = load_config(preset="smoke", overrides=[
-        "grid.models=[baseline]", "grid.sizes={4cat: [40]}", "finetune.epochs=1", "grid.ceiling_epochs=2",
-    ])
+    cfg = load_config(
+        preset="smoke",
+        overrides=[
+            "grid.models=[baseline]",
+            "grid.sizes={4cat: [40]}",
+            "finetune.epochs=1",
+            "grid.ceiling_epochs=2",
+        ],
+    )
     report = run_study(cfg, tmp_path / "run")
     trials = pd.read_parquet(tmp_path / "run" / "results" / "trials").set_index("cell_id")
     assert sorted(trials.index) == ["baseline-4cat-ceiling", "baseline-4cat-n40-f0", "baseline-4cat-n40-f1"]

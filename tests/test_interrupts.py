@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def start(run_dir: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
     env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(ROOT / "studies" / "scaling.py"), "--preset", "smoke", "--out", str(run_dir), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
-                            start_new_session=True)  # its own process group, as a terminal's job
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT, start_new_session=True
+    )  # its own process group, as a terminal's job
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     return proc, lines
@@ -98,8 +99,17 @@ def test_sigterm_during_the_grid_exits_143_and_a_second_sigint_stops_at_once(tmp
 def test_a_study_with_nothing_runnable_says_so_and_exits(ray_instance, tmp_path, capsys):
     from raystudy.cli import main
 
-    code = main(["run", "--preset", "smoke", "--out", str(tmp_path / "run"),
-                 "--set", "grid.sizes={19cat: [5000], 4cat: [5000]}"])
+    code = main(
+        [
+            "run",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "run"),
+            "--set",
+            "grid.sizes={19cat: [5000], 4cat: [5000]}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "nothing to run: all 12 cells of study 'smoke' are skipped" in err and "lower grid.sizes" in err
@@ -121,8 +131,23 @@ def test_cells_lost_without_a_result_end_nonzero_and_are_named(ray_instance, tmp
         return results, searcher
 
     monkeypatch.setattr(sweep, "run_jobs", loses_one)
-    code = main(["run", "--preset", "smoke", "--out", str(tmp_path / "run"), "--set", "grid.models=[baseline]",
-                 "--set", "grid.sizes={4cat: [40]}", "--set", "grid.folds=2", "--set", "pretrain.probe=false"])
+    code = main(
+        [
+            "run",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "run"),
+            "--set",
+            "grid.models=[baseline]",
+            "--set",
+            "grid.sizes={4cat: [40]}",
+            "--set",
+            "grid.folds=2",
+            "--set",
+            "pretrain.probe=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1, err
     assert "1 cell(s) ended without a result after two passes: baseline-4cat-n40-f0" in err

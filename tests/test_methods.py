@@ -25,7 +25,6 @@ from raystudy.models import (
     load_encoder_weights,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -314,11 +313,11 @@ def _train_step(model, m: float) -> dict[str, torch.Tensor]:
     out["loss"].backward()
     assert all(p.grad is None for p in model.target_encoder.parameters())
     opt.step()
-    assert any(not torch.equal(a, b) for a, b in zip(online_before, model.online_encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(online_before, model.online_encoder.parameters(), strict=False))
     model.update_momentum(m)
-    for t_old, q_new, t_new in zip(target_before, model.online_encoder.parameters(), model.target_encoder.parameters()):
+    for t_old, q_new, t_new in zip(target_before, model.online_encoder.parameters(), model.target_encoder.parameters(), strict=False):
         assert torch.allclose(t_new, m * t_old + (1 - m) * q_new.detach(), rtol=0, atol=1e-6)
-    for b_q, b_k in zip(model.online_encoder.buffers(), model.target_encoder.buffers()):
+    for b_q, b_k in zip(model.online_encoder.buffers(), model.target_encoder.buffers(), strict=False):
         assert torch.equal(b_q, b_k)
     return out
 
@@ -333,11 +332,11 @@ def test_momentum_update_formula_exact() -> None:
     new_q = [p.clone() for p in m.online_projector.parameters()] + [p.clone() for p in m.online_encoder.parameters()]
     m.update_momentum(0.9)
     new = list(m.target_projector.parameters()) + list(m.target_encoder.parameters())
-    for o, q, n in zip(old, new_q, new):
+    for o, q, n in zip(old, new_q, new, strict=False):
         assert torch.allclose(n, 0.9 * o + 0.1 * q, rtol=0, atol=1e-7)
     assert len(m.momentum_pairs) == 2
     m.update_momentum(0.0)  # m = 0 copies the online weights
-    for q, n in zip(new_q, new):
+    for q, n in zip(new_q, new, strict=False):
         assert torch.equal(q, n)
 
 

@@ -8,8 +8,8 @@ import logging
 import pandas as pd
 import pytest
 import yaml
-
 from own_data import TEN, make_folder, ten_categories, write_image
+
 from raystudy.cli import main
 from raystudy.config import load_config
 from raystudy.data.fit import fit_to_data, read_fit
@@ -72,7 +72,9 @@ def test_typo_folder_is_a_new_category_with_the_close_match(tmp_path, caplog):
 def test_strict_catalog_refuses_the_typo(tmp_path, capsys):
     data = make_folder(tmp_path / "d", {"C1": {"colum": 3, "plate": 3}})
     out = tmp_path / "run"
-    assert main(["run", "--preset", "smoke", "--data", str(data), "--out", str(out), "--set", "catalog.strict=true"]) == 2
+    assert (
+        main(["run", "--preset", "smoke", "--data", str(data), "--out", str(out), "--set", "catalog.strict=true"]) == 2
+    )
     err = capsys.readouterr().err
     assert "1 category folder(s) not in the catalog" in err and "colum (did you mean 'column'?)" in err
     assert not out.exists()
@@ -100,17 +102,32 @@ def test_user_sets_are_kept_and_checked(tmp_path, capsys):
     """Category sets the user declares are not replaced: the data must hold them."""
     data = make_folder(tmp_path / "d", {"C1": {"column": 3, "plate": 3}})
     out = tmp_path / "run"
-    code = main(["run", "--preset", "smoke", "--data", str(data), "--out", str(out),
-                 "--set", "grid.sizes={4cat: [8]}", "--set", "data.labeled_campaign=C1"])
+    code = main(
+        [
+            "run",
+            "--preset",
+            "smoke",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--set",
+            "grid.sizes={4cat: [8]}",
+            "--set",
+            "data.labeled_campaign=C1",
+        ]
+    )
     assert code == 2
-    assert "category set '4cat' names ['column_aged', 'column_aggregate', 'column_aged_aggregate']" in capsys.readouterr().err
+    assert (
+        "category set '4cat' names ['column_aged', 'column_aggregate', 'column_aged_aggregate']"
+        in capsys.readouterr().err
+    )
 
 
 def test_two_campaigns_named_by_the_user_and_an_extra_one(tmp_path, caplog):
     data = make_folder(tmp_path / "d", {c: {"column": 3, "plate": 3} for c in ("NASCENT19", "NASCENT20", "spare")})
     with caplog.at_level(logging.INFO, logger="raystudy"):
-        cfg, fit = fit_to_data(smoke(data, "data.generalization_campaign=null"),
-                               given={"data.generalization_campaign"})
+        cfg, fit = fit_to_data(smoke(data, "data.generalization_campaign=null"), given={"data.generalization_campaign"})
     assert cfg.data.labeled_campaign == "NASCENT19" and cfg.data.pretrain_campaigns == ["NASCENT19", "NASCENT20"]
     assert "campaign folder(s) not used by any role: ['spare']" in caplog.text
     assert fit.generalization_campaign is None

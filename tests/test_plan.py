@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
 from raystudy.cli import main
 from raystudy.config import load_config
@@ -14,7 +13,10 @@ def test_plan_prints_cells_requests_node_types_and_hours(capsys):
     assert main(["plan", "--preset", "smoke", "--set", "finetune.gpus_per_trial=0.5", "--images-per-s", "100"]) == 0
     out = capsys.readouterr().out
     assert "cells: 18 planned" in out
-    assert "a cell (finetune.cpus_per_trial=1, finetune.gpus_per_trial=0.5) asks {CPU: 1, GPU: 0.5} x18: gpu_worker (8 per node" in out
+    assert (
+        "a cell (finetune.cpus_per_trial=1, finetune.gpus_per_trial=0.5) asks {CPU: 1, GPU: 0.5} x18: gpu_worker (8 per node"
+        in out
+    )
     assert "pretraining moco" in out and "pretraining byol" in out
     assert "throughput: 100.0 img/s per fine-tuning trial, 33.3 img/s per pretraining worker" in out
     assert "device-hours: pretraining" in out and "GPU-h" in out

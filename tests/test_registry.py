@@ -38,7 +38,9 @@ def test_toy_method_from_outside_raystudy_pretrains(tmp_path):
 
     from raystudy.training.pretrain import run_pretrain_loop
 
-    cfg = load_config(preset="smoke", overrides=TINY + ["grid.models=[toy, baseline]", "pretrain.toy={spread_weight: 0.5}"])
+    cfg = load_config(
+        preset="smoke", overrides=TINY + ["grid.models=[toy, baseline]", "pretrain.toy={spread_weight: 0.5}"]
+    )
     assert cfg.pretrain.methods == ["toy"]
     assert cfg.pretrain.section("toy") == ToyConfig(spread_weight=0.5)
     assert "toy" in cfg.to_dict()["pretrain"]  # dumped as pretrain.toy
@@ -97,7 +99,9 @@ def test_method_sections_are_typed_and_unknown_methods_named():
     moco = cfg.pretrain.section("moco")
     assert (moco.temperature, moco.symmetric, moco.queue_size) == (0.1, True, 65536)  # the rest: defaults
     assert cfg.pretrain.section("byol").base_momentum == 0.99
-    with pytest.raises(ConfigError, match="pretrain.moco.tau.*allowed keys are: momentum, queue_size, symmetric, temperature"):
+    with pytest.raises(
+        ConfigError, match="pretrain.moco.tau.*allowed keys are: momentum, queue_size, symmetric, temperature"
+    ):
         load_config(preset="smoke", overrides=["pretrain.moco={tau: 0.1}"])
     with pytest.raises(ConfigError, match=r"grid.models: unknown model 'dino'; use any of \['moco', 'byol', 'simclr'"):
         load_config(preset="smoke", overrides=["grid.models=[dino, baseline]"])
@@ -105,9 +109,16 @@ def test_method_sections_are_typed_and_unknown_methods_named():
 
 def test_no_method_dispatch_in_the_training_loop_scheduler_or_sweep():
     """`grep -rn '"moco"\\|"byol"' raystudy/training raystudy/scheduler.py raystudy/sweep.py` finds nothing."""
-    files = list((ROOT / "raystudy" / "training").glob("*.py")) + [ROOT / "raystudy" / "scheduler.py", ROOT / "raystudy" / "sweep.py"]
-    hits = [f"{f.name}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
-            if '"moco"' in line or '"byol"' in line]
+    files = list((ROOT / "raystudy" / "training").glob("*.py")) + [
+        ROOT / "raystudy" / "scheduler.py",
+        ROOT / "raystudy" / "sweep.py",
+    ]
+    hits = [
+        f"{f.name}:{i}"
+        for f in files
+        for i, line in enumerate(f.read_text().splitlines(), 1)
+        if '"moco"' in line or '"byol"' in line
+    ]
     assert hits == []
 
 

@@ -93,8 +93,11 @@ def test_sigkill_at_three_points_then_resume(tmp_path):
     trials = pd.read_parquet(run_dir / "results" / "trials")
     assert trials["cell_id"].is_unique
     expected = {
-        f"{m}-{s}-n{n}-f{f}" for s, sizes in cfg.grid.sizes.items() for n in sizes
-        for f in range(cfg.grid.folds) for m in cfg.grid.models
+        f"{m}-{s}-n{n}-f{f}"
+        for s, sizes in cfg.grid.sizes.items()
+        for n in sizes
+        for f in range(cfg.grid.folds)
+        for m in cfg.grid.models
     }
     assert set(trials["cell_id"]) == expected  # as many results as an uninterrupted run
     assert (trials["status"] != "failed").all()

@@ -72,7 +72,10 @@ def test_smoke_study_on_s3_killed_and_resumed(s3_server, tmp_path, capsys):
     assert main(["report", uri]) == 0
     html = (as_location(uri) / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "plotly" in html
-    assert pd.read_parquet(io.BytesIO((as_location(uri) / "results" / "grid" / "grid.parquet").read_bytes())).shape[0] == 18
+    assert (
+        pd.read_parquet(io.BytesIO((as_location(uri) / "results" / "grid" / "grid.parquet").read_bytes())).shape[0]
+        == 18
+    )
 
     assert list(work.iterdir()) == []  # nothing written where the command ran
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "cwd"]

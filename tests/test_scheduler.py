@@ -83,7 +83,9 @@ def test_progress_line_estimates_from_cell_work_only(capsys, monkeypatch):
     line = ProgressLine(total=3, already=0, weights={"a": 100.0, "b": 100.0, "c": 200.0})
 
     def trial(cid, acc=None):
-        return SimpleNamespace(config={"kind": "cell", "job": SimpleNamespace(label=cid)}, last_result={"overall_accuracy": acc})
+        return SimpleNamespace(
+            config={"kind": "cell", "job": SimpleNamespace(label=cid)}, last_result={"overall_accuracy": acc}
+        )
 
     clock[0] += 300  # pretraining: not counted in the rate
     line.on_trial_start(0, [], trial("a"))
@@ -95,8 +97,13 @@ def test_progress_line_estimates_from_cell_work_only(capsys, monkeypatch):
 
 def test_selection_encoder_is_required_and_handed_over():
     """A baseline cell of an embedding strategy waits for the selection encoder and gets its URI."""
-    job = Job("cell", "baseline", "resnet18", cell=Cell("baseline", "a", 4, 8, 0, "resnet18", "resnet18", selection="coreset"),
-              selects_with="moco")
+    job = Job(
+        "cell",
+        "baseline",
+        "resnet18",
+        cell=Cell("baseline", "a", 4, 8, 0, "resnet18", "resnet18", selection="coreset"),
+        selects_with="moco",
+    )
     s = StudySearcher([pretrain("moco"), job], hold_s=0.0)
     assert s.suggest("t1")["kind"] == "pretrain"
     assert s.suggest("t2") is None

@@ -18,12 +18,21 @@ PRESETS = sorted(STUDIES_DIR.glob("*.yaml"))
 
 def test_committed_schema_is_the_commands_output():
     # a fresh process: only the built-in methods are registered (a test may have registered a plugin)
-    out = subprocess.run([sys.executable, "-m", "raystudy.cli", "schema"], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout == (STUDIES_DIR / "schema.json").read_text(), "regenerate: python -m raystudy.cli schema > studies/schema.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "raystudy.cli", "schema"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout == (STUDIES_DIR / "schema.json").read_text(), (
+        "regenerate: python -m raystudy.cli schema > studies/schema.json"
+    )
     pretrain = json.loads(out.stdout)["$defs"]["PretrainConfig"]["properties"]
     assert {"moco", "byol", "simclr"} <= set(pretrain) and "sections" not in pretrain
     assert pretrain["moco"]["properties"]["momentum"] == {
-        "default": 0.99, "exclusiveMaximum": 1.0, "minimum": 0.0, "title": "Momentum", "type": "number"}
+        "default": 0.99,
+        "exclusiveMaximum": 1.0,
+        "minimum": 0.0,
+        "title": "Momentum",
+        "type": "number",
+    }
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)

@@ -11,7 +11,12 @@ from raystudy.config import ConfigError, load_config
 from raystudy.data.splits import derive_seed, make_split
 from raystudy.grid import Cell, plan_grid, selection_encoder
 from raystudy.selection import (
-    SelectedLabels, balanced_counts, select_balanced, select_coreset, select_random, select_uncertainty,
+    SelectedLabels,
+    balanced_counts,
+    select_balanced,
+    select_coreset,
+    select_random,
+    select_uncertainty,
 )
 
 
@@ -81,8 +86,9 @@ def test_config_refuses_unknown_strategies_and_non_random_under_the_paper_protoc
     with pytest.raises(ConfigError, match=r"grid.selection.5cat: category set '5cat' is not in grid.sizes"):
         load_config(preset="smoke", overrides=["grid.selection={5cat: [random]}"])
     with pytest.raises(ConfigError, match="selection.encoder: 'simclr' is not pretrained by this study"):
-        load_config(preset="smoke", overrides=["grid.selection=[coreset]", "grid.protocol=holdout",
-                                               "selection.encoder=simclr"])
+        load_config(
+            preset="smoke", overrides=["grid.selection=[coreset]", "grid.protocol=holdout", "selection.encoder=simclr"]
+        )
 
 
 def test_selection_axis_keeps_random_ids_and_shares_the_validation_fold():
@@ -100,8 +106,12 @@ def test_selection_axis_keeps_random_ids_and_shares_the_validation_fold():
 
 
 # -- end to end ---------------------------------------------------------------------------------
-SELECTION_STUDY = ["grid.protocol=holdout", "grid.models=[moco, baseline]", "grid.sizes={19cat: [64]}",
-                   "grid.selection=[random, coreset]"]
+SELECTION_STUDY = [
+    "grid.protocol=holdout",
+    "grid.models=[moco, baseline]",
+    "grid.sizes={19cat: [64]}",
+    "grid.selection=[random, coreset]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +129,8 @@ def selection_run(ray_instance, tmp_path_factory):
 def test_selection_study_pairs_strategies_on_one_validation_fold(selection_run):
     trials = pd.read_parquet(selection_run / "results" / "trials")
     assert sorted(trials["cell_id"]) == sorted(
-        f"{m}-19cat-n64-f{f}{s}" for m in ("moco", "baseline") for f in (0, 1) for s in ("", "-coreset"))
+        f"{m}-19cat-n64-f{f}{s}" for m in ("moco", "baseline") for f in (0, 1) for s in ("", "-coreset")
+    )
     assert (trials["status"] == "done").all() and (trials["n_train"] == 64).all()
     assert set(trials["selection"]) == {"random", "coreset"}
     # one validation fold per fold for every strategy and model

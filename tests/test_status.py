@@ -9,15 +9,31 @@ from raystudy.status import format_status
 
 def make_run(tmp_path):
     cells = [f"baseline-4cat-n8-f{i}" for i in range(4)]
-    grid = pd.DataFrame({"cell_id": cells, "model": "baseline", "category_set": "4cat", "n_categories": 4,
-                         "train_size": 8, "fold": range(4), "planned": "run"})
+    grid = pd.DataFrame(
+        {
+            "cell_id": cells,
+            "model": "baseline",
+            "category_set": "4cat",
+            "n_categories": 4,
+            "train_size": 8,
+            "fold": range(4),
+            "planned": "run",
+        }
+    )
     write_table(tmp_path, "grid", "grid", grid)
     write_table(tmp_path, "trials", cells[0], pd.DataFrame([{"cell_id": cells[0], "status": "done"}]))
-    write_table(tmp_path, "trials", cells[1], pd.DataFrame([{"cell_id": cells[1], "status": "failed",
-                                                              "message": "RuntimeError: boom\ntraceback"}]))
+    write_table(
+        tmp_path,
+        "trials",
+        cells[1],
+        pd.DataFrame([{"cell_id": cells[1], "status": "failed", "message": "RuntimeError: boom\ntraceback"}]),
+    )
     (tmp_path / "logs").mkdir()
-    events = [{"cell_id": cells[0], "event": "start"}, {"cell_id": cells[0], "event": "finish"},
-              {"cell_id": cells[2], "event": "start"}]
+    events = [
+        {"cell_id": cells[0], "event": "start"},
+        {"cell_id": cells[0], "event": "finish"},
+        {"cell_id": cells[2], "event": "start"},
+    ]
     (tmp_path / "logs" / "trials.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n{cut")
     return cells
 

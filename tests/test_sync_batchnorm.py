@@ -25,7 +25,9 @@ def smoke(*overrides: str):
 def test_the_smoke_study_keeps_its_config_hash():
     assert load_config(preset="smoke").config_hash() == "0f71b5acc534"  # computed before the option existed
     assert load_config(preset="smoke", overrides=["pretrain.sync_batchnorm=auto"]).config_hash() == "0f71b5acc534"
-    hashes = {load_config(preset="smoke", overrides=[f"pretrain.sync_batchnorm={v}"]).config_hash() for v in ("true", "false")}
+    hashes = {
+        load_config(preset="smoke", overrides=[f"pretrain.sync_batchnorm={v}"]).config_hash() for v in ("true", "false")
+    }
     assert len(hashes) == 2 and "0f71b5acc534" not in hashes
 
 

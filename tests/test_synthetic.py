@@ -29,7 +29,7 @@ N19 = CAMPAIGN_PRESETS["NASCENT19"]
 ABSENT_IN_NASCENT20 = {"lollipop", "cpc", "lollipop_aggregate", "droplet_aggregate", "cpc_aggregate"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _images(category: str, n: int, campaign: str = "NASCENT19", seed: int = 5, size: int = 64):
     """``n`` images of one class (cached across tests; do not modify them)."""
     style = CAMPAIGN_PRESETS[campaign]
@@ -119,10 +119,10 @@ def test_generation_is_deterministic_and_seed_dependent():
     b = list(generate_campaign("NASCENT19", 40, 48, seed=3))
     c = list(generate_campaign("NASCENT19", 40, 48, seed=4))
     assert [x for x, _ in a] == [x for x, _ in b] == [x for x, _ in c]
-    for (_, ia), (_, ib) in zip(a, b):
+    for (_, ia), (_, ib) in zip(a, b, strict=False):
         assert ia.dtype == np.uint8 and ia.shape == (48, 48)
         assert np.array_equal(ia, ib)
-    assert sum(not np.array_equal(ia, ic) for (_, ia), (_, ic) in zip(a, c)) == len(a)
+    assert sum(not np.array_equal(ia, ic) for (_, ia), (_, ic) in zip(a, c, strict=False)) == len(a)
 
 
 def test_images_do_not_depend_on_generation_order_or_n():

@@ -9,8 +9,20 @@ from analysis.figures.selection import labels_saved, selection_curves
 from analysis.figures.training import finetuning_loss, pretraining_loss, training_time_table
 
 __all__ = [
-    "accuracy_vs_size", "doa_vs_time_saved", "generalization", "confusion_matrices", "tsne_grid",
-    "class_distribution", "pretraining_loss", "finetuning_loss", "training_time_table",
-    "paired_differences", "learning_curves", "f1_vs_share", "is_no_data", "no_data_figure",
-    "selection_curves", "labels_saved",
+    "accuracy_vs_size",
+    "doa_vs_time_saved",
+    "generalization",
+    "confusion_matrices",
+    "tsne_grid",
+    "class_distribution",
+    "pretraining_loss",
+    "finetuning_loss",
+    "training_time_table",
+    "paired_differences",
+    "learning_curves",
+    "f1_vs_share",
+    "is_no_data",
+    "no_data_figure",
+    "selection_curves",
+    "labels_saved",
 ]

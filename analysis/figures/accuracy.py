@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ def p_label(p: float, n_pairs: int) -> str:
     if n_pairs < 2 or p != p:
         return "1 fold" if n_pairs < 2 else ""
     return f"p_adj={p:.2g}" if p <= ALPHA else f"n.s. p_adj={p:.2g}"
+
 
 METRIC_LABEL = {
     "overall_accuracy": "Overall accuracy",
@@ -46,8 +48,15 @@ def _reference_points(cfg: dict[str, Any], category_set: str, n_categories: int 
 BOX_GAP = 0.15  # plotly boxgap: the share of a size's slot left empty between groups of boxes
 
 
-def fold_points(data: pd.DataFrame, metric: str, model: str, axis: SizeAxis, sizes: Sequence[int] | None = None,
-                slot: int = 0, n_slots: int = 1) -> go.Scatter:
+def fold_points(
+    data: pd.DataFrame,
+    metric: str,
+    model: str,
+    axis: SizeAxis,
+    sizes: Sequence[int] | None = None,
+    slot: int = 0,
+    n_slots: int = 1,
+) -> go.Scatter:
     """Every fold's value as a dot over the model's box (its ``slot`` of ``n_slots`` grouped boxes)."""
     sub = data[data["model"] == model]
     if sizes is not None:
@@ -55,32 +64,57 @@ def fold_points(data: pd.DataFrame, metric: str, model: str, axis: SizeAxis, siz
     width = 1.0 - BOX_GAP
     shift = -width / 2 + width / n_slots * (slot + 0.5)
     return go.Scatter(
-        x=axis.pos(sub["train_size"].to_numpy()) + shift, y=sub[metric], mode="markers", legendgroup=str(model),
-        showlegend=False, name=f"{display_name(model)} folds",
+        x=axis.pos(sub["train_size"].to_numpy()) + shift,
+        y=sub[metric],
+        mode="markers",
+        legendgroup=str(model),
+        showlegend=False,
+        name=f"{display_name(model)} folds",
         marker=dict(color=model_color(model), size=6, line=dict(width=0.8, color="white")),
         customdata=np.stack([sub["train_size"], sub["fold"].fillna(-1)], axis=-1),
-        hovertemplate="n = %{customdata[0]:,}, fold %{customdata[1]}: %{y:.1%}<extra>" + display_name(model) + "</extra>")
+        hovertemplate="n = %{customdata[0]:,}, fold %{customdata[1]}: %{y:.1%}<extra>"
+        + display_name(model)
+        + "</extra>",
+    )
 
 
 def _hline(fig: go.Figure, y: float, text: str, color: str, dash: str, cols: int) -> None:
     """A labelled horizontal reference line across every panel."""
     for col in range(1, cols + 1):
-        fig.add_hline(y=y, line=dict(color=color, dash=dash, width=1.3), row=1, col=col,
-                      annotation_text=text if col == 1 else None, annotation_position="bottom right",
-                      annotation_font=dict(size=11, color=color))
+        fig.add_hline(
+            y=y,
+            line=dict(color=color, dash=dash, width=1.3),
+            row=1,
+            col=col,
+            annotation_text=text if col == 1 else None,
+            annotation_position="bottom right",
+            annotation_font=dict(size=11, color=color),
+        )
 
 
 def _box_figure(
-    data: pd.DataFrame, metric: str, cset: str, cfg: dict[str, Any], models: Sequence[str] | None,
-    inset: bool, refs: list[dict[str, Any]], title: str, lines: Sequence[tuple[float, str, str, str]] = (),
+    data: pd.DataFrame,
+    metric: str,
+    cset: str,
+    cfg: dict[str, Any],
+    models: Sequence[str] | None,
+    inset: bool,
+    refs: list[dict[str, Any]],
+    title: str,
+    lines: Sequence[tuple[float, str, str, str]] = (),
 ) -> go.Figure:
     models = [m for m in (models or order_models(data["model"])) if (data["model"] == m).any()]
     sizes = sorted(data["train_size"].unique().tolist())
     axis = SizeAxis(sizes + [int(p["train_size"]) for p in refs])
     zoom = sizes[-2:] if inset and len(sizes) >= 3 else []
     if zoom:
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.77, 0.23], horizontal_spacing=0.07,
-                            subplot_titles=("", f"zoom: n = {fmt_int(zoom[0])} and {fmt_int(zoom[1])}"))
+        fig = make_subplots(
+            rows=1,
+            cols=2,
+            column_widths=[0.77, 0.23],
+            horizontal_spacing=0.07,
+            subplot_titles=("", f"zoom: n = {fmt_int(zoom[0])} and {fmt_int(zoom[1])}"),
+        )
     else:
         fig = make_subplots(rows=1, cols=1)
     for i, model in enumerate(models):
@@ -92,8 +126,9 @@ def _box_figure(
             box = model_boxes(data, metric, model, axis, sizes=zoom, showlegend=False)
             if box is not None:
                 fig.add_trace(box, row=1, col=2)
-                fig.add_trace(fold_points(data, metric, model, axis, sizes=zoom, slot=i, n_slots=len(models)),
-                              row=1, col=2)
+                fig.add_trace(
+                    fold_points(data, metric, model, axis, sizes=zoom, slot=i, n_slots=len(models)), row=1, col=2
+                )
     for y, text, color, dash in lines:
         _hline(fig, y, text, color, dash, 2 if zoom else 1)
     for i, p in enumerate(refs):
@@ -103,13 +138,21 @@ def _box_figure(
         spread = float(p.get("spread") or 0.0)
         panels = [1] + ([2] if zoom and int(p["train_size"]) >= zoom[0] else [])
         for col in panels:
-            fig.add_trace(go.Scatter(
-                x=[x_ref], y=[float(p["accuracy"])], mode="markers",
-                marker=dict(symbol="diamond", size=11, color=REFERENCE_COLOR, line=dict(width=1, color="black")),
-                error_y=dict(type="constant", value=spread, color=REFERENCE_COLOR, thickness=2, width=6),
-                name=f"{label} (reference)", legendgroup=f"ref-{i}", showlegend=col == 1,
-                hovertemplate=f"{label}: %{{y:.1%}} \u00b1 {spread:.1%}<br>n = {fmt_int(p['train_size'])}<extra></extra>",
-            ), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=[x_ref],
+                    y=[float(p["accuracy"])],
+                    mode="markers",
+                    marker=dict(symbol="diamond", size=11, color=REFERENCE_COLOR, line=dict(width=1, color="black")),
+                    error_y=dict(type="constant", value=spread, color=REFERENCE_COLOR, thickness=2, width=6),
+                    name=f"{label} (reference)",
+                    legendgroup=f"ref-{i}",
+                    showlegend=col == 1,
+                    hovertemplate=f"{label}: %{{y:.1%}} \u00b1 {spread:.1%}<br>n = {fmt_int(p['train_size'])}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
     ylabel = METRIC_LABEL.get(metric, metric)
     style(fig, title, height=540, boxmode="group", boxgroupgap=0.25, boxgap=BOX_GAP)
     fig.update_xaxes(axis.axis(sizes=sizes), row=1, col=1)
@@ -123,11 +166,18 @@ def _box_figure(
 
 
 def accuracy_vs_size(
-    results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    results: Results | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
     per_class: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, category_set: str | None = None,
-    metric: str = "overall_accuracy", models: Sequence[str] | None = None, inset: bool = True,
-    reference_points: bool = True, title: str | None = None, arch: Any = None,
+    config: dict[str, Any] | None = None,
+    category_set: str | None = None,
+    metric: str = "overall_accuracy",
+    models: Sequence[str] | None = None,
+    inset: bool = True,
+    reference_points: bool = True,
+    title: str | None = None,
+    arch: Any = None,
 ) -> go.Figure:
     """Figs. 4 and 9: accuracy over folds as boxes per model and size (fold dots over them), with a
     zoom panel and the majority-class and supervised-ceiling lines where the run has them; one
@@ -138,14 +188,24 @@ def accuracy_vs_size(
     sets = category_sets(done)
     base = f"{METRIC_LABEL.get(metric, metric)} vs training set size"
     if not sets or (category_set is not None and category_set not in sets):
-        return no_data_figure(title or base, "no data yet: no finished trials" + (f" for {category_set}" if category_set else ""))
+        return no_data_figure(
+            title or base, "no data yet: no finished trials" + (f" for {category_set}" if category_set else "")
+        )
     cset = category_set or sets[0]
     data = done[done["category_set"] == cset]
     ncat = n_categories_of(cset, data)
     refs = _reference_points(res.config, cset, ncat) if reference_points else []
-    return _box_figure(data, metric, cset, res.config, models, inset, refs,
-                       title or f"{base} \u2014 {set_label(cset, ncat)}{arch_note}",
-                       reference_lines(res, cset, metric, "validation", arch))
+    return _box_figure(
+        data,
+        metric,
+        cset,
+        res.config,
+        models,
+        inset,
+        refs,
+        title or f"{base} \u2014 {set_label(cset, ncat)}{arch_note}",
+        reference_lines(res, cset, metric, "validation", arch),
+    )
 
 
 def _arch(res: Results, arch: Any) -> tuple[Any, str]:
@@ -158,30 +218,44 @@ def _arch(res: Results, arch: Any) -> tuple[Any, str]:
 MAJORITY_COLOR, CEILING_COLOR = "#b22222", "#2f4f4f"
 
 
-def reference_lines(res: Results, cset: str, metric: str, split: str,
-                    arch: Any = None) -> list[tuple[float, str, str, str]]:
+def reference_lines(
+    res: Results, cset: str, metric: str, split: str, arch: Any = None
+) -> list[tuple[float, str, str, str]]:
     """(y, label, colour, dash) of the majority-class share of ``split`` and of the supervised
     ceiling (mean over its folds) where the run has them, of one backbone (default the first)."""
     out = []
     arch = arch if arch is not None else archs_of(res.trials)[0]
     share = majority_share(res.per_class, cset, split, res.trials, arch)
     if share is not None:
-        out.append((share, f"majority class {share:.1%} (always predicting the most frequent category)",
-                    MAJORITY_COLOR, "dot"))
+        out.append(
+            (share, f"majority class {share:.1%} (always predicting the most frequent category)", MAJORITY_COLOR, "dot")
+        )
     ceil = done_trials(res.trials, metric, ceiling=True, arch=arch)
     ceil = ceil[ceil["category_set"] == cset]
     if len(ceil):
         n = int(ceil["train_size"].max())
-        out.append((float(ceil[metric].mean()), f"supervised ceiling {ceil[metric].mean():.1%} (all {n:,} labeled images, "
-                    f"{len(ceil)} fold{'s' if len(ceil) != 1 else ''})", CEILING_COLOR, "dash"))
+        out.append(
+            (
+                float(ceil[metric].mean()),
+                f"supervised ceiling {ceil[metric].mean():.1%} (all {n:,} labeled images, "
+                f"{len(ceil)} fold{'s' if len(ceil) != 1 else ''})",
+                CEILING_COLOR,
+                "dash",
+            )
+        )
     return out
 
 
 def generalization(
-    results: Results | None = None, *, trials: pd.DataFrame | None = None,
+    results: Results | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
     per_class: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, category_set: str | None = None,
-    models: Sequence[str] | None = None, title: str | None = None, arch: Any = None,
+    config: dict[str, Any] | None = None,
+    category_set: str | None = None,
+    models: Sequence[str] | None = None,
+    title: str | None = None,
+    arch: Any = None,
 ) -> go.Figure:
     """Fig. 12: accuracy on the unseen campaign (generalization_accuracy) per model and size, with
     the campaign's majority-class share; one backbone (``arch``, default the first recorded)."""
@@ -190,22 +264,38 @@ def generalization(
     done = done_trials(res.trials, "generalization_accuracy", arch=arch)
     sets = category_sets(done)
     if not sets or (category_set is not None and category_set not in sets):
-        return no_data_figure(title or "Accuracy on the unseen campaign", "no data yet: no generalization accuracy recorded")
+        return no_data_figure(
+            title or "Accuracy on the unseen campaign", "no data yet: no generalization accuracy recorded"
+        )
     cset = category_set or sets[0]
     data = done[done["category_set"] == cset]
     campaigns = [res.campaign(c) for c in data["generalization_campaign"].dropna().astype(str).unique()]
     where = " / ".join(campaigns) if campaigns else "the unseen campaign"
-    return _box_figure(data, "generalization_accuracy", cset, res.config, models, False, [],
-                       title or f"Accuracy on {where} without further fine-tuning \u2014 "
-                       f"{set_label(cset, n_categories_of(cset, data))}{arch_note}",
-                       reference_lines(res, cset, "generalization_accuracy", "generalization", arch))
+    return _box_figure(
+        data,
+        "generalization_accuracy",
+        cset,
+        res.config,
+        models,
+        False,
+        [],
+        title
+        or f"Accuracy on {where} without further fine-tuning \u2014 "
+        f"{set_label(cset, n_categories_of(cset, data))}{arch_note}",
+        reference_lines(res, cset, "generalization_accuracy", "generalization", arch),
+    )
 
 
 def learning_curves(
-    results: Results | None = None, *, trials: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, category_set: str | None = None,
-    models: Sequence[str] | None = None, fits: dict[tuple[str, str], CurveFit] | None = None,
-    title: str | None = None, arch: Any = None,
+    results: Results | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    category_set: str | None = None,
+    models: Sequence[str] | None = None,
+    fits: dict[tuple[str, str], CurveFit] | None = None,
+    title: str | None = None,
+    arch: Any = None,
 ) -> go.Figure:
     """Boxes of Fig. 4 with the fit OA(n) = a - b n^-c per model, its bootstrap band and the targets;
     one backbone (``arch``, default the first recorded, the one :func:`fit_learning_curves` fits)."""
@@ -246,45 +336,85 @@ def learning_curves(
         color = model_color(m)
         band = fit.band(grid)
         if band is not None:
-            fig.add_trace(go.Scatter(
-                x=np.concatenate([axis.pos(grid), axis.pos(grid)[::-1]]),
-                y=np.concatenate([band[1], band[0][::-1]]), fill="toself", fillcolor=fade(color, 0.15),
-                line=dict(width=0), hoverinfo="skip", name=f"{display_name(m)} 95 % band",
-                legendgroup=f"fit-{m}", showlegend=False))
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([axis.pos(grid), axis.pos(grid)[::-1]]),
+                    y=np.concatenate([band[1], band[0][::-1]]),
+                    fill="toself",
+                    fillcolor=fade(color, 0.15),
+                    line=dict(width=0),
+                    hoverinfo="skip",
+                    name=f"{display_name(m)} 95 % band",
+                    legendgroup=f"fit-{m}",
+                    showlegend=False,
+                )
+            )
         verdict = "fit unreliable: " + "; ".join(problems[m]) if problems[m] else "fit"
-        fig.add_trace(go.Scatter(
-            x=axis.pos(grid), y=fit.predict(grid), mode="lines",
-            line=dict(color=color, width=2 if not problems[m] else 1, dash="dash" if not problems[m] else "dot"),
-            name=f"{display_name(m)} fit: a={fit.a:.3f}, b={fit.b:.3g}, c={fit.c:.2f}"
-                 + (f"<br>  {verdict}" if problems[m] else ""),
-            legendgroup=f"fit-{m}", customdata=grid,
-            hovertemplate="n = %{customdata:,.0f}<br>OA = %{y:.1%}<extra>" + display_name(m) + "</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=axis.pos(grid),
+                y=fit.predict(grid),
+                mode="lines",
+                line=dict(color=color, width=2 if not problems[m] else 1, dash="dash" if not problems[m] else "dot"),
+                name=f"{display_name(m)} fit: a={fit.a:.3f}, b={fit.b:.3g}, c={fit.c:.2f}"
+                + (f"<br>  {verdict}" if problems[m] else ""),
+                legendgroup=f"fit-{m}",
+                customdata=grid,
+                hovertemplate="n = %{customdata:,.0f}<br>OA = %{y:.1%}<extra>" + display_name(m) + "</extra>",
+            )
+        )
         for t in targets if not problems[m] else []:
             ans = fit.samples_to_reach(t)
             if ans["n"] is not None and ans["n"] <= n_hi * 1.0001:
-                ci = (f" (95 % CI {fmt_int(ans['low'])}\u2013{fmt_int(ans['high'])})"
-                      if ans["low"] is not None and ans["high"] is not None else "")
-                fig.add_trace(go.Scatter(
-                    x=[axis.pos(ans["n"])], y=[t], mode="markers", showlegend=False,
-                    marker=dict(symbol="x", size=11, color=color), legendgroup=f"fit-{m}",
-                    hovertemplate=f"{display_name(m)} reaches {t:.0%} at n \u2248 {fmt_int(ans['n'])}{ci}<extra></extra>"))
+                ci = (
+                    f" (95 % CI {fmt_int(ans['low'])}\u2013{fmt_int(ans['high'])})"
+                    if ans["low"] is not None and ans["high"] is not None
+                    else ""
+                )
+                fig.add_trace(
+                    go.Scatter(
+                        x=[axis.pos(ans["n"])],
+                        y=[t],
+                        mode="markers",
+                        showlegend=False,
+                        marker=dict(symbol="x", size=11, color=color),
+                        legendgroup=f"fit-{m}",
+                        hovertemplate=f"{display_name(m)} reaches {t:.0%} at n \u2248 {fmt_int(ans['n'])}{ci}<extra></extra>",
+                    )
+                )
     for t in targets:
-        fig.add_hline(y=t, line=dict(color="#999", dash="dot", width=1),
-                      annotation_text=f"target {t:.0%}", annotation_position="top left")
-    style(fig, title or f"Learning curves OA(n) = a \u2212 b\u00b7n^(\u2212c) \u2014 "
-          f"{set_label(cset, n_categories_of(cset, data))}{arch_note}", height=560, boxmode="group")
-    fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top"),
-                      margin=dict(r=330, t=80))
+        fig.add_hline(
+            y=t,
+            line=dict(color="#999", dash="dot", width=1),
+            annotation_text=f"target {t:.0%}",
+            annotation_position="top left",
+        )
+    style(
+        fig,
+        title
+        or f"Learning curves OA(n) = a \u2212 b\u00b7n^(\u2212c) \u2014 "
+        f"{set_label(cset, n_categories_of(cset, data))}{arch_note}",
+        height=560,
+        boxmode="group",
+    )
+    fig.update_layout(
+        legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top"), margin=dict(r=330, t=80)
+    )
     fig.update_xaxes(axis.axis(sizes=sizes))
     fig.update_yaxes(title="Overall accuracy", tickformat=".0%")
     return fig
 
 
 def paired_differences(
-    results: Results | None = None, *, trials: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, model: str | None = None,
-    reference_model: str | None = None, metric: str = "overall_accuracy",
-    table: pd.DataFrame | None = None, title: str | None = None,
+    results: Results | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    model: str | None = None,
+    reference_model: str | None = None,
+    metric: str = "overall_accuracy",
+    table: pd.DataFrame | None = None,
+    title: str | None = None,
 ) -> go.Figure:
     """CSSL minus reference per size, paired by fold: mean with bootstrap 95 % CI, fold points."""
     res = resolve(results, config=config, trials=trials)
@@ -293,8 +423,9 @@ def paired_differences(
     reference_model = reference_model or str(cfg["reference_model"])
     name = f"{display_name(model)} \u2212 {display_name(reference_model)}"
     if table is None:
-        table = paired_difference_table(res.trials, model, reference_model, metric,
-                                        n_boot=int(cfg["n_bootstrap"]), seed=int(cfg["seed"]))
+        table = paired_difference_table(
+            res.trials, model, reference_model, metric, n_boot=int(cfg["n_bootstrap"]), seed=int(cfg["seed"])
+        )
     if table.empty:
         return no_data_figure(title or f"Paired difference {name}", "no data yet: no fold has results for both models")
     axis = SizeAxis(table["train_size"].tolist())
@@ -316,28 +447,59 @@ def paired_differences(
         p = (sub["p_adjusted"] if "p_adjusted" in sub.columns else sub["p_value"]).to_numpy(dtype=float)
         label = set_label(cset, n_categories_of(cset, sub)) + (f", {arch}" if len(archs) > 1 else "")
         fx, fy = [], []
-        for xi, diffs in zip(x, sub["diffs"]):
+        for xi, diffs in zip(x, sub["diffs"], strict=False):
             fx += [xi] * len(diffs)
             fy += [100 * d for d in diffs]
-        fig.add_trace(go.Scatter(x=fx, y=fy, mode="markers", marker=dict(color=fade(color, 0.45), size=6),
-                                 name=f"{label}: single folds", legendgroup=cset, hoverinfo="y"))
-        fig.add_trace(go.Scatter(
-            x=x, y=mean, mode="lines+markers+text",
-            name=f"{label}: mean, 95 % CI ({'Student t' if (sub['ci_method'] == 't').all() else 'bootstrap'})",
-            legendgroup=cset, line=dict(color=color, width=2), marker=dict(size=9, color=color),
-            error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi), arrayminus=np.nan_to_num(lo),
-                         thickness=1.5, width=5),
-            text=["*" if v else "" for v in significant(p)], textposition="top center",
-            textfont=dict(size=16, color=color),
-            customdata=np.stack([sub["train_size"], sub["n_pairs"], np.nan_to_num(p, nan=-1)], axis=-1),
-            hovertemplate=("n = %{customdata[0]:,}<br>mean \u0394 = %{y:.2f} pp<br>pairs: %{customdata[1]}"
-                           "<br>Holm-adjusted p = %{customdata[2]:.3g} (-1: too few pairs)<extra>" + label + "</extra>")))
-        for xi, yi, pi, npair in zip(x, mean, p, sub["n_pairs"]):
-            fig.add_annotation(x=xi, y=yi, text=p_label(pi, int(npair)), showarrow=False, yshift=-16,
-                               font=dict(size=10, color=color))
+        fig.add_trace(
+            go.Scatter(
+                x=fx,
+                y=fy,
+                mode="markers",
+                marker=dict(color=fade(color, 0.45), size=6),
+                name=f"{label}: single folds",
+                legendgroup=cset,
+                hoverinfo="y",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=mean,
+                mode="lines+markers+text",
+                name=f"{label}: mean, 95 % CI ({'Student t' if (sub['ci_method'] == 't').all() else 'bootstrap'})",
+                legendgroup=cset,
+                line=dict(color=color, width=2),
+                marker=dict(size=9, color=color),
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=np.nan_to_num(hi),
+                    arrayminus=np.nan_to_num(lo),
+                    thickness=1.5,
+                    width=5,
+                ),
+                text=["*" if v else "" for v in significant(p)],
+                textposition="top center",
+                textfont=dict(size=16, color=color),
+                customdata=np.stack([sub["train_size"], sub["n_pairs"], np.nan_to_num(p, nan=-1)], axis=-1),
+                hovertemplate=(
+                    "n = %{customdata[0]:,}<br>mean \u0394 = %{y:.2f} pp<br>pairs: %{customdata[1]}"
+                    "<br>Holm-adjusted p = %{customdata[2]:.3g} (-1: too few pairs)<extra>" + label + "</extra>"
+                ),
+            )
+        )
+        for xi, yi, pi, npair in zip(x, mean, p, sub["n_pairs"], strict=False):
+            fig.add_annotation(
+                x=xi, y=yi, text=p_label(pi, int(npair)), showarrow=False, yshift=-16, font=dict(size=10, color=color)
+            )
     fig.add_hline(y=0, line=dict(color="black", width=1))
-    style(fig, title or f"Paired difference in {METRIC_LABEL.get(metric, metric).lower()}: {name} "
-          f"(same fold; * Holm-adjusted p \u2264 {ALPHA:g}, {table['test'].iloc[0]})", height=500)
+    style(
+        fig,
+        title
+        or f"Paired difference in {METRIC_LABEL.get(metric, metric).lower()}: {name} "
+        f"(same fold; * Holm-adjusted p \u2264 {ALPHA:g}, {table['test'].iloc[0]})",
+        height=500,
+    )
     fig.update_xaxes(axis.axis())
     fig.update_yaxes(title="\u0394 accuracy (pp, percentage points)", zeroline=False)
     return fig

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,9 +50,18 @@ def margin_heatmap(matrix: pd.DataFrame, showscale: bool = False, corner: str = 
     text[k][k] = f"{_num(total, integral)}<br><b>{corner} {_pct(oa)}</b>"
     labels = [str(c) for c in m.columns]
     return go.Heatmap(
-        z=z, x=labels + [MARGIN_COL], y=[str(c) for c in m.index] + [MARGIN_ROW], text=text,
-        texttemplate="%{text}", textfont=dict(size=10 if k > 6 else 12), colorscale="Blues",
-        zmin=0, zmax=1, showscale=showscale, xgap=1, ygap=1,
+        z=z,
+        x=labels + [MARGIN_COL],
+        y=[str(c) for c in m.index] + [MARGIN_ROW],
+        text=text,
+        texttemplate="%{text}",
+        textfont=dict(size=10 if k > 6 else 12),
+        colorscale="Blues",
+        zmin=0,
+        zmax=1,
+        showscale=showscale,
+        xgap=1,
+        ygap=1,
         colorbar=dict(title="share / rate", tickformat=".0%", len=0.6),
         hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
     )
@@ -73,10 +83,18 @@ def default_size(confusion: pd.DataFrame, category_set: str, models: Sequence[st
 
 
 def confusion_matrices(
-    results: Results | None = None, *, confusion: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, category_set: str | None = None,
-    models: Sequence[str] | None = None, train_size: int | None = None, split: str = "validation",
-    view: str = "auto", how: str = "mean", title: str | None = None, arch: Any = None,
+    results: Results | None = None,
+    *,
+    confusion: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    category_set: str | None = None,
+    models: Sequence[str] | None = None,
+    train_size: int | None = None,
+    split: str = "validation",
+    view: str = "auto",
+    how: str = "mean",
+    title: str | None = None,
+    arch: Any = None,
 ) -> go.Figure:
     """Side-by-side confusion matrices of two models (rows: views such as basic / complex), of one
     backbone (``arch``; default the first recorded) and comparable cells only."""
@@ -98,7 +116,9 @@ def confusion_matrices(
         order = list(catalog.categories)
     panels: list[tuple[str, list[tuple[str, pd.DataFrame]]]] = []
     for m in models:
-        mat = fold_confusion(cm, m, cset, size, split=split, how=how, order=order) if size is not None else pd.DataFrame()
+        mat = (
+            fold_confusion(cm, m, cset, size, split=split, how=how, order=order) if size is not None else pd.DataFrame()
+        )
         if not mat.empty:
             panels.append((m, confusion_views(mat, catalog, view)))
     if not panels:
@@ -108,26 +128,41 @@ def confusion_matrices(
     for r in range(n_rows):
         for m, views in panels:
             titles.append(f"{display_name(m)} \u2014 {views[r][0]}" if r < len(views) else "")
-    fig = make_subplots(rows=n_rows, cols=len(panels), subplot_titles=titles,
-                        horizontal_spacing=0.12, vertical_spacing=0.16 if n_rows > 1 else 0.1)
+    fig = make_subplots(
+        rows=n_rows,
+        cols=len(panels),
+        subplot_titles=titles,
+        horizontal_spacing=0.12,
+        vertical_spacing=0.16 if n_rows > 1 else 0.1,
+    )
     first = True
     for c, (m, views) in enumerate(panels, start=1):
         for r, (_, mat) in enumerate(views, start=1):
             corner = "OA" if len(views) == 1 else "subset OA"
             fig.add_trace(margin_heatmap(mat, showscale=first, corner=corner), row=r, col=c)
             first = False
-            fig.update_yaxes(autorange="reversed", title="true category" if c == 1 else None,
-                             row=r, col=c, tickfont=dict(size=11))
+            fig.update_yaxes(
+                autorange="reversed", title="true category" if c == 1 else None, row=r, col=c, tickfont=dict(size=11)
+            )
             fig.update_xaxes(title="predicted category", row=r, col=c, tickangle=-35, tickfont=dict(size=11))
     ncat = n_categories_of(cset, cm)
     agg = "averaged over folds" if how == "mean" else "summed over folds"
     heights = [max(len(v[r][1]) for _, v in panels if r < len(v)) for r in range(n_rows)]
-    style(fig, title or (f"{base}, {split} set, n = {fmt_int(size)} \u2014 {set_label(cset, ncat)}"
-                         f"{f' ({arch})' if len(archs) > 1 else ''}<br><sup>counts {agg}; "
-                         "cell %: share of the predicted column; last row: precision; last column: recall; "
-                         + ("corner: overall accuracy" if n_rows == 1 else
-                            "corner: accuracy on that subset (images of its categories, predictions among them)")
-                         + "</sup>"),
-          height=int(180 + sum(70 + 48 * (h + 1) for h in heights)))
+    style(
+        fig,
+        title
+        or (
+            f"{base}, {split} set, n = {fmt_int(size)} \u2014 {set_label(cset, ncat)}"
+            f"{f' ({arch})' if len(archs) > 1 else ''}<br><sup>counts {agg}; "
+            "cell %: share of the predicted column; last row: precision; last column: recall; "
+            + (
+                "corner: overall accuracy"
+                if n_rows == 1
+                else "corner: accuracy on that subset (images of its categories, predictions among them)"
+            )
+            + "</sup>"
+        ),
+        height=int(180 + sum(70 + 48 * (h + 1) for h in heights)),
+    )
     fig.update_layout(legend=dict(visible=False), margin=dict(l=150, r=40, t=120, b=110))
     return fig

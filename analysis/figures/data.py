@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,9 +18,26 @@ from analysis.select import archs_of, category_sets, comparable, n_categories_of
 
 # Kelly's 20 colours of maximum contrast (white and black left out): distinct for 19 categories.
 CATEGORY_PALETTE = (
-    "#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#848482", "#008856", "#E68FAC",
-    "#0067A5", "#F99379", "#604E97", "#F6A600", "#B3446C", "#DCD300", "#882D17", "#8DB600", "#654522",
-    "#E25822", "#2B3D26",
+    "#F3C300",
+    "#875692",
+    "#F38400",
+    "#A1CAF1",
+    "#BE0032",
+    "#C2B280",
+    "#848482",
+    "#008856",
+    "#E68FAC",
+    "#0067A5",
+    "#F99379",
+    "#604E97",
+    "#F6A600",
+    "#B3446C",
+    "#DCD300",
+    "#882D17",
+    "#8DB600",
+    "#654522",
+    "#E25822",
+    "#2B3D26",
 )
 ROLE_PRIORITY = ("labeled", "generalization", "pretrain")
 CAMPAIGN_COLORS = ("#e6b400", "#e377c2", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
@@ -32,8 +50,11 @@ STAGE_NAMES = {
 
 
 def class_distribution(
-    results: Results | None = None, *, dataset: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, title: str | None = None,
+    results: Results | None = None,
+    *,
+    dataset: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    title: str | None = None,
 ) -> go.Figure:
     """Fig. 1: images per category for every campaign, sorted by the first labeled campaign."""
     res = resolve(results, config=config, dataset=dataset)
@@ -59,22 +80,36 @@ def class_distribution(
     for i, (camp, role, counts) in enumerate(chosen):
         counts = counts.reindex(order)
         total = counts.sum()
-        fig.add_trace(go.Bar(
-            y=order, x=counts.fillna(0), orientation="h", name=f"{res.campaign(camp)} ({role}, {fmt_int(total)} images)",
-            marker_color=CAMPAIGN_COLORS[i % len(CAMPAIGN_COLORS)],
-            customdata=(counts / total).fillna(0),
-            hovertemplate="%{y}: %{x:,} images (%{customdata:.1%})<extra>" + res.campaign(camp) + "</extra>",
-        ))
-    style(fig, title or f"{base} (sorted by {res.campaign(labeled[0])})", height=int(160 + 18 * len(order) * max(1.0, len(chosen) / 1.5)),
-          barmode="group", bargap=0.25)
+        fig.add_trace(
+            go.Bar(
+                y=order,
+                x=counts.fillna(0),
+                orientation="h",
+                name=f"{res.campaign(camp)} ({role}, {fmt_int(total)} images)",
+                marker_color=CAMPAIGN_COLORS[i % len(CAMPAIGN_COLORS)],
+                customdata=(counts / total).fillna(0),
+                hovertemplate="%{y}: %{x:,} images (%{customdata:.1%})<extra>" + res.campaign(camp) + "</extra>",
+            )
+        )
+    style(
+        fig,
+        title or f"{base} (sorted by {res.campaign(labeled[0])})",
+        height=int(160 + 18 * len(order) * max(1.0, len(chosen) / 1.5)),
+        barmode="group",
+        bargap=0.25,
+    )
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title=None)
     fig.update_xaxes(title="Number of images")
     return fig
 
 
 def tsne_grid(
-    results: Results | None = None, *, embeddings: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, model: str | None = None, max_points: int | None = None,
+    results: Results | None = None,
+    *,
+    embeddings: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    model: str | None = None,
+    max_points: int | None = None,
     title: str | None = None,
 ) -> go.Figure:
     """Fig. 8: 2-D embeddings, rows = stages, columns = training sizes (largest first), colour = category."""
@@ -102,11 +137,14 @@ def tsne_grid(
             if size is not None:
                 sub = sub[(sub["train_size"] == size) | sub["train_size"].isna()]
             k = r * len(sizes) + c
-            titles.append(f"({letters[k % 26]}) {STAGE_NAMES.get(stage, stage)}"
-                          + (f", n = {fmt_int(size)}" if size is not None else ""))
+            titles.append(
+                f"({letters[k % 26]}) {STAGE_NAMES.get(stage, stage)}"
+                + (f", n = {fmt_int(size)}" if size is not None else "")
+            )
             panels.append((r + 1, c + 1, sub))
-    fig = make_subplots(rows=len(stages), cols=len(sizes), subplot_titles=titles,
-                        horizontal_spacing=0.03, vertical_spacing=0.08)
+    fig = make_subplots(
+        rows=len(stages), cols=len(sizes), subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.08
+    )
     shown: set[str] = set()
     rng = np.random.default_rng(int(res.config["seed"]))
     for row, col, sub in panels:
@@ -114,31 +152,52 @@ def tsne_grid(
             sub = sub.iloc[np.sort(rng.choice(len(sub), size=max_points, replace=False))]
         for cat in sorted(pd.unique(sub["category"].astype(str))):
             g = sub[sub["category"].astype(str) == cat]
-            fig.add_trace(go.Scatter(
-                x=g["x"], y=g["y"], mode="markers", name=cat, legendgroup=cat, showlegend=cat not in shown,
-                legendrank=rank[cat],
-                marker=dict(size=4, color=colors[cat], opacity=0.75), customdata=g["image_id"].astype(str),
-                hovertemplate="%{customdata}<extra>" + cat + "</extra>"), row=row, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=g["x"],
+                    y=g["y"],
+                    mode="markers",
+                    name=cat,
+                    legendgroup=cat,
+                    showlegend=cat not in shown,
+                    legendrank=rank[cat],
+                    marker=dict(size=4, color=colors[cat], opacity=0.75),
+                    customdata=g["image_id"].astype(str),
+                    hovertemplate="%{customdata}<extra>" + cat + "</extra>",
+                ),
+                row=row,
+                col=col,
+            )
             shown.add(cat)
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
     style(fig, title or f"{base} \u2014 {display_name(model)}", height=int(150 + 290 * len(stages)))
-    fig.update_layout(legend=dict(orientation="v", y=1, x=1.01, yanchor="top", xanchor="left", itemsizing="constant"),
-                      margin=dict(l=30, r=200, t=100, b=30))
+    fig.update_layout(
+        legend=dict(orientation="v", y=1, x=1.01, yanchor="top", xanchor="left", itemsizing="constant"),
+        margin=dict(l=30, r=200, t=100, b=30),
+    )
     fig.update_annotations(font_size=11)
     return fig
 
 
 def f1_vs_share(
-    results: Results | None = None, *, per_class: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, category_set: str | None = None,
-    models: Sequence[str] | None = None, train_size: int | None = None, split: str = "validation",
-    title: str | None = None, arch: Any = None,
+    results: Results | None = None,
+    *,
+    per_class: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    category_set: str | None = None,
+    models: Sequence[str] | None = None,
+    train_size: int | None = None,
+    split: str = "validation",
+    title: str | None = None,
+    arch: Any = None,
 ) -> go.Figure:
     """Per-category F1 (mean over folds) against the category's share of the training subset, of one
     backbone (``arch``; default the first recorded) and comparable cells only."""
     res = resolve(results, config=config, per_class=per_class)
-    pc = comparable(res.per_class, res.trials, arch=arch if arch is not None else archs_of(res.trials, res.per_class)[0])
+    pc = comparable(
+        res.per_class, res.trials, arch=arch if arch is not None else archs_of(res.trials, res.per_class)[0]
+    )
     pc = pc[(pc["split"] == split) & pc["f1"].notna() & pc["train_count"].notna()]
     base = "Per-category F1 vs share of the training set"
     sets = category_sets(pc)
@@ -150,8 +209,9 @@ def f1_vs_share(
         pc = pc[pc["train_size"] == train_size]
     total = pc.groupby("cell_id")["train_count"].transform("sum")
     pc["share"] = pc["train_count"] / total.where(total > 0)
-    agg = (pc.groupby(["model", "train_size", "category"], as_index=False)
-           .agg(share=("share", "mean"), f1=("f1", "mean"), folds=("fold", "nunique")))
+    agg = pc.groupby(["model", "train_size", "category"], as_index=False).agg(
+        share=("share", "mean"), f1=("f1", "mean"), folds=("fold", "nunique")
+    )
     agg = agg[agg["share"] > 0]
     models = [m for m in (models or order_models(agg["model"])) if (agg["model"] == m).any()]
     if agg.empty or not models:
@@ -160,16 +220,28 @@ def f1_vs_share(
     for m in models:
         g = agg[agg["model"] == m]
         rho = stats.spearmanr(g["share"], g["f1"]).statistic if len(g) > 2 and g["f1"].nunique() > 1 else float("nan")
-        fig.add_trace(go.Scatter(
-            x=100 * g["share"], y=g["f1"], mode="markers", name=f"{display_name(m)} (Spearman \u03c1 = {rho:.2f})",
-            marker=dict(color=model_color(m), size=7, opacity=0.7, line=dict(width=0.5, color="white")),
-            customdata=np.stack([g["category"].astype(str), g["train_size"], g["folds"]], axis=-1),
-            hovertemplate=("%{customdata[0]}<br>n = %{customdata[1]}, share %{x:.2f} %<br>F1 %{y:.2f} "
-                           "(%{customdata[2]} folds)<extra>" + display_name(m) + "</extra>")))
+        fig.add_trace(
+            go.Scatter(
+                x=100 * g["share"],
+                y=g["f1"],
+                mode="markers",
+                name=f"{display_name(m)} (Spearman \u03c1 = {rho:.2f})",
+                marker=dict(color=model_color(m), size=7, opacity=0.7, line=dict(width=0.5, color="white")),
+                customdata=np.stack([g["category"].astype(str), g["train_size"], g["folds"]], axis=-1),
+                hovertemplate=(
+                    "%{customdata[0]}<br>n = %{customdata[1]}, share %{x:.2f} %<br>F1 %{y:.2f} "
+                    "(%{customdata[2]} folds)<extra>" + display_name(m) + "</extra>"
+                ),
+            )
+        )
     sizes = "all sizes" if train_size is None else f"n = {fmt_int(train_size)}"
     style(fig, title or f"{base} \u2014 {set_label(cset, n_categories_of(cset, pc))}, {split} set, {sizes}", height=480)
     ticks = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
-    fig.update_xaxes(title="share of the category in the training subset (%, log scale)", type="log",
-                     tickvals=ticks, ticktext=[f"{t:g} %" for t in ticks])
+    fig.update_xaxes(
+        title="share of the category in the training subset (%, log scale)",
+        type="log",
+        tickvals=ticks,
+        ticktext=[f"{t:g} %" for t in ticks],
+    )
     fig.update_yaxes(title="F1 score", range=[-0.03, 1.03])
     return fig

@@ -30,8 +30,12 @@ def _ordered(strategies: Any) -> list[str]:
 
 
 def selection_curves(
-    results: Results | None = None, *, trials: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, category_set: str | None = None, title: str | None = None,
+    results: Results | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    category_set: str | None = None,
+    title: str | None = None,
 ) -> go.Figure:
     """OA vs n (log axis) per selection strategy: fold mean with fold std bars, one panel per model type."""
     res = resolve(results, config=config, trials=trials)
@@ -43,29 +47,42 @@ def selection_curves(
         return no_data_figure(title or base, "no data yet: no finished trials of several strategies")
     cset = category_set or str(curves["category_set"].iloc[0])
     models = order_models(curves["model"].unique())
-    fig = make_subplots(rows=1, cols=len(models), shared_yaxes=True,
-                        subplot_titles=[display_name(m) for m in models])
+    fig = make_subplots(rows=1, cols=len(models), shared_yaxes=True, subplot_titles=[display_name(m) for m in models])
     for col, model in enumerate(models, start=1):
         for strategy in _ordered(curves["selection"].unique()):
             c = curves[(curves["model"] == model) & (curves["selection"] == strategy)].sort_values("train_size")
             if c.empty:
                 continue
-            fig.add_trace(go.Scatter(
-                x=c["train_size"], y=c["mean"], mode="lines+markers", name=strategy, legendgroup=strategy,
-                showlegend=col == 1, line=dict(color=strategy_color(strategy), dash="solid" if strategy == RANDOM else "dot"),
-                error_y=dict(type="data", array=c["std"].fillna(0), visible=True),
-                customdata=c[["std", "n_folds"]],
-                hovertemplate=f"{strategy}, n=%{{x}}: OA %{{y:.1%}} \u00b1 %{{customdata[0]:.1%}} "
-                              "(%{customdata[1]} folds)<extra></extra>"), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=c["train_size"],
+                    y=c["mean"],
+                    mode="lines+markers",
+                    name=strategy,
+                    legendgroup=strategy,
+                    showlegend=col == 1,
+                    line=dict(color=strategy_color(strategy), dash="solid" if strategy == RANDOM else "dot"),
+                    error_y=dict(type="data", array=c["std"].fillna(0), visible=True),
+                    customdata=c[["std", "n_folds"]],
+                    hovertemplate=f"{strategy}, n=%{{x}}: OA %{{y:.1%}} \u00b1 %{{customdata[0]:.1%}} "
+                    "(%{customdata[1]} folds)<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
         fig.update_xaxes(type="log", title_text="labeled images n", row=1, col=col)
     fig.update_yaxes(title_text="overall accuracy (fold mean \u00b1 std)", tickformat=".0%", row=1, col=1)
     return style(fig, title or f"{base} \u2014 {set_label(cset, n_categories_of(cset, res.trials))}")
 
 
 def labels_saved(
-    results: Results | None = None, *, trials: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, category_set: str | None = None,
-    table: pd.DataFrame | None = None, title: str | None = None,
+    results: Results | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    category_set: str | None = None,
+    table: pd.DataFrame | None = None,
+    title: str | None = None,
 ) -> go.Figure:
     """Labels saved at equal OA against random (random's n minus the strategy's interpolated n),
     per model type and strategy; filled markers where the fold-paired difference is a verdict."""
@@ -82,15 +99,22 @@ def labels_saved(
     for (model, strategy), g in data.groupby(["model", "selection"]):
         g = g.sort_values("train_size")
         claim = ~g["verdict"].str.startswith("no verdict")
-        fig.add_trace(go.Scatter(
-            x=g["train_size"], y=g["labels_saved"], mode="lines+markers",
-            name=f"{strategy} \u2014 {display_name(model)}",
-            line=dict(color=strategy_color(strategy), dash="solid" if model == order_models(data["model"])[0] else "dash"),
-            marker=dict(size=10, symbol=["circle" if c else "circle-open" for c in claim]),
-            customdata=list(zip(g["n_equal"].round(0), g["mean_diff"] * 100, g["p_adjusted"], g["verdict"])),
-            hovertemplate="random n=%{x}, strategy reaches its OA at n=%{customdata[0]}: %{y:+.0f} labels<br>"
-                          "paired diff at n=%{x}: %{customdata[1]:+.1f} pp, Holm-adjusted p=%{customdata[2]:.2g}<br>"
-                          "%{customdata[3]}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=g["train_size"],
+                y=g["labels_saved"],
+                mode="lines+markers",
+                name=f"{strategy} \u2014 {display_name(model)}",
+                line=dict(
+                    color=strategy_color(strategy), dash="solid" if model == order_models(data["model"])[0] else "dash"
+                ),
+                marker=dict(size=10, symbol=["circle" if c else "circle-open" for c in claim]),
+                customdata=list(zip(g["n_equal"].round(0), g["mean_diff"] * 100, g["p_adjusted"], g["verdict"], strict=False)),
+                hovertemplate="random n=%{x}, strategy reaches its OA at n=%{customdata[0]}: %{y:+.0f} labels<br>"
+                "paired diff at n=%{x}: %{customdata[1]:+.1f} pp, Holm-adjusted p=%{customdata[2]:.2g}<br>"
+                "%{customdata[3]}<extra></extra>",
+            )
+        )
     fig.add_hline(y=0, line=dict(color="#888", dash="dot"))
     fig.update_xaxes(type="log", title_text="labeled images n of random selection")
     fig.update_yaxes(title_text="labels saved at random's OA (n \u2212 n_equal)")

@@ -30,8 +30,12 @@ def _x_column(df: pd.DataFrame, x: str) -> str:
 
 
 def pretraining_loss(
-    results: Results | None = None, *, losses: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, x: str = "step", title: str | None = None,
+    results: Results | None = None,
+    *,
+    losses: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    x: str = "step",
+    title: str | None = None,
 ) -> go.Figure:
     """Fig. A1: the contrastive pre-training loss of each run (one panel per model)."""
     res = resolve(results, config=config, losses=losses)
@@ -41,23 +45,39 @@ def pretraining_loss(
         return no_data_figure(title or base, "no data yet: no pre-training loss logged")
     df = df.assign(model=df["model"].fillna(df["run"]))
     models = order_models(df["model"].astype(str))
-    fig = make_subplots(rows=1, cols=len(models), subplot_titles=[pretrain_name(m) for m in models],
-                        horizontal_spacing=0.08)
+    fig = make_subplots(
+        rows=1, cols=len(models), subplot_titles=[pretrain_name(m) for m in models], horizontal_spacing=0.08
+    )
     xcol = _x_column(df, x)
     for c, m in enumerate(models, start=1):
         sub = df[df["model"].astype(str) == m]
         for run, g in sub.groupby(sub["run"].fillna(f"pretrain-{m}").astype(str)):
             g = _thin(g.sort_values([xcol]))
-            fig.add_trace(go.Scatter(x=g[xcol], y=g["loss"], mode="lines", name=f"{pretrain_name(m)}: {run}",
-                                     line=dict(color=model_color(m), width=1.5)), row=1, col=c)
+            fig.add_trace(
+                go.Scatter(
+                    x=g[xcol],
+                    y=g["loss"],
+                    mode="lines",
+                    name=f"{pretrain_name(m)}: {run}",
+                    line=dict(color=model_color(m), width=1.5),
+                ),
+                row=1,
+                col=c,
+            )
         fig.update_xaxes(title=f"training {xcol}", row=1, col=c)
     levels = no_learning_levels(res)
     for c, m in enumerate(models, start=1):
         if m in levels:
             what, level = levels[m]
-            fig.add_hline(y=level, line=dict(color="#b22222", dash="dot", width=1.3), row=1, col=c,
-                          annotation_text=f"no-learning level {what} = {level:.2f}",
-                          annotation_position="top right", annotation_font=dict(size=11, color="#b22222"))
+            fig.add_hline(
+                y=level,
+                line=dict(color="#b22222", dash="dot", width=1.3),
+                row=1,
+                col=c,
+                annotation_text=f"no-learning level {what} = {level:.2f}",
+                annotation_position="top right",
+                annotation_font=dict(size=11, color="#b22222"),
+            )
     fig.update_yaxes(title="loss", row=1, col=1)
     style(fig, title or base, height=420)
     several = df.groupby("model")["run"].nunique().max() > 1
@@ -80,9 +100,15 @@ def no_learning_levels(res: Results) -> dict[str, tuple[str, float]]:
 
 
 def finetuning_loss(
-    results: Results | None = None, *, losses: pd.DataFrame | None = None,
-    config: dict[str, Any] | None = None, model: str | None = None, category_set: str | None = None,
-    fold: int | str = 0, x: str = "step", title: str | None = None,
+    results: Results | None = None,
+    *,
+    losses: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    model: str | None = None,
+    category_set: str | None = None,
+    fold: int | str = 0,
+    x: str = "step",
+    title: str | None = None,
 ) -> go.Figure:
     """Fig. A2: fine-tuning loss per training-set size (fold ``fold``, or 'mean' over folds)."""
     res = resolve(results, config=config, losses=losses)
@@ -106,19 +132,29 @@ def finetuning_loss(
     sizes = sorted(df["train_size"].dropna().astype(int).unique())
     colors = sample_colorscale("Viridis", [i / max(len(sizes) - 1, 1) * 0.9 for i in range(len(sizes))])
     fig = go.Figure()
-    for size, color in zip(sizes, colors):
+    for size, color in zip(sizes, colors, strict=False):
         g = _thin(df[df["train_size"] == size].sort_values(xcol))
-        fig.add_trace(go.Scatter(x=g[xcol], y=g["loss"], mode="lines", name=f"n = {fmt_int(size)}",
-                                 line=dict(color=color, width=1.5)))
-    style(fig, title or f"{base} \u2014 {set_label(cset, n_categories_of(cset, res.trials, res.grid))}, {which}", height=460)
+        fig.add_trace(
+            go.Scatter(
+                x=g[xcol], y=g["loss"], mode="lines", name=f"n = {fmt_int(size)}", line=dict(color=color, width=1.5)
+            )
+        )
+    style(
+        fig,
+        title or f"{base} \u2014 {set_label(cset, n_categories_of(cset, res.trials, res.grid))}, {which}",
+        height=460,
+    )
     fig.update_xaxes(title=f"training {xcol}")
     fig.update_yaxes(title="cross-entropy loss")
     return fig
 
 
 def training_time_table(
-    results: Results | None = None, *, trials: pd.DataFrame | None = None,
-    pretraining: pd.DataFrame | None = None, config: dict[str, Any] | None = None,
+    results: Results | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
+    pretraining: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
     title: str | None = None,
 ) -> go.Figure:
     """Table B1: pre-training minutes per model; fine-tuning minutes per fold (mean) per size and model."""
@@ -146,19 +182,37 @@ def training_time_table(
         table = sub.pivot_table(index="train_size", columns="model", values="train_seconds", aggfunc="mean")
         folds = sub.groupby("train_size")["fold"].nunique()
         for size, r in table.sort_index().iterrows():
-            rows.append(["Supervised fine-tuning", set_label(cset, n_categories_of(cset, sub)), fmt_int(size),
-                         str(int(folds.get(size, 0)))]
-                        + [("" if m not in r or r[m] != r[m] else f"{r[m] / div:.1f}") for m in models])
-    columns = list(map(list, zip(*rows))) if rows else [[] for _ in header]
-    fig = go.Figure(go.Table(
-        header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#dde6f0", align="left"),
-        cells=dict(values=columns, align="left", height=24,
-                   fill_color=[["#ffffff" if i % 2 else "#f6f8fa" for i in range(len(rows))]]),
-        columnwidth=[2.2, 1.6, 1.2, 0.6] + [1.1] * len(models),
-    ))
+            rows.append(
+                [
+                    "Supervised fine-tuning",
+                    set_label(cset, n_categories_of(cset, sub)),
+                    fmt_int(size),
+                    str(int(folds.get(size, 0))),
+                ]
+                + [("" if m not in r or r[m] != r[m] else f"{r[m] / div:.1f}") for m in models]
+            )
+    columns = list(map(list, zip(*rows, strict=False))) if rows else [[] for _ in header]
+    fig = go.Figure(
+        go.Table(
+            header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#dde6f0", align="left"),
+            cells=dict(
+                values=columns,
+                align="left",
+                height=24,
+                fill_color=[["#ffffff" if i % 2 else "#f6f8fa" for i in range(len(rows))]],
+            ),
+            columnwidth=[2.2, 1.6, 1.2, 0.6] + [1.1] * len(models),
+        )
+    )
     word = "seconds" if unit == "s" else "minutes"
-    style(fig, title or (f"{base}<br><sup>fine-tuning: mean {word} per fold over finished folds; "
-                         f"pre-training: {word} of the whole run, one row for every method</sup>"),
-          height=min(160 + 25 * (len(rows) + 1), 900))
+    style(
+        fig,
+        title
+        or (
+            f"{base}<br><sup>fine-tuning: mean {word} per fold over finished folds; "
+            f"pre-training: {word} of the whole run, one row for every method</sup>"
+        ),
+        height=min(160 + 25 * (len(rows) + 1), 900),
+    )
     fig.update_layout(margin=dict(l=20, r=20, t=90, b=20))
     return fig

@@ -24,10 +24,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Set as AbstractSet
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -141,7 +142,8 @@ def derive_category_sets(
     held = {n: list(m) for n, m in catalog.category_sets.items() if set(m) <= set(found)}
     notes = [
         f"category set '{n}' left out: the labeled campaign '{campaign}' lacks {[c for c in m if c not in found]}"
-        for n, m in catalog.category_sets.items() if n not in held and n in sizes
+        for n, m in catalog.category_sets.items()
+        if n not in held and n in sizes
     ]
     widest = max(sizes, key=lambda n: len(catalog.category_sets.get(n, ())), default=None)
     base = sizes.get(widest, []) if widest is not None else []
@@ -178,7 +180,9 @@ def _assign_labeled(cfg: StudyConfig, found: dict[str, int], given: AbstractSet[
     d.labeled_campaign = largest
 
 
-def _assign_others(cfg: StudyConfig, table: pd.DataFrame, found: dict[str, int], given: AbstractSet[str], notes: Notes) -> None:
+def _assign_others(
+    cfg: StudyConfig, table: pd.DataFrame, found: dict[str, int], given: AbstractSet[str], notes: Notes
+) -> None:
     """Generalization and pretraining campaigns of what the user left unset."""
     d = cfg.data
     if len(found) == 1:
@@ -227,7 +231,8 @@ def _accept_new(cfg: StudyConfig, catalog: Catalog, new: list[str], notes: Notes
         cfg.catalog.groups.setdefault(name, "unknown")
     notes.add(
         f"{len(new)} new category name(s) outside the catalog, accepted as new categories (group unknown): "
-        + ", ".join(named) + "; rename typos, or set catalog.strict: true to refuse new names",
+        + ", ".join(named)
+        + "; rename typos, or set catalog.strict: true to refuse new names",
         warn=True,
     )
 

@@ -99,7 +99,9 @@ def _scan_category(cat_dir: Path, category: str, campaign: str, problems: Proble
         elif _is_image(f):
             images.append(f)
         else:
-            problems.add("file(s) that are not PNG, JPEG or TIFF images", str(f), fix="move them out of the data folder")
+            problems.add(
+                "file(s) that are not PNG, JPEG or TIFF images", str(f), fix="move them out of the data folder"
+            )
     if not images:
         problems.add("category folder(s) without images", str(cat_dir), fix="remove them or add images")
     return [(str(f), category, campaign) for f in images]
@@ -114,7 +116,9 @@ def _stray_files(folder: Path, problems: Problems) -> list[Path]:
         if f.is_dir():
             dirs.append(f)
         elif _is_image(f):
-            problems.add("image(s) outside a category folder", str(f), fix=f"put every image in a category folder: {LAYOUT}")
+            problems.add(
+                "image(s) outside a category folder", str(f), fix=f"put every image in a category folder: {LAYOUT}"
+            )
         elif f.is_symlink() and not f.exists():
             problems.add("broken symbolic link(s)", f"{f} -> {os.readlink(f)}", fix="repair or remove them")
         else:
@@ -145,9 +149,15 @@ def scan_folder(
     root = Path(root)
     rows: list[tuple[str, str, str]] = []
     if not root.exists():
-        problems.add("missing data folder(s)", f"{root} does not exist; pass --data DIR with the layout {LAYOUT}, or a manifest file")
+        problems.add(
+            "missing data folder(s)",
+            f"{root} does not exist; pass --data DIR with the layout {LAYOUT}, or a manifest file",
+        )
     elif not root.is_dir():
-        problems.add("missing data folder(s)", f"{root} is a file, not a folder; pass --data DIR with the layout {LAYOUT}, or a .csv / .parquet manifest")
+        problems.add(
+            "missing data folder(s)",
+            f"{root} is a file, not a folder; pass --data DIR with the layout {LAYOUT}, or a .csv / .parquet manifest",
+        )
     else:
         tops = _stray_files(root, problems)
         campaigns = [d for d in tops if _holds_folders(d)]
@@ -155,7 +165,8 @@ def scan_folder(
             for d in tops:
                 if d not in campaigns:
                     problems.add(
-                        "folder(s) at the campaign level without category folders", str(d),
+                        "folder(s) at the campaign level without category folders",
+                        str(d),
                         fix=f"the layout is {LAYOUT}; move them into a campaign folder or remove them",
                     )
             groups = [(d.name, _stray_files(d, problems)) for d in campaigns]
@@ -164,7 +175,12 @@ def scan_folder(
         for campaign, cat_dirs in groups:
             for cat_dir in cat_dirs:
                 category = category_of(
-                    cat_dir.name, catalog, new_categories, problems, str(cat_dir), "category folder(s) not in the catalog"
+                    cat_dir.name,
+                    catalog,
+                    new_categories,
+                    problems,
+                    str(cat_dir),
+                    "category folder(s) not in the catalog",
                 )
                 if category is not None:
                     rows += _scan_category(cat_dir, category, campaign, problems)
@@ -187,22 +203,34 @@ def _read_manifest_frame(path: Path, problems: Problems) -> pd.DataFrame | None:
         else:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
     except pd.errors.EmptyDataError:
-        problems.add(what, f"{path} is empty", fix="a manifest needs the header line path,label,campaign and one row per image")
+        problems.add(
+            what, f"{path} is empty", fix="a manifest needs the header line path,label,campaign and one row per image"
+        )
         return None
     except pd.errors.ParserError as err:
-        problems.add(what, f"{path} is not valid CSV ({str(err).strip().splitlines()[0]})", fix="check its quotes and commas")
+        problems.add(
+            what, f"{path} is not valid CSV ({str(err).strip().splitlines()[0]})", fix="check its quotes and commas"
+        )
         return None
     except UnicodeDecodeError:
         problems.add(what, f"{path} is not a text (CSV) file", fix="save it as CSV text or Parquet")
         return None
     except Exception as err:  # pyarrow / fastparquet raise their own types
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        problems.add(what, f"{path} is not a Parquet file ({first})", fix="write it with pandas.DataFrame.to_parquet, or save it as .csv")
+        problems.add(
+            what,
+            f"{path} is not a Parquet file ({first})",
+            fix="write it with pandas.DataFrame.to_parquet, or save it as .csv",
+        )
         return None
     df.columns = [str(c).strip().lower() for c in df.columns]
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
-        problems.add(what, f"{path} lacks column(s) {missing}; it has {list(df.columns)}", fix="a manifest needs the columns path, label, campaign")
+        problems.add(
+            what,
+            f"{path} lacks column(s) {missing}; it has {list(df.columns)}",
+            fix="a manifest needs the columns path, label, campaign",
+        )
         return None
     if df.empty:
         problems.add(what, f"{path} has no rows", fix="list one image per row: path,label,campaign")
@@ -223,7 +251,11 @@ def read_manifest(
     path = Path(path)
     df = None
     if not path.is_file():
-        problems.add("missing manifest(s)", f"{path} does not exist", fix="pass --data with a .csv / .parquet manifest or an image folder")
+        problems.add(
+            "missing manifest(s)",
+            f"{path} does not exist",
+            fix="pass --data with a .csv / .parquet manifest or an image folder",
+        )
     else:
         df = _read_manifest_frame(path, problems)
     rows: list[tuple[str, str, str]] = []
@@ -236,9 +268,13 @@ def read_manifest(
         listed: dict[str, list[int]] = {}
         candidates: list[tuple[int, str, str | None, str]] = []
         for i, (p, label, campaign) in enumerate(cells.itertuples(index=False, name=None)):
-            blank = [c for c, v in zip(MANIFEST_COLUMNS, (p, label, campaign)) if not v]
+            blank = [c for c, v in zip(MANIFEST_COLUMNS, (p, label, campaign), strict=False) if not v]
             if blank:
-                problems.add("manifest row(s) with a blank cell", f"{where[i]}: {', '.join(blank)} blank", fix="fill in every cell or remove the row")
+                problems.add(
+                    "manifest row(s) with a blank cell",
+                    f"{where[i]}: {', '.join(blank)} blank",
+                    fix="fill in every cell or remove the row",
+                )
                 continue
             full = str(Path(p) if Path(p).is_absolute() else base / p)
             listed.setdefault(full, []).append(i)
@@ -254,12 +290,24 @@ def read_manifest(
             labels = sorted({cells["label"].iloc[i] for i in idx})
             lines = ", ".join(str(i + first_line) for i in idx)
             if len(labels) > 1:
-                problems.add("file(s) listed under two or more labels", f"{full}: {labels} ({unit}s {lines})", fix="give each image one label")
+                problems.add(
+                    "file(s) listed under two or more labels",
+                    f"{full}: {labels} ({unit}s {lines})",
+                    fix="give each image one label",
+                )
             else:
-                problems.add("duplicate manifest row(s)", f"{full} ({unit}s {lines})", fix="keep one row per image (a duplicate could land in both train and validation)")
+                problems.add(
+                    "duplicate manifest row(s)",
+                    f"{full} ({unit}s {lines})",
+                    fix="keep one row per image (a duplicate could land in both train and validation)",
+                )
         for i, full, category, campaign in candidates:
             if not os.path.isfile(full):
-                problems.add("image file(s) listed but missing", f"{full} ({where[i]})", fix="fix the paths (relative paths are relative to the manifest)")
+                problems.add(
+                    "image file(s) listed but missing",
+                    f"{full} ({where[i]})",
+                    fix="fix the paths (relative paths are relative to the manifest)",
+                )
             elif full not in repeated and category is not None:
                 rows.append((full, category, campaign))
     if own:
@@ -341,7 +389,7 @@ def load_images(
     problems = Problems() if problems is None else problems
     cache_dir = Path(cache_dir)
     table = table.sort_values(["campaign", "category", "path"]).reset_index(drop=True)
-    index = table.assign(image_id=[f"{c}/{Path(p).name}" for c, p in zip(table["campaign"], table["path"])])
+    index = table.assign(image_id=[f"{c}/{Path(p).name}" for c, p in zip(table["campaign"], table["path"], strict=False)])
     if problems:  # report the unreadable files too, then stop
         decode_all(table, size, problems)
         problems.raise_if_any(where)

@@ -13,10 +13,10 @@ import pandas as pd
 
 from raystudy.catalog import Catalog
 from raystudy.config import StudyConfig
-from raystudy.storage import as_location
 from raystudy.data.loading import ImageSet, check_campaigns, load_images, read_manifest, scan_folder
 from raystudy.data.problems import Problems
 from raystudy.data.synthetic import generate_dataset
+from raystudy.storage import as_location
 
 log = logging.getLogger("raystudy")
 
@@ -103,12 +103,16 @@ def check_inits(cfg: StudyConfig, problems: Problems) -> None:
         try:
             found = not path or as_location(path).is_file()
         except (OSError, ValueError) as err:  # an unreachable object store, a bad URI
-            problems.add("initial weight file(s) not readable", f"{key}: {path}: {err}",
-                         fix="check the URI and the credentials (AWS_* variables for s3://)")
+            problems.add(
+                "initial weight file(s) not readable",
+                f"{key}: {path}: {err}",
+                fix="check the URI and the credentials (AWS_* variables for s3://)",
+            )
             continue
         if not found:
             problems.add(
-                "initial weight file(s) not found", f"{key}: {path}",
+                "initial weight file(s) not found",
+                f"{key}: {path}",
                 fix="give the path of a checkpoint file (e.g. MoCo v2's moco_v2_800ep_pretrain.pth.tar)",
             )
 
@@ -173,4 +177,6 @@ def prepare_data(cfg: StudyConfig, cache_dir: Path) -> StudyData:
         generalization = _pool(index, cfg.data.generalization_campaign, list(catalog.category_set(gset)))
     pretrain = np.flatnonzero(index["campaign"].isin(cfg.data.pretrain_campaigns).to_numpy())
     log.info("%s: %d images decoded at %d px", source, len(index), cfg.data.image_size)
-    return StudyData(images=images, catalog=catalog, pools=pools, generalization=generalization, pretrain_indices=pretrain)
+    return StudyData(
+        images=images, catalog=catalog, pools=pools, generalization=generalization, pretrain_indices=pretrain
+    )

@@ -35,7 +35,7 @@ def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     take = np.floor(exact).astype(int)
     order = np.argsort(-(exact - take), kind="stable")
     take[order[: n - take.sum()]] += 1
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=False)]
     return rng.permutation(np.concatenate(picked))
 
 
@@ -61,7 +61,9 @@ class Split:
     notes: list[str] = field(default_factory=list)
 
 
-def holdout_fold(labels: np.ndarray, fold: int, folds: int, seed: int, set_name: str) -> tuple[np.ndarray, np.ndarray, str | None]:
+def holdout_fold(
+    labels: np.ndarray, fold: int, folds: int, seed: int, set_name: str
+) -> tuple[np.ndarray, np.ndarray, str | None]:
     """The ``holdout`` protocol's fold ``fold``: (validation positions, training pool positions, note),
     both sorted; the folds are fixed over the whole labeled pool of the set."""
     vals, note = kfold(labels, folds, derive_seed(seed, set_name, "holdout-folds"))

@@ -229,7 +229,7 @@ _NASCENT20 = _weights(
         "irregular_aggregate": 14.0,
     }
 )
-_CLOUDLAB = {c: w for c, w in zip(CATEGORIES_4, (45.0, 30.0, 10.0, 15.0))}
+_CLOUDLAB = {c: w for c, w in zip(CATEGORIES_4, (45.0, 30.0, 10.0, 15.0), strict=False)}
 
 CAMPAIGN_PRESETS: dict[str, CampaignStyle] = {
     "NASCENT19": CampaignStyle(
@@ -293,7 +293,7 @@ def class_counts(weights: Mapping[str, float], n_images: int) -> dict[str, int]:
                 donor = max(range(len(cats)), key=lambda j: (counts[j], -j))
                 counts[donor] -= 1
                 counts[i] += 1
-    return {c: int(n) for c, n in zip(cats, counts)}
+    return {c: int(n) for c, n in zip(cats, counts, strict=False)}
 
 
 def _stable_int(text: str) -> int:
@@ -362,9 +362,7 @@ def _rect(length: float, width: float, cx: float = 0.0, cy: float = 0.0) -> np.n
     return np.array([[cx - hl, cy - hw], [cx + hl, cy - hw], [cx + hl, cy + hw], [cx - hl, cy + hw]])
 
 
-def _blob(
-    rng: np.random.Generator, radius: float, n: int, aspect: float, rough: float, order: int
-) -> np.ndarray:
+def _blob(rng: np.random.Generator, radius: float, n: int, aspect: float, rough: float, order: int) -> np.ndarray:
     """Closed polygon with radius modulated by a low-order Fourier series plus jitter."""
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     r = np.ones(n)
@@ -517,7 +515,7 @@ def _rime(rng: np.random.Generator, crystal: _Crystal) -> _Crystal:
         offset = rng.uniform(-0.2, 0.9, n) * radius
         centres = pts + normal * offset[:, None]
         mask = rng.random(n) < keep
-        for c, r in zip(centres[mask], radius[mask]):
+        for c, r in zip(centres[mask], radius[mask], strict=False):
             ops.append(("disc", c, float(r), float(rng.uniform(0.8, 1.0))))
         # A few frozen droplets on the faces give a textured interior.
         centre = outline.mean(axis=0)
@@ -559,9 +557,7 @@ def _build(category: str, rng: np.random.Generator) -> _Crystal:
                 habit = base
             else:
                 habit = _PARTNERS[int(rng.choice(len(_PARTNERS), p=_PARTNER_W))]
-            partner = _MAKERS[habit](rng).transformed(
-                angle=rng.uniform(0, 2 * np.pi), scale=rng.uniform(0.5, 0.8)
-            )
+            partner = _MAKERS[habit](rng).transformed(angle=rng.uniform(0, 2 * np.pi), scale=rng.uniform(0.5, 0.8))
             crystal = crystal.merged(_attach(rng, crystal, partner))
     if aged:
         crystal = _rime(rng, crystal)
@@ -675,9 +671,7 @@ def render_crystal(category: str, rng: np.random.Generator, size: int, style: Ca
 def _style_for(campaign: str, style: CampaignStyle | None) -> CampaignStyle:
     if style is not None:
         if not isinstance(style, CampaignStyle):
-            raise TypeError(
-                f"style for campaign '{campaign}' must be a CampaignStyle, got {type(style).__name__}"
-            )
+            raise TypeError(f"style for campaign '{campaign}' must be a CampaignStyle, got {type(style).__name__}")
         return style
     if campaign not in CAMPAIGN_PRESETS:
         raise ValueError(
@@ -735,8 +729,9 @@ def _read_marker(root: Path) -> dict | None:
         return None
 
 
-def _checked_styles(campaigns: Mapping[str, int], size: int,
-                    styles: Mapping[str, CampaignStyle] | None) -> dict[str, CampaignStyle]:
+def _checked_styles(
+    campaigns: Mapping[str, int], size: int, styles: Mapping[str, CampaignStyle] | None
+) -> dict[str, CampaignStyle]:
     """The style of every campaign (given or preset), after checking names, counts and size."""
     if not campaigns:
         raise ValueError("campaigns is empty; give at least one campaign name and image count")
@@ -775,8 +770,9 @@ def _holds_dataset(root: Path, digest: str) -> bool:
     return False
 
 
-def _write_images(folder: Path, campaigns: Mapping[str, int], size: int, seed: int,
-                  styles: Mapping[str, CampaignStyle]) -> None:
+def _write_images(
+    folder: Path, campaigns: Mapping[str, int], size: int, seed: int, styles: Mapping[str, CampaignStyle]
+) -> None:
     """Render every campaign's images into ``folder/<campaign>/<category>/``."""
     for campaign, n in campaigns.items():
         next_index: dict[str, int] = {}

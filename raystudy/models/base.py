@@ -14,7 +14,6 @@ from torch import nn
 from raystudy.methods import ModelConfig
 
 
-
 def byol_momentum(step: int, total_steps: int, base: float = 0.99, final: float = 1.0) -> float:
     """Cosine increase of the EMA momentum from base (step 0) to final (step total_steps).
 
@@ -93,9 +92,9 @@ class MomentumMethod(PretrainModel):
     def update_momentum(self, m: float) -> None:
         """θ_K ← m θ_K + (1 − m) θ_Q for parameters; buffers (BN statistics) are copied."""
         for online, target in self.momentum_pairs:
-            for p_q, p_k in zip(online.parameters(), target.parameters()):
+            for p_q, p_k in zip(online.parameters(), target.parameters(), strict=False):
                 p_k.mul_(m).add_(p_q.detach(), alpha=1.0 - m)
-            for b_q, b_k in zip(online.buffers(), target.buffers()):
+            for b_q, b_k in zip(online.buffers(), target.buffers(), strict=False):
                 b_k.copy_(b_q)
 
     @abstractmethod

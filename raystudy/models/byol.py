@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,7 +9,6 @@ from torch import nn
 from raystudy.methods import BYOLConfig, ModelConfig
 from raystudy.models.base import MomentumMethod, byol_momentum
 from raystudy.models.heads import ProjectionMLP
-
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -54,7 +52,13 @@ class BYOL(MomentumMethod):
 
     @classmethod
     def from_config(
-        cls, encoder: nn.Module, feature_dim: int, model: ModelConfig, section: BYOLConfig, n_images: int, global_batch: int
+        cls,
+        encoder: nn.Module,
+        feature_dim: int,
+        model: ModelConfig,
+        section: BYOLConfig,
+        n_images: int,
+        global_batch: int,
     ) -> BYOL:
         return cls(
             encoder,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision import models as tvm
 
 from raystudy.storage import Location, as_location, cached_bytes
+
 
 def resnet18_w16(weights: None = None) -> nn.Module:
     """ResNet-18 for small images on a CPU: a quarter of the width, a light stem.
@@ -127,7 +128,7 @@ def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         prefix = next((p for p in _PREFIXES if any(k.startswith(p) for k in sd)), None)
         if prefix is None:
             return sd
-        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
 def _is_head_key(key: str) -> bool:

@@ -10,11 +10,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from raystudy.methods import ModelConfig, MoCoConfig
+from raystudy.methods import MoCoConfig, ModelConfig
 from raystudy.models.base import MomentumMethod
 from raystudy.models.distributed import gather_no_grad, world_size
 from raystudy.models.heads import ProjectionMLP
-
 
 
 def info_nce(
@@ -120,7 +119,13 @@ class MoCo(MomentumMethod):
 
     @classmethod
     def from_config(
-        cls, encoder: nn.Module, feature_dim: int, model: ModelConfig, section: MoCoConfig, n_images: int, global_batch: int
+        cls,
+        encoder: nn.Module,
+        feature_dim: int,
+        model: ModelConfig,
+        section: MoCoConfig,
+        n_images: int,
+        global_batch: int,
     ) -> MoCo:
         return cls(
             encoder,

@@ -15,7 +15,6 @@ from raystudy.models.distributed import gather_with_grad
 from raystudy.models.heads import ProjectionMLP
 
 
-
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """NT-Xent (normalised temperature-scaled cross entropy) of the two views of a batch.
 
@@ -74,7 +73,13 @@ class SimCLR(PretrainModel):
 
     @classmethod
     def from_config(
-        cls, encoder: nn.Module, feature_dim: int, model: ModelConfig, section: SimCLRConfig, n_images: int, global_batch: int
+        cls,
+        encoder: nn.Module,
+        feature_dim: int,
+        model: ModelConfig,
+        section: SimCLRConfig,
+        n_images: int,
+        global_batch: int,
     ) -> SimCLR:
         return cls(encoder, feature_dim, model.proj_hidden_dim, model.proj_dim, section.temperature)
 

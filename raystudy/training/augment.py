@@ -76,9 +76,7 @@ def _sample_crop(
     return {"area": area, "ratio": r, "center": center}
 
 
-def _sample_flips(
-    n: int, p: float, generator: torch.Generator | None, device: torch.device
-) -> dict[str, torch.Tensor]:
+def _sample_flips(n: int, p: float, generator: torch.Generator | None, device: torch.device) -> dict[str, torch.Tensor]:
     """With probability p flip, horizontally or vertically (50/50), never both."""
     flip = _bernoulli(p, n, generator, device)
     horizontal = _bernoulli(0.5, n, generator, device)

@@ -13,8 +13,16 @@ from raystudy.selection import select
 from raystudy.training.probes import FrozenEncoder
 
 
-def selected_split(cfg: StudyConfig, cell: Cell, split: Split, labels: np.ndarray, rows: np.ndarray,
-                   images: np.ndarray, encoders: dict[str, str], device: torch.device) -> Split:
+def selected_split(
+    cfg: StudyConfig,
+    cell: Cell,
+    split: Split,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    images: np.ndarray,
+    encoders: dict[str, str],
+    device: torch.device,
+) -> Split:
     """The cell's split with its ``train_size`` training images chosen by ``cell.selection``.
 
     The pool is every labeled image outside the split's validation fold (the holdout
@@ -36,11 +44,20 @@ def selected_split(cfg: StudyConfig, cell: Cell, split: Split, labels: np.ndarra
 
     def features() -> np.ndarray:  # (len(pool), D), only for the strategies that embed
         if name is None:
-            raise ValueError(f"cell {cell.cell_id}: strategy '{cell.selection}' embeds, but the study has no selection encoder")
+            raise ValueError(
+                f"cell {cell.cell_id}: strategy '{cell.selection}' embeds, but the study has no selection encoder"
+            )
         with torch.no_grad():
             return FrozenEncoder(cfg, encoders[name], cell.arch or cfg.model.arch, device).embed(images, rows[pool])
 
     seed = derive_seed(cfg.seed, cell.category_set, cell.train_size, cell.fold, cell.selection, "select")
-    pick = select(cell.selection, cell.train_size, seed, labels=labels[pool], features=features,
-                  rounds=cfg.selection.uncertainty_rounds, seed_fraction=cfg.selection.uncertainty_seed_fraction)
+    pick = select(
+        cell.selection,
+        cell.train_size,
+        seed,
+        labels=labels[pool],
+        features=features,
+        rounds=cfg.selection.uncertainty_rounds,
+        seed_fraction=cfg.selection.uncertainty_seed_fraction,
+    )
     return Split(train=np.sort(pool[pick]), validation=split.validation, notes=list(split.notes))

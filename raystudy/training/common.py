@@ -42,8 +42,12 @@ def pick_device(gpus: float) -> torch.device:
     if gpus > 0:
         import sys
 
-        print(f"raystudy: WARNING: this trial holds {gpus:g} GPU but CUDA is absent here "
-              f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); it runs on the CPU", file=sys.stderr, flush=True)
+        print(
+            f"raystudy: WARNING: this trial holds {gpus:g} GPU but CUDA is absent here "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); it runs on the CPU",
+            file=sys.stderr,
+            flush=True,
+        )
     return torch.device("cpu")
 
 

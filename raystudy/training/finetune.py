@@ -21,21 +21,22 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import ray
-from ray import tune
 import torch
 import torch.nn.functional as F
+from ray import tune
 
 from raystudy.config import StudyConfig
-from raystudy.events import log_event
 from raystudy.data.prepare import LabeledPool
 from raystudy.data.splits import Split, derive_seed
+from raystudy.events import log_event
 from raystudy.grid import Cell, needs_encoder, selection_encoder
 from raystudy.metrics import Evaluation, evaluate
 from raystudy.models import Classifier, build_encoder, load_encoder_weights
@@ -43,8 +44,8 @@ from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
 from raystudy.storage import Location, as_location, cached_sha256
 from raystudy.training.augment import EvalTransform, FinetuneAugment
-from raystudy.training.cell_split import selected_split
 from raystudy.training.budget import cell_budget
+from raystudy.training.cell_split import selected_split
 from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
 from raystudy.training.probes import encode, tsne_2d
 from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
@@ -104,7 +105,9 @@ def predict(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, transf
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, transform, batch: int, device) -> None:
+def recalibrate_batchnorm(
+    model: torch.nn.Module, images: np.ndarray, rows: np.ndarray, transform, batch: int, device
+) -> None:
     """Re-estimate BatchNorm running statistics on the training images (precise BN).
 
     A short fine-tuning run leaves running statistics that lag far behind the weights
@@ -123,12 +126,14 @@ def recalibrate_batchnorm(model: torch.nn.Module, images: np.ndarray, rows: np.n
             continue
         with autocast(device):
             model(transform(images_to_device(images, chunk, device)))
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=False):
         m.momentum = momentum
     model.eval()
 
 
-def initial_weights(cfg: StudyConfig, cell: Cell, encoders: dict[str, str], before_pretraining: bool = False) -> str | None:
+def initial_weights(
+    cfg: StudyConfig, cell: Cell, encoders: dict[str, str], before_pretraining: bool = False
+) -> str | None:
     """The checkpoint a cell's encoder starts from (None: random weights): its pretrained
     encoder, or the baseline's init. With ``before_pretraining`` it is the checkpoint
     pretraining started from (Fig. 8, first row)."""
@@ -189,7 +194,9 @@ def embedding_rows(
     ).assign(**keys)
 
 
-def _long_rows(cell: dict[str, Any], split_name: str, ev: Evaluation, train_counts: np.ndarray | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _long_rows(
+    cell: dict[str, Any], split_name: str, ev: Evaluation, train_counts: np.ndarray | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     per_class = ev.per_class.assign(
         split=split_name,
         train_count=train_counts if train_counts is not None else 0,
@@ -251,8 +258,14 @@ class CellCheckpoint:
     MARKER = "raystudy-cell-"  # + cell_id: an empty file in every checkpoint this class saves
     UNREADABLE = "raystudy-unreadable"  # in a checkpoint that could not be renamed when set aside
 
-    def __init__(self, run_dir: str | Path | Location, cell_id: str, every_s: float,
-                 report: Report | None = None, tune_checkpoint: Callable[[], Any] = _tune_checkpoint) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path | Location,
+        cell_id: str,
+        every_s: float,
+        report: Report | None = None,
+        tune_checkpoint: Callable[[], Any] = _tune_checkpoint,
+    ) -> None:
         self.run, self.cell_id, self.every_s = as_location(run_dir), cell_id, every_s
         self.report, self.tune_checkpoint = report, tune_checkpoint
         self.last = time.time()
@@ -277,10 +290,13 @@ class CellCheckpoint:
                 folders[folder.path] = folder
         mine = self.MARKER + self.cell_id
         found = [
-            folder for path, folder in folders.items()
+            folder
+            for path, folder in folders.items()
             if self.UNREADABLE not in names[path]
-            and (mine in names[path]
-                 or (folder.parent.name == self.cell_id and not any(n.startswith(self.MARKER) for n in names[path])))
+            and (
+                mine in names[path]
+                or (folder.parent.name == self.cell_id and not any(n.startswith(self.MARKER) for n in names[path]))
+            )
         ]
         return sorted(found, key=lambda c: (c.path[len(root.path) :].strip("/").split("/")[0], c.name), reverse=True)
 
@@ -293,8 +309,11 @@ class CellCheckpoint:
         out: list[Location] = []
         ck = self.tune_checkpoint()
         if ck is not None:
-            out.append(as_location(ck.path) if ck.filesystem is None or ck.filesystem.type_name == "local"
-                       else Location(ck.filesystem, ck.path, self.run.scheme, self.run.query))
+            out.append(
+                as_location(ck.path)
+                if ck.filesystem is None or ck.filesystem.type_name == "local"
+                else Location(ck.filesystem, ck.path, self.run.scheme, self.run.query)
+            )
         for folder in self.earlier():
             if all(folder.path != seen.path for seen in out):
                 out.append(folder)
@@ -367,12 +386,25 @@ class CellCheckpoint:
                 outcome = f"left in place, marked unreadable (moving it failed: {move_error})"
             except OSError as mark_error:
                 outcome = f"left in place (moving it failed: {move_error}; marking it failed: {mark_error})"
-        log.warning("%s: checkpoint %s cannot be loaded (%s); %s, the cell restarts without it",
-                    self.cell_id, folder, reason, outcome)
-        log_event(self.run, self.cell_id, "checkpoint_set_aside", checkpoint=folder.uri, error=type(error).__name__,
-                  kept_at=where)
+        log.warning(
+            "%s: checkpoint %s cannot be loaded (%s); %s, the cell restarts without it",
+            self.cell_id,
+            folder,
+            reason,
+            outcome,
+        )
+        log_event(
+            self.run,
+            self.cell_id,
+            "checkpoint_set_aside",
+            checkpoint=folder.uri,
+            error=type(error).__name__,
+            kept_at=where,
+        )
 
-    def save(self, metrics: dict[str, Any], model, optimizer, epoch: int, step: int, losses: list, seconds: float) -> bool:
+    def save(
+        self, metrics: dict[str, Any], model, optimizer, epoch: int, step: int, losses: list, seconds: float
+    ) -> bool:
         """Report ``metrics``, with the state when ``every_s`` has passed; True when a checkpoint went out."""
         due = time.time() - self.last >= self.every_s
         if self.report is None:
@@ -381,8 +413,17 @@ class CellCheckpoint:
             self.report(metrics)
             return False
         with tempfile.TemporaryDirectory() as d:  # unique per attempt: two attempts never share a file
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                        "step": step, "losses": losses, "seconds": seconds}, Path(d) / self.STATE)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "step": step,
+                    "losses": losses,
+                    "seconds": seconds,
+                },
+                Path(d) / self.STATE,
+            )
             (Path(d) / f"{self.MARKER}{self.cell_id}").touch()  # how earlier() knows it, whatever the trial's name
             self.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         self.last = time.time()
@@ -406,9 +447,18 @@ class CellTrainer:
     continues exactly where it stopped.
     """
 
-    def __init__(self, cfg: StudyConfig, cell: Cell, encoders: dict[str, str], images: np.ndarray,
-                 train_rows: np.ndarray, train_labels: np.ndarray, n_classes: int,
-                 device: torch.device, key: str) -> None:
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        cell: Cell,
+        encoders: dict[str, str],
+        images: np.ndarray,
+        train_rows: np.ndarray,
+        train_labels: np.ndarray,
+        n_classes: int,
+        device: torch.device,
+        key: str,
+    ) -> None:
         f, in_ch = cfg.finetune, cfg.model.in_channels
         self.f, self.seed, self.key, self.device = f, cfg.seed, key, device
         self.images, self.train_rows, self.train_labels = images, train_rows, train_labels
@@ -416,18 +466,25 @@ class CellTrainer:
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         aug = f.augment
-        self.train_tf = FinetuneAugment(resize=aug.resize, crop_size=aug.crop_size,
-                                        crop_scale=tuple(aug.crop_scale), flip_p=aug.flip_p, out_channels=in_ch)
+        self.train_tf = FinetuneAugment(
+            resize=aug.resize,
+            crop_size=aug.crop_size,
+            crop_scale=tuple(aug.crop_scale),
+            flip_p=aug.flip_p,
+            out_channels=in_ch,
+        )
         self.eval_tf = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=in_ch)
         self.budget = cell_budget(f, len(train_rows), cfg.grid.ceiling_epochs if cell.ceiling else None)
         self.batch, self.epochs, self.total_steps = self.budget.batch, self.budget.epochs, self.budget.total_steps
         self.warmup_steps = min(f.warmup_epochs * self.budget.steps_per_epoch, self.total_steps // 2)
         self.target_lr = scaled_lr(f.base_lr, self.batch)  # linear scaling from the global batch
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.target_lr,
-                                         momentum=f.momentum, weight_decay=f.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=self.target_lr, momentum=f.momentum, weight_decay=f.weight_decay
+        )
         self.adjustment = (
             f.logit_adjustment_tau * log_prior(train_labels, n_classes).to(device)
-            if f.logit_adjustment_tau > 0 else None
+            if f.logit_adjustment_tau > 0
+            else None
         )
         self.generator = torch.Generator(device=device)
         self.step, self.losses, self.spent = 0, [], 0.0
@@ -477,7 +534,9 @@ class CellTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             value = 0.0
             for mb in self.micro_batches(b):
-                x = self.train_tf(images_to_device(self.images, self.train_rows[mb], self.device), self.generator)  # (b,C,crop,crop)
+                x = self.train_tf(
+                    images_to_device(self.images, self.train_rows[mb], self.device), self.generator
+                )  # (b,C,crop,crop)
                 if self.device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = torch.from_numpy(self.train_labels[mb]).to(self.device)
@@ -504,7 +563,9 @@ class CellTrainer:
     def prepare_evaluation(self) -> None:
         """Re-estimate BatchNorm statistics on the training images (if configured); eval mode."""
         if self.f.recalibrate_bn:
-            recalibrate_batchnorm(self.model, self.images, self.train_rows, self.eval_tf, self.f.eval_batch_size, self.device)
+            recalibrate_batchnorm(
+                self.model, self.images, self.train_rows, self.eval_tf, self.f.eval_batch_size, self.device
+            )
         self.model.eval()
 
     def evaluate(self, rows: np.ndarray, labels: np.ndarray, categories: list[str]) -> Evaluation:
@@ -562,8 +623,9 @@ class TrialEvaluation:
     train_accuracy: float  # OA on the cell's own training images (eval transform): did it learn them?
 
 
-def setup_trial(cell: Cell, context: FinetuneContext, node: str = "",
-                encoders: dict[str, str] | None = None) -> TrialSetup | None:
+def setup_trial(
+    cell: Cell, context: FinetuneContext, node: str = "", encoders: dict[str, str] | None = None
+) -> TrialSetup | None:
     """Phase 1: everything before the first step; None when the cell's result exists.
 
     ``encoders``: run name -> URI of the encoders the cell reads (the one it starts from,
@@ -588,14 +650,35 @@ def setup_trial(cell: Cell, context: FinetuneContext, node: str = "",
         split = selected_split(cfg, cell, split, pool.labels, pool.indices, images, given, device)
     seed_everything(derive_seed(cfg.seed, cell.pair_key))  # the same head init for every model of the pair
     checkpoint = CellCheckpoint(run_dir, cid, f.checkpoint_every_s)
-    trainer = CellTrainer(cfg, cell, given, images, pool.indices[split.train], pool.labels[split.train],
-                          len(pool.categories), device, cell.pair_key)
+    trainer = CellTrainer(
+        cfg,
+        cell,
+        given,
+        images,
+        pool.indices[split.train],
+        pool.labels[split.train],
+        len(pool.categories),
+        device,
+        cell.pair_key,
+    )
     start_epoch = trainer.restore(checkpoint)
     if start_epoch:
         log_event(run_dir, cid, "resume", node=node, epoch=start_epoch)
     embed = wants_embeddings(cfg, cell, context.runnable_sizes)
-    setup = TrialSetup(cell, run_dir, node, images, pool, split, trainer, checkpoint, start_epoch, embed, given,
-                       pool.indices[split.validation][: cfg.embeddings.max_points])
+    setup = TrialSetup(
+        cell,
+        run_dir,
+        node,
+        images,
+        pool,
+        split,
+        trainer,
+        checkpoint,
+        start_epoch,
+        embed,
+        given,
+        pool.indices[split.validation][: cfg.embeddings.max_points],
+    )
     if embed:
         for stage, before in (("before_pretraining", True), ("after_pretraining", False)):
             net, _ = initial_encoder(cfg, cell, given, before_pretraining=before)
@@ -627,8 +710,14 @@ def train_trial(
             if not marker.exists():
                 marker.write_text("")
                 raise RuntimeError(f"injected failure in {cid} after epoch {epoch}")
-    log_event(setup.run_dir, cid, "last_step", node=setup.node,
-              images=len(setup.train_rows) * (trainer.epochs - setup.start_epoch), seconds=time.time() - t0)
+    log_event(
+        setup.run_dir,
+        cid,
+        "last_step",
+        node=setup.node,
+        images=len(setup.train_rows) * (trainer.epochs - setup.start_epoch),
+        seconds=time.time() - t0,
+    )
     return trainer.spent + time.time() - t0
 
 
@@ -652,11 +741,15 @@ def evaluate_trial(setup: TrialSetup, context: FinetuneContext, train_seconds: f
     embeddings = None
     if setup.embed:
         rows = setup.embedding_rows
-        feats = encode(trainer.model.encoder, setup.images, rows, trainer.eval_tf, cfg.finetune.eval_batch_size, trainer.device)
+        feats = encode(
+            trainer.model.encoder, setup.images, rows, trainer.eval_tf, cfg.finetune.eval_batch_size, trainer.device
+        )
         cats = np.array(pool.categories)[setup.val_labels[: len(rows)]]
         embeddings = pd.concat(
-            [embedding_rows(keys, stage, x, context.image_ids[rows], cats, cfg.seed)
-             for stage, x in setup.embeddings + [("after_finetuning", feats)]],
+            [
+                embedding_rows(keys, stage, x, context.image_ids[rows], cats, cfg.seed)
+                for stage, x in setup.embeddings + [("after_finetuning", feats)]
+            ],
             ignore_index=True,
         )
     return TrialEvaluation(val_ev, per_class, confusion, gen_acc, gen_campaign, embeddings, train_seconds, train_acc)
@@ -675,8 +768,12 @@ def write_trial(setup: TrialSetup, ev: TrialEvaluation, context: FinetuneContext
         "losses",
         cid,
         pd.DataFrame(trainer.losses, columns=["epoch", "step", "loss", "lr"]).assign(
-            run=cid, stage="finetune", model=cell.model, category_set=cell.category_set,
-            train_size=cell.train_size, fold=cell.fold,
+            run=cid,
+            stage="finetune",
+            model=cell.model,
+            category_set=cell.category_set,
+            train_size=cell.train_size,
+            fold=cell.fold,
         ),
     )
     row = {

@@ -32,7 +32,12 @@ class LARS(torch.optim.Optimizer):
         nesterov: bool = False,
     ) -> None:
         defaults = dict(
-            lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, eps=eps, nesterov=nesterov,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            eta=eta,
+            eps=eps,
+            nesterov=nesterov,
             lars_exclude=False,
         )
         super().__init__(params, defaults)

@@ -21,8 +21,9 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,8 +35,8 @@ from raystudy.config import StudyConfig
 from raystudy.data.splits import derive_seed
 from raystudy.grid import Job
 from raystudy.models import build_encoder, load_encoder_weights
-from raystudy.models.encoders import save_checkpoint
 from raystudy.models.base import PretrainModel
+from raystudy.models.encoders import save_checkpoint
 from raystudy.resources import uses_gpu
 from raystudy.results import write_table
 from raystudy.storage import Location, as_location
@@ -54,14 +55,18 @@ def encoder_location(run_dir: str | Path | Location, name: str) -> Location:
     return as_location(run_dir) / "encoders" / f"{name}.pt"
 
 
-def build_method(method: str, cfg: StudyConfig, n_images: int, global_batch: int, arch: str | None = None) -> PretrainModel:
+def build_method(
+    method: str, cfg: StudyConfig, n_images: int, global_batch: int, arch: str | None = None
+) -> PretrainModel:
     """The registered ``method`` around a fresh (or ``model.pretrain_init``) ``arch`` encoder."""
     spec = registry.get_method(method)
     encoder, feature_dim = build_encoder(arch or cfg.model.arch, cfg.model.in_channels)
     init = cfg.model.pretrain_weights(method)
     if init:
         load_encoder_weights(encoder, init)
-    return spec.model_class().from_config(encoder, feature_dim, cfg.model, cfg.pretrain.section(method), n_images, global_batch)
+    return spec.model_class().from_config(
+        encoder, feature_dim, cfg.model, cfg.pretrain.section(method), n_images, global_batch
+    )
 
 
 def sync_batchnorm(cfg: StudyConfig, model: PretrainModel, world: int, device: torch.device) -> PretrainModel:
@@ -79,8 +84,10 @@ def sync_batchnorm(cfg: StudyConfig, model: PretrainModel, world: int, device: t
     if device.type != "cuda":
         if setting == "auto":
             return model
-        raise ValueError(f"pretrain.sync_batchnorm: true needs GPU workers (SyncBatchNorm does not run on {device.type}); "
-                         "set it to auto or false")
+        raise ValueError(
+            f"pretrain.sync_batchnorm: true needs GPU workers (SyncBatchNorm does not run on {device.type}); "
+            "set it to auto or false"
+        )
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
@@ -240,7 +247,9 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else None
-    run_pretrain_loop(cfg, job.model, images, ray.train.torch.get_device(), rank, world, resume, wrap, report, rows, job.arch)
+    run_pretrain_loop(
+        cfg, job.model, images, ray.train.torch.get_device(), rank, world, resume, wrap, report, rows, job.arch
+    )
 
 
 def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Location, images_ref: Any, rows: np.ndarray) -> None:
@@ -266,7 +275,9 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Location, images_ref: An
             "rows": rows,
         },
         scaling_config=ScalingConfig(
-            num_workers=p.num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+            num_workers=p.num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": p.cpus_per_worker, **({"GPU": 1} if use_gpu else {})},
         ),
         run_config=RunConfig(
             name=f"pretrain-{name}",

@@ -3,7 +3,6 @@ and 2-D t-SNE maps of encoder embeddings (Fig. 8)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,6 @@ from raystudy.data.splits import derive_seed
 from raystudy.models import build_encoder, load_encoder_weights
 from raystudy.training.augment import EvalTransform
 from raystudy.training.common import autocast, images_to_device, pick_device
-
 
 
 @torch.no_grad()

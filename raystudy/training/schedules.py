@@ -17,9 +17,7 @@ def scaled_lr(base_lr: float, global_batch_size: int) -> float:
     return base_lr * global_batch_size / 256
 
 
-def warmup_cosine_lr(
-    step: int, total_steps: int, warmup_steps: int, target_lr: float, start_lr: float = 1e-5
-) -> float:
+def warmup_cosine_lr(step: int, total_steps: int, warmup_steps: int, target_lr: float, start_lr: float = 1e-5) -> float:
     """Linear warm-up from start_lr to target_lr over warmup_steps, then cosine to 0 at total_steps.
 
     step == 0 -> start_lr (or target_lr without warm-up); step == warmup_steps -> target_lr;
