@@ -34,6 +34,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+import raystudy.methods  # noqa: F401  (imported for its effect: registers the built-in pretraining methods)
+import raystudy.selection  # noqa: F401  (imported for its effect: registers the built-in selection strategies)
 from raystudy import registry
 from raystudy.catalog import (
     BASIC_HABITS,
@@ -508,7 +510,8 @@ def translate(err: ValidationError, root: type, prefix: tuple[Any, ...] = ()) ->
     out: list[Problem] = []
     for parent, names in unknown.items():
         where = join(".".join(map(str, parent))) or "top level"
-        message = f"unknown config key(s) {', '.join(names)} at {where}; allowed keys are: {', '.join(_allowed(root, parent))}"
+        allowed = ", ".join(_allowed(root, parent))
+        message = f"unknown config key(s) {', '.join(names)} at {where}; allowed keys are: {allowed}"
         out.append((prefix + parent + (None,), message))
     out += [(prefix + at, f"{key}: {' or '.join(texts)}") for (at, key), texts in found.items()]
     return out

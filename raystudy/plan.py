@@ -92,7 +92,7 @@ def plan_cells(cfg: StudyConfig, counts: DataCounts) -> list[CellGroup]:
             models = (
                 len(g.models) * len(g.archs) * len(g.strategies(set_name))
             )  # model types on each backbone, per strategy
-            images = 0 if skipped else models * sum(e * t for e, t in zip(epochs, trains, strict=False))
+            images = 0 if skipped else models * sum(e * t for e, t in zip(epochs, trains, strict=True))
             groups.append(CellGroup(set_name, n, models * g.folds, skipped, epochs, images))
         if g.ceiling_epochs > 0 and pool is not None:  # the supervised ceiling: one baseline cell
             train = train_images(pool, 0, g.folds, "paper")
@@ -142,29 +142,31 @@ def calibrate(cfg: StudyConfig, steps: int = 3) -> Throughput:
             torch.cuda.synchronize()
         return batch * steps / (time.perf_counter() - t0)
 
-    batch = f.batch_size if device.type == "cuda" else 8
-    encoder, dim = build_encoder(m.arch, m.in_channels)
-    model = Classifier(encoder, dim, 19, hidden_dim=m.classifier_hidden_dim).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    aug = f.augment
-    tf = FinetuneAugment(
-        resize=aug.resize,
-        crop_size=aug.crop_size,
-        crop_scale=(aug.crop_scale[0], aug.crop_scale[1]),
-        flip_p=aug.flip_p,
-        out_channels=m.in_channels,
-    )
-    labels = torch.randint(0, 19, (batch,), device=device)
+    def finetune_rate() -> float:  # its model and optimizer are freed before pretraining is timed
+        batch = f.batch_size if device.type == "cuda" else 8
+        encoder, dim = build_encoder(m.arch, m.in_channels)
+        model = Classifier(encoder, dim, 19, hidden_dim=m.classifier_hidden_dim).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        aug = f.augment
+        tf = FinetuneAugment(
+            resize=aug.resize,
+            crop_size=aug.crop_size,
+            crop_scale=(aug.crop_scale[0], aug.crop_scale[1]),
+            flip_p=aug.flip_p,
+            out_channels=m.in_channels,
+        )
+        labels = torch.randint(0, 19, (batch,), device=device)
 
-    def finetune_step() -> None:
-        with autocast(device):
-            loss = torch.nn.functional.cross_entropy(model(tf(images(batch))).float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        def finetune_step() -> None:
+            with autocast(device):
+                loss = torch.nn.functional.cross_entropy(model(tf(images(batch))).float(), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
-    finetune = timed(finetune_step, batch)
-    del model, opt
+        return timed(finetune_step, batch)
+
+    finetune = finetune_rate()
     if not p.methods:  # no pretraining in this study
         return Throughput(finetune, finetune / PRETRAIN_COST, f"measured here ({device.type}; fine-tuning only)")
     batch = p.batch_size_per_worker if device.type == "cuda" else 8

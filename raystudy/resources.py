@@ -125,7 +125,8 @@ def study_requests(cfg: StudyConfig, use_gpu: bool, cells: int | None = None) ->
     n_cells += len(cfg.grid.sizes) if cfg.grid.ceiling_epochs > 0 else 0  # one supervised-ceiling cell per set
     requests = [
         Request(
-            f"pretraining {j.name} (pretrain.num_workers={p.num_workers}, pretrain.cpus_per_worker={p.cpus_per_worker}, "
+            f"pretraining {j.name} (pretrain.num_workers={p.num_workers}, "
+            f"pretrain.cpus_per_worker={p.cpus_per_worker}, "
             f"pretrain.use_gpu={p.use_gpu})",
             worker,
             p.num_workers,

@@ -171,7 +171,7 @@ def nodes_missing(run_dir: str | Path | Location, token_path: Location, token: s
         for n in nodes
     ]
     results = ray.get(checks, timeout=120)
-    return [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(nodes, results, strict=False) if not ok]
+    return [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(nodes, results, strict=True) if not ok]
 
 
 def check_visible_to_nodes(run_dir: str | Path | Location) -> None:

@@ -194,7 +194,8 @@ def run_search(cfg: StudyConfig, run_dir: Location, data: StudyData, encoders: d
     best_cfg = sample_config(cfg, best)
     dump_config(best_cfg, out / "best_config.yaml")
     print(
-        f"search: best val accuracy {table.iloc[0]['val_accuracy']:.3f} with {best}; config in {out / 'best_config.yaml'}",
+        f"search: best val accuracy {table.iloc[0]['val_accuracy']:.3f} with {best}; "
+        f"config in {out / 'best_config.yaml'}",
         flush=True,
     )
     return best

@@ -108,7 +108,7 @@ def select_balanced(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     take = balanced_counts(counts, n, rng)
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=False)]
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)]
     return rng.permutation(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
 
 

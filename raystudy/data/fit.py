@@ -289,7 +289,8 @@ def fit_to_data(cfg: StudyConfig, given: AbstractSet[str] = frozenset()) -> tupl
     unused = sorted(c for c in found if c not in roles)
     if unused:
         notes.add(
-            f"campaign folder(s) not used by any role: {unused}; name them in data.pretrain_campaigns to pretrain on them",
+            f"campaign folder(s) not used by any role: {unused}; "
+            "name them in data.pretrain_campaigns to pretrain on them",
             warn=True,
         )
     validate(cfg)

@@ -1,8 +1,8 @@
 """Find images (folder layout or manifest), check them, decode them once into a cache.
 
 Layout: ``DATA/<campaign>/<category>/<image files>`` or, for one campaign,
-``DATA/<category>/<image files>`` (PNG, JPEG or TIFF; grey or RGB; 8- or 16-bit), or a manifest (CSV or Parquet with columns path, label,
-campaign; relative paths are relative to the manifest). Every image is decoded
+``DATA/<category>/<image files>`` (PNG, JPEG or TIFF; grey or RGB; 8- or 16-bit), or a manifest
+(CSV or Parquet with columns path, label, campaign; relative paths are relative to the manifest). Every image is decoded
 once per study into a uint8 array of shape (N, S, S) saved in the run folder;
 trials share that array and never decode an image again. Every problem found is
 collected in a :class:`~raystudy.data.problems.Problems` and reported at once.
@@ -268,7 +268,7 @@ def read_manifest(
         listed: dict[str, list[int]] = {}
         candidates: list[tuple[int, str, str | None, str]] = []
         for i, (p, label, campaign) in enumerate(cells.itertuples(index=False, name=None)):
-            blank = [c for c, v in zip(MANIFEST_COLUMNS, (p, label, campaign), strict=False) if not v]
+            blank = [c for c, v in zip(MANIFEST_COLUMNS, (p, label, campaign), strict=True) if not v]
             if blank:
                 problems.add(
                     "manifest row(s) with a blank cell",
@@ -389,7 +389,8 @@ def load_images(
     problems = Problems() if problems is None else problems
     cache_dir = Path(cache_dir)
     table = table.sort_values(["campaign", "category", "path"]).reset_index(drop=True)
-    index = table.assign(image_id=[f"{c}/{Path(p).name}" for c, p in zip(table["campaign"], table["path"], strict=False)])
+    ids = [f"{c}/{Path(p).name}" for c, p in zip(table["campaign"], table["path"], strict=True)]
+    index = table.assign(image_id=ids)
     if problems:  # report the unreadable files too, then stop
         decode_all(table, size, problems)
         problems.raise_if_any(where)
@@ -424,7 +425,8 @@ def check_campaigns(table: pd.DataFrame, needed: dict[str, str], where: str, pro
     problems.add(
         "campaign(s) the study needs",
         f"campaign(s) without images: {', '.join(missing)}; campaigns found: {sorted(have)}",
-        fix="fix data.* in the study config, add the images, or run with --data and no data.* keys to assign the campaigns found",
+        fix="fix data.* in the study config, add the images, "
+        "or run with --data and no data.* keys to assign the campaigns found",
     )
     if own:
         problems.raise_if_any(where)

@@ -128,14 +128,16 @@ def check_category_sets(cfg: StudyConfig, catalog: Catalog, table: pd.DataFrame,
         if len(catalog.category_set(set_name)) < 2:
             problems.add(
                 "category set(s) the data lack",
-                f"category set '{set_name}' has {len(catalog.category_set(set_name))} category; a classifier needs at least 2",
+                f"category set '{set_name}' has {len(catalog.category_set(set_name))} category; "
+                "a classifier needs at least 2",
                 fix=fix,
             )
         absent = [c for c in catalog.category_set(set_name) if c not in labeled]
         if absent:
             problems.add(
                 "category set(s) the data lack",
-                f"category set '{set_name}' names {absent}, which the labeled campaign '{cfg.data.labeled_campaign}' lacks",
+                f"category set '{set_name}' names {absent}, "
+                f"which the labeled campaign '{cfg.data.labeled_campaign}' lacks",
                 fix=fix,
             )
     gset, gcamp = cfg.data.generalization_category_set, cfg.data.generalization_campaign

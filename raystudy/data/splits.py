@@ -35,7 +35,7 @@ def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     take = np.floor(exact).astype(int)
     order = np.argsort(-(exact - take), kind="stable")
     take[order[: n - take.sum()]] += 1
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=False)]
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)]
     return rng.permutation(np.concatenate(picked))
 
 

@@ -229,7 +229,7 @@ _NASCENT20 = _weights(
         "irregular_aggregate": 14.0,
     }
 )
-_CLOUDLAB = {c: w for c, w in zip(CATEGORIES_4, (45.0, 30.0, 10.0, 15.0), strict=False)}
+_CLOUDLAB = {c: w for c, w in zip(CATEGORIES_4, (45.0, 30.0, 10.0, 15.0), strict=True)}
 
 CAMPAIGN_PRESETS: dict[str, CampaignStyle] = {
     "NASCENT19": CampaignStyle(
@@ -293,7 +293,7 @@ def class_counts(weights: Mapping[str, float], n_images: int) -> dict[str, int]:
                 donor = max(range(len(cats)), key=lambda j: (counts[j], -j))
                 counts[donor] -= 1
                 counts[i] += 1
-    return {c: int(n) for c, n in zip(cats, counts, strict=False)}
+    return {c: int(n) for c, n in zip(cats, counts, strict=True)}
 
 
 def _stable_int(text: str) -> int:
@@ -515,7 +515,7 @@ def _rime(rng: np.random.Generator, crystal: _Crystal) -> _Crystal:
         offset = rng.uniform(-0.2, 0.9, n) * radius
         centres = pts + normal * offset[:, None]
         mask = rng.random(n) < keep
-        for c, r in zip(centres[mask], radius[mask], strict=False):
+        for c, r in zip(centres[mask], radius[mask], strict=True):
             ops.append(("disc", c, float(r), float(rng.uniform(0.8, 1.0))))
         # A few frozen droplets on the faces give a textured interior.
         centre = outline.mean(axis=0)

@@ -92,9 +92,9 @@ class MomentumMethod(PretrainModel):
     def update_momentum(self, m: float) -> None:
         """θ_K ← m θ_K + (1 − m) θ_Q for parameters; buffers (BN statistics) are copied."""
         for online, target in self.momentum_pairs:
-            for p_q, p_k in zip(online.parameters(), target.parameters(), strict=False):
+            for p_q, p_k in zip(online.parameters(), target.parameters(), strict=True):
                 p_k.mul_(m).add_(p_q.detach(), alpha=1.0 - m)
-            for b_q, b_k in zip(online.buffers(), target.buffers(), strict=False):
+            for b_q, b_k in zip(online.buffers(), target.buffers(), strict=True):
                 b_k.copy_(b_q)
 
     @abstractmethod

@@ -126,7 +126,7 @@ def recalibrate_batchnorm(
             continue
         with autocast(device):
             model(transform(images_to_device(images, chunk, device)))
-    for m, momentum in zip(norms, momenta, strict=False):
+    for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.eval()
 
@@ -141,7 +141,8 @@ def initial_weights(
         return cfg.model.baseline_weights()
     if before_pretraining:
         return cfg.model.pretrain_weights(cell.model)
-    return encoders.get(needs_encoder(cell))
+    name = needs_encoder(cell)
+    return encoders.get(name) if name is not None else None
 
 
 def initial_encoder(cfg: StudyConfig, cell: Cell, encoders: dict[str, str], before_pretraining: bool = False):
@@ -469,7 +470,7 @@ class CellTrainer:
         self.train_tf = FinetuneAugment(
             resize=aug.resize,
             crop_size=aug.crop_size,
-            crop_scale=tuple(aug.crop_scale),
+            crop_scale=(aug.crop_scale[0], aug.crop_scale[1]),
             flip_p=aug.flip_p,
             out_channels=in_ch,
         )
@@ -487,7 +488,8 @@ class CellTrainer:
             else None
         )
         self.generator = torch.Generator(device=device)
-        self.step, self.losses, self.spent = 0, [], 0.0
+        self.step, self.spent = 0, 0.0
+        self.losses: list[dict[str, float]] = []  # one row per step (step, loss, lr)
 
     def restore(self, checkpoint: CellCheckpoint) -> int:
         """Load the cell's last epoch checkpoint, if any; returns the epoch to start at."""

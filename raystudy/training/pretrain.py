@@ -22,6 +22,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,75 @@ def make_optimizer(cfg: StudyConfig, model: torch.nn.Module, lr: float) -> torch
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=p.weight_decay)
 
 
+@dataclass(frozen=True)
+class PretrainSchedule:
+    """The step budget and learning rate of one pretraining run (``pretrain.*`` over ``world`` workers)."""
+
+    batch: int  # images per worker and step
+    global_batch: int  # images per optimizer step over all workers
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    target_lr: float  # base_lr scaled by global batch / 256
+
+    @classmethod
+    def of(cls, cfg: StudyConfig, n_images: int, world: int) -> PretrainSchedule:
+        p = cfg.pretrain
+        global_batch = p.batch_size_per_worker * world
+        steps_per_epoch = max(1, n_images // global_batch)
+        total_steps = steps_per_epoch * p.epochs
+        return cls(
+            batch=p.batch_size_per_worker,
+            global_batch=global_batch,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+            warmup_steps=min(steps_per_epoch * p.warmup_epochs, total_steps // 2),
+            target_lr=scaled_lr(p.base_lr, global_batch),
+        )
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    inner: PretrainModel,
+    optimizer: torch.optim.Optimizer,
+    augment: PretrainAugment,
+    generator: torch.Generator,
+    batches: Callable[[int], torch.Tensor],
+    epoch: int,
+    schedule: PretrainSchedule,
+    method: str,
+    losses: list[dict[str, Any]],
+) -> list[float]:
+    """One epoch of optimizer steps; ``batches(i)`` is step ``i``'s (B, 1, S, S) uint8 batch on the device.
+
+    Appends one row per step to ``losses`` and returns this epoch's step losses.
+    """
+    model.train()
+    device = next(inner.parameters()).device
+    epoch_losses = []
+    for i in range(schedule.steps_per_epoch):
+        step = epoch * schedule.steps_per_epoch + i
+        lr = warmup_cosine_lr(step, schedule.total_steps, schedule.warmup_steps, schedule.target_lr)
+        set_lr(optimizer, lr)
+        x = batches(i)
+        view1, view2 = augment(x, generator), augment(x, generator)  # (B,C,crop,crop) each
+        if device.type == "cuda":
+            view1 = view1.contiguous(memory_format=torch.channels_last)
+            view2 = view2.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            loss = model(view1, view2)["loss"].float()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        inner.after_step(step, schedule.total_steps)  # momentum encoders: EMA update
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{method} pretraining loss became {value} at step {step}")
+        losses.append({"epoch": epoch, "step": step, "loss": value, "lr": lr})
+        epoch_losses.append(value)
+    return epoch_losses
+
+
 def run_pretrain_loop(
     cfg: StudyConfig,
     method: str,
@@ -132,18 +202,13 @@ def run_pretrain_loop(
     arch = arch or cfg.model.arch
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
     n_images = len(rows)
-    batch = p.batch_size_per_worker
-    global_batch = batch * world
-    steps_per_epoch = max(1, n_images // global_batch)
-    total_steps = steps_per_epoch * p.epochs
-    warmup_steps = min(steps_per_epoch * p.warmup_epochs, total_steps // 2)
+    schedule = PretrainSchedule.of(cfg, n_images, world)
 
-    model = build_method(method, cfg, n_images, global_batch, arch).to(device)
+    model = build_method(method, cfg, n_images, schedule.global_batch, arch).to(device)
     model = sync_batchnorm(cfg, model, world, device)  # before DDP wraps it (``wrap``)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    target_lr = scaled_lr(p.base_lr, global_batch)
-    optimizer = make_optimizer(cfg, model, target_lr)
+    optimizer = make_optimizer(cfg, model, schedule.target_lr)
     augment = PretrainAugment(**augment_kwargs(p.augment, cfg.model.in_channels))
 
     start_epoch, losses = 0, []
@@ -159,41 +224,27 @@ def run_pretrain_loop(
     state: dict[str, Any] = {}
     for epoch in range(start_epoch, p.epochs):
         order = np.random.default_rng(derive_seed(cfg.seed, method, "order", epoch)).permutation(n_images)
-        shard = order[rank::world][: steps_per_epoch * batch]
+        shard = order[rank::world][: schedule.steps_per_epoch * schedule.batch]
         generator.manual_seed(derive_seed(cfg.seed, method, "augment", epoch, rank))
-        model.train()
-        epoch_losses, epoch_start = [], time.time()
-        for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            lr = warmup_cosine_lr(step, total_steps, warmup_steps, target_lr)
-            set_lr(optimizer, lr)
+
+        def batches(i: int, shard: np.ndarray = shard) -> torch.Tensor:
             # the batch stays in its shuffled order: rows are stored by campaign and category,
             # and MoCo's one-process shuffle-BN forwards the queries in groups of the batch order
-            x = images_to_device(images, rows[shard[i * batch : (i + 1) * batch]], device)  # (B,1,S,S)
-            view1, view2 = augment(x, generator), augment(x, generator)  # (B,C,crop,crop) each
-            if device.type == "cuda":
-                view1 = view1.contiguous(memory_format=torch.channels_last)
-                view2 = view2.contiguous(memory_format=torch.channels_last)
-            with autocast(device):
-                loss = model(view1, view2)["loss"].float()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            inner.after_step(step, total_steps)  # momentum encoders: EMA update
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"{method} pretraining loss became {value} at step {step}")
-            losses.append({"epoch": epoch, "step": step, "loss": value, "lr": lr})
-            epoch_losses.append(value)
+            return images_to_device(images, rows[shard[i * schedule.batch : (i + 1) * schedule.batch]], device)
+
+        epoch_start = time.time()
+        epoch_losses = train_epoch(
+            model, inner, optimizer, augment, generator, batches, epoch, schedule, method, losses
+        )
         now = time.time()
         metrics = {
             "epoch": epoch,
             "epochs": p.epochs,
             "loss": float(np.mean(epoch_losses)),
             "seconds": now - t0,
-            "images_per_s": steps_per_epoch * global_batch / (now - epoch_start),  # this epoch's steps
+            "images_per_s": schedule.steps_per_epoch * schedule.global_batch / (now - epoch_start),
             "seconds_left": (now - t0) / (epoch + 1 - start_epoch) * (p.epochs - epoch - 1),
-            "no_learning_loss": inner.no_learning_loss(global_batch),  # None: the method has no such level
+            "no_learning_loss": inner.no_learning_loss(schedule.global_batch),  # None: no such level
         }
         if rank == 0:
             log.info(epoch_line(method if arch == cfg.model.arch else f"{method}-{arch}", metrics))

@@ -89,7 +89,8 @@ class FrozenEncoder:
         device: where it embeds.
 
     Example:
-        >>> frozen = FrozenEncoder(cfg, "runs/demo/encoders/moco.pt", "resnet18_w16", torch.device("cpu"))  # doctest: +SKIP
+        >>> encoder = "runs/demo/encoders/moco.pt"
+        >>> frozen = FrozenEncoder(cfg, encoder, "resnet18_w16", torch.device("cpu"))  # doctest: +SKIP
         >>> frozen.embed(images, rows).shape  # (len(rows), D)  # doctest: +SKIP
     """
 
