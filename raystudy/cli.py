@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from raystudy.config import RANDOM_INIT, ConfigError, load_config
+from raystudy.config import RANDOM_INIT, ConfigError, load_config, schema_text
 from raystudy.data.fit import fit_to_data, user_keys
 from raystudy.data.loading import DataError
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted, StudyLockedError
@@ -171,8 +171,6 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 def cmd_schema() -> int:
     """Print the JSON Schema of ``StudyConfig`` (the registered methods' ``pretrain.<method>`` sections included)."""
-    from raystudy.config import schema_text
-
     print(schema_text(), end="")
     return 0
 
