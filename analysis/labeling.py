@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,10 @@ from analysis.stats import design_of, fold_correlation, variance_factor
 from raystudy.catalog import Catalog
 
 
+@overload
+def labeling_hours(n: float, seconds_per_image: float = ...) -> float: ...
+@overload
+def labeling_hours(n: np.ndarray, seconds_per_image: float = ...) -> np.ndarray: ...
 def labeling_hours(n: float | np.ndarray, seconds_per_image: float = 33.0) -> float | np.ndarray:
     """Hours needed to label ``n`` images at a constant time per image."""
     if np.ndim(n) == 0:
@@ -99,7 +103,7 @@ def cell_hours(
     for (cell, model, cset, size, fold), g in df.groupby(
         ["cell_id", "model", "category_set", "train_size", "fold"], dropna=False
     ):
-        counts = dict(zip(g["category"].astype(str), g["train_count"].astype(float), strict=False))
+        counts = dict(zip(g["category"].astype(str), g["train_count"].astype(float), strict=True))
         hours = labeling_hours_per_group(counts, cfg["basic_seconds"], cfg["complex_seconds"], catalog)
         rows.append((cell, model, cset, size, fold, hours))
     return pd.DataFrame(rows, columns=cols)

@@ -21,6 +21,7 @@ from analysis.select import category_sets, done_trials, n_categories_of, set_lab
 from analysis.stats import (
     MAX_BAND_WIDTH,
     MIN_FIT_SIZES,
+    CurveFit,
     fit_learning_curves,
     learning_curve_answers,
     paired_difference_table,
@@ -53,7 +54,8 @@ h1{margin-bottom:4px} h2{border-bottom:2px solid #dde6f0;padding-bottom:4px;marg
 .nodata{background:#f6f6f6;border:1px dashed #bbb;padding:14px;color:#666;font-style:italic}
 .progress span{display:inline-block;margin-right:14px;padding:3px 9px;border-radius:4px;font-weight:bold}
 .done{background:#d8f0d8}.skipped{background:#f0ecd0}.failed{background:#f6d5d5}.missing{background:#e4e4e4}
-table.cells{border-collapse:collapse;font-size:12px} table.cells td,table.cells th{border:1px solid #ddd;padding:2px 6px}
+table.cells{border-collapse:collapse;font-size:12px}
+table.cells td,table.cells th{border:1px solid #ddd;padding:2px 6px}
 ul.summary li{margin:4px 0}
 """
 
@@ -89,6 +91,107 @@ def _fold_values(res: Results, metric: str, cset: str | None, ceiling: bool = Fa
     return _rows(done_trials(res.trials, metric, ceiling=ceiling), category_set=cset)[cols]
 
 
+def _results_entries(res: Results, i: int, cset: str | None, doa: pd.DataFrame) -> list[Entry]:
+    """Figs. 4 to 7 (the first category set) or 9 to 11 (every other one) of one category set."""
+    label = set_label(cset, n_categories_of(cset, res.trials, res.grid)) if cset else "all category sets"
+    f_acc, f_doa, f_cm = ("Fig. 4", "Fig. 5", "Figs. 6 and 7") if i == 0 else ("Fig. 9", "Fig. 10", "Fig. 11")
+    sec = f"Results: {label}"
+    return [
+        Entry(
+            sec,
+            f_acc,
+            "Overall accuracy over the cross-validation folds: boxes span the quartiles, the line "
+            "is the median, whiskers reach the minimum and maximum, dots are single folds; dotted line: the "
+            "majority-class share of the validation sets (a model predicting one category scores it); dashed "
+            "line: the supervised ceiling where it was run; the right panel zooms on the two largest sizes.",
+            _safe(lambda: figures.accuracy_vs_size(res, category_set=cset), "Overall accuracy"),
+            lambda: pd.concat(
+                [_fold_values(res, "overall_accuracy", cset), _fold_values(res, "overall_accuracy", cset, ceiling=True)]
+            ),
+        ),
+        Entry(
+            sec,
+            f_doa,
+            "Decreased overall accuracy (reference OA minus the CSSL model's mean OA, in "
+            "percentage points, fold std as bars) against the labeling time saved; a knee (largest distance "
+            "to the chord) is marked only where the curve is monotone within the fold spread and the steps "
+            "below it exceed the fold spread.",
+            _safe(lambda: figures.doa_vs_time_saved(res, category_set=cset, table=doa), "DOA vs time saved"),
+            lambda: _rows(doa, category_set=cset),
+        ),
+        Entry(
+            sec,
+            f_cm,
+            "Validation confusion matrices averaged over folds, the two compared models side by "
+            "side; for many categories split into basic habits and complex shapes merged by process.",
+            _safe(lambda: figures.confusion_matrices(res, category_set=cset), "Confusion matrices"),
+            lambda: _rows(res.confusion, category_set=cset, split="validation"),
+        ),
+    ]
+
+
+def _generalization_entry(res: Results, cset: str | None) -> Entry:
+    """Fig. 12 of one category set."""
+    return Entry(
+        "Generalization",
+        "Fig. 12",
+        "Accuracy of every fold's model on the campaign never "
+        "used in training, without further fine-tuning; dotted line: the majority-class share "
+        "of that campaign.",
+        _safe(lambda: figures.generalization(res, category_set=cset), "Generalization"),
+        lambda: _fold_values(res, "generalization_accuracy", cset).assign(
+            campaign=lambda d: _rows(done_trials(res.trials, "generalization_accuracy"), category_set=cset)[
+                "generalization_campaign"
+            ].map(res.campaign)
+        ),
+    )
+
+
+def _learning_curve_entry(
+    res: Results, cset: str | None, fits: dict[tuple[str, str], CurveFit], answers: pd.DataFrame
+) -> Entry:
+    """The learning-curve fit of one category set."""
+    return Entry(
+        "Beyond the paper",
+        "new",
+        "Learning-curve fit OA(n) = a \u2212 b\u00b7n^(\u2212c) per model on "
+        "fold-level points, with a bootstrap-over-folds 95 % band; crosses mark where a target is "
+        "reached. A fit with a parameter on its bound, a band wider than the limit or fewer than "
+        f"{MIN_FIT_SIZES} sizes is drawn dotted and marked unreliable.",
+        _safe(lambda: figures.learning_curves(res, category_set=cset, fits=fits), "Learning curves"),
+        lambda: pd.concat(
+            [_fold_values(res, "overall_accuracy", cset), _rows(answers, category_set=cset)], ignore_index=True
+        ),
+    )
+
+
+def _selection_entries(res: Results, cset: str, saved: pd.DataFrame) -> list[Entry]:
+    """The selection-strategy figures of one category set."""
+    sec = f"Selection strategies: {set_label(cset, n_categories_of(cset, res.trials, res.grid))}"
+    return [
+        Entry(
+            sec,
+            "new",
+            "Overall accuracy per selection strategy (fold mean ± fold std) for every model "
+            "type; every strategy is validated on the same held-out folds, and all model types of a strategy "
+            "train on the same selected images (coreset and uncertainty embed with one pretrained encoder).",
+            _safe(lambda: figures.selection_curves(res, category_set=cset), "Selection strategies"),
+            lambda: _rows(strategy_curves(res.trials), category_set=cset),
+        ),
+        Entry(
+            sec,
+            "new",
+            "Labels saved at equal OA against random: random's n minus the n at which the "
+            "strategy's mean curve reaches random's mean OA (interpolated in log n between measured sizes, "
+            "never beyond them). Filled markers: a verdict (fold-paired difference at the same n with a "
+            "Holm-adjusted p \u2264 0.05 of the corrected resampled t test, family: the sizes of one model and "
+            "strategy); open markers: no verdict.",
+            _safe(lambda: figures.labels_saved(res, category_set=cset, table=saved), "Labels saved"),
+            lambda: _rows(saved, category_set=cset),
+        ),
+    ]
+
+
 def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
     """All report figures in order (each with its numbers), plus the computed tables the summary uses."""
     cfg = res.config
@@ -102,8 +205,8 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
     )
     fits = fit_learning_curves(res.trials, n_boot=int(cfg["curve_bootstrap"]), seed=int(cfg["seed"]))
     answers = learning_curve_answers(fits, cfg["targets"], float(cfg.get("max_band_width") or MAX_BAND_WIDTH))
-    sets = category_sets(res.trials, res.grid, res.confusion) or [None]
-    gen_sets = category_sets(done_trials(res.trials, "generalization_accuracy"))
+    sets: list[str | None] = list(category_sets(res.trials, res.grid, res.confusion)) or [None]
+    gen_sets: list[str | None] = list(category_sets(done_trials(res.trials, "generalization_accuracy"))) or [None]
     dataset = lambda: res.dataset.assign(campaign=res.dataset["campaign"].map(res.campaign))  # noqa: E731
     entries = [
         Entry(
@@ -115,57 +218,9 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
         )
     ]
     for i, cset in enumerate(sets):
-        label = set_label(cset, n_categories_of(cset, res.trials, res.grid)) if cset else "all category sets"
-        f_acc, f_doa, f_cm = ("Fig. 4", "Fig. 5", "Figs. 6 and 7") if i == 0 else ("Fig. 9", "Fig. 10", "Fig. 11")
-        sec = f"Results: {label}"
-        entries += [
-            Entry(
-                sec,
-                f_acc,
-                "Overall accuracy over the cross-validation folds: boxes span the quartiles, the line "
-                "is the median, whiskers reach the minimum and maximum, dots are single folds; dotted line: the "
-                "majority-class share of the validation sets (a model predicting one category scores it); dashed "
-                "line: the supervised ceiling where it was run; the right panel zooms on the two largest sizes.",
-                _safe(lambda c=cset: figures.accuracy_vs_size(res, category_set=c), "Overall accuracy"),
-                lambda c=cset: pd.concat(
-                    [_fold_values(res, "overall_accuracy", c), _fold_values(res, "overall_accuracy", c, ceiling=True)]
-                ),
-            ),
-            Entry(
-                sec,
-                f_doa,
-                "Decreased overall accuracy (reference OA minus the CSSL model's mean OA, in "
-                "percentage points, fold std as bars) against the labeling time saved; a knee (largest distance "
-                "to the chord) is marked only where the curve is monotone within the fold spread and the steps "
-                "below it exceed the fold spread.",
-                _safe(lambda c=cset: figures.doa_vs_time_saved(res, category_set=c, table=doa), "DOA vs time saved"),
-                lambda c=cset: _rows(doa, category_set=c),
-            ),
-            Entry(
-                sec,
-                f_cm,
-                "Validation confusion matrices averaged over folds, the two compared models side by "
-                "side; for many categories split into basic habits and complex shapes merged by process.",
-                _safe(lambda c=cset: figures.confusion_matrices(res, category_set=c), "Confusion matrices"),
-                lambda c=cset: _rows(res.confusion, category_set=c, split="validation"),
-            ),
-        ]
-    for cset in gen_sets or [None]:
-        entries.append(
-            Entry(
-                "Generalization",
-                "Fig. 12",
-                "Accuracy of every fold's model on the campaign never "
-                "used in training, without further fine-tuning; dotted line: the majority-class share "
-                "of that campaign.",
-                _safe(lambda c=cset: figures.generalization(res, category_set=c), "Generalization"),
-                lambda c=cset: _fold_values(res, "generalization_accuracy", c).assign(
-                    campaign=lambda d: _rows(done_trials(res.trials, "generalization_accuracy"), category_set=c)[
-                        "generalization_campaign"
-                    ].map(res.campaign)
-                ),
-            )
-        )
+        entries += _results_entries(res, i, cset, doa)
+    for cset in gen_sets:
+        entries.append(_generalization_entry(res, cset))
     entries += [
         Entry(
             "Representations",
@@ -215,46 +270,12 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
             lambda: paired,
         ),
     ]
-    for cset in category_sets(done_trials(res.trials)) or [None]:
-        entries.append(
-            Entry(
-                "Beyond the paper",
-                "new",
-                "Learning-curve fit OA(n) = a \u2212 b\u00b7n^(\u2212c) per model on "
-                "fold-level points, with a bootstrap-over-folds 95 % band; crosses mark where a target is "
-                "reached. A fit with a parameter on its bound, a band wider than the limit or fewer than "
-                f"{MIN_FIT_SIZES} sizes is drawn dotted and marked unreliable.",
-                _safe(lambda c=cset: figures.learning_curves(res, category_set=c, fits=fits), "Learning curves"),
-                lambda c=cset: pd.concat(
-                    [_fold_values(res, "overall_accuracy", c), _rows(answers, category_set=c)], ignore_index=True
-                ),
-            )
-        )
+    fit_sets: list[str | None] = list(category_sets(done_trials(res.trials))) or [None]
+    for cset in fit_sets:
+        entries.append(_learning_curve_entry(res, cset, fits, answers))
     saved = labels_saved_table(res.trials)
     for cset in compared_sets(res.trials):  # only where more than one selection strategy ran
-        sec = f"Selection strategies: {set_label(cset, n_categories_of(cset, res.trials, res.grid))}"
-        entries += [
-            Entry(
-                sec,
-                "new",
-                "Overall accuracy per selection strategy (fold mean ± fold std) for every model "
-                "type; every strategy is validated on the same held-out folds, and all model types of a strategy "
-                "train on the same selected images (coreset and uncertainty embed with one pretrained encoder).",
-                _safe(lambda c=cset: figures.selection_curves(res, category_set=c), "Selection strategies"),
-                lambda c=cset: _rows(strategy_curves(res.trials), category_set=c),
-            ),
-            Entry(
-                sec,
-                "new",
-                "Labels saved at equal OA against random: random's n minus the n at which the "
-                "strategy's mean curve reaches random's mean OA (interpolated in log n between measured sizes, "
-                "never beyond them). Filled markers: a verdict (fold-paired difference at the same n with a "
-                "Holm-adjusted p \u2264 0.05 of the corrected resampled t test, family: the sizes of one model and "
-                "strategy); open markers: no verdict.",
-                _safe(lambda c=cset: figures.labels_saved(res, category_set=c, table=saved), "Labels saved"),
-                lambda c=cset: _rows(saved, category_set=c),
-            ),
-        ]
+        entries += _selection_entries(res, cset, saved)
     entries.append(
         Entry(
             "Beyond the paper",
@@ -291,7 +312,8 @@ def _cells_html(states: pd.DataFrame) -> str:
             state
         ]
         parts.append(
-            f"<details{' open' if state == 'missing' and len(sub) <= 40 else ''}><summary><b>{len(sub)} {what}</b></summary>"
+            f"<details{' open' if state == 'missing' and len(sub) <= 40 else ''}>"
+            f"<summary><b>{len(sub)} {what}</b></summary>"
             f"<table class='cells' id='{state}-cells'><tr><th>cell</th><th>model</th><th>category set</th>"
             f"<th>n</th><th>fold</th><th>reason / message</th></tr>{rows}</table>{more}</details>"
         )

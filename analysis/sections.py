@@ -86,7 +86,7 @@ def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
             )
             ref = float(base[metric]) if base is not None and base[metric] == base[metric] else None
             row[metric], row[f"random_{metric}"] = mine, ref
-            if mine is None or ref is None:
+            if mine is None or ref is None or base is None:  # ref is None whenever base is
                 continue
             n_test = float(base["n_test"]) if base["n_test"] == base["n_test"] else np.nan
             se = np.sqrt((mine * (1 - mine) + ref * (1 - ref)) / n_test) if n_test == n_test and n_test > 0 else np.nan
@@ -123,6 +123,18 @@ def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
     return out
 
 
+def _vs_random(r: dict[str, Any], metric: str) -> str:
+    """One probe accuracy of a pretraining verdict row against random init, in percentage points."""
+    if r.get(metric) is None:
+        return "n/a"
+    ref = r.get(f"random_{metric}")
+    if ref is None:
+        return _pct(r[metric])
+    se = r.get(f"{metric}_se")
+    se_txt = f" \u00b1 {100 * se:.1f}" if se is not None and se == se else ""
+    return f"{_pct(r[metric])} vs {_pct(ref)} ({100 * (r[metric] - ref):+.1f}{se_txt} pp)"
+
+
 def pretraining_html(res: Results) -> str:
     rows = pretraining_verdicts(res)
     if not rows:
@@ -137,17 +149,6 @@ def pretraining_html(res: Results) -> str:
         )
     body = []
     for r in rows:
-
-        def cmp(metric: str) -> str:
-            if r.get(metric) is None:
-                return "n/a"
-            ref = r.get(f"random_{metric}")
-            if ref is None:
-                return _pct(r[metric])
-            se = r.get(f"{metric}_se")
-            se_txt = f" \u00b1 {100 * se:.1f}" if se is not None and se == se else ""
-            return f"{_pct(r[metric])} vs {_pct(ref)} ({100 * (r[metric] - ref):+.1f}{se_txt} pp)"
-
         loss = "n/a" if r["final_loss"] is None else f"{r['final_loss']:.3f}"
         level = (
             f"{r['level_name']} = {r['level']:.3f}"
@@ -155,7 +156,14 @@ def pretraining_html(res: Results) -> str:
             else f"none fixed ({pretrain_name(r['model'])})"
         )
         body.append(
-            [pretrain_name(r["model"]), cmp("knn_accuracy"), cmp("linear_probe_accuracy"), loss, level, r["verdict"]]
+            [
+                pretrain_name(r["model"]),
+                _vs_random(r, "knn_accuracy"),
+                _vs_random(r, "linear_probe_accuracy"),
+                loss,
+                level,
+                r["verdict"],
+            ]
         )
     table = _table(
         [
@@ -215,7 +223,9 @@ def numbers_frame(res: Results) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(order_models(out["model"]))}
     out["_k"] = [
         (rank.get(c, 99), a, p == "ceiling", order.get(m, 99), n)
-        for c, p, m, n, a in zip(out["category_set"], out["protocol"], out["model"], out["train_size"], out["arch"], strict=False)
+        for c, p, m, n, a in zip(
+            out["category_set"], out["protocol"], out["model"], out["train_size"], out["arch"], strict=True
+        )
     ]
     return out.sort_values("_k").drop(columns="_k").reset_index(drop=True)
 

@@ -50,7 +50,8 @@ def archs_of(*frames: pd.DataFrame | None) -> list[str | None]:
     for df in frames:
         if df is not None and len(df) and "arch" in df.columns:
             found |= set(df["arch"].dropna().astype(str))
-    return sorted(found) or [None]
+    archs: list[str | None] = list(sorted(found))  # typed so that [None] fits
+    return archs or [None]
 
 
 def ceiling_cells(trials: pd.DataFrame | None) -> set[Any]:

@@ -182,7 +182,7 @@ def holm(p: Any) -> np.ndarray:
     res = out.reshape(flat.shape)
     gc.freeze()
     try:
-        for row, dst in zip(flat, res, strict=False):
+        for row, dst in zip(flat, res, strict=True):
             ok = np.isfinite(row)
             if ok.any():
                 dst[ok] = multipletests(row[ok], alpha=ALPHA, method="holm")[1]
@@ -395,7 +395,7 @@ class CurveFit:
         :data:`MIN_FIT_SIZES` sizes, no band or a band wider than ``max_band_width`` over the
         measured sizes, or an asymptote below the best measured mean ``best_mean``."""
         out = []
-        for name, value, lo, hi in zip("abc", (self.a, self.b, self.c), *BOUNDS, strict=False):
+        for name, value, lo, hi in zip("abc", (self.a, self.b, self.c), *BOUNDS, strict=True):
             # relative closeness (b's range spans decades): within 0.1 % of a bound, or b below 1e-6
             if (
                 value <= lo * 1.001 + (1e-6 if name == "b" else 1e-3 * (hi - lo) if lo == 0 else 0.0)
@@ -469,14 +469,14 @@ def fit_learning_curve(
     With ``n_boot`` > 0 the fit is repeated on resampled groups (folds), or on
     resampled points when there is a single group. None with fewer than 3 sizes.
     """
-    n = np.asarray(n, dtype=float)
-    y = np.asarray(y, dtype=float)
-    ok = np.isfinite(n) & np.isfinite(y) & (n > 0)
-    n, y = n[ok], y[ok]
+    n_all = np.asarray(n, dtype=float)
+    y_all = np.asarray(y, dtype=float)
+    ok = np.isfinite(n_all) & np.isfinite(y_all) & (n_all > 0)
+    xs, ys = n_all[ok], y_all[ok]
     groups_arr = np.asarray(groups if groups is not None else np.zeros(len(ok)), dtype=object)[ok]
-    if len(np.unique(n)) < 3:
+    if len(np.unique(xs)) < 3:
         return None
-    res = _curve_fit(n, y)
+    res = _curve_fit(xs, ys)
     if res is None:
         return None
     p, cov = res
@@ -491,19 +491,19 @@ def fit_learning_curve(
                 pick = rng.choice(len(labels), size=len(labels), replace=True)
                 idx = np.concatenate([np.flatnonzero(groups_arr == labels[i]) for i in pick])
             else:
-                idx = rng.integers(0, len(n), size=len(n))
-            if len(np.unique(n[idx])) < 3:
+                idx = rng.integers(0, len(xs), size=len(xs))
+            if len(np.unique(xs[idx])) < 3:
                 continue
-            r = _curve_fit(n[idx], y[idx])
+            r = _curve_fit(xs[idx], ys[idx])
             if r is not None:
                 boot.append(r[0])
     return CurveFit(
         a=float(p[0]),
         b=float(p[1]),
         c=float(p[2]),
-        stderr=tuple(float(s) for s in se),
-        n_points=int(len(n)),
-        sizes=tuple(int(s) for s in sorted(np.unique(n))),
+        stderr=(float(se[0]), float(se[1]), float(se[2])),
+        n_points=int(len(xs)),
+        sizes=tuple(int(s) for s in sorted(np.unique(xs))),
         boot=np.asarray(boot).reshape(-1, 3),
     )
 

@@ -108,7 +108,10 @@ def verdict(saved: float | None, diff: float, p_adjusted: float, n_pairs: int) -
         return f"no verdict: not significant (Holm-adjusted p = {p_adjusted:.2g})"
     better = "better" if diff > 0 else "worse"
     if saved is None:
-        return f"{better} than random at this n (Holm-adjusted p = {p_adjusted:.2g}); labels saved outside the measured sizes"
+        return (
+            f"{better} than random at this n (Holm-adjusted p = {p_adjusted:.2g}); "
+            "labels saved outside the measured sizes"
+        )
     cost = f"saves {saved:.0f} labels" if saved >= 0 else f"needs {-saved:.0f} more labels"
     return f"{better} than random (Holm-adjusted p = {p_adjusted:.2g}): {cost} for random's OA at this n"
 

@@ -83,9 +83,9 @@ def s3_server(tmp_path_factory):
                 fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", allow_bucket_creation=True)
                 fs.create_dir("raystudy")
                 break
-            except OSError:
+            except OSError as err:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}")
+                    raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}") from err
                 time.sleep(0.3)
         yield endpoint, env
     finally:

@@ -140,7 +140,7 @@ class FakeAutoscalingCluster:
     def nodes(self) -> list[dict[str, Any]]:
         """Every node the cluster has had (``Alive`` says which still run), from a short-lived driver."""
         code = (
-            "import json, ray; ray.init(address=%r, log_to_driver=False); print(json.dumps(ray.nodes()))" % self.address
+            f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False); print(json.dumps(ray.nodes()))"
         )
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
         if out.returncode != 0:

@@ -30,7 +30,9 @@ TRUTH = {
     ("4cat", "baseline"): (0.915, 2.4, 0.5),
 }
 # Relative frequency of each category in the labeled campaign (NASCENT19-like, Fig. 1).
-FREQ19 = dict(zip(CATEGORIES_19, [22, 4, 1.5, 3, 3, 10, 14, 13, 4, 5, 2.5, 1.2, 1.5, 0.8, 0.6, 1.5, 0.7, 4, 1.2], strict=False))
+FREQ19 = dict(
+    zip(CATEGORIES_19, [22, 4, 1.5, 3, 3, 10, 14, 13, 4, 5, 2.5, 1.2, 1.5, 0.8, 0.6, 1.5, 0.7, 4, 1.2], strict=True)
+)
 
 ANALYSIS_CONFIG: dict[str, Any] = {
     "reference_points": [
@@ -207,14 +209,14 @@ def make_tables(
         ]
     )
     ds = []
-    for cat, f in zip(CATEGORIES_19, _freq("19cat"), strict=False):
+    for cat, f in zip(CATEGORIES_19, _freq("19cat"), strict=True):
         ds.append({"campaign": "NASCENT19", "category": cat, "count": int(round(f * 18864)), "role": "labeled"})
         ds.append({"campaign": "NASCENT19", "category": cat, "count": int(round(f * 18864)), "role": "pretrain"})
         if cat not in ("lollipop", "cpc", "lollipop_aggregate", "droplet_aggregate", "cpc_aggregate"):
             ds.append(
                 {"campaign": "NASCENT20", "category": cat, "count": int(rng.integers(100, 2500)), "role": "pretrain"}
             )
-    for cat, cnt in zip(CATEGORIES_4, (900, 700, 300, 243), strict=False):
+    for cat, cnt in zip(CATEGORIES_4, (900, 700, 300, 243), strict=True):
         ds.append({"campaign": "CLOUDLAB", "category": cat, "count": cnt, "role": "generalization"})
     probes = pd.DataFrame(
         [
@@ -258,7 +260,7 @@ def make_embeddings(rng: np.random.Generator, per_panel: int = 250) -> pd.DataFr
         for n in (18864, 8192, 4096, 2048):
             labels = rng.choice(len(cats), size=per_panel, p=_freq("19cat"))
             xy = centers[labels] * (0 if s == 0 else 1) + rng.normal(0, spread, size=(per_panel, 2))
-            for k, (lab, (x, y)) in enumerate(zip(labels, xy, strict=False)):
+            for k, (lab, (x, y)) in enumerate(zip(labels, xy, strict=True)):
                 rows.append(
                     {
                         "model": "moco",

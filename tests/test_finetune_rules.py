@@ -101,7 +101,7 @@ def test_paired_cells_see_the_same_batches_and_augmentations(monkeypatch):
         seen = record_batches(monkeypatch)
         views = []
         real_tf = trainer.train_tf
-        trainer.train_tf = lambda x, g, tf=real_tf: views.append(tf(x, g)) or views[-1]
+        trainer.train_tf = lambda x, g, tf=real_tf, out=views: out.append(tf(x, g)) or out[-1]
         trainer.run_epoch(0)
         draws[model] = (np.concatenate(seen), torch.cat(views))
     assert Cell("baseline", "4cat", 4, 36, 1).pair_key == Cell("moco", "4cat", 4, 36, 1).pair_key

@@ -103,13 +103,13 @@ def test_projector_and_classifier_follow_the_papers_three_layer_mlp() -> None:
     enc, dim = tiny_encoder()
     moco = MoCo(enc, dim, proj_hidden_dim=4096, proj_dim=256, queue_size=8)
     linears = [m for m in moco.online_projector.modules() if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(dim, 4096), (4096, 256)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(dim, 4096), (4096, 256)]
     byol = BYOL(tiny_encoder()[0], dim, proj_hidden_dim=4096, proj_dim=256, pred_hidden_dim=4096)
     linears = [m for m in byol.online_projector.modules() if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(dim, 4096), (4096, 256)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(dim, 4096), (4096, 256)]
     head = Classifier(tiny_encoder()[0], dim, num_classes=19, hidden_dim=512).head
     linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(dim, 512), (512, 19)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(dim, 512), (512, 19)]
 
 
 # -- load_encoder_weights ----------------------------------------------------------------------
@@ -313,11 +313,13 @@ def _train_step(model, m: float) -> dict[str, torch.Tensor]:
     out["loss"].backward()
     assert all(p.grad is None for p in model.target_encoder.parameters())
     opt.step()
-    assert any(not torch.equal(a, b) for a, b in zip(online_before, model.online_encoder.parameters(), strict=False))
+    assert any(not torch.equal(a, b) for a, b in zip(online_before, model.online_encoder.parameters(), strict=True))
     model.update_momentum(m)
-    for t_old, q_new, t_new in zip(target_before, model.online_encoder.parameters(), model.target_encoder.parameters(), strict=False):
+    for t_old, q_new, t_new in zip(
+        target_before, model.online_encoder.parameters(), model.target_encoder.parameters(), strict=True
+    ):
         assert torch.allclose(t_new, m * t_old + (1 - m) * q_new.detach(), rtol=0, atol=1e-6)
-    for b_q, b_k in zip(model.online_encoder.buffers(), model.target_encoder.buffers(), strict=False):
+    for b_q, b_k in zip(model.online_encoder.buffers(), model.target_encoder.buffers(), strict=True):
         assert torch.equal(b_q, b_k)
     return out
 
@@ -332,11 +334,11 @@ def test_momentum_update_formula_exact() -> None:
     new_q = [p.clone() for p in m.online_projector.parameters()] + [p.clone() for p in m.online_encoder.parameters()]
     m.update_momentum(0.9)
     new = list(m.target_projector.parameters()) + list(m.target_encoder.parameters())
-    for o, q, n in zip(old, new_q, new, strict=False):
+    for o, q, n in zip(old, new_q, new, strict=True):
         assert torch.allclose(n, 0.9 * o + 0.1 * q, rtol=0, atol=1e-7)
     assert len(m.momentum_pairs) == 2
     m.update_momentum(0.0)  # m = 0 copies the online weights
-    for q, n in zip(new_q, new, strict=False):
+    for q, n in zip(new_q, new, strict=True):
         assert torch.equal(q, n)
 
 

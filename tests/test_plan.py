@@ -14,8 +14,8 @@ def test_plan_prints_cells_requests_node_types_and_hours(capsys):
     out = capsys.readouterr().out
     assert "cells: 18 planned" in out
     assert (
-        "a cell (finetune.cpus_per_trial=1, finetune.gpus_per_trial=0.5) asks {CPU: 1, GPU: 0.5} x18: gpu_worker (8 per node"
-        in out
+        "a cell (finetune.cpus_per_trial=1, finetune.gpus_per_trial=0.5) asks {CPU: 1, GPU: 0.5} x18: "
+        "gpu_worker (8 per node" in out
     )
     assert "pretraining moco" in out and "pretraining byol" in out
     assert "throughput: 100.0 img/s per fine-tuning trial, 33.3 img/s per pretraining worker" in out

@@ -132,7 +132,10 @@ def test_builtin_models_are_import_paths_resolved_on_use():
 
 
 def test_reading_a_config_imports_no_torch():
-    code = "import sys; from raystudy.config import load_config; load_config(preset='smoke'); assert 'torch' not in sys.modules"
+    code = (
+        "import sys; from raystudy.config import load_config; load_config(preset='smoke'); "
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

@@ -29,8 +29,8 @@ def test_warmup_cosine_lr_endpoints_and_monotone() -> None:
     mid = warm + (total - warm) // 2
     assert warmup_cosine_lr(mid, total, warm, target) == pytest.approx(target / 2)
     lrs = [warmup_cosine_lr(s, total, warm, target) for s in range(total + 1)]
-    assert all(a < b for a, b in zip(lrs[:warm], lrs[1 : warm + 1], strict=False))  # warm-up increases
-    assert all(a > b for a, b in zip(lrs[warm:total], lrs[warm + 1 : total + 1], strict=False))  # cosine decreases
+    assert all(a < b for a, b in zip(lrs[:warm], lrs[1 : warm + 1], strict=True))  # warm-up increases
+    assert all(a > b for a, b in zip(lrs[warm:total], lrs[warm + 1 : total + 1], strict=True))  # cosine decreases
     assert warmup_cosine_lr(0, total, 0, target) == pytest.approx(target)  # no warm-up
 
 
@@ -76,7 +76,7 @@ def test_lars_step_matches_hand_computation() -> None:
     params = list(model.parameters())  # linear.weight, linear.bias, bn.weight, bn.bias
     before = [p.detach().clone() for p in params]
     grads = [torch.randn_like(p) for p in params]
-    for p, g in zip(params, grads, strict=False):
+    for p, g in zip(params, grads, strict=True):
         p.grad = g.clone()
     opt.step()
 
@@ -86,12 +86,12 @@ def test_lars_step_matches_hand_computation() -> None:
     d_w = (g + wd * w) * ratio
     assert torch.allclose(params[0], w - lr * d_w, atol=1e-6)
     # excluded: plain SGD, no decay, no trust ratio
-    for p, b, g in zip(params[1:], before[1:], grads[1:], strict=False):
+    for p, b, g in zip(params[1:], before[1:], grads[1:], strict=True):
         assert torch.allclose(p, b - lr * g, atol=1e-7)
 
     # second step: momentum buffer accumulates
     w1 = params[0].detach().clone()
-    for p, g in zip(params, grads, strict=False):
+    for p, g in zip(params, grads, strict=True):
         p.grad = g.clone()
     opt.step()
     ratio1 = eta * w1.norm() / (grads[0].norm() + wd * w1.norm())

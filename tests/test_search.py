@@ -33,7 +33,8 @@ def test_search_writes_best_config(ray_instance, tmp_path):
             "search.model=moco",
             "search.train_size=64",
             "search.num_samples=2",
-            "search.space={pretrain.moco.temperature: {uniform: [0.1, 0.5]}, finetune.base_lr: {loguniform: [0.1, 1.0]}}",
+            "search.space={pretrain.moco.temperature: {uniform: [0.1, 0.5]}, "
+            "finetune.base_lr: {loguniform: [0.1, 1.0]}}",
             "finetune.epochs=2",
             "pretrain.probe=false",
         ],

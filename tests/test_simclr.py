@@ -82,4 +82,4 @@ def test_simclr_train_step_updates_the_encoder():
     out["loss"].backward()
     opt.step()
     model.after_step(0, 1)  # no momentum encoder: nothing to do
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.online_encoder.parameters(), strict=False))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.online_encoder.parameters(), strict=True))

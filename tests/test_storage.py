@@ -108,7 +108,7 @@ def test_initial_weights_are_read_through_the_storage_layer(s3_server):
     where = save_checkpoint({"state_dict": net.state_dict()}, s3_uri(endpoint, "weights/enc.pt"))
     other, _ = build_encoder("resnet18_w16", 1)
     load_encoder_weights(other, where.uri)
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values(), strict=False))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values(), strict=True))
     with pytest.raises(FileNotFoundError, match="encoder checkpoint not found"):
         load_encoder_weights(other, s3_uri(endpoint, "weights/missing.pt"))
 

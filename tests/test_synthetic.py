@@ -119,10 +119,10 @@ def test_generation_is_deterministic_and_seed_dependent():
     b = list(generate_campaign("NASCENT19", 40, 48, seed=3))
     c = list(generate_campaign("NASCENT19", 40, 48, seed=4))
     assert [x for x, _ in a] == [x for x, _ in b] == [x for x, _ in c]
-    for (_, ia), (_, ib) in zip(a, b, strict=False):
+    for (_, ia), (_, ib) in zip(a, b, strict=True):
         assert ia.dtype == np.uint8 and ia.shape == (48, 48)
         assert np.array_equal(ia, ib)
-    assert sum(not np.array_equal(ia, ic) for (_, ia), (_, ic) in zip(a, c, strict=False)) == len(a)
+    assert sum(not np.array_equal(ia, ic) for (_, ia), (_, ic) in zip(a, c, strict=True)) == len(a)
 
 
 def test_images_do_not_depend_on_generation_order_or_n():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -94,7 +94,12 @@ class SizeAxis:
         self.sizes = sorted({int(s) for s in sizes})
         self._logs = np.log2(np.asarray(self.sizes, dtype=float))
 
+    @overload
+    def pos(self, n: float) -> float: ...
+    @overload
+    def pos(self, n: np.ndarray | pd.Series | Sequence[float]) -> np.ndarray: ...
     def pos(self, n: Any) -> np.ndarray | float:
+        """Axis position of one size (a float) or of several (an array)."""
         x = np.log2(np.asarray(n, dtype=float))
         idx = np.arange(len(self.sizes), dtype=float)
         if len(self.sizes) == 1:
@@ -160,7 +165,7 @@ def model_boxes(
         line=dict(width=1.5),
         fillcolor=fade(model_color(model)),
         boxpoints=False,
-        hovertext=[f"n = {size}, {n} fold{'s' if n != 1 else ''}" for (size, _), n in zip(rows, folds, strict=False)],
+        hovertext=[f"n = {size}, {n} fold{'s' if n != 1 else ''}" for (size, _), n in zip(rows, folds, strict=True)],
         hoverinfo="y+text+name",
     )
 

@@ -148,7 +148,9 @@ def _box_figure(
                     name=f"{label} (reference)",
                     legendgroup=f"ref-{i}",
                     showlegend=col == 1,
-                    hovertemplate=f"{label}: %{{y:.1%}} \u00b1 {spread:.1%}<br>n = {fmt_int(p['train_size'])}<extra></extra>",
+                    hovertemplate=(
+                        f"{label}: %{{y:.1%}} \u00b1 {spread:.1%}<br>n = {fmt_int(p['train_size'])}<extra></extra>"
+                    ),
                 ),
                 row=1,
                 col=col,
@@ -379,7 +381,9 @@ def learning_curves(
                         showlegend=False,
                         marker=dict(symbol="x", size=11, color=color),
                         legendgroup=f"fit-{m}",
-                        hovertemplate=f"{display_name(m)} reaches {t:.0%} at n \u2248 {fmt_int(ans['n'])}{ci}<extra></extra>",
+                        hovertemplate=(
+                            f"{display_name(m)} reaches {t:.0%} at n \u2248 {fmt_int(ans['n'])}{ci}<extra></extra>"
+                        ),
                     )
                 )
     for t in targets:
@@ -447,7 +451,7 @@ def paired_differences(
         p = (sub["p_adjusted"] if "p_adjusted" in sub.columns else sub["p_value"]).to_numpy(dtype=float)
         label = set_label(cset, n_categories_of(cset, sub)) + (f", {arch}" if len(archs) > 1 else "")
         fx, fy = [], []
-        for xi, diffs in zip(x, sub["diffs"], strict=False):
+        for xi, diffs in zip(x, sub["diffs"], strict=True):
             fx += [xi] * len(diffs)
             fy += [100 * d for d in diffs]
         fig.add_trace(
@@ -488,7 +492,7 @@ def paired_differences(
                 ),
             )
         )
-        for xi, yi, pi, npair in zip(x, mean, p, sub["n_pairs"], strict=False):
+        for xi, yi, pi, npair in zip(x, mean, p, sub["n_pairs"], strict=True):
             fig.add_annotation(
                 x=xi, y=yi, text=p_label(pi, int(npair)), showarrow=False, yshift=-16, font=dict(size=10, color=color)
             )

@@ -136,7 +136,7 @@ def confusion_matrices(
         vertical_spacing=0.16 if n_rows > 1 else 0.1,
     )
     first = True
-    for c, (m, views) in enumerate(panels, start=1):
+    for c, (_m, views) in enumerate(panels, start=1):
         for r, (_, mat) in enumerate(views, start=1):
             corner = "OA" if len(views) == 1 else "subset OA"
             fig.add_trace(margin_heatmap(mat, showscale=first, corner=corner), row=r, col=c)

@@ -118,7 +118,7 @@ def tsne_grid(
     base = "t-SNE of encoder embeddings"
     if emb.empty:
         return no_data_figure(title or base, "no data yet: the embeddings table is absent or empty")
-    models = order_models(emb["model"].dropna().astype(str)) or [None]
+    models: list[str | None] = list(order_models(emb["model"].dropna().astype(str))) or [None]
     model = model or (str(res.config["cssl_model"]) if str(res.config["cssl_model"]) in models else models[0])
     if model is not None:
         emb = emb[emb["model"].astype(str) == model]

@@ -109,7 +109,9 @@ def labels_saved(
                     color=strategy_color(strategy), dash="solid" if model == order_models(data["model"])[0] else "dash"
                 ),
                 marker=dict(size=10, symbol=["circle" if c else "circle-open" for c in claim]),
-                customdata=list(zip(g["n_equal"].round(0), g["mean_diff"] * 100, g["p_adjusted"], g["verdict"], strict=False)),
+                customdata=list(
+                    zip(g["n_equal"].round(0), g["mean_diff"] * 100, g["p_adjusted"], g["verdict"], strict=True)
+                ),
                 hovertemplate="random n=%{x}, strategy reaches its OA at n=%{customdata[0]}: %{y:+.0f} labels<br>"
                 "paired diff at n=%{x}: %{customdata[1]:+.1f} pp, Holm-adjusted p=%{customdata[2]:.2g}<br>"
                 "%{customdata[3]}<extra></extra>",

@@ -132,7 +132,7 @@ def finetuning_loss(
     sizes = sorted(df["train_size"].dropna().astype(int).unique())
     colors = sample_colorscale("Viridis", [i / max(len(sizes) - 1, 1) * 0.9 for i in range(len(sizes))])
     fig = go.Figure()
-    for size, color in zip(sizes, colors, strict=False):
+    for size, color in zip(sizes, colors, strict=True):
         g = _thin(df[df["train_size"] == size].sort_values(xcol))
         fig.add_trace(
             go.Scatter(
@@ -191,7 +191,7 @@ def training_time_table(
                 ]
                 + [("" if m not in r or r[m] != r[m] else f"{r[m] / div:.1f}") for m in models]
             )
-    columns = list(map(list, zip(*rows, strict=False))) if rows else [[] for _ in header]
+    columns = list(map(list, zip(*rows, strict=True))) if rows else [[] for _ in header]
     fig = go.Figure(
         go.Table(
             header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#dde6f0", align="left"),
