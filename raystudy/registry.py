@@ -109,8 +109,9 @@ class StrategySpec:
 
     Args:
         name: the key in ``grid.selection``.
-        pick: ``pick(labels, n, seed, features=..., reveal=...)`` -> ``n`` pool positions
-            (see :func:`raystudy.selection.select`).
+        pick: ``pick(n, seed, labels=..., features=..., rounds=..., seed_fraction=...)`` -> ``n``
+            pool positions; it takes the keywords it needs and ignores the rest (``**_``), see
+            :func:`raystudy.selection.select`.
         needs_embedding: the strategy reads encoder embeddings of the pool (``selection.encoder``).
         reads_labels: one line on which labels it reads (the pool's, only the selected ones, none).
         order: where it sits in lists (lower first; ties: by registration).
