@@ -802,6 +802,10 @@ def test_reference_lines_majority_ceiling_and_no_learning_level():
     lines = [s for s in fig.layout.shapes if s.y0 == s.y1]
     assert {round(s.y0, 3) for s in lines} == {0.45, 0.83}  # majority share, ceiling mean
     assert 20000 not in [int(x) for b in fig.data if isinstance(b, go.Box) for x in b.x]  # ceiling is no box
+    # each line labelled once, with text; the higher label above its line, the lower one below
+    labels = {a.text.split(" ")[0]: a for a in fig.layout.annotations if a.text and "zoom" not in a.text}
+    assert all(a.text for a in fig.layout.annotations)
+    assert labels["majority"].yanchor == "top" and labels["supervised"].yanchor == "bottom"
     assert 20000 not in set(analysis.stats.paired_difference_table(trials)["train_size"])
     losses = pd.DataFrame(
         [{"run": "pretrain-moco", "stage": "pretrain", "model": "moco", "step": s, "loss": 6.0} for s in range(5)]

@@ -60,7 +60,15 @@ window.addEventListener('load', function () {
       sections: SECTIONS.filter(function (id) { return document.getElementById(id) !== null; }),
       sticky: toc ? getComputedStyle(toc).position : null,
       csv: Array.prototype.filter.call(document.querySelectorAll('a.csv'), function (a) {
-        return a.href.indexOf('data:text/csv;base64,') === 0; }).length});
+        return a.href.indexOf('data:text/csv;base64,') === 0; }).length,
+      placeholders: Array.prototype.filter.call(document.querySelectorAll('.js-plotly-plot'), function (plot) {
+        return plot.textContent.indexOf('new text') >= 0; }).length,
+      labels: Array.prototype.map.call(document.querySelectorAll('.js-plotly-plot'), function (plot) {
+        return Array.prototype.map.call(plot.querySelectorAll('g.annotation'), function (g) {
+          var r = g.getBoundingClientRect();
+          return {text: g.textContent, box: [r.left, r.top, r.right, r.bottom]};
+        });
+      })});
     document.body.appendChild(out);
   }, 1500);
 });
@@ -98,6 +106,11 @@ def console_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
 
 
+def boxes_intersect(a: list[float], b: list[float]) -> bool:
+    """Whether two drawn boxes (left, top, right, bottom) share an area (touching is not)."""
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
 @pytest.mark.parametrize("kind", ["full", "partial"])
 def test_report_draws_every_figure_offline(tmp_path, kind):
     tables = make_tables(folds=3) if kind == "full" else partial_tables()
@@ -118,10 +131,13 @@ def test_report_draws_every_figure_offline(tmp_path, kind):
     # 2) A copy with the console hook: errors/warnings counted inside the page itself.
     hooked = tmp_path / "hooked.html"
     hooked.write_text(html.replace("<head>", "<head>" + HOOK, 1), encoding="utf-8")
-    res = chromium(hooked.as_uri(), tmp_path / "profile2", "--dump-dom")
-    found = re.search(r"<pre id=\"browser-check\">(.*?)</pre>", res.stdout, re.S)
-    assert found, "the check script did not run: " + res.stderr[-2000:]
-    check = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    checks = {}
+    for width in (1024, 1400):  # a small laptop window and a laptop screen
+        res = chromium(hooked.as_uri(), tmp_path / f"profile-{width}", f"--window-size={width},1000", "--dump-dom")
+        found = re.search(r"<pre id=\"browser-check\">(.*?)</pre>", res.stdout, re.S)
+        assert found, "the check script did not run: " + res.stderr[-2000:]
+        checks[width] = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    check = checks[1400]
     assert check["problems"] == []
     assert check["plots"] == n_figures
     assert check["svgs"] >= n_figures
@@ -129,6 +145,20 @@ def test_report_draws_every_figure_offline(tmp_path, kind):
     assert check["sections"] == [s for s in SECTIONS if kind == "full" or s != "pretraining-verdict"]
     assert check["sticky"] == "sticky"  # the table of contents stays in view
     assert check["csv"] >= n_figures  # an offline CSV download per figure (+ the numbers table)
+    # every annotation has its own text (Plotly writes "new text" for one without) and no two
+    # labels of one figure are drawn on top of each other
+    for width, seen in checks.items():
+        labels = [label for plot in seen["labels"] for label in plot]
+        assert labels and all(label["text"].strip() and label["text"] != "new text" for label in labels), labels
+        assert seen["placeholders"] == 0
+        overlaps = [
+            (a["text"], b["text"])
+            for plot in seen["labels"]
+            for i, a in enumerate(plot)
+            for b in plot[i + 1 :]
+            if boxes_intersect(a["box"], b["box"])
+        ]
+        assert overlaps == [], f"{width} px: " + "\n".join(" | ".join(pair) for pair in overlaps)
 
     if kind == "full":  # a screenshot to look at while developing (kept in pytest's tmp dir)
         shot = tmp_path / "report.png"

@@ -78,18 +78,34 @@ def fold_points(
     )
 
 
-def _hline(fig: go.Figure, y: float, text: str, color: str, dash: str, cols: int) -> None:
-    """A labelled horizontal reference line across every panel."""
+def _hline(fig: go.Figure, y: float, text: str, color: str, dash: str, cols: int, position: str) -> None:
+    """A horizontal reference line across every panel, labelled once (in the first panel).
+
+    Plotly writes its placeholder "new text" for an annotation given a position but no text,
+    so the other panels get the line alone.
+    """
     for col in range(1, cols + 1):
-        fig.add_hline(
-            y=y,
-            line=dict(color=color, dash=dash, width=1.3),
-            row=1,
-            col=col,
-            annotation_text=text if col == 1 else None,
-            annotation_position="bottom right",
-            annotation_font=dict(size=11, color=color),
+        label = (
+            dict(annotation_text=text, annotation_position=position, annotation_font=dict(size=11, color=color))
+            if col == 1
+            else {}
         )
+        fig.add_hline(y=y, line=dict(color=color, dash=dash, width=1.3), row=1, col=col, **label)
+
+
+def label_positions(ys: Sequence[float]) -> list[str]:
+    """Where each line's label goes so that no two labels meet: above the highest line, below
+    every other one, alternating sides for those in between (in the order of ``ys``)."""
+    order = sorted(range(len(ys)), key=lambda i: -ys[i])
+    positions = [""] * len(ys)
+    for rank, i in enumerate(order):
+        if rank == 0:
+            positions[i] = "top right"
+        elif rank == len(order) - 1:
+            positions[i] = "bottom right"
+        else:
+            positions[i] = "bottom left" if rank % 2 else "top left"
+    return positions
 
 
 def _box_figure(
@@ -129,8 +145,8 @@ def _box_figure(
                 fig.add_trace(
                     fold_points(data, metric, model, axis, sizes=zoom, slot=i, n_slots=len(models)), row=1, col=2
                 )
-    for y, text, color, dash in lines:
-        _hline(fig, y, text, color, dash, 2 if zoom else 1)
+    for (y, text, color, dash), position in zip(lines, label_positions([line[0] for line in lines]), strict=True):
+        _hline(fig, y, text, color, dash, 2 if zoom else 1, position)
     for i, p in enumerate(refs):
         # Just right of the model boxes of that size, like the paper's green IceDetectNet box.
         x_ref = axis.pos(int(p["train_size"])) + 0.42
@@ -492,10 +508,18 @@ def paired_differences(
                 ),
             )
         )
-        for xi, yi, pi, npair in zip(x, mean, p, sub["n_pairs"], strict=True):
-            fig.add_annotation(
-                x=xi, y=yi, text=p_label(pi, int(npair)), showarrow=False, yshift=-16, font=dict(size=10, color=color)
-            )
+        for xi, pi, npair in zip(x, p, sub["n_pairs"], strict=True):
+            text = p_label(pi, int(npair))
+            if text:  # one row of labels per group along the bottom: no two labels meet
+                fig.add_annotation(
+                    x=xi,
+                    y=0.01 + 0.05 * i,
+                    yref="paper",
+                    yanchor="bottom",
+                    text=text,
+                    showarrow=False,
+                    font=dict(size=10, color=color),
+                )
     fig.add_hline(y=0, line=dict(color="black", width=1))
     style(
         fig,

@@ -127,7 +127,7 @@ def confusion_matrices(
     titles = []
     for r in range(n_rows):
         for m, views in panels:
-            titles.append(f"{display_name(m)} \u2014 {views[r][0]}" if r < len(views) else "")
+            titles.append(f"{display_name(m)}<br>{views[r][0]}" if r < len(views) else "")  # 2 lines: fit side by side
     fig = make_subplots(
         rows=n_rows,
         cols=len(panels),

@@ -139,7 +139,7 @@ def tsne_grid(
             k = r * len(sizes) + c
             titles.append(
                 f"({letters[k % 26]}) {STAGE_NAMES.get(stage, stage)}"
-                + (f", n = {fmt_int(size)}" if size is not None else "")
+                + (f"<br>n = {fmt_int(size)}" if size is not None else "")  # two lines: fits a narrow panel
             )
             panels.append((r + 1, c + 1, sub))
     fig = make_subplots(
