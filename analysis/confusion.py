@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from statsmodels.stats.inter_rater import cohens_kappa
 
 from analysis.select import ANY, comparable
 from raystudy.catalog import Catalog
@@ -107,3 +108,58 @@ def confusion_views(
         ("basic habits", restrict(matrix, basic)),
         ("complex shapes merged by process", merge_groups(matrix, groups)),
     ]
+
+
+KAPPA_SLIGHT = 0.2  # Landis & Koch (1977): kappa up to 0.2 is "slight" agreement beyond chance
+
+
+def fold_agreement(
+    confusion: pd.DataFrame,
+    category_set: str,
+    split: str = "generalization",
+    trials: pd.DataFrame | None = None,
+    arch: object = ANY,
+) -> pd.DataFrame:
+    """Per fold model: Cohen's kappa of its predictions against the true categories of ``split``
+    with its asymptotic standard error (statsmodels' ``cohens_kappa``), the most-predicted
+    category, its predicted share and its true share.
+
+    A kappa near 0 means agreement no better than predicting by the class mix alone: unlike the
+    predicted share of one category, it does not fire on a good model of a campaign that is
+    mostly one category. A model that puts every image into one category has kappa 0 exactly
+    (standard error 0: a fact of this data, the asymptotic variance is not defined); a split whose images
+    all have one true category has no kappa (NaN) and no row is flagged. Comparable cells only.
+    """
+    confusion = comparable(confusion, trials, arch=arch)
+    cm = confusion[(confusion["split"] == split) & (confusion["category_set"] == category_set)]
+    rows = []
+    for (model, size, fold), g in cm.groupby(["model", "train_size", "fold"]):
+        table = g.pivot_table(
+            index="true_category", columns="predicted_category", values="count", aggfunc="sum", fill_value=0
+        )
+        cats = sorted(set(table.index) | set(table.columns))
+        table = table.reindex(index=cats, columns=cats, fill_value=0)
+        counts = table.to_numpy(dtype=float)
+        predicted, true = counts.sum(axis=0), counts.sum(axis=1)
+        top = int(np.argmax(predicted))
+        if (true > 0).sum() < 2:
+            kappa, se = float("nan"), float("nan")
+        elif (predicted > 0).sum() == 1:
+            kappa, se = 0.0, 0.0
+        else:
+            res = cohens_kappa(counts)
+            kappa, se = float(res["kappa"]), float(res["std_kappa"])
+        rows.append(
+            {
+                "model": model,
+                "train_size": size,
+                "fold": fold,
+                "kappa": kappa,
+                "kappa_se": se,
+                "category": cats[top],
+                "predicted_share": predicted[top] / counts.sum(),
+                "true_share": true[top] / counts.sum(),
+            }
+        )
+    columns = ["model", "train_size", "fold", "kappa", "kappa_se", "category", "predicted_share", "true_share"]
+    return pd.DataFrame(rows, columns=columns)

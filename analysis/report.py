@@ -339,7 +339,7 @@ def render_html(res: Results) -> str:
     sentences = (
         knee_sentences(extra["doa"], cfg)
         + advantage_sentences(res.trials, cfg, extra["paired"])
-        + generalization_sentences(res.trials, cfg, res.per_class, res.campaign, res.confusion)
+        + generalization_sentences(res.trials, cfg, res.campaign, res.confusion)
         + selection_sentences(extra["selection"])
     )
     answers = answer_sentences(extra["answers"])

@@ -7,16 +7,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from analysis.config import display_name
+from analysis.confusion import KAPPA_SLIGHT, fold_agreement
 from analysis.select import (
     ANY,
     archs_of,
     category_sets,
-    comparable,
     done_trials,
     latest_trials,
-    majority_share,
     n_categories_of,
     set_label,
 )
@@ -253,45 +253,14 @@ def advantage_sentences(trials: pd.DataFrame, cfg: dict[str, Any], paired: pd.Da
     return out
 
 
-def one_class_share(
-    confusion: pd.DataFrame,
-    category_set: str,
-    split: str = "generalization",
-    trials: pd.DataFrame | None = None,
-    arch: Any = ANY,
-) -> pd.DataFrame:
-    """Per model and train size: the share of the split's images that each fold model puts into
-    its most-predicted category (``share_min`` .. ``share_max`` over folds) and that category;
-    comparable cells only (:func:`analysis.select.comparable`)."""
-    confusion = comparable(confusion, trials, arch=arch)
-    cm = confusion[(confusion["split"] == split) & (confusion["category_set"] == category_set)]
-    if cm.empty:
-        return pd.DataFrame(columns=["model", "train_size", "share_min", "share_max", "category"])
-    pred = cm.groupby(["model", "train_size", "fold", "predicted_category"])["count"].sum()
-    total = pred.groupby(level=[0, 1, 2]).transform("sum")
-    share = (pred / total).reset_index(name="share")
-    top = share.loc[share.groupby(["model", "train_size", "fold"])["share"].idxmax()]
-    return (
-        top.groupby(["model", "train_size"])
-        .agg(
-            share_min=("share", "min"),
-            share_max=("share", "max"),
-            category=("predicted_category", lambda c: c.mode().iloc[0]),
-        )
-        .reset_index()
-    )
-
-
 def generalization_sentences(
     trials: pd.DataFrame,
     cfg: dict[str, Any],
-    per_class: pd.DataFrame | None = None,
     campaign: Callable[[str], str] = str,
     confusion: pd.DataFrame | None = None,
-    one_class: float = 0.7,
 ) -> list[str]:
-    """Per size and fold-paired, the CSSL-minus-reference accuracy on the unseen campaign, and whether
-    the folds only score the majority-class share."""
+    """Per size and fold-paired, the CSSL-minus-reference accuracy on the unseen campaign, and
+    which models agree with its true categories barely beyond chance (:func:`one_class_sentences`)."""
     cssl, ref = str(cfg["cssl_model"]), str(cfg["reference_model"])
     paired = paired_difference_table(trials, cssl, ref, metric="generalization_accuracy")
     out = []
@@ -307,23 +276,47 @@ def generalization_sentences(
             pt = mine[mine["category_set"] == cset]
             if len(pt):
                 out.append(per_size_sentence(label, pt, f"on {camp}, {display_name(cssl)} minus {display_name(ref)}"))
-            share = majority_share(per_class, cset, "generalization", trials, arch) if per_class is not None else None
-            if share is not None:
-                at = int(np.isclose(sub["generalization_accuracy"], share, atol=0.005).sum())
-                if at:
-                    out.append(
-                        f"{label}: {at} of {len(sub)} fold models score the majority-class share of {camp} "
-                        f"({100 * share:.1f} %) within 0.5 pp: they may predict mostly one category."
-                    )
             if confusion is not None and len(sub):
-                top = int(sub["train_size"].max())
-                shares = one_class_share(confusion, cset, trials=trials, arch=arch)
-                for r in shares[(shares["train_size"] == top) & (shares["share_min"] >= one_class)].itertuples():
-                    out.append(
-                        f"{label}: on {camp} at n = {top:,}, every fold model of {display_name(r.model)} puts "
-                        f"{100 * r.share_min:.0f}\u2013{100 * r.share_max:.0f} % of the images into one "
-                        f"category ({r.category}): it predicts mostly one class there."
-                    )
+                out += one_class_sentences(confusion, cset, int(sub["train_size"].max()), label, camp, trials, arch)
+    return out
+
+
+def one_class_sentences(
+    confusion: pd.DataFrame,
+    category_set: str,
+    size: int,
+    label: str,
+    where: str,
+    trials: pd.DataFrame | None = None,
+    arch: Any = ANY,
+    split: str = "generalization",
+) -> list[str]:
+    """Models at ``size`` whose every fold agrees with the true categories of ``split`` barely
+    beyond chance: each fold's Cohen's kappa has its one-sided upper bound below
+    :data:`KAPPA_SLIGHT`, at level 1 - ALPHA / m (Bonferroni over the m models tested at that size). Requiring every
+    fold is an intersection-union test: the claim's false-positive rate is at most ALPHA / m
+    per model, so at most ALPHA over the family, without a correction over folds."""
+    table = fold_agreement(confusion, category_set, split, trials, arch)
+    table = table[table["train_size"] == size]
+    models = sorted(table["model"].astype(str).unique())
+    if not models:
+        return []
+    alpha = ALPHA / len(models)
+    table = table.assign(kappa_high=table["kappa"] + stats.norm.ppf(1 - alpha) * table["kappa_se"])
+    out = []
+    for model in models:
+        folds = table[table["model"].astype(str) == model]
+        if not (folds["kappa_high"] < KAPPA_SLIGHT).all():
+            continue  # NaN (one true category) compares False: no claim
+        cat = folds["category"].mode().iloc[0]
+        out.append(
+            f"{label}: on {where} at n = {size:,}, every fold model of {display_name(model)} agrees with the "
+            f"true categories barely beyond chance (Cohen's \u03ba {folds['kappa'].min():.2f}\u2013"
+            f"{folds['kappa'].max():.2f}; each fold's one-sided upper {100 * (1 - alpha):.1f} % bound below "
+            f"{KAPPA_SLIGHT:g}, Bonferroni over {len(models)} model(s)): it puts "
+            f"{100 * folds['predicted_share'].min():.0f}\u2013{100 * folds['predicted_share'].max():.0f} % "
+            f"of the images into {cat}, whose true share is {100 * folds['true_share'].mean():.0f} %."
+        )
     return out
 
 

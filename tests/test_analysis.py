@@ -910,12 +910,22 @@ def test_ceiling_cells_stay_out_of_the_per_size_tables():
 
 
 def test_a_model_that_predicts_one_class_on_the_unseen_campaign_is_named():
-    from analysis.summary import generalization_sentences, one_class_share
+    """Chance agreement (Cohen's kappa), not the share of one category: a perfect model of a
+    campaign that is 70 % one category is not named, a model that puts everything there is."""
+    from analysis.confusion import fold_agreement
+    from analysis.summary import generalization_sentences
 
+    truth = {"column": 70, "plate": 30}
+    predictions = {
+        "byol": {("column", "column"): 70, ("plate", "column"): 30},  # everything into column
+        "moco": {("column", "column"): 70, ("plate", "plate"): 30},  # perfect
+        "simclr": {("column", "column"): 60, ("column", "plate"): 10, ("plate", "column"): 10, ("plate", "plate"): 20},
+    }
     rows, trials = [], []
-    for model, counts in (("byol", {"column": 80, "column_aged": 20}), ("moco", {"column": 50, "column_aged": 50})):
+    for model, cells in predictions.items():
+        assert {t: sum(n for (tt, _), n in cells.items() if tt == t) for t in truth} == truth
         for fold in (0, 1):
-            for cat, n in counts.items():
+            for (true, pred), n in cells.items():
                 rows.append(
                     {
                         "split": "generalization",
@@ -923,9 +933,9 @@ def test_a_model_that_predicts_one_class_on_the_unseen_campaign_is_named():
                         "model": model,
                         "train_size": 192,
                         "fold": fold,
-                        "true_category": "column",
-                        "predicted_category": cat,
-                        "count": n + fold,
+                        "true_category": true,
+                        "predicted_category": pred,
+                        "count": n,
                     }
                 )
             trials.append(
@@ -939,26 +949,34 @@ def test_a_model_that_predicts_one_class_on_the_unseen_campaign_is_named():
                     "status": "done",
                     "protocol": "holdout",
                     "overall_accuracy": 0.7,
-                    "generalization_accuracy": 0.5,
+                    "generalization_accuracy": 0.7,
                     "generalization_campaign": "CLOUDLAB",
                     "finished_at": 1.0,
                     "arch": "resnet18",
                 }
             )
     confusion = pd.DataFrame(rows)
-    shares = one_class_share(confusion, "4cat").set_index("model")
-    assert shares.loc["byol", "share_min"] == pytest.approx(81 / 102) and shares.loc[
-        "byol", "share_max"
-    ] == pytest.approx(0.8)
-    assert shares.loc["byol", "category"] == "column"
-    assert shares.loc["moco", "share_max"] == pytest.approx(51 / 102)
+    kappas = fold_agreement(confusion, "4cat").groupby("model")
+    assert kappas["kappa"].max()["byol"] == 0.0 and kappas["kappa_se"].max()["byol"] == 0.0
+    assert kappas["kappa"].min()["moco"] == pytest.approx(1.0)
+    assert kappas["predicted_share"].max()["moco"] == pytest.approx(0.7)  # 70 % in one category, and right
+    assert 0.4 < kappas["kappa"].min()["simclr"] < 0.7
     text = " ".join(
         generalization_sentences(
             pd.DataFrame(trials), {"cssl_model": "moco", "reference_model": "byol"}, confusion=confusion
         )
     )
-    assert "every fold model of Semisup-BYOL puts 79\u201380 % of the images into one category (column)" in text
-    assert "Semisup-MoCo puts" not in text
+    assert "every fold model of Semisup-BYOL agrees with the true categories barely beyond chance" in text
+    assert "Bonferroni over 3 model(s)" in text and "puts 100\u2013100 % of the images into column" in text
+    assert "true share is 70 %" in text
+    assert "Semisup-MoCo agrees" not in text and "SimCLR agrees" not in text
+    one_true = confusion[confusion["true_category"] == "column"]  # one true category: no kappa, no claim
+    assert fold_agreement(one_true, "4cat")["kappa"].isna().all()
+    assert "barely beyond chance" not in " ".join(
+        generalization_sentences(
+            pd.DataFrame(trials), {"cssl_model": "moco", "reference_model": "byol"}, confusion=one_true
+        )
+    )
 
 
 # ------------------------------------------------------------------ selection strategies
@@ -1012,10 +1030,11 @@ def test_selection_without_difference_gives_no_verdict(tmp_path):
 def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics(tmp_path):
     from fixtures_analysis import with_second_arch
 
+    from analysis.confusion import fold_agreement
     from analysis.labeling import cell_hours
     from analysis.select import comparable, done_trials, majority_share
     from analysis.strategies import labels_saved_table
-    from analysis.summary import advantage_sentences, knee_sentences, one_class_share
+    from analysis.summary import advantage_sentences, knee_sentences
 
     base = make_tables(seed=5, folds=3, embeddings=False, sizes={"4cat": [128, 256, 512, 1024]})
     single = {
@@ -1047,8 +1066,8 @@ def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics(tmp_path):
         majority_share(single["per_class"], "4cat", trials=single["trials"], arch="resnet50")
     )
     pd.testing.assert_frame_equal(
-        one_class_share(both["confusion"], "4cat", "validation", both["trials"], "resnet50"),
-        one_class_share(single["confusion"], "4cat", "validation", single["trials"], "resnet50"),
+        fold_agreement(both["confusion"], "4cat", "validation", both["trials"], "resnet50"),
+        fold_agreement(single["confusion"], "4cat", "validation", single["trials"], "resnet50"),
     )
     pd.testing.assert_frame_equal(
         fold_confusion(both["confusion"], "moco", "4cat", 1024, trials=both["trials"], arch="resnet50"),
