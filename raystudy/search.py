@@ -2,8 +2,10 @@
 
 ``raystudy search --preset demo`` samples the ``search.space`` of the study config
 (dotted keys such as ``finetune.base_lr`` or ``pretrain.moco.temperature``), fine-tunes the
-``search.model`` at ``search.train_size`` on fold ``search.fold`` per sample, reports
-validation accuracy after every epoch and stops poor samples early (ASHA). Samples
+``search.model`` at ``search.train_size`` per sample on an inner split of fold
+``search.fold``'s training images (:func:`~raystudy.data.splits.inner_split`: the fold's
+validation images never choose a value), reports the inner validation accuracy after every
+epoch and stops poor samples early (ASHA). Samples
 that change ``pretrain.*`` keys first pretrain their own encoder (single process). The
 best values land in ``RUN_DIR/search/best.yaml`` (overrides) and
 ``RUN_DIR/search/best_config.yaml`` (the study config with them applied), which the grid
@@ -27,7 +29,7 @@ from ray import tune
 
 from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
 from raystudy.data.prepare import StudyData
-from raystudy.data.splits import derive_seed, make_split
+from raystudy.data.splits import derive_seed, inner_split, make_split
 from raystudy.grid import Cell
 from raystudy.registry import BASELINE
 from raystudy.storage import Location
@@ -124,9 +126,11 @@ def run_search(cfg: StudyConfig, run_dir: Location, data: StudyData, encoders: d
     set_name = s.category_set or next(iter(cfg.grid.sizes))
     pool = data.pools[set_name]
     size = s.train_size or max(n for n in cfg.grid.sizes[set_name] if n <= len(pool.labels))
-    split = make_split(pool.labels, size, s.fold, cfg.grid.folds, cfg.grid.protocol, cfg.seed, set_name)
-    if isinstance(split, str):
-        raise ConfigError(f"search.train_size: {split}")
+    outer = make_split(pool.labels, size, s.fold, cfg.grid.folds, cfg.grid.protocol, cfg.seed, set_name)
+    if isinstance(outer, str):
+        raise ConfigError(f"search.train_size: {outer}")
+    # tune on an inner split of the fold's training images: its validation images choose nothing
+    split = inner_split(pool.labels, outer, cfg.grid.folds, cfg.seed, set_name, size, s.fold)
     if s.algorithm == "optuna":
         try:
             from ray.tune.search.optuna import OptunaSearch
@@ -185,6 +189,11 @@ def run_search(cfg: StudyConfig, run_dir: Location, data: StudyData, encoders: d
             {
                 "train_size": size,
                 "model": s.model,
+                "tuned_on": (
+                    f"an inner split of fold {s.fold}'s {len(outer.train)} training images: "
+                    f"{len(split.train)} train, {len(split.validation)} validation (the fold's own "
+                    f"{len(outer.validation)} validation images are not used)"
+                ),
                 "val_accuracy": float(table.iloc[0]["val_accuracy"]),
                 "values": best,
             },

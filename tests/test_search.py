@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from raystudy.config import ConfigError, load_config
+from raystudy.data.splits import inner_split, make_split
 from raystudy.search import apply_values, search_space
 
 
@@ -21,6 +23,20 @@ def test_search_space_and_apply_values():
         apply_values(cfg, {"finetune.nope": 1})
     with pytest.raises(ConfigError, match="search.space.x"):
         search_space({"x": {"gaussian": [0, 1]}})
+
+
+@pytest.mark.parametrize("protocol", ["paper", "holdout"])
+def test_search_tunes_on_an_inner_split_that_never_holds_the_folds_validation_images(protocol):
+    labels = np.repeat(np.arange(4), 50)
+    for fold in range(3):
+        outer = make_split(labels, 120, fold, 3, protocol, 0, "4cat")
+        inner = inner_split(labels, outer, 3, 0, "4cat", 120, fold)
+        assert set(inner.train) | set(inner.validation) == set(outer.train)
+        assert not set(inner.train) & set(inner.validation)
+        assert not set(inner.validation) & set(outer.validation)  # the grid's numbers for the fold stay honest
+        per_class = np.bincount(labels[inner.validation], minlength=4)
+        assert per_class.max() - per_class.min() <= 1  # stratified
+        assert (inner.validation == inner_split(labels, outer, 3, 0, "4cat", 120, fold).validation).all()
 
 
 @pytest.mark.e2e
@@ -47,6 +63,7 @@ def test_search_writes_best_config(ray_instance, tmp_path):
     assert len(samples) == 2 and samples["val_accuracy"].between(0, 1).all()
     summary = yaml.safe_load((run_dir / "search" / "best.yaml").read_text())
     assert summary["train_size"] == 64 and summary["model"] == "moco"
+    assert summary["tuned_on"].startswith("an inner split of fold 0's 32 training images")
     best_cfg = load_config(path=run_dir / "search" / "best_config.yaml")
     assert best_cfg.pretrain.section("moco").temperature == pytest.approx(best["pretrain.moco.temperature"])
     assert best_cfg.finetune.base_lr == pytest.approx(best["finetune.base_lr"])

@@ -101,3 +101,23 @@ def make_split(
         )
     pick = stratified_sample(labels[pool], train_size, derive_seed(seed, set_name, train_size, fold, "train"))
     return Split(train=np.sort(pool[pick]), validation=val, notes=[note] if note else [])
+
+
+def inner_split(labels: np.ndarray, split: Split, folds: int, seed: int, *key: object) -> Split:
+    """A split of ``split.train`` alone (k-fold, its first fold validates), for tuning.
+
+    ``raystudy search`` tunes on it, so the cell's own validation images (``split.validation``)
+    never choose a hyperparameter: the grid's numbers for that fold are not optimistic. ``key``
+    names the cell (category set, size, fold) in the seed.
+
+    Example:
+        >>> labels = np.repeat([0, 1], 30)
+        >>> outer = Split(train=np.arange(0, 60, 2), validation=np.arange(1, 60, 2))
+        >>> inner = inner_split(labels, outer, 3, 0, "4cat", 30, 0)
+        >>> len(inner.train), len(inner.validation), set(inner.validation) <= set(outer.train)
+        (20, 10, True)
+    """
+    train = np.asarray(split.train)
+    vals, note = kfold(labels[train], max(2, folds), derive_seed(seed, *key, "search-inner"))
+    validation = np.sort(train[vals[0]])
+    return Split(train=np.setdiff1d(train, validation), validation=validation, notes=[note] if note else [])
