@@ -139,3 +139,46 @@ def test_data_fit_is_json_for_the_report(tmp_path):
     fit.save(tmp_path)
     saved = json.loads((tmp_path / "data_fit.json").read_text())
     assert saved["derived_sets"].keys() == {"10cat", "4cat"} and saved["labeled_campaign"] == "alps_2021"
+
+
+def test_new_category_names_in_three_campaigns_get_a_derived_generalization_set(tmp_path, caplog):
+    """Ten new names (none in the catalog): the preset's '4cat' cannot be held, so the set the
+    third campaign shares with the labeled one is the generalization set, and that campaign
+    stays out of pretraining (issue 23, item 10)."""
+    names = [f"habit_{i}" for i in range(10)]
+    data = make_folder(
+        tmp_path / "new",
+        {
+            "site_a": {c: 8 for c in names},  # labeled (largest)
+            "site_b": {c: 5 for c in names},  # unlabeled
+            "lab": {c: 3 for c in names[:4]},  # imaged differently, four of the categories
+        },
+    )
+    with caplog.at_level(logging.INFO, logger="raystudy"):
+        cfg, fit = fit_to_data(smoke(data))
+    assert fit.labeled_campaign == "site_a" and fit.generalization_campaign == "lab"
+    assert fit.pretrain_campaigns == ["site_a", "site_b"]  # the generalization campaign is not pretrained on
+    gset = cfg.data.generalization_category_set
+    assert gset == "4cat-shared" and fit.category_sets[gset] == names[:4]
+    assert cfg.grid.sizes[gset] == [32, 40]  # the preset's 4cat sizes, cut at the 32 labeled images
+    assert "shares with the labeled campaign 'site_a'" in fit.derived_sets[gset]
+    assert "generalization: campaign 'lab' tests category set '4cat-shared'" in caplog.text
+    assert "no generalization figure" not in caplog.text
+
+    from raystudy.data.prepare import prepare_data
+
+    prepared = prepare_data(cfg, tmp_path / "cache")
+    assert prepared.generalization is not None and len(prepared.generalization.indices) == 12
+    assert prepared.generalization.categories == names[:4] and set(prepared.pools) == set(cfg.grid.sizes)
+
+
+def test_a_generalization_campaign_sharing_one_category_gives_no_set(tmp_path, caplog):
+    data = make_folder(
+        tmp_path / "one",
+        {"site_a": {"alpha": 6, "beta": 6, "gamma": 6}, "site_b": {"alpha": 4, "beta": 4}, "lab": {"alpha": 3}},
+    )
+    with caplog.at_level(logging.INFO, logger="raystudy"):
+        cfg, fit = fit_to_data(smoke(data))
+    assert cfg.data.generalization_category_set is None and fit.generalization_campaign is None
+    assert "no generalization set: campaign 'lab' shares 1 category(ies) with the labeled campaign" in caplog.text
+    assert list(fit.category_sets) == ["3cat"]

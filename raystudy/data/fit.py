@@ -8,7 +8,9 @@ user did not set is taken from the data:
   generalization); with several, the labeled one is ``data.labeled_campaign`` or,
   when that is not among them, the largest; with three or more the smallest other
   one is the generalization campaign (the paper's CLOUDLAB role) when it holds
-  images of the generalization category set.
+  images of the generalization category set; when the labeled campaign does not hold
+  that set (your own category names), the generalization set is the categories the
+  smallest other campaign shares with the labeled one, added to the grid.
 - names outside the catalog become new categories (group ``unknown``), with the
   closest catalog name when one is close; ``catalog.strict: true`` refuses them.
 - category sets: all categories of the labeled campaign (``10cat``) plus each
@@ -221,6 +223,73 @@ def _assign_others(
         notes.add(f"pretraining campaigns: {d.pretrain_campaigns} (every campaign but the generalization one)")
 
 
+MIN_SHARED = 2  # a derived generalization set needs this many categories (a classifier needs 2)
+
+
+def _derive_generalization_set(
+    cfg: StudyConfig,
+    table: pd.DataFrame,
+    found: dict[str, int],
+    given: AbstractSet[str],
+    preset_sizes: dict[str, list[int]],
+    catalog: Catalog,
+    derived: dict[str, str],
+    notes: Notes,
+) -> None:
+    """The generalization category set from the data, when the preset's is not held.
+
+    With three or more campaigns, the generalization campaign (the user's, or the smallest
+    other than the labeled one, as CLOUDLAB in the paper) tests on the categories it shares
+    with the labeled campaign (at least :data:`MIN_SHARED`): an existing derived set with
+    exactly those members, or a new set added to the grid (train sizes from the preset's
+    generalization set, cut at the data). ``cfg``, ``derived`` and ``notes`` are updated.
+    """
+    d = cfg.data
+    if len(found) < 3:
+        return
+    labeled = set(table.loc[table["campaign"] == d.labeled_campaign, "category"])
+    order = {c: i for i, c in enumerate(catalog.categories)}
+
+    def shared_with(campaign: str) -> list[str]:
+        held = set(table.loc[table["campaign"] == campaign, "category"]) & labeled
+        return sorted(held, key=lambda c: (order.get(c, len(order)), c))
+
+    if _given("data.generalization_campaign", given):
+        candidates = [d.generalization_campaign] if d.generalization_campaign in found else []
+    else:
+        candidates = sorted((c for c in found if c != d.labeled_campaign), key=lambda c: (found[c], c))
+    if not candidates or not candidates[0]:
+        return
+    picked, shared = candidates[0], shared_with(candidates[0])
+    if len(shared) < MIN_SHARED:
+        notes.add(
+            f"no generalization set: campaign '{picked}' shares {len(shared)} category(ies) with the labeled "
+            f"campaign '{d.labeled_campaign}' (a test needs {MIN_SHARED})"
+        )
+        return
+    sets = cfg.catalog.category_sets
+    name = next((n for n, members in sets.items() if set(members) == set(shared)), None)
+    if name is None:
+        name = f"{len(shared)}cat"
+        name = f"{name}-shared" if name in sets or name in catalog.category_sets else name
+        base = preset_sizes.get(d.generalization_category_set or "") or next(iter(cfg.grid.sizes.values()), [])
+        n_images = int(table[(table["campaign"] == d.labeled_campaign) & table["category"].isin(shared)].shape[0])
+        sets[name] = shared
+        cfg.grid.sizes[name] = cut_sizes(list(base), n_images)
+        derived[name] = (
+            f"the {len(shared)} categories the generalization campaign '{picked}' shares with the labeled "
+            f"campaign '{d.labeled_campaign}' ({n_images} labeled images); train sizes {cfg.grid.sizes[name]}"
+        )
+        notes.add(f"category set '{name}': {derived[name]}")
+    was = d.generalization_category_set
+    d.generalization_category_set, d.generalization_campaign = name, picked
+    notes.add(
+        f"generalization: campaign '{picked}' tests category set '{name}' ({', '.join(shared)})"
+        + (f"; the preset's '{was}' is not held by the labeled campaign" if was else "")
+        + "; set data.generalization_campaign / data.generalization_category_set to choose others"
+    )
+
+
 def _accept_new(cfg: StudyConfig, catalog: Catalog, new: list[str], notes: Notes) -> None:
     """Names outside the catalog become categories of group ``unknown``, each with its closest catalog name."""
     named = []
@@ -266,6 +335,7 @@ def fit_to_data(cfg: StudyConfig, given: AbstractSet[str] = frozenset()) -> tupl
     _assign_labeled(cfg, found, given, notes)
     derived: dict[str, str] = {}
     if not any(_given(k, given) for k in SET_KEYS):
+        preset_sizes = dict(cfg.grid.sizes)
         counts = table.loc[table["campaign"] == cfg.data.labeled_campaign, "category"].value_counts()
         sets, sizes, derived, dropped = derive_category_sets(counts, catalog, cfg.grid.sizes, cfg.data.labeled_campaign)
         cfg.catalog.category_sets = sets
@@ -274,6 +344,8 @@ def fit_to_data(cfg: StudyConfig, given: AbstractSet[str] = frozenset()) -> tupl
             cfg.grid.selection = {k: v for k, v in cfg.grid.selection.items() if k in sizes}
         for line in [f"category set '{n}': {why}" for n, why in derived.items()] + dropped:
             notes.add(line)
+        if cfg.data.generalization_category_set not in sets and not _given("data.generalization_category_set", given):
+            _derive_generalization_set(cfg, table, found, given, preset_sizes, catalog, derived, notes)
         if cfg.data.generalization_category_set not in sets:
             if cfg.data.generalization_category_set:
                 notes.add(
