@@ -147,7 +147,9 @@ class PretrainConfig(Section):
     methods: list[str] = Field(default_factory=list)
     epochs: Annotated[int, at_least(1)] = 100
     batch_size_per_worker: Annotated[int, at_least(2)] = 64
-    num_workers: Annotated[int, at_least(1), NO_HASH] = 1
+    # hashed (it sets the global pretraining batch, the scaled LR and SimCLR's negatives); one
+    # worker, the default, is left out of the hash so run folders of earlier versions resume
+    num_workers: Annotated[int, at_least(1)] = 1
     cpus_per_worker: Annotated[int, at_least(1), NO_HASH] = 1
     use_gpu: Annotated[bool | Literal["auto", "true", "false"], NO_HASH] = "auto"
     # a lost worker (or node) restarts the DDP group from its last epoch checkpoint this many times
@@ -355,6 +357,9 @@ class StudyConfig(Section):
 
     def config_hash(self) -> str:
         """Hash of everything that changes a trial's result (not paths, names or resources)."""
+        return _hash(self._hashed())
+
+    def _hashed(self) -> dict[str, Any]:
         hashed = self.to_dict(hashed_only=True)
         if self.grid.all_strategies() == [
             "random"
@@ -363,8 +368,60 @@ class StudyConfig(Section):
             hashed.pop("selection", None)
         if self.pretrain.sync_batchnorm == "auto":  # likewise a study that leaves sync_batchnorm at its default
             hashed["pretrain"].pop("sync_batchnorm", None)
-        blob = json.dumps(hashed, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        if self.pretrain.num_workers == 1:  # and one that pretrains on one worker
+            hashed["pretrain"].pop("num_workers", None)
+        return hashed
+
+
+# Grid axes: each value adds cells and changes none of the others (a cell's split depends on
+# its own set, size and fold; ``grid.folds`` is not an axis: k changes every fold's split).
+GRID_AXES = ("models", "archs", "sizes", "selection")
+
+
+def _hash(hashed: dict[str, Any]) -> str:
+    blob = json.dumps(hashed, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def changed_keys(a: StudyConfig, b: StudyConfig) -> list[str]:
+    """Dotted keys whose hashed values differ between two configs (what makes them two studies)."""
+
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value}
+
+    fa, fb = flat(a._hashed()), flat(b._hashed())
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+
+
+def training_differences(a: StudyConfig, b: StudyConfig) -> list[str]:
+    """The :func:`changed_keys` that change how a cell both configs hold trains: all but the grid
+    axes (:data:`GRID_AXES`), ``pretrain.methods`` and the sections of methods only one has.
+
+    Empty: ``b`` is ``a`` with its grid grown or shrunk, and their common cells are the same.
+    """
+    skip = [f"grid.{axis}" for axis in GRID_AXES] + ["pretrain.methods"]
+    skip += [f"pretrain.{m}" for m in set(a.pretrain.sections) ^ set(b.pretrain.sections)]
+    return [k for k in changed_keys(a, b) if not any(k == s or k.startswith(s + ".") for s in skip)]
+
+
+def grid_growth(previous: StudyConfig, cfg: StudyConfig) -> tuple[list[str], list[str]]:
+    """(what ``cfg`` adds to ``previous``'s grid, what it drops), one phrase per axis value."""
+    added: list[str] = []
+    dropped: list[str] = []
+
+    def compare(name: str, old: list[Any], new: list[Any]) -> None:
+        added.extend(f"{name} {v}" for v in new if v not in old)
+        dropped.extend(f"{name} {v}" for v in old if v not in new)
+
+    g0, g1 = previous.grid, cfg.grid
+    compare("model", list(g0.models), list(g1.models))
+    compare("arch", list(g0.archs), list(g1.archs))
+    for cset in dict.fromkeys([*g0.sizes, *g1.sizes]):
+        compare(f"{cset} size", list(g0.sizes.get(cset, [])), list(g1.sizes.get(cset, [])))
+        compare(f"{cset} strategy", g0.strategies(cset) if cset in g0.sizes else [], g1.strategies(cset))
+    return added, dropped
 
 
 def _plain(value: Any, hashed_only: bool) -> Any:

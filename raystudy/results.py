@@ -209,15 +209,16 @@ def read_table(run_dir: str | Path | Location, table: str) -> pd.DataFrame:
 
 
 def finished_cells(run_dir: str | Path | Location) -> set[str]:
-    """Cells with a result file (done or skipped); failed cells are retried on rerun."""
+    """Cells with a result (status done). Failed cells are retried on rerun, and a cell
+    recorded ``skipped`` is planned again when the grid or the data allow it now."""
     trials = read_table(run_dir, "trials")
-    return set(trials.loc[trials["status"].isin(["done", "skipped"]), "cell_id"])
+    return set(trials.loc[trials["status"] == "done", "cell_id"])
 
 
 def has_result(run_dir: str | Path | Location, cell_id: str) -> bool:
-    """True when the cell's trial row exists and is done or skipped."""
+    """True when the cell's trial row exists and is done (a skipped row is no result)."""
     path = results_dir(run_dir) / "trials" / f"{_safe_key(cell_id)}.parquet"
     if not path.is_file():
         return False
     status = read_parquet(path, columns=["status"]).column("status").to_pylist()
-    return bool(status) and status[0] in ("done", "skipped")
+    return bool(status) and status[0] == "done"

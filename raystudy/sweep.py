@@ -9,6 +9,7 @@ again (each trial also checks its own result first), failed cells are retried.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import signal
@@ -17,14 +18,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import ray
 import yaml
 
-from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
+from raystudy.config import (
+    ConfigError,
+    StudyConfig,
+    dump_config,
+    grid_growth,
+    load_config,
+    training_differences,
+)
 from raystudy.data.fit import DataFit
 from raystudy.data.prepare import StudyData, prepare_data
+from raystudy.data.problems import DataError
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted
 from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs, selection_encoder
 from raystudy.provenance import finish_run_info, start_run_info
@@ -51,6 +61,10 @@ log = logging.getLogger("raystudy")
 def check_resumable(cfg: StudyConfig, run_dir: str | Path | Location) -> None:
     """A run location holds one study: refuse to mix results of a different config.
 
+    A config that only adds grid axis values (sizes, models, archs, selection strategies:
+    :data:`~raystudy.config.GRID_AXES`) to the saved one is the same study grown: accepted,
+    and only its new cells run (a cell's identity is what trains it, not the whole grid).
+
     A saved ``config.yaml`` that cannot be read is refused too: without it raystudy cannot
     tell whether the results there belong to this study.
     """
@@ -69,12 +83,52 @@ def check_resumable(cfg: StudyConfig, run_dir: str | Path | Location) -> None:
             "cannot tell whether the results there belong to this study; restore the file, or use another --out, "
             "or delete the folder to start over"
         ) from err
-    if previous.config_hash() != cfg.config_hash():
+    if previous.config_hash() == cfg.config_hash():
+        return
+    where = as_location(run_dir).uri
+    keys = training_differences(previous, cfg)
+    if keys:
         raise ConfigError(
-            f"run folder {as_location(run_dir).uri} holds results of a different study config "
-            f"(hash {previous.config_hash()} vs {cfg.config_hash()}); use another --out, "
-            "or delete the folder to start over"
+            f"run folder {where} holds results of a different study config (hash {previous.config_hash()} vs "
+            f"{cfg.config_hash()}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''} differ, and they change "
+            "how a cell trains; use another --out, or delete the folder to start over (sizes, models, archs and "
+            "selection strategies may be added to a finished study)"
         )
+    added, dropped = grid_growth(previous, cfg)
+    if dropped:
+        raise ConfigError(
+            f"run folder {where} holds a grid with {', '.join(dropped)}, which this config drops; a run folder "
+            "only grows (its results stay in the report): put them back, or use another --out"
+        )
+    print(f"grown study: adds {', '.join(added)}; only the new cells run, finished cells are kept", flush=True)
+
+
+DATA_FINGERPRINT = "data_fingerprint.json"
+
+
+def check_same_data(run_dir: str | Path | Location, data: StudyData) -> None:
+    """A run location holds the results of one set of images: refuse others under the same config.
+
+    The fingerprint (:meth:`~raystudy.data.prepare.StudyData.fingerprint`) is saved when the
+    study starts; images added, removed, relabeled or rewritten since then would mix results of
+    two data sets in one report. A run folder of an earlier version (no fingerprint) is accepted.
+    """
+    saved = as_location(run_dir) / DATA_FINGERPRINT
+    if not saved.is_file():
+        return
+    before, now = json.loads(saved.read_text()), data.fingerprint()
+    if before.get("hash") == now["hash"]:
+        return
+
+    def counts(f: dict[str, Any]) -> str:
+        return ", ".join(f"{c} {n}" for c, n in (f.get("per_campaign") or {}).items())
+
+    raise DataError(
+        f"the images of this study changed since run folder {as_location(run_dir).uri} was started "
+        f"({before.get('images')} images then: {counts(before)}; {now['images']} now: {counts(now)}; or files "
+        "renamed, relabeled or rewritten): their results would be mixed in one report; restore the images, "
+        "or use another --out for the new ones"
+    )
 
 
 def quiet_tune(verbose: bool) -> None:
@@ -106,11 +160,14 @@ def write_status_row(
 
 
 def _write_skipped(cfg: StudyConfig, run_dir: Location, planned: list[PlannedCell], config_hash: str) -> None:
-    done = finished_cells(run_dir)
+    """A trials row for each cell skipped now that has no row yet (a done or skipped row stays)."""
+    trials = read_table(run_dir, "trials")
+    recorded = set(trials.loc[trials["status"].isin(["done", "skipped"]), "cell_id"]) if len(trials) else set()
     for p in planned:
-        if p.split is None and p.cell.cell_id not in done:
+        if p.split is None:
             log.warning("skipped %s: %s", p.cell.cell_id, p.reason)
-            write_status_row(cfg, run_dir, p.cell, "skipped", p.reason or "", config_hash)
+            if p.cell.cell_id not in recorded:
+                write_status_row(cfg, run_dir, p.cell, "skipped", p.reason or "", config_hash)
 
 
 def error_line(error: BaseException) -> str:
@@ -297,6 +354,7 @@ def run_sweep(
             check_visible_to_nodes(run)
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
             data = prepare_data(cfg, cache_dir(run))
+            check_same_data(run, data)
         info, planned = record_plan(cfg, run, data, data_fit)
         config_hash = cfg.config_hash()  # of the study as configured, before resources were fitted
         cfg = run_cfg
@@ -346,6 +404,7 @@ def record_plan(
     """Write what this run is (config, data fit, run info, data set table, the planned grid with its
     skipped cells); returns the run info and the planned cells."""
     dump_config(cfg, run / "config.yaml")
+    (run / DATA_FINGERPRINT).write_text(json.dumps(data.fingerprint(), indent=2))
     if data_fit is not None:
         data_fit.save(run)
     info = start_run_info(run, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())

@@ -176,7 +176,7 @@ def test_hash_leaves_out_the_fields_marked_no_hash():
     base = load_config(preset="smoke").config_hash()
     for same in (
         "name=other",
-        "pretrain.num_workers=4",
+        "pretrain.num_workers=1",
         "pretrain.use_gpu=false",
         "finetune.cpus_per_trial=2",
         "search.num_samples=3",
@@ -187,6 +187,7 @@ def test_hash_leaves_out_the_fields_marked_no_hash():
         "pretrain.moco={queue_size: 512}",
         "pretrain.byol={base_momentum: 0.9}",
         "grid.archs=[resnet18, resnet34]",
+        "pretrain.num_workers=4",  # the global pretraining batch
     ):
         assert load_config(preset="smoke", overrides=[other]).config_hash() != base, other
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +41,20 @@ class StudyData:
     pools: dict[str, LabeledPool]  # category set -> labeled pool
     generalization: LabeledPool | None
     pretrain_indices: np.ndarray
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the study's images wherever they are kept: a hash of every image's
+        campaign, category, file name and size in bytes, with the counts per campaign."""
+        idx = self.images.index.sort_values(["campaign", "category", "image_id"])
+        h = hashlib.sha256()
+        for image_id, category, path in zip(idx["image_id"], idx["category"], idx["path"], strict=True):
+            size = os.path.getsize(path) if os.path.isfile(path) else -1
+            h.update(f"{image_id}|{category}|{size}\n".encode())
+        return {
+            "hash": h.hexdigest()[:16],
+            "images": len(idx),
+            "per_campaign": {str(k): int(v) for k, v in idx["campaign"].value_counts().sort_index().items()},
+        }
 
     def dataset_table(self, cfg: StudyConfig) -> pd.DataFrame:
         """Class counts per campaign and role (Fig. 1)."""
