@@ -25,9 +25,22 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# one pretraining method and the baseline: each driver starts one TorchTrainer, not two
+SMALLER = ["--set", "grid.models=[moco,baseline]"]
+
+
 def start(run_dir: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
     env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(ROOT / "studies" / "scaling.py"), "--preset", "smoke", "--out", str(run_dir), *extra]
+    cmd = [
+        sys.executable,
+        str(ROOT / "studies" / "scaling.py"),
+        "--preset",
+        "smoke",
+        "--out",
+        str(run_dir),
+        *SMALLER,
+        *extra,
+    ]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT, start_new_session=True
     )  # its own process group, as a terminal's job

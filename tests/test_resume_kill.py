@@ -24,7 +24,16 @@ from raystudy.config import load_config
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
-OVERRIDES = ["--set", "pretrain.epochs=2", "--set", "finetune.checkpoint_every_s=0"]
+# one pretraining method (MoCo) and the baseline: the kill points need one encoder, and each
+# driver then starts one TorchTrainer, not two (the test is about resuming, not about methods)
+OVERRIDES = [
+    "--set",
+    "pretrain.epochs=2",
+    "--set",
+    "finetune.checkpoint_every_s=0",
+    "--set",
+    "grid.models=[moco,baseline]",
+]
 
 
 def start_driver(run_dir: Path) -> tuple[subprocess.Popen, list[str]]:
@@ -70,7 +79,7 @@ def test_sigkill_at_three_points_then_resume(tmp_path):
     # 1. during pretraining, after its first epoch checkpoint (baseline cells run meanwhile)
     proc, _ = start_driver(run_dir)
     kill_when(proc, lambda: any((run_dir / "ray").glob("pretrain-*/checkpoint_*")))
-    assert not all((run_dir / "encoders" / f"{m}.pt").exists() for m in ("moco", "byol"))
+    assert not (run_dir / "encoders" / "moco.pt").exists()
     after_first = finishes()
 
     # 2. just after a trial finished
@@ -89,7 +98,7 @@ def test_sigkill_at_three_points_then_resume(tmp_path):
     proc, lines = start_driver(run_dir)
     assert proc.wait(timeout=600) == 0, "".join(lines[-30:])
 
-    cfg = load_config(preset="smoke", overrides=[OVERRIDES[1], OVERRIDES[3]])
+    cfg = load_config(preset="smoke", overrides=OVERRIDES[1::2])
     trials = pd.read_parquet(run_dir / "results" / "trials")
     assert trials["cell_id"].is_unique
     expected = {
@@ -112,6 +121,5 @@ def test_sigkill_at_three_points_then_resume(tmp_path):
 
     # the interrupted pretraining continued from its checkpoint: each step once, both epochs
     losses = pd.read_parquet(run_dir / "results" / "losses")
-    for method in ("moco", "byol"):
-        steps = losses.loc[losses["run"] == f"pretrain-{method}", ["epoch", "step"]]
-        assert steps["step"].is_unique and set(steps["epoch"]) == {0, 1}
+    steps = losses.loc[losses["run"] == "pretrain-moco", ["epoch", "step"]]
+    assert steps["step"].is_unique and set(steps["epoch"]) == {0, 1}
