@@ -104,10 +104,21 @@ class Tracking:
     callbacks: list = field(default_factory=list)
 
     def sync(self, pretraining: Iterable[str]) -> None:
-        """Log what the store holds and MLflow lacks, then the report and numbers (at the study's end)."""
-        if self.mlflow is not None:
+        """Log what the store holds and MLflow lacks, then the report and numbers (at the study's end).
+
+        A tracker that fails here is a warning: every result is in the store, and a rerun logs the rest.
+        """
+        if self.mlflow is None:
+            return
+        try:
             self.mlflow.log_all(pretraining)
             self.mlflow.log_artifacts()
+        except Exception as err:  # noqa: BLE001 - the results are kept; the tracker is a copy of them
+            log.warning(
+                "tracking: MLflow at %s lacks some of the study's runs (%s); rerun the same command to log them",
+                self.mlflow.uri,
+                err,
+            )
 
 
 def mlflow_tracker(cfg: StudyConfig, run: Location, start: bool = True) -> MlflowTracker:
