@@ -423,9 +423,12 @@ def render_html(res: Results) -> str:
 
 
 def build_report(run_dir: str | Path | Location, out_path: str | Path | Location | None = None) -> Path | Location:
-    """Write ``RUN_DIR/report.html`` (or ``out_path``; paths or URIs) atomically and return
-    where: a :class:`~pathlib.Path` on a local disk, else the :class:`Location`."""
+    """Write ``RUN_DIR/report.html`` (or ``out_path``; paths or URIs) atomically, and the
+    fold-averaged numbers (the report's "Numbers behind the figures") as ``numbers.csv`` beside it;
+    return where the report is: a :class:`~pathlib.Path` on a local disk, else the :class:`Location`."""
     run_dir = as_location(run_dir)
     out = as_location(out_path) if out_path is not None else run_dir / "report.html"
-    out.write_text(render_html(load_results(run_dir)))
+    results = load_results(run_dir)
+    out.write_text(render_html(results))
+    (out.parent / "numbers.csv").write_text(numbers_frame(results).to_csv(index=False))
     return out.local_path() if out.is_local else out

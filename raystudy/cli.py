@@ -8,7 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from raystudy.config import RANDOM_INIT, ConfigError, load_config, schema_text
+import yaml
+
+from raystudy.config import RANDOM_INIT, TRACKERS, ConfigError, load_config, schema_text
 from raystudy.data.fit import fit_to_data, user_keys
 from raystudy.data.loading import DataError
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted, StudyLockedError
@@ -45,7 +47,15 @@ def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:
 def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raystudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_run_args(sub.add_parser("run", help="run or resume a study"), default_preset)
+    run = sub.add_parser("run", help="run or resume a study")
+    _add_run_args(run, default_preset)
+    run.add_argument(
+        "--track",
+        action="append",
+        default=[],
+        choices=TRACKERS,
+        help="log the study to this tracker with its default settings (tracking.<name> in the config); repeatable",
+    )
     _add_run_args(
         sub.add_parser("search", help="search hyperparameters at one train size (search: in the config)"),
         default_preset,
@@ -106,6 +116,8 @@ def load_run_config(args: argparse.Namespace, default_preset: str):
         path=args.config, preset=None if args.config else (args.preset or default_preset), overrides=overrides
     )
     absolute_inits(cfg)
+    for name in getattr(args, "track", []):  # only `run` has --track
+        cfg.tracking.turn_on(name)
     if args.data is None:
         return cfg, None
     return fit_to_data(cfg, user_keys(args.config, args.overrides))
@@ -136,11 +148,16 @@ def cmd_search(args: argparse.Namespace, default_preset: str) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report  # deferred: start-up cost (plotly, pandas)
+    from raystudy.tracking.setup import log_report  # deferred: start-up cost (ray)
 
     run = reachable(args.run_dir)
     if not (run / "results").is_dir():
         raise DataError(f"{run.uri} is not a raystudy run folder (no results/ inside)")
     print(build_report(run))
+    saved = run / "config.yaml"
+    logged = log_report(load_config(raw=yaml.safe_load(saved.read_text())), run) if saved.is_file() else None
+    if logged:
+        print(logged)
     return 0
 
 

@@ -60,6 +60,7 @@ from raystudy.storage import Location, as_location
 STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
 PRESETS = ("smoke", "demo", "paper")
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+TRACKERS = ("mlflow", "wandb", "aim")  # the experiment trackers of ``tracking:``
 
 
 @dataclass(frozen=True)
@@ -334,6 +335,45 @@ class AnalysisConfig(Section):
     max_band_width: Annotated[float | None, gt(0)] = None  # learning-curve band limit; None: the report's
 
 
+class MlflowTracking(Section):
+    """MLflow: one run per study, a nested run per cell and per pretraining run."""
+
+    # None: sqlite:///<run location>/mlflow.db for a local run folder; a cluster of more than one
+    # node, or a run location on an object store, needs a tracking server (http://host:5000)
+    uri: str | None = None
+    experiment: str | None = None  # None: the study name
+
+
+class WandbTracking(Section):
+    """Weights & Biases through Ray's ``WandbLoggerCallback``: one W&B run per trial."""
+
+    project: str | None = None  # None: the study name
+    group: str | None = None  # None: the study name (a cell's configuration is its job_type)
+
+
+class AimTracking(Section):
+    """Aim through Ray's ``AimLoggerCallback``: one Aim run per trial."""
+
+    repo: str | None = None  # None: <run location>/aim (a local run folder only)
+
+
+class TrackingConfig(Section):
+    """Experiment trackers the study logs to (none by default; ``--track mlflow``); none changes a result."""
+
+    mlflow: MlflowTracking | None = None
+    wandb: WandbTracking | None = None
+    aim: AimTracking | None = None
+
+    def chosen(self) -> list[str]:
+        """The trackers asked for, in a fixed order."""
+        return [name for name in TRACKERS if getattr(self, name) is not None]
+
+    def turn_on(self, name: str) -> None:
+        """Track to ``name`` (one of :data:`TRACKERS`) with its defaults, unless configured already (``--track``)."""
+        if getattr(self, name) is None:
+            setattr(self, name, {"mlflow": MlflowTracking, "wandb": WandbTracking, "aim": AimTracking}[name]())
+
+
 class StudyConfig(Section):
     name: Annotated[str, NO_HASH] = "study"
     seed: int = 0
@@ -347,6 +387,7 @@ class StudyConfig(Section):
     embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     search: Annotated[SearchConfig, NO_HASH] = Field(default_factory=SearchConfig)
     analysis: Annotated[AnalysisConfig, NO_HASH] = Field(default_factory=AnalysisConfig)
+    tracking: Annotated[TrackingConfig, NO_HASH] = Field(default_factory=TrackingConfig)
 
     def to_dict(self, hashed_only: bool = False) -> dict[str, Any]:
         """The config as plain data, as written in YAML (``pretrain.<method>`` sections inline).

@@ -222,3 +222,11 @@ def has_result(run_dir: str | Path | Location, cell_id: str) -> bool:
         return False
     status = read_parquet(path, columns=["status"]).column("status").to_pylist()
     return bool(status) and status[0] == "done"
+
+
+def read_result(run_dir: str | Path | Location, table: str, key: str) -> pd.DataFrame | None:
+    """The one file ``results/<table>/<key>.parquet`` (one cell's or one run's rows); None when absent."""
+    path = results_dir(run_dir) / table / f"{_safe_key(key)}.parquet"
+    if not path.is_file():
+        return None
+    return read_parquet(path, SCHEMAS[table]).to_pandas()

@@ -280,8 +280,12 @@ def run_jobs(
     progress: ProgressLine | None,
     verbose: bool = False,
     stop: StopFlag | None = None,
+    callbacks: list[tune.Callback] | None = None,
 ) -> tuple[list, StudySearcher]:
-    """Run the jobs as one Tune experiment; returns (Tune results, the searcher)."""
+    """Run the jobs as one Tune experiment; returns (Tune results, the searcher).
+
+    ``callbacks``: more Tune callbacks for the Tuner's ``RunConfig`` (the trackers').
+    """
     run = as_location(run_dir)
     stop = stop or StopFlag()
     searcher = StudySearcher(jobs, existing_encoders(cfg, run), stop=stop.stop_all)
@@ -305,7 +309,7 @@ def run_jobs(
             name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",  # cells resume from the store, not from Tune
             **(run / "ray").ray_storage(),
             verbose=2 if verbose else 0,
-            callbacks=[] if verbose or progress is None else [progress],
+            callbacks=([] if verbose or progress is None else [progress]) + list(callbacks or []),
             failure_config=tune.FailureConfig(max_failures=cfg.finetune.max_retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # a cell's last epoch state
             stop=stop,

@@ -52,6 +52,7 @@ from raystudy.runfolder import (
 from raystudy.scheduler import ProgressLine, StopFlag, build_context, existing_encoders, run_jobs
 from raystudy.search import run_search
 from raystudy.storage import Location, as_location
+from raystudy.tracking.setup import Tracking, check_tracking, check_tracking_nodes, open_tracking
 from raystudy.training.budget import cell_budget
 from raystudy.training.pretrain import encoder_location
 
@@ -348,10 +349,12 @@ def run_sweep(
     with interrupts(stop) as arm_interrupts, run_lock(run), ExitStack() as stack:
         with removed_if_failing(run, before):  # bad input: leave nothing behind
             check_resumable(cfg, run)
+            check_tracking(cfg, run)  # before Ray: a tracker that is not installed, a store the run cannot hold
             quiet_tune(verbose)
             ensure_ray()  # before the data: the autoscaler boots nodes while images decode
             arm_interrupts()
             check_visible_to_nodes(run)
+            check_tracking_nodes(cfg, run, len([n for n in ray.nodes() if n.get("Alive")]))
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
             data = prepare_data(cfg, cache_dir(run))
             check_same_data(run, data)
@@ -366,6 +369,7 @@ def run_sweep(
                 + "; ".join(reasons[:3])
                 + "); lower grid.sizes (raystudy status shows each reason)"
             )
+        tracking = stack.enter_context(open_tracking(cfg, run))
         jobs = plan_jobs(cfg, run, planned)
         cells = [j for j in jobs if j.cell is not None]
         pretrain = [j.name for j in jobs if j.kind == "pretrain"]
@@ -380,9 +384,10 @@ def run_sweep(
         )
         if jobs:
             progress = ProgressLine(runnable, runnable - len(cells), cell_weights(cfg, planned, cells))
-            run_passes(cfg, run, data, planned, jobs, progress, verbose, stop, config_hash)
+            run_passes(cfg, run, data, planned, jobs, progress, verbose, stop, config_hash, tracking)
         finish_run_info(run, info)
         result = finish(run) if finish is not None else run
+        tracking.sync(j.name for j in pretrain_jobs(cfg))
         lost = pending_cells(run, planned)
         if lost:
             raise StudyIncomplete(
@@ -437,14 +442,18 @@ def run_passes(
     verbose: bool,
     stop: StopFlag,
     config_hash: str,
+    tracking: Tracking | None = None,
 ) -> None:
     """Run the jobs on Ray Tune, then once more only the cells lost without a result (a trial can
-    end with neither a result nor an error when its node vanished while it reported)."""
+    end with neither a result nor an error when its node vanished while it reported).
+
+    ``tracking``: its Tune callbacks log each job as it ends."""
     context = build_context(cfg, run, data, planned, ray.put(data.images.images), _injected_failure())
     for attempt in range(2):
         stop.in_tune = True
         try:
-            results, searcher = run_jobs(cfg, run, context, jobs, progress, verbose, stop)
+            callbacks = tracking.callbacks if tracking is not None else None
+            results, searcher = run_jobs(cfg, run, context, jobs, progress, verbose, stop, callbacks)
         finally:
             stop.in_tune = False
         record_failures(cfg, run, results, searcher, config_hash, interrupted=stop.signum is not None)

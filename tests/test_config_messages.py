@@ -30,7 +30,7 @@ MESSAGES = [
     (
         ["foo=1"],
         "unknown config key(s) foo at top level; allowed keys are: analysis, catalog, data, embeddings, finetune, "
-        "grid, model, name, pretrain, search, seed, selection",
+        "grid, model, name, pretrain, search, seed, selection, tracking",
     ),  # unknown_top
     (
         ["grid.foldz=3"],
@@ -96,7 +96,7 @@ def test_every_problem_at_once() -> None:
     assert str(err.value) == (
         f"invalid study config {SMOKE} (3 problem(s)):\n"
         "  - unknown config key(s) foo at top level; allowed keys are: analysis, catalog, data, embeddings, finetune, "
-        "grid, model, name, pretrain, search, seed, selection\n"
+        "grid, model, name, pretrain, search, seed, selection, tracking\n"
         "  - finetune.epochs: must be >= 1, got 0\n"
         "  - grid.protocol: 'x' is not one of 'paper', 'holdout'"
     )
@@ -150,7 +150,9 @@ def test_config_hash_never_changes(preset: str, overrides: list[str], config_has
     cfg = load_config(preset=preset, overrides=overrides)
     assert cfg.config_hash() == config_hash
     plain = cfg.to_dict()
-    # the one key added since these were captured (pretrain.sync_batchnorm), at its default, stays out of the hash
+    # the keys added since these were captured (pretrain.sync_batchnorm, tracking), at their defaults, stay out
+    # of the hash
     assert plain["pretrain"].pop("sync_batchnorm") == "auto"
+    assert plain.pop("tracking") == {"mlflow": None, "wandb": None, "aim": None}
     saved = json.dumps(plain, sort_keys=False, default=str)  # the saved config.yaml, key order included
     assert hashlib.sha256(saved.encode()).hexdigest()[:16] == dict_sha

@@ -76,6 +76,8 @@ class FinetuneContext:
 
 log = logging.getLogger("raystudy")
 
+FINAL_METRICS = ("overall_accuracy", "macro_f1", "generalization_accuracy", "train_accuracy", "steps")
+
 
 def epoch_order(labels: np.ndarray, rng: np.random.Generator, balanced: bool) -> np.ndarray:
     """One epoch's sample order: a permutation, or (balanced) draws with p ~ 1 / class count."""
@@ -821,5 +823,6 @@ def finetune_trial(cell: Cell, context: FinetuneContext, encoders: dict[str, str
         return
     seconds = train_trial(setup, tune.report, context.inject_failure)
     evaluation = evaluate_trial(setup, context, seconds)
-    write_trial(setup, evaluation, context)
-    tune.report({"done": 1, "overall_accuracy": evaluation.validation.overall_accuracy})
+    row = write_trial(setup, evaluation, context)
+    # the final numbers, for Tune's logger callbacks too (W&B, Aim: tracking)
+    tune.report({"done": 1, **{k: row[k] for k in FINAL_METRICS if row[k] is not None}})
