@@ -362,7 +362,9 @@ def test_learning_curve_fit_recovers_parameters():
     noisy = y + np.random.default_rng(3).normal(0, 0.005, len(y))
     fit = fit_learning_curve(n, noisy, groups=folds, n_boot=40, seed=0)
     assert fit.a == pytest.approx(0.85, abs=0.02) and fit.c == pytest.approx(0.5, abs=0.15)
-    assert len(fit.boot) >= 30 and fit.band(np.array([128.0, 1024.0])) is not None
+    lo, hi = fit.band(np.array([128.0, 1024.0]))
+    assert np.all(lo < fit.predict([128.0, 1024.0])) and np.all(fit.predict([128.0, 1024.0]) < hi)
+    assert fit.family == "power law" and fit.backtest is not None and fit.backtest["size"] == PAPER_SIZES[-1]
     ans = fit.samples_to_reach(0.8)
     assert ans["n"] == pytest.approx((fit.b / (fit.a - 0.8)) ** (1 / fit.c))
     assert ans["low"] <= ans["n"] <= ans["high"]
@@ -651,7 +653,8 @@ def test_report_full_run_and_cli(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     html = (run / "report.html").read_text()
-    _check_offline(html, n_expected=16)
+    _check_offline(html, n_expected=17)
+    assert "backtest-table" in html and "Backtest of every learning curve" in html
     assert "could not be drawn" not in html
     for fig in (
         "Fig. 1",
@@ -690,7 +693,7 @@ def test_far_extrapolated_answers_are_not_quoted_as_numbers():
                 "category_set": "19cat",
                 "model": "moco",
                 "target": 0.7,
-                "n": 3000.0,
+                "n": 1800.0,
                 "low": None,
                 "high": None,
                 "min_size": 64,
@@ -700,8 +703,8 @@ def test_far_extrapolated_answers_are_not_quoted_as_numbers():
         ]
     )
     (sentence,) = answer_sentences(answers)
-    assert "80 %: out of reach of this study" in sentence and "7,800,000,000" not in sentence
-    assert "70 %: n \u2248 3,000, extrapolated beyond the largest size 1,024" in sentence
+    assert "80 %: more than 2,048 (beyond what this study measured)" in sentence and "7,800,000,000" not in sentence
+    assert "70 %: n \u2248 1,800, extrapolated beyond the largest size 1,024" in sentence
 
 
 # ------------------------------------------------------------------ guards on automatic claims (issue 12)
