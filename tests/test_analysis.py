@@ -755,6 +755,57 @@ def test_flat_data_set_gives_fit_unreliable():
     assert any("fewer than 4" in p for p in fit.problems())
 
 
+def _curve_rows(sizes, oa, folds=3, spread=0.01, model="moco"):
+    """Fold-level trials around ``oa(n)`` with a fold spread shrinking like n^-0.35."""
+    offsets = np.linspace(-1, 1, folds)
+    return [
+        trial(model, n, f, float(oa(n) + spread * (128 / n) ** 0.35 * d)) for n in sizes for f, d in enumerate(offsets)
+    ]
+
+
+def test_curve_family_is_chosen_by_aicc_and_offset_needs_six_sizes():
+    from analysis.curves import OFFSET, POWER_LAW
+
+    sizes = [64 * 2**i for i in range(8)]
+    offset_truth = lambda n: 0.9 - 40.0 * (n + 900.0) ** -0.8  # noqa: E731  (flat start, then a late rise)
+    fit = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes, offset_truth, spread=0.002)))[
+        ("19cat", "moco")
+    ]
+    assert fit.family == OFFSET and fit.d > 100
+    assert np.allclose(fit.predict(sizes), [offset_truth(n) for n in sizes], atol=0.004)
+    five = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes[:5], offset_truth, spread=0.002)))
+    assert five[("19cat", "moco")].family == POWER_LAW  # 5 sizes: the 4-parameter family is not eligible
+
+
+def test_labels_needed_only_after_a_passed_backtest():
+    from analysis.summary import answer_sentences
+
+    sizes = [64 * 2**i for i in range(6)]
+    good = lambda n: float(power_law(n, 0.9, 1.6, 0.45))  # noqa: E731
+    fits = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes, good)))
+    bt = analysis.stats.backtest_table(fits, 2.0)
+    assert bt["passed"].all() and bt["size"].tolist() == [2048] and bt["from_size"].tolist() == [1024]
+    target = good(1500)
+    (sentence,) = answer_sentences(learning_curve_answers(fits, [target]))
+    assert f"{100 * target:.0f} %: n \u2248" in sentence and "tolerance 2 pp: passed" in sentence
+    assert "95 % CI" in sentence and "power law fit" in sentence
+    # the largest size 6 pp below the curve (a plateau the power law cannot follow): withheld
+    bent = lambda n: good(n) - (0.06 if n == sizes[-1] else 0.0)  # noqa: E731
+    fits = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes, bent)))
+    answers = learning_curve_answers(fits, [target])
+    assert not answers["reliable"].any() and answers["n"].isna().all()
+    (sentence,) = answer_sentences(answers)
+    assert "the backtest failed" in sentence and "n \u2248" not in sentence
+    fig = figures.backtest(trials=pd.DataFrame(_curve_rows(sizes, bent)))
+    measured = next(t for t in fig.data if "measured" in t.name)
+    assert list(measured.marker.symbol) == ["circle-open"]  # failed: open marker
+    # four sizes: no backtest, no number, and the sentence says why
+    fits = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes[:4], good)))
+    (sentence,) = answer_sentences(learning_curve_answers(fits, [target]))
+    assert "no backtest with 4 sizes" in sentence and "at least 5 sizes" in sentence
+    assert is_no_data(figures.backtest(trials=pd.DataFrame(_curve_rows(sizes[:4], good))))
+
+
 def test_advantage_sentences_per_size_with_p_values():
     from analysis.summary import advantage_sentences
 
