@@ -460,13 +460,20 @@ def _fold_matrix(xs: np.ndarray, ys: np.ndarray, groups: np.ndarray) -> tuple[np
     return sizes, vals
 
 
-def backtest_fit(sizes: np.ndarray, values: np.ndarray, rho: float) -> dict[str, Any] | None:
+def mean_factors(rho: float | Sequence[float], k: np.ndarray) -> np.ndarray:
+    """Per size, Var(fold mean) / s^2 (:func:`variance_factor`) for the sizes' fold counts ``k`` and
+    fold correlation ``rho`` (one value, or one per size: under ``holdout`` it grows with n)."""
+    rhos = np.broadcast_to(np.asarray(rho, dtype=float), np.shape(k))
+    return np.array([variance_factor(float(r), int(max(kk, 1))) for r, kk in zip(rhos, k, strict=True)])
+
+
+def backtest_fit(sizes: np.ndarray, values: np.ndarray, rho: float | Sequence[float]) -> dict[str, Any] | None:
     """:func:`analysis.curves.backtest` of one curve (fit without the largest size, predict it);
     None below :data:`MIN_BACKTEST_SIZES` sizes."""
     if len(sizes) < MIN_BACKTEST_SIZES:
         return None
     k = np.sum(np.isfinite(values), axis=-1)[0]
-    means, se, df = curves.standard_errors(sizes, values, variance_factor(rho, np.maximum(k, 1)))
+    means, se, df = curves.standard_errors(sizes, values, mean_factors(rho, k))
     r = curves.backtest(sizes, means, se, df)
     return {key: (v[0].item() if hasattr(v[0], "item") else v[0]) for key, v in r.items()} | {
         "size": int(sizes[-1]),
@@ -480,12 +487,13 @@ def fit_learning_curve(
     groups: Sequence[Any] | None = None,
     n_boot: int = 0,
     seed: int = 0,
-    rho: float = 0.0,
+    rho: float | Sequence[float] = 0.0,
 ) -> CurveFit | None:
     """Weighted fit of OA(n) on fold-level points: per-size fold means weighted by their standard
     errors from a log-linear variance model, the family (a - b n^-c or a - b (n+d)^-c) by AICc
     (:mod:`analysis.curves`), plus the backtest (:func:`backtest_fit`). ``rho``: the folds'
-    correlation (:func:`fold_correlation`), widening a mean's SE by :func:`variance_factor`.
+    correlation (:func:`fold_correlation`; one value or one per size, ascending), widening a mean's
+    SE by :func:`variance_factor`.
     Without ``groups`` (or with one fold) every point is its own fold of one size's spread.
     ``n_boot`` and ``seed`` are kept for callers; nothing is resampled. None with fewer than 3 sizes.
     """
@@ -501,7 +509,7 @@ def fit_learning_curve(
         return None
     sizes, values = _fold_matrix(xs, ys, groups_arr)
     k = np.sum(np.isfinite(values), axis=-1)[0]
-    means, se, df = curves.standard_errors(sizes, values, variance_factor(rho, np.maximum(k, 1)))
+    means, se, df = curves.standard_errors(sizes, values, mean_factors(rho, k))
     fits = curves.fit_curves(sizes, means, se, df)
     a, b, c, d = (float(v) for v in fits.params[0])
     with np.errstate(invalid="ignore"):
@@ -538,7 +546,8 @@ def fit_learning_curves(
         for model, g in sub.groupby("model"):
             protocol, k = design_of(g)
             n_val = pd.to_numeric(g["n_validation"], errors="coerce").mean() if "n_validation" in g else None
-            rho = fold_correlation(protocol, k, float(g["train_size"].median()), n_val)
+            measured = g.loc[g[metric].notna() & (g["train_size"] > 0), "train_size"]
+            rho = [fold_correlation(protocol, k, float(n), n_val) for n in sorted(measured.unique())]
             fit = fit_learning_curve(
                 g["train_size"], g[metric], groups=g["fold"].fillna(-1).tolist(), n_boot=n_boot, seed=seed, rho=rho
             )

@@ -34,9 +34,9 @@ from analysis.stats import (
     fit_learning_curve,
     fold_correlation,
     holm,
+    mean_factors,
     paired_difference_table,
     significant,
-    variance_factor,
 )
 
 STUDIES = 4000  # simulated studies per design (MC error of a rate near 0.05: 0.0034)
@@ -220,7 +220,7 @@ def test_the_vectorised_path_is_the_reports_path():
 # Simulated studies with a known true curve OA(n) = 0.86 - 1.6 n^-0.45 on the project's designs:
 # k fold values per size, fold SD fold_sd(n) (3.5 pp at 64 down to 0.4 pp at 32k: 5-10x over a
 # study's sizes), equicorrelated over folds with the paper protocol's rho = 1/k. They go through
-# the report's own functions: analysis.stats.variance_factor and fold_correlation, and
+# the report's own functions: analysis.stats.mean_factors and fold_correlation, and
 # analysis.curves.standard_errors, fit_curves, Fits.band, Fits.needed and backtest (the functions
 # CurveFit wraps; test_the_curve_path_is_the_reports_path shows it is the same fit).
 
@@ -229,30 +229,45 @@ TRUE_CURVE = np.array([0.86, 1.6, 0.45, 0.0])  # (a, b, c, d) of a - b (n + d)^-
 MISFIT_PP = 4.0  # the stated misfit: the largest size's true mean 4 pp below the curve (a plateau)
 PAPER_GRID = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864)
 CURVE_DESIGNS = [
-    ("k=3, 4 sizes 64-512 (demo today)", 3, (64, 128, 256, 512)),
-    ("k=3, 6 sizes 64-2048 (demo with 6 sizes)", 3, tuple(64 * 2**i for i in range(6))),
-    ("k=5, 10 sizes 64-32768", 5, tuple(64 * 2**i for i in range(10))),
-    ("k=10, 9 sizes (paper grid)", 10, PAPER_GRID),
+    ("paper, k=3, 4 sizes 64-512", 3, (64, 128, 256, 512)),
+    ("paper, k=3, 6 sizes 64-2048", 3, tuple(64 * 2**i for i in range(6))),
+    ("paper, k=5, 10 sizes 64-32768", 5, tuple(64 * 2**i for i in range(10))),
+    ("paper, k=10, 9 sizes (paper grid)", 10, PAPER_GRID),
 ]
+# The demo's protocol: holdout, pool 2,000 (667 per validation fold), noise correlated 0.5 between
+# sizes (the validation folds are the same at every size); reported, not asserted (see README).
+HOLDOUT = ("holdout, k=3, 6 sizes 24-768, pool 2,000", 3, tuple(24 * 2**i for i in range(6)))
+HOLDOUT_VALIDATION = 2000 / 3
 
 
-def simulate_folds(k: int, sizes: tuple[int, ...], studies: int, seed: int, shift_last: float = 0.0) -> np.ndarray:
-    """(studies, sizes, k) fold values around the true curve (the largest size moved by ``shift_last``)."""
+def curve_rho(k: int, sizes: tuple[int, ...], holdout: bool) -> np.ndarray:
+    """The fold correlation per size the report assumes (its own function)."""
+    if not holdout:
+        return np.full(len(sizes), fold_correlation("paper", k))
+    return np.array([fold_correlation("holdout", k, n, HOLDOUT_VALIDATION) for n in sizes])
+
+
+def simulate_folds(
+    k: int, sizes: tuple[int, ...], studies: int, seed: int, shift_last: float = 0.0, holdout: bool = False
+) -> np.ndarray:
+    """(studies, sizes, k) fold values around the true curve (the largest size moved by ``shift_last``),
+    equicorrelated over folds; under ``holdout`` also correlated 0.5 over sizes."""
     rng = np.random.default_rng(seed)
     n = np.array(sizes, dtype=float)
-    rho = fold_correlation("paper", k)
+    rho = curve_rho(k, sizes, holdout)[None, :, None]
+    c = 0.5 if holdout else 0.0
+    m = len(n)
+    common = np.sqrt(c) * rng.standard_normal((studies, 1, 1)) + np.sqrt(1 - c) * rng.standard_normal((studies, m, 1))
+    fold = np.sqrt(c) * rng.standard_normal((studies, 1, k)) + np.sqrt(1 - c) * rng.standard_normal((studies, m, k))
     truth = curves.curve(n, TRUE_CURVE)
     truth[-1] += shift_last
-    noise = np.sqrt(rho) * rng.standard_normal((studies, len(n), 1)) + np.sqrt(1 - rho) * rng.standard_normal(
-        (studies, len(n), k)
-    )
-    return truth[None, :, None] + fold_sd(n)[None, :, None] * noise
+    return truth[None, :, None] + fold_sd(n)[None, :, None] * (np.sqrt(rho) * common + np.sqrt(1 - rho) * fold)
 
 
-def curve_calibration(k: int, sizes: tuple[int, ...], seed: int) -> dict[str, float]:
+def curve_calibration(k: int, sizes: tuple[int, ...], seed: int, holdout: bool = False) -> dict[str, float]:
     n = np.array(sizes, dtype=float)
-    factor = variance_factor(fold_correlation("paper", k), k)
-    means, se, df = curves.standard_errors(n, simulate_folds(k, sizes, CURVE_STUDIES, seed), factor)
+    factor = mean_factors(curve_rho(k, sizes, holdout), np.full(len(n), k))
+    means, se, df = curves.standard_errors(n, simulate_folds(k, sizes, CURVE_STUDIES, seed, holdout=holdout), factor)
     fits = curves.fit_curves(n, means, se, df)
     at = np.concatenate([n, [QUOTE_LIMIT * n[-1]]])
     lo, hi = fits.band(at)
@@ -281,7 +296,7 @@ def curve_calibration(k: int, sizes: tuple[int, ...], seed: int) -> dict[str, fl
         hit = (ans["low"] <= true_n) & (np.isnan(ans["high"]) | (true_n <= ans["high"]))
         hits.append(hit[quoted])
         printed.append(quoted.mean())
-    bad = simulate_folds(k, sizes, CURVE_STUDIES, seed + 1, shift_last=-MISFIT_PP / 100)
+    bad = simulate_folds(k, sizes, CURVE_STUDIES, seed + 1, shift_last=-MISFIT_PP / 100, holdout=holdout)
     bm, bse, bdf = curves.standard_errors(n, bad, factor)
     wrong = curves.backtest(n, bm, bse, bdf)
     out |= {
@@ -296,12 +311,13 @@ def curve_calibration(k: int, sizes: tuple[int, ...], seed: int) -> dict[str, fl
 @pytest.fixture(scope="module")
 def curve_table() -> dict[str, dict[str, float]]:
     out = {name: curve_calibration(k, sizes, seed=500 + 10 * i) for i, (name, k, sizes) in enumerate(CURVE_DESIGNS)}
+    out[HOLDOUT[0]] = curve_calibration(HOLDOUT[1], HOLDOUT[2], seed=590, holdout=True)
     head = (
         f"{'design':<42} {'t df':>5} {'4-par':>6} {'band, sizes':>11} {'band, 2x':>9} {'backtest pass':>13} "
         f"{'quoted':>7} {'needed CI':>9} {'false pass':>10}"
     )
     lines = [head]
-    for name, _, _ in CURVE_DESIGNS:
+    for name, _, _ in [*CURVE_DESIGNS, HOLDOUT]:
         r = out[name]
         lines.append(
             f"{name:<42} {r['df']:>5.1f} {r['offset']:>6.2f} {r['band_measured']:>11.3f} {r['band_2x']:>9.3f} "
@@ -344,7 +360,7 @@ def test_the_curve_path_is_the_reports_path():
     folds = np.tile(np.arange(k), len(sizes))
     rho = fold_correlation("paper", k)
     fit = fit_learning_curve(n, values[0].ravel(), groups=folds, rho=rho)
-    means, se, df = curves.standard_errors(np.array(sizes, float), values, variance_factor(rho, k))
+    means, se, df = curves.standard_errors(np.array(sizes, float), values, mean_factors(rho, np.full(len(sizes), k)))
     batch = curves.fit_curves(np.array(sizes, float), means, se, df)
     assert np.allclose([fit.a, fit.b, fit.c, fit.d], batch.params[0])
     assert np.allclose(fit.band(np.array([100.0]))[0], np.clip(batch.band(np.array([100.0]))[0][0], 0, 1))
