@@ -25,7 +25,7 @@ from analysis.sections import (
     pretraining_html,
     run_html,
 )
-from analysis.select import category_sets, done_trials, n_categories_of, set_label
+from analysis.select import archs_of, category_sets, done_trials, n_categories_of, set_label
 from analysis.stats import (
     BACKTEST_TOLERANCE_PP,
     MAX_BAND_WIDTH,
@@ -219,12 +219,16 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
         n_boot=int(cfg["n_bootstrap"]),
         seed=int(cfg["seed"]),
     )
-    fits = fit_learning_curves(res.trials, n_boot=int(cfg["curve_bootstrap"]), seed=int(cfg["seed"]))
     tolerance = float(cfg.get("backtest_tolerance_pp") or BACKTEST_TOLERANCE_PP)
-    answers = learning_curve_answers(
-        fits, cfg["targets"], float(cfg.get("max_band_width") or MAX_BAND_WIDTH), tolerance
+    # one set of curves per backbone (never pooled); the figures draw the first
+    per_arch = {a: fit_learning_curves(res.trials, arch=a) for a in archs_of(res.trials)}
+    fits = next(iter(per_arch.values()))
+    band = float(cfg.get("max_band_width") or MAX_BAND_WIDTH)
+    answers = pd.concat(
+        [learning_curve_answers(f, cfg["targets"], band, tolerance).assign(arch=a) for a, f in per_arch.items()],
+        ignore_index=True,
     )
-    backtests = backtest_table(fits, tolerance)
+    backtests = pd.concat([backtest_table(f, tolerance).assign(arch=a) for a, f in per_arch.items()], ignore_index=True)
     sets: list[str | None] = list(category_sets(res.trials, res.grid, res.confusion)) or [None]
     gen_sets: list[str | None] = list(category_sets(done_trials(res.trials, "generalization_accuracy"))) or [None]
     dataset = lambda: res.dataset.assign(campaign=res.dataset["campaign"].map(res.campaign))  # noqa: E731

@@ -195,9 +195,10 @@ def backtest_html(table: pd.DataFrame) -> str:
     """The learning curves' backtest (:func:`analysis.stats.backtest_table`) as a table."""
     if table.empty:
         return "<p class='nodata'>No backtest: no learning curve has enough sizes.</p>"
+    several = "arch" in table.columns and table["arch"].nunique() > 1
     rows = [
         [
-            r["category_set"],
+            r["category_set"] + (f", {r['arch']}" if several else ""),
             display_name(r["model"]),
             r["family"],
             f"{int(r['from_size']):,}",

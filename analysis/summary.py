@@ -331,11 +331,14 @@ def answer_sentences(answers: pd.DataFrame) -> list[str]:
     """'How many labeled images to reach X % OA?' from the learning-curve fits: a number only for a
     reliable curve whose backtest passed, and only up to ``QUOTE_LIMIT`` x the largest measured
     size ("more than N (beyond what this study measured)" past it); each sentence says its family
-    and its backtest."""
+    and its backtest, and its backbone when ``answers`` has an ``arch`` column with several."""
     out = []
-    for (cset, model), g in answers.groupby(["category_set", "model"], sort=False):
+    several = "arch" in answers.columns and answers["arch"].nunique() > 1
+    keys = ["arch", "category_set", "model"] if several else ["category_set", "model"]
+    for _, g in answers.groupby(keys, sort=False):
         parts = []
         first = g.iloc[0]
+        model, cset = first["model"], first["category_set"] + (f", {first['arch']}" if several else "")
         if "reliable" in g and not bool(first["reliable"]):
             out.append(
                 f"{display_name(model)} ({cset}): fit unreliable ({first['problems']}); no number of "

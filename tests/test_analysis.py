@@ -1132,6 +1132,11 @@ def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics(tmp_path):
     assert {k: (f.a, f.b, f.c) for k, f in fits_two.items()} == {k: (f.a, f.b, f.c) for k, f in fits_one.items()}
     html = _report_text(build_report(write_run(tmp_path / "two", both)))
     assert "4 categories (4cat), resnet18: Semisup-MoCo minus Baseline (Sup) in OA" in html
+    # learning curves and their backtests per backbone, the backbone named
+    assert re.search(r"Semisup-MoCo \(4cat, resnet18\): ", html) and re.search(
+        r"Semisup-MoCo \(4cat, resnet50\): ", html
+    )
+    assert html.count("no backtest with 4 sizes") >= 6  # 3 models x 2 backbones (4 sizes each): no number
 
 
 def test_doa_non_inferiority_claim_with_its_interval():

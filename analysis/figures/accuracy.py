@@ -466,7 +466,11 @@ def backtest(
             title or "Backtest of the learning curves", "no backtest: every curve has fewer than 5 sizes"
         )
     fig = go.Figure()
-    labels = [f"{display_name(r.model)}<br>{r.category_set}, n = {int(r.size):,}" for r in table.itertuples()]
+    several = "arch" in table.columns and table["arch"].nunique() > 1
+    labels = [
+        f"{display_name(r.model)}<br>{r.category_set}{f' ({r.arch})' if several else ''}, n = {int(r.size):,}"
+        for r in table.itertuples()
+    ]
     for model in order_models(table["model"]):
         sub = table[table["model"] == model]
         x = [labels[i] for i in np.flatnonzero(table["model"].to_numpy() == model)]
