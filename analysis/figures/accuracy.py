@@ -430,7 +430,7 @@ def learning_curves(
     style(
         fig,
         title
-        or f"Learning curves OA(n) = a \u2212 b\u00b7n^(\u2212c) \u2014 "
+        or f"Learning curves (weighted fits: a \u2212 b\u00b7n^(\u2212c) or a \u2212 b\u00b7(n+d)^(\u2212c)) \u2014 "
         f"{set_label(cset, n_categories_of(cset, data))}{arch_note}",
         height=560,
         boxmode="group",
