@@ -27,6 +27,7 @@ band's (tests/test_calibration.py measures both).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,8 @@ def standard_errors(
     v = np.asarray(values, dtype=float)
     n = np.asarray(sizes, dtype=float)
     k = np.sum(np.isfinite(v), axis=-1)  # (S, m)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a size with one fold: no variance, NaN
         means = np.nanmean(v, axis=-1)
         var = np.where(k >= 2, np.nanvar(v, axis=-1, ddof=1), np.nan)
     nu = np.maximum(np.nanmedian(k, axis=-1) - 1, 1.0)  # (S,)

@@ -469,10 +469,10 @@ def mean_factors(rho: float | Sequence[float], k: np.ndarray) -> np.ndarray:
 
 def backtest_fit(sizes: np.ndarray, values: np.ndarray, rho: float | Sequence[float]) -> dict[str, Any] | None:
     """:func:`analysis.curves.backtest` of one curve (fit without the largest size, predict it);
-    None below :data:`MIN_BACKTEST_SIZES` sizes."""
-    if len(sizes) < MIN_BACKTEST_SIZES:
-        return None
+    None below :data:`MIN_BACKTEST_SIZES` sizes or with one fold per size (no spread to weigh it)."""
     k = np.sum(np.isfinite(values), axis=-1)[0]
+    if len(sizes) < MIN_BACKTEST_SIZES or not (k >= 2).any():
+        return None
     means, se, df = curves.standard_errors(sizes, values, mean_factors(rho, k))
     r = curves.backtest(sizes, means, se, df)
     return {key: (v[0].item() if hasattr(v[0], "item") else v[0]) for key, v in r.items()} | {
@@ -524,7 +524,7 @@ def fit_learning_curve(
         boot=np.empty((0, 3)),
         d=d,
         family=str(fits.family[0]),
-        fits=fits,
+        fits=fits if (k >= 2).any() else None,  # one fold per size: no spread, so no band
         backtest=backtest_fit(sizes, values, rho),
     )
 
@@ -654,11 +654,15 @@ def learning_curve_answers(
                 problems.append(how.replace("backtest:", "the backtest failed:"))
         else:
             passed = False
-            how = f"no backtest: {len(fit.sizes)} sizes, fewer than {MIN_BACKTEST_SIZES}"
-            problems.append(
-                f"no backtest with {len(fit.sizes)} sizes (a labels-needed number needs at least "
-                f"{MIN_BACKTEST_SIZES} sizes: the fit without the largest keeps one degree of freedom)"
-            )
+            if len(fit.sizes) < MIN_BACKTEST_SIZES:
+                how = f"no backtest: {len(fit.sizes)} sizes, fewer than {MIN_BACKTEST_SIZES}"
+                problems.append(
+                    f"no backtest with {len(fit.sizes)} sizes (a labels-needed number needs at least "
+                    f"{MIN_BACKTEST_SIZES} sizes: the fit without the largest keeps one degree of freedom)"
+                )
+            else:
+                how = "no backtest: one fold per size"
+                problems.append("no backtest with one fold per size (no fold spread to weigh the curve)")
         for t in targets:
             ans = (
                 fit.samples_to_reach(float(t))

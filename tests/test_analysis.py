@@ -804,6 +804,10 @@ def test_labels_needed_only_after_a_passed_backtest():
     (sentence,) = answer_sentences(learning_curve_answers(fits, [target]))
     assert "no backtest with 4 sizes" in sentence and "at least 5 sizes" in sentence
     assert is_no_data(figures.backtest(trials=pd.DataFrame(_curve_rows(sizes[:4], good))))
+    # one fold per size: no spread to weigh the curve, so no band, no backtest, no number
+    one = fit_learning_curve(sizes, [good(n) for n in sizes], groups=[0] * len(sizes))
+    assert one.band([100.0]) is None and one.backtest is None
+    assert "one fold per size" in learning_curve_answers({("19cat", "moco"): one}, [target])["problems"].iloc[0]
 
 
 def test_advantage_sentences_per_size_with_p_values():
