@@ -21,12 +21,11 @@ DEFAULTS: dict[str, Any] = {
     "compare_models": None,  # None: [cssl_model, reference_model]
     "advantage_max_size": 2048,  # "average CSSL advantage at sizes up to ..."
     "n_bootstrap": 1000,  # paired-difference CI resamples
-    "curve_bootstrap": 100,  # learning-curve refits over resampled folds
+    "curve_bootstrap": 100,  # unused since the weighted curve fits (analysis.curves); kept for configs
     "seed": 0,
     "tsne_max_points": 1500,  # per panel, seeded subsample
-    # DOA non-inferiority margin (pp); not a key of raystudy's AnalysisConfig (see
-    # analysis.labeling.DOA_MARGIN_PP): the report reads it, `raystudy run` would refuse it
-    "doa_margin_pp": 2.0,
+    "doa_margin_pp": 2.0,  # DOA non-inferiority margin (pp), analysis.labeling.DOA_MARGIN_PP
+    "backtest_tolerance_pp": 2.0,  # analysis.stats.BACKTEST_TOLERANCE_PP
 }
 
 BASELINE_NAME = "Baseline (Sup)"

@@ -144,8 +144,7 @@ DOA_COLUMNS = [
 ]
 
 # Non-inferiority margin of the DOA claim, in percentage points: the ``analysis`` section may set
-# ``doa_margin_pp`` (read by the report; raystudy's AnalysisConfig does not know the key, so a study
-# config that sets it is refused by ``raystudy run``: set it in the config the report reads).
+# ``doa_margin_pp`` (raystudy's AnalysisConfig key of the same name; this is its default).
 DOA_MARGIN_PP = float(DEFAULTS["doa_margin_pp"])
 
 

@@ -16,12 +16,24 @@ from analysis import figures
 from analysis.figures._common import is_no_data, no_data_figure, no_data_note
 from analysis.labeling import doa_table
 from analysis.results import Results, load_results
-from analysis.sections import SYNTHETIC_BANNER, csv_link, numbers_frame, numbers_html, pretraining_html, run_html
-from analysis.select import category_sets, done_trials, n_categories_of, set_label
+from analysis.sections import (
+    SYNTHETIC_BANNER,
+    backtest_html,
+    csv_link,
+    numbers_frame,
+    numbers_html,
+    pretraining_html,
+    run_html,
+)
+from analysis.select import archs_of, category_sets, done_trials, n_categories_of, set_label
 from analysis.stats import (
+    BACKTEST_TOLERANCE_PP,
     MAX_BAND_WIDTH,
+    MIN_BACKTEST_SIZES,
     MIN_FIT_SIZES,
+    QUOTE_LIMIT,
     CurveFit,
+    backtest_table,
     fit_learning_curves,
     learning_curve_answers,
     paired_difference_table,
@@ -154,10 +166,14 @@ def _learning_curve_entry(
     return Entry(
         "Beyond the paper",
         "new",
-        "Learning-curve fit OA(n) = a \u2212 b\u00b7n^(\u2212c) per model on "
-        "fold-level points, with a bootstrap-over-folds 95 % band; crosses mark where a target is "
-        "reached. A fit with a parameter on its bound, a band wider than the limit or fewer than "
-        f"{MIN_FIT_SIZES} sizes is drawn dotted and marked unreliable.",
+        "Learning-curve fit per model: the fold means at each size weighted by their standard errors "
+        "(a log-linear model of the fold variance over log n, widened for the folds' overlap), the "
+        "family a \u2212 b\u00b7n^(\u2212c) or a \u2212 b\u00b7(n+d)^(\u2212c) chosen by AICc (the "
+        "4-parameter one from 6 sizes), with its 95 % delta-method band; crosses mark a target's "
+        f"labels-needed number where the report quotes one (up to {QUOTE_LIMIT:g}x the largest size, "
+        "backtest passed). A fit with b or c on its bound, a band wider than the limit, fewer than "
+        f"{MIN_FIT_SIZES} sizes, no backtest (fewer than {MIN_BACKTEST_SIZES} sizes) or a failed "
+        "backtest is drawn dotted and marked unreliable.",
         _safe(lambda: figures.learning_curves(res, category_set=cset, fits=fits), "Learning curves"),
         lambda: pd.concat(
             [_fold_values(res, "overall_accuracy", cset), _rows(answers, category_set=cset)], ignore_index=True
@@ -203,8 +219,16 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
         n_boot=int(cfg["n_bootstrap"]),
         seed=int(cfg["seed"]),
     )
-    fits = fit_learning_curves(res.trials, n_boot=int(cfg["curve_bootstrap"]), seed=int(cfg["seed"]))
-    answers = learning_curve_answers(fits, cfg["targets"], float(cfg.get("max_band_width") or MAX_BAND_WIDTH))
+    tolerance = float(cfg.get("backtest_tolerance_pp") or BACKTEST_TOLERANCE_PP)
+    # one set of curves per backbone (never pooled); the figures draw the first
+    per_arch = {a: fit_learning_curves(res.trials, arch=a) for a in archs_of(res.trials)}
+    fits = next(iter(per_arch.values()))
+    band = float(cfg.get("max_band_width") or MAX_BAND_WIDTH)
+    answers = pd.concat(
+        [learning_curve_answers(f, cfg["targets"], band, tolerance).assign(arch=a) for a, f in per_arch.items()],
+        ignore_index=True,
+    )
+    backtests = pd.concat([backtest_table(f, tolerance).assign(arch=a) for a, f in per_arch.items()], ignore_index=True)
     sets: list[str | None] = list(category_sets(res.trials, res.grid, res.confusion)) or [None]
     gen_sets: list[str | None] = list(category_sets(done_trials(res.trials, "generalization_accuracy"))) or [None]
     dataset = lambda: res.dataset.assign(campaign=res.dataset["campaign"].map(res.campaign))  # noqa: E731
@@ -273,6 +297,19 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
     fit_sets: list[str | None] = list(category_sets(done_trials(res.trials))) or [None]
     for cset in fit_sets:
         entries.append(_learning_curve_entry(res, cset, fits, answers))
+    entries.append(
+        Entry(
+            "Beyond the paper",
+            "new",
+            "Backtest of every learning curve: fitted without its largest size, the curve predicts that "
+            "size's mean OA (bar: 95 % prediction interval, the band plus the measured mean's own "
+            f"uncertainty); filled circle: measured within {tolerance:g} pp of the prediction "
+            "(analysis.backtest_tolerance_pp), the condition for quoting a labels-needed number. Curves "
+            f"with fewer than {MIN_BACKTEST_SIZES} sizes get no backtest and no number.",
+            _safe(lambda: figures.backtest(res, table=backtests), "Backtest"),
+            lambda: backtests,
+        )
+    )
     saved = labels_saved_table(res.trials)
     for cset in compared_sets(res.trials):  # only where more than one selection strategy ran
         entries += _selection_entries(res, cset, saved)
@@ -285,7 +322,14 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
             lambda: _rows(res.per_class, split="validation"),
         )
     )
-    extra = {"doa": doa, "paired": paired, "fits": fits, "answers": answers, "selection": saved}
+    extra = {
+        "doa": doa,
+        "paired": paired,
+        "fits": fits,
+        "answers": answers,
+        "backtests": backtests,
+        "selection": saved,
+    }
     return entries, extra
 
 
@@ -343,6 +387,7 @@ def render_html(res: Results) -> str:
         + selection_sentences(extra["selection"])
     )
     answers = answer_sentences(extra["answers"])
+    tolerance = float(cfg.get("backtest_tolerance_pp") or BACKTEST_TOLERANCE_PP)
     esc = html.escape
     head = [f"<h1>{esc(res.study_name)} \u2014 label-efficiency report</h1>"]
     if res.synthetic:
@@ -367,7 +412,13 @@ def render_html(res: Results) -> str:
             + "".join(f"<li>{esc(s)}</li>" for s in sentences)
             + ("" if sentences else "<li>No finished trials of both compared models yet.</li>")
             + "</ul>"
-            "<h3>How many labeled images to reach a target OA? (learning-curve fits)</h3><ul class='summary'>"
+            "<h3>How many labeled images to reach a target OA? (learning-curve fits)</h3>"
+            f"<p class='caption'>A number is given only for a curve whose backtest passed (fitted without "
+            f"the largest size, it predicts that size within {esc(f'{tolerance:g}')} pp) and only up to "
+            f"{QUOTE_LIMIT:g}x the largest measured size; curves with fewer than {MIN_BACKTEST_SIZES} sizes "
+            "get no backtest and no number.</p>"
+            + backtest_html(extra["backtests"])
+            + "<ul class='summary' id='answer-sentences'>"
             + "".join(f"<li>{esc(s)}</li>" for s in answers)
             + ("" if answers else "<li>Not enough training-set sizes yet to fit learning curves.</li>")
             + "</ul>"

@@ -188,6 +188,44 @@ def pretraining_html(res: Results) -> str:
     )
 
 
+# ------------------------------------------------------------------ backtest table
+
+
+def backtest_html(table: pd.DataFrame) -> str:
+    """The learning curves' backtest (:func:`analysis.stats.backtest_table`) as a table."""
+    if table.empty:
+        return "<p class='nodata'>No backtest: no learning curve has enough sizes.</p>"
+    several = "arch" in table.columns and table["arch"].nunique() > 1
+    rows = [
+        [
+            r["category_set"] + (f", {r['arch']}" if several else ""),
+            display_name(r["model"]),
+            r["family"],
+            f"{int(r['from_size']):,}",
+            f"{int(r['size']):,}",
+            f"{_pct(r['predicted'])} ({_pct(r['low'])} \u2013 {_pct(r['high'])})",
+            _pct(r["measured"]),
+            f"{r['error_pp']:+.1f} pp",
+            "yes" if r["covered"] else "no",
+            "passed" if r["passed"] else "failed",
+        ]
+        for _, r in table.iterrows()
+    ]
+    header = [
+        "category set",
+        "model",
+        "family",
+        "fitted up to n",
+        "predicted at n",
+        "predicted OA (95 % prediction interval)",
+        "measured OA",
+        "error",
+        "in interval",
+        f"backtest (tolerance {table['tolerance_pp'].iloc[0]:g} pp)",
+    ]
+    return _table(header, rows, table_id="backtest-table") + "<p>" + csv_link(table, "backtest") + "</p>"
+
+
 # ------------------------------------------------------------------ numbers table
 
 

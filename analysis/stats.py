@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from analysis import curves
 from analysis.select import ANY, RANDOM, archs_of, category_sets, done_trials, selection_of
 
 
@@ -353,11 +354,18 @@ def family_text(row: Any, size: int) -> str:
 
 # ---------------------------------------------------------------- learning curves
 
-BOUNDS = ((0.0, 0.0, 1e-3), (1.0, 1e4, 3.0))  # (a, b, c) lower and upper bounds of the fit
+BOUNDS = ((0.0, 0.0, 1e-3), (1.0, np.inf, 3.0))  # (a, b, c) lower and upper bounds of the fit
 MIN_FIT_SIZES = 4  # fits on fewer training-set sizes are labelled unreliable
-# Widest 95 % bootstrap band (over the measured sizes, in accuracy units) of a reliable fit. The
+# A backtest refits without the largest size; a 3-parameter curve then needs 4 sizes for one
+# residual degree of freedom, so below 5 sizes there is no backtest and no labels-needed number.
+MIN_BACKTEST_SIZES = 5
+QUOTE_LIMIT = 2.0  # labels needed are quoted up to this multiple of the largest measured size
+# Widest 95 % band (over the measured sizes, in accuracy units) of a reliable fit. The
 # ``analysis`` section may set ``max_band_width``; this is the default (10 pp).
 MAX_BAND_WIDTH = 0.10
+# A backtest passes when the curve fitted without the largest size predicts that size's mean
+# within this many pp (``analysis.backtest_tolerance_pp``; README: "How far to trust the report").
+BACKTEST_TOLERANCE_PP = 2.0
 
 
 def power_law(n: Any, a: float, b: float, c: float) -> np.ndarray:
@@ -365,18 +373,18 @@ def power_law(n: Any, a: float, b: float, c: float) -> np.ndarray:
     return a - b * np.power(np.asarray(n, dtype=float), -c)
 
 
-def samples_to_reach(target: float, a: float, b: float, c: float) -> float | None:
-    """n with OA(n) = target, or None when the asymptote a does not exceed the target."""
+def samples_to_reach(target: float, a: float, b: float, c: float, d: float = 0.0) -> float | None:
+    """n with OA(n) = a - b (n + d)^-c = target, or None when the asymptote a does not exceed it."""
     if not a > target:
         return None
     if b <= 0 or c <= 0:
         return 1.0  # a flat curve above the target: any size will do
-    return float((b / (a - target)) ** (1.0 / c))
+    return float(max((b / (a - target)) ** (1.0 / c) - d, 1.0))
 
 
 @dataclass
 class CurveFit:
-    """A fitted learning curve with parameter uncertainty and bootstrap refits."""
+    """A weighted learning-curve fit (:mod:`analysis.curves`) with its delta-method band."""
 
     a: float
     b: float
@@ -384,77 +392,93 @@ class CurveFit:
     stderr: tuple[float, float, float]
     n_points: int
     sizes: tuple[int, ...]
-    boot: np.ndarray  # (k, 3) parameters of refits on resampled folds; may be empty
+    boot: np.ndarray  # kept for callers: always empty (the band is analytic since issue 21)
     best_mean: float | None = None  # highest mean over folds among the measured sizes
+    d: float = 0.0
+    family: str = curves.POWER_LAW
+    fits: curves.Fits | None = None  # the one-study fit the band and answers come from
+    backtest: dict[str, Any] | None = None  # :func:`backtest_fit`; None below MIN_BACKTEST_SIZES
 
     def predict(self, n: Any) -> np.ndarray:
-        return power_law(n, self.a, self.b, self.c)
+        return np.asarray(self.a - self.b * np.power(np.asarray(n, dtype=float) + self.d, -self.c))
 
     def problems(self, max_band_width: float = MAX_BAND_WIDTH, best_mean: float | None = None) -> list[str]:
-        """Why the fit cannot be trusted (empty when it can): a parameter on a bound, fewer than
-        :data:`MIN_FIT_SIZES` sizes, no band or a band wider than ``max_band_width`` over the
-        measured sizes, or an asymptote below the best measured mean ``best_mean``."""
+        """Why the fit cannot be trusted (empty when it can): b or c on a bound, fewer than
+        :data:`MIN_FIT_SIZES` sizes, or a band wider than ``max_band_width`` at the largest measured
+        size (where every quoted answer lies; the small sizes' honest band is wide by design).
+        An asymptote a = 1 is a constrained estimate, not a problem; ``best_mean`` is not used
+        (kept for callers): whether the curve predicts is the backtest's to say."""
         out = []
-        for name, value, lo, hi in zip("abc", (self.a, self.b, self.c), *BOUNDS, strict=True):
-            # relative closeness (b's range spans decades): within 0.1 % of a bound, or b below 1e-6
-            if (
-                value <= lo * 1.001 + (1e-6 if name == "b" else 1e-3 * (hi - lo) if lo == 0 else 0.0)
-                or value >= hi * 0.999
-            ):
-                out.append(f"{name} = {value:.3g} sits on its bound ({lo:g} \u2026 {hi:g})")
+        if self.b <= 1e-9:
+            out.append("b = 0 sits on its bound (a flat curve: no gain with more labels)")
+        for value, lo, hi in ((self.c, *curves.C_BOUNDS),):
+            if value <= lo * 1.001 or value >= hi * 0.999:
+                out.append(f"c = {value:.3g} sits on its bound ({lo:g} \u2026 {hi:g})")
         if len(self.sizes) < MIN_FIT_SIZES:
             out.append(f"fitted on {len(self.sizes)} sizes (fewer than {MIN_FIT_SIZES})")
-        band = self.band(np.asarray(self.sizes, dtype=float))
+        band = self.band(np.asarray([max(self.sizes)], dtype=float))
         if band is None:
-            out.append("no bootstrap band")
+            out.append("no band")
         else:
-            width = float(np.max(band[1] - band[0]))
+            width = float(band[1][0] - band[0][0])
             if width > max_band_width:
-                out.append(f"95 % band {100 * width:.1f} pp wide (limit {100 * max_band_width:.0f} pp)")
-        if best_mean is not None and self.a < best_mean:
-            out.append(f"asymptote {100 * self.a:.1f} % below the best measured mean {100 * best_mean:.1f} %")
+                out.append(
+                    f"95 % band {100 * width:.1f} pp wide at the largest size {max(self.sizes):,} "
+                    f"(limit {100 * max_band_width:.0f} pp)"
+                )
         return out
 
     def band(self, n: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray] | None:
-        """Pointwise bootstrap interval of the curve, None without refits."""
-        if len(self.boot) < 10:
+        """Pointwise 95 % delta-method interval of the curve (:meth:`analysis.curves.Fits.band`)."""
+        if self.fits is None:
             return None
-        curves = np.stack([power_law(n, *p) for p in self.boot])
-        alpha = 100 * (1 - level) / 2
-        return np.percentile(curves, alpha, axis=0), np.percentile(curves, 100 - alpha, axis=0)
+        lo, hi = self.fits.band(np.atleast_1d(np.asarray(n, dtype=float)), level)
+        return np.clip(lo[0], 0.0, 1.0), np.clip(hi[0], 0.0, 1.0)
 
     def samples_to_reach(self, target: float, level: float = 0.95) -> dict[str, Any]:
-        """Answer to "how many labeled images for OA = target?" with a bootstrap interval."""
-        n = samples_to_reach(target, self.a, self.b, self.c)
+        """Images needed for OA = target with the inverted band up to :data:`QUOTE_LIMIT` x the
+        largest size (``high`` None: beyond it)."""
+        n = samples_to_reach(target, self.a, self.b, self.c, self.d)
         out: dict[str, Any] = {"target": target, "n": n, "reached": n is not None, "low": None, "high": None}
-        if len(self.boot) >= 10:
-            ns = np.array([samples_to_reach(target, *p) or np.inf for p in self.boot])
-            alpha = 100 * (1 - level) / 2
-            lo, hi = np.percentile(ns, [alpha, 100 - alpha], method="nearest")
-            out["low"] = float(lo) if np.isfinite(lo) else None
-            out["high"] = float(hi) if np.isfinite(hi) else None
-            out["fraction_reached"] = float(np.isfinite(ns).mean())
+        if self.fits is not None:
+            ans = self.fits.needed(target, QUOTE_LIMIT * max(self.sizes), level)
+            out["low"] = float(ans["low"][0]) if np.isfinite(ans["low"][0]) else None
+            out["high"] = float(ans["high"][0]) if np.isfinite(ans["high"][0]) else None
         return out
 
 
-def _curve_fit(n: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    a0 = min(float(np.max(y)) + 0.02, 1.0)
-    c0 = 0.5
-    b0 = max((a0 - float(np.min(y))) * float(np.min(n)) ** c0, 1e-3)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p, cov = optimize.curve_fit(
-                power_law,
-                n,
-                y,
-                p0=[a0, b0, c0],
-                bounds=BOUNDS,
-                maxfev=20000,
-            )
-    except (RuntimeError, ValueError, optimize.OptimizeWarning):
+def _fold_matrix(xs: np.ndarray, ys: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes (m,) and fold values (1, m, k) from fold-level points (NaN where a fold is missing)."""
+    sizes = np.unique(xs)
+    labels = pd.unique(groups)
+    vals = np.full((1, len(sizes), len(labels)), np.nan)
+    for j, s in enumerate(sizes):
+        for f, g in enumerate(labels):
+            hit = ys[(xs == s) & (groups == g)]
+            if len(hit):
+                vals[0, j, f] = hit.mean()
+    return sizes, vals
+
+
+def mean_factors(rho: float | Sequence[float], k: np.ndarray) -> np.ndarray:
+    """Per size, Var(fold mean) / s^2 (:func:`variance_factor`) for the sizes' fold counts ``k`` and
+    fold correlation ``rho`` (one value, or one per size: under ``holdout`` it grows with n)."""
+    rhos = np.broadcast_to(np.asarray(rho, dtype=float), np.shape(k))
+    return np.array([variance_factor(float(r), int(max(kk, 1))) for r, kk in zip(rhos, k, strict=True)])
+
+
+def backtest_fit(sizes: np.ndarray, values: np.ndarray, rho: float | Sequence[float]) -> dict[str, Any] | None:
+    """:func:`analysis.curves.backtest` of one curve (fit without the largest size, predict it);
+    None below :data:`MIN_BACKTEST_SIZES` sizes or with one fold per size (no spread to weigh it)."""
+    k = np.sum(np.isfinite(values), axis=-1)[0]
+    if len(sizes) < MIN_BACKTEST_SIZES or not (k >= 2).any():
         return None
-    return p, cov
+    means, se, df = curves.standard_errors(sizes, values, mean_factors(rho, k))
+    r = curves.backtest(sizes, means, se, df)
+    return {key: (v[0].item() if hasattr(v[0], "item") else v[0]) for key, v in r.items()} | {
+        "size": int(sizes[-1]),
+        "from_size": int(sizes[-2]),
+    }
 
 
 def fit_learning_curve(
@@ -463,48 +487,45 @@ def fit_learning_curve(
     groups: Sequence[Any] | None = None,
     n_boot: int = 0,
     seed: int = 0,
+    rho: float | Sequence[float] = 0.0,
 ) -> CurveFit | None:
-    """Fit OA(n) = a - b n^-c (bounds: 0<=a<=1, b>=0, 0<c<=3) on fold-level points.
-
-    With ``n_boot`` > 0 the fit is repeated on resampled groups (folds), or on
-    resampled points when there is a single group. None with fewer than 3 sizes.
+    """Weighted fit of OA(n) on fold-level points: per-size fold means weighted by their standard
+    errors from a log-linear variance model, the family (a - b n^-c or a - b (n+d)^-c) by AICc
+    (:mod:`analysis.curves`), plus the backtest (:func:`backtest_fit`). ``rho``: the folds'
+    correlation (:func:`fold_correlation`; one value or one per size, ascending), widening a mean's
+    SE by :func:`variance_factor`.
+    Without ``groups`` (or with one fold) every point is its own fold of one size's spread.
+    ``n_boot`` and ``seed`` are kept for callers; nothing is resampled. None with fewer than 3 sizes.
     """
     n_all = np.asarray(n, dtype=float)
     y_all = np.asarray(y, dtype=float)
     ok = np.isfinite(n_all) & np.isfinite(y_all) & (n_all > 0)
     xs, ys = n_all[ok], y_all[ok]
-    groups_arr = np.asarray(groups if groups is not None else np.zeros(len(ok)), dtype=object)[ok]
+    if groups is None:  # no fold labels: the points of a size are its folds, in order
+        groups_arr = np.asarray([int(np.sum(xs[:i] == x)) for i, x in enumerate(xs)], dtype=object)
+    else:
+        groups_arr = np.asarray(groups, dtype=object)[ok]
     if len(np.unique(xs)) < 3:
         return None
-    res = _curve_fit(xs, ys)
-    if res is None:
-        return None
-    p, cov = res
+    sizes, values = _fold_matrix(xs, ys, groups_arr)
+    k = np.sum(np.isfinite(values), axis=-1)[0]
+    means, se, df = curves.standard_errors(sizes, values, mean_factors(rho, k))
+    fits = curves.fit_curves(sizes, means, se, df)
+    a, b, c, d = (float(v) for v in fits.params[0])
     with np.errstate(invalid="ignore"):
-        se = np.sqrt(np.diag(cov)) if np.all(np.isfinite(cov)) else np.full(3, np.nan)
-    boot = []
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        labels = pd.unique(groups_arr)
-        for _ in range(n_boot):
-            if len(labels) >= 2:
-                pick = rng.choice(len(labels), size=len(labels), replace=True)
-                idx = np.concatenate([np.flatnonzero(groups_arr == labels[i]) for i in pick])
-            else:
-                idx = rng.integers(0, len(xs), size=len(xs))
-            if len(np.unique(xs[idx])) < 3:
-                continue
-            r = _curve_fit(xs[idx], ys[idx])
-            if r is not None:
-                boot.append(r[0])
+        sd = np.sqrt(np.maximum(np.diag(fits.cov[0]), 0.0))
     return CurveFit(
-        a=float(p[0]),
-        b=float(p[1]),
-        c=float(p[2]),
-        stderr=(float(se[0]), float(se[1]), float(se[2])),
+        a=a,
+        b=b,
+        c=c,
+        stderr=(float(sd[0]), float(sd[1]), float(sd[2])),
         n_points=int(len(xs)),
-        sizes=tuple(int(s) for s in sorted(np.unique(xs))),
-        boot=np.asarray(boot).reshape(-1, 3),
+        sizes=tuple(int(s) for s in sizes),
+        boot=np.empty((0, 3)),
+        d=d,
+        family=str(fits.family[0]),
+        fits=fits if (k >= 2).any() else None,  # one fold per size: no spread, so no band
+        backtest=backtest_fit(sizes, values, rho),
     )
 
 
@@ -516,14 +537,19 @@ def fit_learning_curves(
     arch: Any = None,
 ) -> dict[tuple[str, str], CurveFit]:
     """One fit per (category_set, model) on the fold-level points of finished comparable trials
-    of one backbone (``arch``; default the first recorded: backbones are never pooled)."""
+    of one backbone (``arch``; default the first recorded: backbones are never pooled), with the
+    fold correlation of the run's protocol (:func:`fold_correlation`; random selection)."""
     done = done_trials(trials, metric, arch=arch if arch is not None else archs_of(trials)[0])
     fits: dict[tuple[str, str], CurveFit] = {}
     for cset in category_sets(done):
         sub = done[done["category_set"] == cset]
         for model, g in sub.groupby("model"):
+            protocol, k = design_of(g)
+            n_val = pd.to_numeric(g["n_validation"], errors="coerce").mean() if "n_validation" in g else None
+            measured = g.loc[g[metric].notna() & (g["train_size"] > 0), "train_size"]
+            rho = [fold_correlation(protocol, k, float(n), n_val) for n in sorted(measured.unique())]
             fit = fit_learning_curve(
-                g["train_size"], g[metric], groups=g["fold"].fillna(-1).tolist(), n_boot=n_boot, seed=seed
+                g["train_size"], g[metric], groups=g["fold"].fillna(-1).tolist(), n_boot=n_boot, seed=seed, rho=rho
             )
             if fit is not None:
                 fit.best_mean = float(g.groupby("train_size")[metric].mean().max())
@@ -542,24 +568,101 @@ ANSWER_COLUMNS = [
     "a",
     "b",
     "c",
+    "d",
+    "family",
     "min_size",
     "max_size",
     "reliable",
     "problems",
+    "backtest",
+    "backtest_passed",
+]
+
+BACKTEST_COLUMNS = [
+    "category_set",
+    "model",
+    "family",
+    "from_size",
+    "size",
+    "predicted",
+    "measured",
+    "low",
+    "high",
+    "error_pp",
+    "covered",
+    "passed",
+    "tolerance_pp",
 ]
 
 
-def learning_curve_answers(
-    fits: dict[tuple[str, str], CurveFit], targets: Sequence[float], max_band_width: float = MAX_BAND_WIDTH
-) -> pd.DataFrame:
-    """For every fit and target: images needed (None = not reached) with a bootstrap interval.
-
-    An unreliable fit (:meth:`CurveFit.problems`) gives ``reliable`` False, its reasons in
-    ``problems`` and no number (``n``, ``low``, ``high`` None).
-    """
+def backtest_table(fits: dict[tuple[str, str], CurveFit], tolerance_pp: float) -> pd.DataFrame:
+    """One row per curve with a backtest: fitted up to ``from_size``, predicted at ``size``
+    (95 % prediction interval ``low``..``high``), measured there; passed: |error| <= tolerance."""
     rows = []
     for (cset, model), fit in fits.items():
+        bt = fit.backtest
+        if bt is None:
+            continue
+        err = 100 * (bt["measured"] - bt["predicted"])
+        rows.append(
+            {
+                "category_set": cset,
+                "model": model,
+                "family": bt["family"],
+                "from_size": bt["from_size"],
+                "size": bt["size"],
+                "predicted": bt["predicted"],
+                "measured": bt["measured"],
+                "low": max(bt["low"], 0.0),
+                "high": min(bt["high"], 1.0),
+                "error_pp": err,
+                "covered": bool(bt["covered"]),
+                "passed": bool(abs(err) <= tolerance_pp),
+                "tolerance_pp": float(tolerance_pp),
+            }
+        )
+    return pd.DataFrame(rows, columns=BACKTEST_COLUMNS)
+
+
+def learning_curve_answers(
+    fits: dict[tuple[str, str], CurveFit],
+    targets: Sequence[float],
+    max_band_width: float = MAX_BAND_WIDTH,
+    tolerance_pp: float = BACKTEST_TOLERANCE_PP,
+) -> pd.DataFrame:
+    """For every fit and target: images needed (None = not reached) with the inverted-band interval.
+
+    A number is given only for a reliable fit (:meth:`CurveFit.problems`) whose backtest passed
+    (:func:`backtest_table`, ``tolerance_pp``); otherwise ``reliable`` is False, ``problems``
+    says why and ``n``, ``low``, ``high`` are None. ``backtest`` describes the backtest.
+    """
+    rows = []
+    tests = backtest_table(fits, tolerance_pp).set_index(["category_set", "model"])
+    for (cset, model), fit in fits.items():
         problems = fit.problems(max_band_width, fit.best_mean)
+        if (cset, model) in tests.index:
+            bt = tests.loc[(cset, model)]
+            passed = bool(bt["passed"])
+            how = (
+                f"backtest: fitted up to n = {int(bt['from_size']):,}, predicted OA {100 * bt['predicted']:.1f} % at "
+                f"n = {int(bt['size']):,} (95 % prediction interval {100 * bt['low']:.1f}"
+                f"\u2013{100 * bt['high']:.1f} %), "
+                f"measured {100 * bt['measured']:.1f} % ({bt['error_pp']:+.1f} pp, tolerance "
+                f"{tolerance_pp:g} pp: {'passed' if passed else 'failed'})"
+            )
+            if not passed:
+                problems.append(how.replace("backtest:", "the backtest failed:"))
+        else:
+            passed = False
+            if len(fit.sizes) < MIN_BACKTEST_SIZES:
+                how = f"no backtest: {len(fit.sizes)} sizes, fewer than {MIN_BACKTEST_SIZES}"
+                problems.append(
+                    f"no backtest with {len(fit.sizes)} sizes (a labels-needed number needs at least "
+                    f"{MIN_BACKTEST_SIZES} sizes: the fit without the largest keeps one degree of freedom)"
+                )
+            else:
+                how = "no backtest: one fold per size"
+                problems.append("no backtest with one fold per size (no fold spread to weigh the curve)")
         for t in targets:
             ans = (
                 fit.samples_to_reach(float(t))
@@ -578,10 +681,14 @@ def learning_curve_answers(
                     "a": fit.a,
                     "b": fit.b,
                     "c": fit.c,
+                    "d": fit.d,
+                    "family": fit.family,
                     "min_size": min(fit.sizes),
                     "max_size": max(fit.sizes),
                     "reliable": not problems,
                     "problems": "; ".join(problems),
+                    "backtest": how,
+                    "backtest_passed": passed,
                 }
             )
     return pd.DataFrame(rows, columns=ANSWER_COLUMNS)

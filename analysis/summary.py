@@ -20,7 +20,7 @@ from analysis.select import (
     n_categories_of,
     set_label,
 )
-from analysis.stats import ALPHA, paired_difference_table
+from analysis.stats import ALPHA, QUOTE_LIMIT, paired_difference_table
 
 CELL_COLUMNS = ["cell_id", "model", "category_set", "train_size", "fold", "state", "reason"]
 
@@ -320,39 +320,47 @@ def one_class_sentences(
     return out
 
 
-FAR_EXTRAPOLATION = 100  # answers beyond this multiple of the largest size are not quoted as numbers
-
-
 def answer_sentences(answers: pd.DataFrame) -> list[str]:
-    """'How many labeled images to reach X % OA?' from the learning-curve fits."""
+    """'How many labeled images to reach X % OA?' from the learning-curve fits: a number only for a
+    reliable curve whose backtest passed, and only up to ``QUOTE_LIMIT`` x the largest measured
+    size ("more than N (beyond what this study measured)" past it); each sentence says its family
+    and its backtest, and its backbone when ``answers`` has an ``arch`` column with several."""
     out = []
-    for (cset, model), g in answers.groupby(["category_set", "model"], sort=False):
+    several = "arch" in answers.columns and answers["arch"].nunique() > 1
+    keys = ["arch", "category_set", "model"] if several else ["category_set", "model"]
+    for _, g in answers.groupby(keys, sort=False):
         parts = []
         first = g.iloc[0]
+        model, cset = first["model"], first["category_set"] + (f", {first['arch']}" if several else "")
         if "reliable" in g and not bool(first["reliable"]):
             out.append(
                 f"{display_name(model)} ({cset}): fit unreliable ({first['problems']}); no number of "
                 f"labeled images is derived from it."
             )
             continue
+        cap = QUOTE_LIMIT * float(first["max_size"])
         for _, r in g.iterrows():
             if r["n"] is None or r["n"] != r["n"]:
                 parts.append(f"{100 * r['target']:.0f} %: not reached (asymptote a = {100 * r['a']:.1f} %)")
-            elif r["n"] > FAR_EXTRAPOLATION * r["max_size"]:
-                parts.append(
-                    f"{100 * r['target']:.0f} %: out of reach of this study (the fit needs more than "
-                    f"{FAR_EXTRAPOLATION}x the largest size {int(r['max_size']):,}; asymptote a = {100 * r['a']:.1f} %)"
-                )
+            elif r["n"] > cap:
+                parts.append(f"{100 * r['target']:.0f} %: more than {cap:,.0f} (beyond what this study measured)")
             else:
                 ci = ""
                 if r["low"] is not None and r["low"] == r["low"]:
-                    hi = f"{r['high']:,.0f}" if r["high"] is not None and r["high"] == r["high"] else "\u221e"
-                    ci = f" (95 % CI {r['low']:,.0f}\u2013{hi})"
+                    hi = (
+                        f"{r['high']:,.0f}"
+                        if r["high"] is not None and r["high"] == r["high"]
+                        else f"more than {cap:,.0f}"
+                    )
+                    low = f"fewer than {int(r['min_size']):,}" if r["low"] < r["min_size"] else f"{r['low']:,.0f}"
+                    ci = f" (95 % CI {low}\u2013{hi})"
                 where = ""
                 if r["n"] < r["min_size"]:
                     where = f", extrapolated below the smallest size {int(r['min_size']):,}"
                 elif r["n"] > r["max_size"]:
                     where = f", extrapolated beyond the largest size {int(r['max_size']):,}"
                 parts.append(f"{100 * r['target']:.0f} %: n \u2248 {r['n']:,.0f}{ci}{where}")
-        out.append(f"{display_name(model)} ({cset}): " + "; ".join(parts) + ".")
+        family = f"{first['family']} fit" if "family" in g else "fit"
+        backtest = f"; {first['backtest']}" if "backtest" in g and first["backtest"] == first["backtest"] else ""
+        out.append(f"{display_name(model)} ({cset}): " + "; ".join(parts) + f" ({family}{backtest}).")
     return out

@@ -329,10 +329,14 @@ class AnalysisConfig(Section):
     compare_models: list[str] | None = None  # None: [cssl_model, reference_model]
     advantage_max_size: Annotated[int, at_least(1)] = 2048  # "average CSSL advantage at sizes up to ..."
     n_bootstrap: Annotated[int, at_least(1)] = 1000  # paired-difference CI resamples
-    curve_bootstrap: Annotated[int, at_least(0)] = 100  # learning-curve refits over resampled folds
+    curve_bootstrap: Annotated[int, at_least(0)] = 100  # unused since the weighted curve fits; configs may still set it
     seed: int = 0
     tsne_max_points: Annotated[int, at_least(1)] = 1500  # per panel, seeded subsample
     max_band_width: Annotated[float | None, gt(0)] = None  # learning-curve band limit; None: the report's
+    # a learning curve's labels-needed number is printed only when the curve fitted without the
+    # largest size predicts that size within this many pp (README: "How far to trust the report")
+    backtest_tolerance_pp: Annotated[float, gt(0)] = 2.0
+    doa_margin_pp: Annotated[float, gt(0)] = 2.0  # DOA non-inferiority margin (pp)
 
 
 class MlflowTracking(Section):

@@ -362,7 +362,9 @@ def test_learning_curve_fit_recovers_parameters():
     noisy = y + np.random.default_rng(3).normal(0, 0.005, len(y))
     fit = fit_learning_curve(n, noisy, groups=folds, n_boot=40, seed=0)
     assert fit.a == pytest.approx(0.85, abs=0.02) and fit.c == pytest.approx(0.5, abs=0.15)
-    assert len(fit.boot) >= 30 and fit.band(np.array([128.0, 1024.0])) is not None
+    lo, hi = fit.band(np.array([128.0, 1024.0]))
+    assert np.all(lo < fit.predict([128.0, 1024.0])) and np.all(fit.predict([128.0, 1024.0]) < hi)
+    assert fit.family == "power law" and fit.backtest is not None and fit.backtest["size"] == PAPER_SIZES[-1]
     ans = fit.samples_to_reach(0.8)
     assert ans["n"] == pytest.approx((fit.b / (fit.a - 0.8)) ** (1 / fit.c))
     assert ans["low"] <= ans["n"] <= ans["high"]
@@ -651,7 +653,8 @@ def test_report_full_run_and_cli(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     html = (run / "report.html").read_text()
-    _check_offline(html, n_expected=16)
+    _check_offline(html, n_expected=17)
+    assert "backtest-table" in html and "Backtest of every learning curve" in html
     assert "could not be drawn" not in html
     for fig in (
         "Fig. 1",
@@ -690,7 +693,7 @@ def test_far_extrapolated_answers_are_not_quoted_as_numbers():
                 "category_set": "19cat",
                 "model": "moco",
                 "target": 0.7,
-                "n": 3000.0,
+                "n": 1800.0,
                 "low": None,
                 "high": None,
                 "min_size": 64,
@@ -700,8 +703,8 @@ def test_far_extrapolated_answers_are_not_quoted_as_numbers():
         ]
     )
     (sentence,) = answer_sentences(answers)
-    assert "80 %: out of reach of this study" in sentence and "7,800,000,000" not in sentence
-    assert "70 %: n \u2248 3,000, extrapolated beyond the largest size 1,024" in sentence
+    assert "80 %: more than 2,048 (beyond what this study measured)" in sentence and "7,800,000,000" not in sentence
+    assert "70 %: n \u2248 1,800, extrapolated beyond the largest size 1,024" in sentence
 
 
 # ------------------------------------------------------------------ guards on automatic claims (issue 12)
@@ -750,6 +753,61 @@ def test_flat_data_set_gives_fit_unreliable():
     few = [trial("moco", n, f, float(power_law(n, 0.85, 2.0, 0.5))) for n in (128, 512, 2048) for f in range(3)]
     fit = analysis.stats.fit_learning_curves(pd.DataFrame(few), n_boot=20)[("19cat", "moco")]
     assert any("fewer than 4" in p for p in fit.problems())
+
+
+def _curve_rows(sizes, oa, folds=3, spread=0.01, model="moco"):
+    """Fold-level trials around ``oa(n)`` with a fold spread shrinking like n^-0.35."""
+    offsets = np.linspace(-1, 1, folds)
+    return [
+        trial(model, n, f, float(oa(n) + spread * (128 / n) ** 0.35 * d)) for n in sizes for f, d in enumerate(offsets)
+    ]
+
+
+def test_curve_family_is_chosen_by_aicc_and_offset_needs_six_sizes():
+    from analysis.curves import OFFSET, POWER_LAW
+
+    sizes = [64 * 2**i for i in range(8)]
+    offset_truth = lambda n: 0.9 - 40.0 * (n + 900.0) ** -0.8  # noqa: E731  (flat start, then a late rise)
+    fit = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes, offset_truth, spread=0.002)))[
+        ("19cat", "moco")
+    ]
+    assert fit.family == OFFSET and fit.d > 100
+    assert np.allclose(fit.predict(sizes), [offset_truth(n) for n in sizes], atol=0.004)
+    five = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes[:5], offset_truth, spread=0.002)))
+    assert five[("19cat", "moco")].family == POWER_LAW  # 5 sizes: the 4-parameter family is not eligible
+
+
+def test_labels_needed_only_after_a_passed_backtest():
+    from analysis.summary import answer_sentences
+
+    sizes = [64 * 2**i for i in range(6)]
+    good = lambda n: float(power_law(n, 0.9, 1.6, 0.45))  # noqa: E731
+    fits = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes, good)))
+    bt = analysis.stats.backtest_table(fits, 2.0)
+    assert bt["passed"].all() and bt["size"].tolist() == [2048] and bt["from_size"].tolist() == [1024]
+    target = good(1500)
+    (sentence,) = answer_sentences(learning_curve_answers(fits, [target]))
+    assert f"{100 * target:.0f} %: n \u2248" in sentence and "tolerance 2 pp: passed" in sentence
+    assert "95 % CI" in sentence and "power law fit" in sentence
+    # the largest size 6 pp below the curve (a plateau the power law cannot follow): withheld
+    bent = lambda n: good(n) - (0.06 if n == sizes[-1] else 0.0)  # noqa: E731
+    fits = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes, bent)))
+    answers = learning_curve_answers(fits, [target])
+    assert not answers["reliable"].any() and answers["n"].isna().all()
+    (sentence,) = answer_sentences(answers)
+    assert "the backtest failed" in sentence and "n \u2248" not in sentence
+    fig = figures.backtest(trials=pd.DataFrame(_curve_rows(sizes, bent)))
+    measured = next(t for t in fig.data if "measured" in t.name)
+    assert list(measured.marker.symbol) == ["circle-open"]  # failed: open marker
+    # four sizes: no backtest, no number, and the sentence says why
+    fits = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes[:4], good)))
+    (sentence,) = answer_sentences(learning_curve_answers(fits, [target]))
+    assert "no backtest with 4 sizes" in sentence and "at least 5 sizes" in sentence
+    assert is_no_data(figures.backtest(trials=pd.DataFrame(_curve_rows(sizes[:4], good))))
+    # one fold per size: no spread to weigh the curve, so no band, no backtest, no number
+    one = fit_learning_curve(sizes, [good(n) for n in sizes], groups=[0] * len(sizes))
+    assert one.band([100.0]) is None and one.backtest is None
+    assert "one fold per size" in learning_curve_answers({("19cat", "moco"): one}, [target])["problems"].iloc[0]
 
 
 def test_advantage_sentences_per_size_with_p_values():
@@ -1097,6 +1155,11 @@ def test_two_archs_and_a_ceiling_cell_give_the_single_arch_statistics(tmp_path):
     assert {k: (f.a, f.b, f.c) for k, f in fits_two.items()} == {k: (f.a, f.b, f.c) for k, f in fits_one.items()}
     html = _report_text(build_report(write_run(tmp_path / "two", both)))
     assert "4 categories (4cat), resnet18: Semisup-MoCo minus Baseline (Sup) in OA" in html
+    # learning curves and their backtests per backbone, the backbone named
+    assert re.search(r"Semisup-MoCo \(4cat, resnet18\): ", html) and re.search(
+        r"Semisup-MoCo \(4cat, resnet50\): ", html
+    )
+    assert html.count("no backtest with 4 sizes") >= 6  # 3 models x 2 backbones (4 sizes each): no number
 
 
 def test_doa_non_inferiority_claim_with_its_interval():

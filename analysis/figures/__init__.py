@@ -1,7 +1,7 @@
 """Figure builders: each takes a :class:`analysis.Results` (or explicit frames) and returns a plotly Figure."""
 
 from analysis.figures._common import is_no_data, no_data_figure
-from analysis.figures.accuracy import accuracy_vs_size, generalization, learning_curves, paired_differences
+from analysis.figures.accuracy import accuracy_vs_size, backtest, generalization, learning_curves, paired_differences
 from analysis.figures.confusion import confusion_matrices
 from analysis.figures.data import class_distribution, f1_vs_share, tsne_grid
 from analysis.figures.labeling import doa_vs_time_saved
@@ -20,6 +20,7 @@ __all__ = [
     "training_time_table",
     "paired_differences",
     "learning_curves",
+    "backtest",
     "f1_vs_share",
     "is_no_data",
     "no_data_figure",

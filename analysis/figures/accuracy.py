@@ -14,7 +14,18 @@ from analysis.config import REFERENCE_COLOR, display_name, model_color, order_mo
 from analysis.figures._common import SizeAxis, fade, fmt_int, model_boxes, no_data_figure, style
 from analysis.results import Results, resolve
 from analysis.select import archs_of, category_sets, done_trials, majority_share, n_categories_of, set_label
-from analysis.stats import ALPHA, MAX_BAND_WIDTH, CurveFit, fit_learning_curves, paired_difference_table, significant
+from analysis.stats import (
+    ALPHA,
+    BACKTEST_TOLERANCE_PP,
+    MAX_BAND_WIDTH,
+    QUOTE_LIMIT,
+    CurveFit,
+    backtest_table,
+    fit_learning_curves,
+    learning_curve_answers,
+    paired_difference_table,
+    significant,
+)
 
 
 def p_label(p: float, n_pairs: int) -> str:
@@ -315,7 +326,8 @@ def learning_curves(
     title: str | None = None,
     arch: Any = None,
 ) -> go.Figure:
-    """Boxes of Fig. 4 with the fit OA(n) = a - b n^-c per model, its bootstrap band and the targets;
+    """Boxes of Fig. 4 with the weighted fit per model (:mod:`analysis.curves`), its 95 % band and
+    the targets (crosses only where the report quotes a number: reliable, backtest passed);
     one backbone (``arch``, default the first recorded, the one :func:`fit_learning_curves` fits)."""
     res = resolve(results, config=config, trials=trials)
     cfg = res.config
@@ -331,15 +343,20 @@ def learning_curves(
     models = [m for m in (models or order_models(data["model"])) if (data["model"] == m).any()]
     sizes = sorted(data["train_size"].unique().tolist())
     targets = [float(t) for t in cfg.get("targets") or []]
-    # Extend the curves towards a target answer when it lies within 4x the largest size.
+    # Extend the curves towards a target answer the report quotes (within QUOTE_LIMIT x the largest size).
     n_hi = float(max(sizes))
     max_band = float(cfg.get("max_band_width") or MAX_BAND_WIDTH)
-    problems = {m: fits[(cset, m)].problems(max_band, fits[(cset, m)].best_mean) for m in models if (cset, m) in fits}
+    tolerance = float(cfg.get("backtest_tolerance_pp") or BACKTEST_TOLERANCE_PP)
+    mine = {k: f for k, f in fits.items() if k[0] == cset}
+    answers = learning_curve_answers(mine, targets, max_band, tolerance)
+    problems = {
+        m: [p for p in str(g["problems"].iloc[0]).split("; ") if p] for m, g in answers.groupby("model", sort=False)
+    }
     for m in models:
         fit = fits.get((cset, m))
         for t in targets:
-            n_t = fit.samples_to_reach(t)["n"] if fit and not problems[m] else None
-            if n_t is not None and n_hi < n_t <= 4 * max(sizes):
+            n_t = fit.samples_to_reach(t)["n"] if fit and not problems.get(m) else None
+            if n_t is not None and n_hi < n_t <= QUOTE_LIMIT * max(sizes):
                 n_hi = n_t
     axis = SizeAxis(sizes + ([int(np.ceil(n_hi))] if n_hi > max(sizes) else []))
     fig = go.Figure()
@@ -367,7 +384,7 @@ def learning_curves(
                     showlegend=False,
                 )
             )
-        verdict = "fit unreliable: " + "; ".join(problems[m]) if problems[m] else "fit"
+        verdict = "fit unreliable: " + "; ".join(p.split(": ")[0] for p in problems[m]) if problems[m] else "fit"
         fig.add_trace(
             go.Scatter(
                 x=axis.pos(grid),
@@ -375,6 +392,7 @@ def learning_curves(
                 mode="lines",
                 line=dict(color=color, width=2 if not problems[m] else 1, dash="dash" if not problems[m] else "dot"),
                 name=f"{display_name(m)} fit: a={fit.a:.3f}, b={fit.b:.3g}, c={fit.c:.2f}"
+                + (f", d={fit.d:,.0f}" if fit.d else "")
                 + (f"<br>  {verdict}" if problems[m] else ""),
                 legendgroup=f"fit-{m}",
                 customdata=grid,
@@ -412,7 +430,7 @@ def learning_curves(
     style(
         fig,
         title
-        or f"Learning curves OA(n) = a \u2212 b\u00b7n^(\u2212c) \u2014 "
+        or f"Learning curves (weighted fits: a \u2212 b\u00b7n^(\u2212c) or a \u2212 b\u00b7(n+d)^(\u2212c)) \u2014 "
         f"{set_label(cset, n_categories_of(cset, data))}{arch_note}",
         height=560,
         boxmode="group",
@@ -422,6 +440,80 @@ def learning_curves(
     )
     fig.update_xaxes(axis.axis(sizes=sizes))
     fig.update_yaxes(title="Overall accuracy", tickformat=".0%")
+    return fig
+
+
+def backtest(
+    results: Results | None = None,
+    *,
+    trials: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    fits: dict[tuple[str, str], CurveFit] | None = None,
+    table: pd.DataFrame | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Backtest of every learning curve: OA predicted at the largest size by the curve fitted
+    without it (95 % prediction interval) against the measured fold mean; filled: passed."""
+    res = resolve(results, config=config, trials=trials)
+    cfg = res.config
+    tolerance = float(cfg.get("backtest_tolerance_pp") or BACKTEST_TOLERANCE_PP)
+    if table is None:
+        if fits is None:
+            fits = fit_learning_curves(res.trials)
+        table = backtest_table(fits, tolerance)
+    if table.empty:
+        return no_data_figure(
+            title or "Backtest of the learning curves", "no backtest: every curve has fewer than 5 sizes"
+        )
+    fig = go.Figure()
+    several = "arch" in table.columns and table["arch"].nunique() > 1
+    labels = [
+        f"{display_name(r.model)}<br>{r.category_set}{f' ({r.arch})' if several else ''}, n = {int(r.size):,}"
+        for r in table.itertuples()
+    ]
+    for model in order_models(table["model"]):
+        sub = table[table["model"] == model]
+        x = [labels[i] for i in np.flatnonzero(table["model"].to_numpy() == model)]
+        color = model_color(model)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=100 * sub["predicted"],
+                mode="markers",
+                marker=dict(symbol="line-ew-open", size=18, color=color),
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=100 * (sub["high"] - sub["predicted"]),
+                    arrayminus=100 * (sub["predicted"] - sub["low"]),
+                    color=color,
+                ),
+                name=f"{display_name(model)}: predicted (95 % prediction interval)",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=100 * sub["measured"],
+                mode="markers",
+                marker=dict(
+                    symbol=["circle" if p else "circle-open" for p in sub["passed"]],
+                    size=11,
+                    color=color,
+                    line=dict(width=2, color=color),
+                ),
+                name=f"{display_name(model)}: measured (filled: within {tolerance:g} pp, passed)",
+                customdata=np.stack([sub["error_pp"], sub["covered"]], axis=-1),
+                hovertemplate="measured %{y:.1f} %<br>error %{customdata[0]:+.1f} pp<br>in interval: "
+                "%{customdata[1]}<extra></extra>",
+            )
+        )
+    style(
+        fig,
+        title or f"Backtest: each curve fitted without its largest size predicts it (tolerance {tolerance:g} pp)",
+        height=460,
+    )
+    fig.update_yaxes(title="Overall accuracy at the largest size (%)")
     return fig
 
 
