@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 import ray
-import yaml
 
-from raystudy.config import ConfigError, StudyConfig, dump_config, load_config
+from raystudy.config import ConfigError, StudyConfig, dump_config
 from raystudy.data.fit import DataFit
-from raystudy.data.prepare import StudyData, prepare_data
+from raystudy.data.prepare import StudyData, check_inputs, prepare_data
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted
 from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs, selection_encoder
 from raystudy.provenance import finish_run_info, start_run_info
@@ -36,6 +35,7 @@ from raystudy.runfolder import (
     check_run_folder,
     check_visible_to_nodes,
     entries,
+    read_saved_config,
     removed_if_failing,
     run_lock,
 )
@@ -57,18 +57,7 @@ def check_resumable(cfg: StudyConfig, run_dir: str | Path | Location) -> None:
     saved = as_location(run_dir) / "config.yaml"
     if not saved.is_file():
         return
-    try:
-        raw = yaml.safe_load(saved.read_text())
-        if not isinstance(raw, dict):
-            raise ConfigError("expected a mapping at the top level")
-        previous = load_config(raw=raw)
-    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"{saved.uri} (the config this run folder was started with) cannot be read ({first}), so raystudy "
-            "cannot tell whether the results there belong to this study; restore the file, or use another --out, "
-            "or delete the folder to start over"
-        ) from err
+    previous = read_saved_config(saved)
     if previous.config_hash() != cfg.config_hash():
         raise ConfigError(
             f"run folder {as_location(run_dir).uri} holds results of a different study config "
@@ -289,25 +278,27 @@ def run_sweep(
     check_run_folder(run)
     before = entries(run)
     with interrupts(stop) as arm_interrupts, run_lock(run), ExitStack() as stack:
-        with removed_if_failing(run, before):  # bad input: leave nothing behind
+        with removed_if_failing(run, before):  # bad input, nothing to run: leave nothing behind
             check_resumable(cfg, run)
+            check_inputs(cfg, cache_dir(run))  # before Ray starts: a missing folder costs no start-up
             quiet_tune(verbose)
-            ensure_ray()  # before the data: the autoscaler boots nodes while images decode
+            ensure_ray()  # before decoding: the autoscaler boots nodes while images decode
             arm_interrupts()
             check_visible_to_nodes(run)
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
             data = prepare_data(cfg, cache_dir(run))
-        info, planned = record_plan(cfg, run, data, data_fit)
+            planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
+            runnable = sum(p.split is not None for p in planned)
+            if runnable == 0:
+                reasons = sorted({p.reason for p in planned if p.reason})
+                raise NothingToRun(
+                    f"nothing to run: all {len(planned)} cells of study '{cfg.name}' are skipped ("
+                    + "; ".join(reasons[:3])
+                    + "); lower grid.sizes"
+                )
+        info = record_plan(cfg, run, data, data_fit, planned)
         config_hash = cfg.config_hash()  # of the study as configured, before resources were fitted
         cfg = run_cfg
-        runnable = sum(p.split is not None for p in planned)
-        if runnable == 0:
-            reasons = sorted({p.reason for p in planned if p.reason})
-            raise NothingToRun(
-                f"nothing to run: all {len(planned)} cells of study '{cfg.name}' are skipped ("
-                + "; ".join(reasons[:3])
-                + "); lower grid.sizes (raystudy status shows each reason)"
-            )
         jobs = plan_jobs(cfg, run, planned)
         cells = [j for j in jobs if j.cell is not None]
         pretrain = [j.name for j in jobs if j.kind == "pretrain"]
@@ -341,19 +332,18 @@ def run_sweep(
 
 
 def record_plan(
-    cfg: StudyConfig, run: Location, data: StudyData, data_fit: DataFit | None
-) -> tuple[dict, list[PlannedCell]]:
+    cfg: StudyConfig, run: Location, data: StudyData, data_fit: DataFit | None, planned: list[PlannedCell]
+) -> dict:
     """Write what this run is (config, data fit, run info, data set table, the planned grid with its
-    skipped cells); returns the run info and the planned cells."""
+    skipped cells); returns the run info."""
     dump_config(cfg, run / "config.yaml")
     if data_fit is not None:
         data_fit.save(run)
     info = start_run_info(run, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
     write_table(run, "dataset", "classes", data.dataset_table(cfg))
-    planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
     write_table(run, "grid", "grid", grid_frame(planned))
     _write_skipped(cfg, run, planned, cfg.config_hash())
-    return info, planned
+    return info
 
 
 def cell_weights(cfg: StudyConfig, planned: list[PlannedCell], cells: list[Job]) -> dict[str, float]:
