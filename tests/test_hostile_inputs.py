@@ -260,3 +260,57 @@ def test_credentials_in_a_uri_are_refused_and_never_echoed(s3_server, tmp_path, 
     assert fs.get_file_info(pafs.FileSelector("raystudy/secret-run", allow_not_found=True)) == []
     monkeypatch.setattr(sys, "argv", ["scaling.py", "--out", uri])
     assert SECRET not in collect({"study": 0}, "abc")["command"]  # run_info.json's record of argv
+
+
+# -- a one-GPU workstation ------------------------------------------------------------------------
+def test_a_one_gpu_instance_caps_pretraining_workers_with_one_warning(monkeypatch, caplog):
+    import ray
+
+    from raystudy.resources import shrink_to_cluster
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}])
+    overrides = ["pretrain.num_workers=4", "pretrain.use_gpu=true", "pretrain.cpus_per_worker=2"]
+    cfg = load_config(preset="smoke", overrides=overrides)
+    with caplog.at_level(logging.WARNING, logger="raystudy"):
+        shrunk = shrink_to_cluster(cfg)
+    assert shrunk.pretrain.num_workers == 1
+    warnings = [r.getMessage() for r in caplog.records if "pretrain.num_workers" in r.getMessage()]
+    assert len(warnings) == 1 and "pretrain.num_workers 4 -> 1" in warnings[0] and "GPU" in warnings[0]
+
+
+def test_a_gpu_request_on_an_instance_without_one_fails_at_once(monkeypatch):
+    import ray
+
+    from raystudy.resources import ResourceError, shrink_to_cluster
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 8.0}}])
+    cfg = load_config(preset="smoke", overrides=["pretrain.use_gpu=true"])
+    with pytest.raises(ResourceError, match=r"GPU: 1.*no node type holds one"):
+        shrink_to_cluster(cfg)
+
+
+def test_a_worker_group_that_never_starts_fails_after_a_finite_number_of_start_ups(tmp_path, monkeypatch):
+    import ray
+    import ray.train.torch
+    import ray.tune.integration.ray_train
+
+    from raystudy.grid import pretrain_jobs
+    from raystudy.training import pretrain
+
+    seen = {}
+
+    class NeverStarts:  # records the run config the study hands Ray Train, then stops the trial
+        def __init__(self, *args, run_config, **kwargs):
+            seen["failure"] = run_config.failure_config
+
+        def fit(self):
+            raise RuntimeError("the worker group never started")
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", NeverStarts)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", ray.train.UserCallback)  # no Tune here
+    cfg = load_config(preset="smoke")
+    with pytest.raises(RuntimeError, match="never started"):
+        pretrain.pretrain_trial(pretrain_jobs(cfg)[0], cfg, as_location(tmp_path), None, None)
+    limit = seen["failure"].controller_failure_limit
+    assert limit == pretrain.WORKER_GROUP_START_ATTEMPTS and 0 < limit < 100  # Train's default, -1, never ends
