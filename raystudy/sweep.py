@@ -72,9 +72,29 @@ def quiet_tune(verbose: bool) -> None:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def ensure_ray() -> None:
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+def startup_concurrency(cfg: StudyConfig) -> int:
+    """Worker processes a study starts at once on a local instance: one per concurrent cell, and per
+    pretraining run its Train workers, its Tune trial and its Train controller (0-CPU actors that Ray's
+    default, the CPU count, does not foresee: the raylet then warns that it started "4x the maximum
+    expected startup concurrency")."""
+    cpus = os.cpu_count() or 1
+    cells = cfg.finetune.max_concurrent_trials or max(1, int(cpus // max(cfg.finetune.cpus_per_trial, 0.01)))
+    pretraining = len(cfg.pretrain.methods) * (cfg.pretrain.num_workers + 2)
+    return max(cpus, cells + pretraining)
+
+
+def ensure_ray(cfg: StudyConfig) -> None:
+    """Connect to ``RAY_ADDRESS``, or start a local instance sized for the study's worker processes."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    local = address in (None, "", "local")  # _system_config only applies to an instance started here
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,
+        **({"_system_config": {"worker_maximum_startup_concurrency": startup_concurrency(cfg)}} if local else {}),
+    )
 
 
 def write_status_row(
@@ -282,7 +302,7 @@ def run_sweep(
             check_resumable(cfg, run)
             check_inputs(cfg, cache_dir(run))  # before Ray starts: a missing folder costs no start-up
             quiet_tune(verbose)
-            ensure_ray()  # before decoding: the autoscaler boots nodes while images decode
+            ensure_ray(cfg)  # before decoding: the autoscaler boots nodes while images decode
             arm_interrupts()
             check_visible_to_nodes(run)
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
@@ -415,7 +435,7 @@ def search_study(cfg: StudyConfig, run_dir: str | Path | Location, shrink: bool 
             data = prepare_data(cfg, cache_dir(run))
         dump_config(cfg, run / "config.yaml")
         quiet_tune(False)
-        ensure_ray()
+        ensure_ray(cfg)
         cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
         encoders: dict[str, str] = {}
         pretrains_itself = any(k.startswith("pretrain.") for k in cfg.search.space)

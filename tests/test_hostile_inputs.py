@@ -146,7 +146,7 @@ def test_an_unreadable_category_folder_is_named(tmp_path, monkeypatch):
 
 
 def test_data_problems_are_reported_before_ray_starts(tmp_path, monkeypatch, capsys):
-    def no_ray():
+    def no_ray(cfg):
         raise AssertionError("Ray was started before the data were checked")
 
     monkeypatch.setattr(sweep, "ensure_ray", no_ray)
@@ -160,7 +160,7 @@ def test_data_problems_are_reported_before_ray_starts(tmp_path, monkeypatch, cap
 
 
 def test_nothing_to_run_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sweep, "ensure_ray", lambda: None)  # nothing here needs Ray
+    monkeypatch.setattr(sweep, "ensure_ray", lambda cfg: None)  # nothing here needs Ray
     monkeypatch.setattr(sweep, "check_visible_to_nodes", lambda run: None)
     monkeypatch.setattr(sweep, "fit_resources", lambda cfg, shrink: contextlib.nullcontext(cfg))
     run = tmp_path / "run"
@@ -314,3 +314,29 @@ def test_a_worker_group_that_never_starts_fails_after_a_finite_number_of_start_u
         pretrain.pretrain_trial(pretrain_jobs(cfg)[0], cfg, as_location(tmp_path), None, None)
     limit = seen["failure"].controller_failure_limit
     assert limit == pretrain.WORKER_GROUP_START_ATTEMPTS and 0 < limit < 100  # Train's default, -1, never ends
+
+
+# -- noise ----------------------------------------------------------------------------------------
+def test_the_study_searcher_saves_without_tunes_not_implemented_warning(tmp_path, caplog):
+    from raystudy.scheduler import StudySearcher
+
+    with caplog.at_level(logging.WARNING):
+        StudySearcher([]).save_to_dir(str(tmp_path))
+    assert "save not implemented" not in caplog.text
+    assert list(tmp_path.iterdir()) == []  # nothing to save: a rerun plans again from the run folder
+
+
+def test_a_local_instance_is_sized_for_the_studys_worker_processes(monkeypatch):
+    import ray
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    cfg = load_config(preset="demo", overrides=["pretrain.num_workers=2"])
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sweep.ensure_ray(cfg)
+    expected = calls[0]["_system_config"]["worker_maximum_startup_concurrency"]
+    assert expected >= len(cfg.pretrain.methods) * (2 + 2)  # each run: 2 Train workers, its trial, its controller
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    sweep.ensure_ray(cfg)
+    assert "_system_config" not in calls[1]  # a cluster's raylets are configured where they start
