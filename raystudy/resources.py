@@ -269,9 +269,9 @@ def shrink_to_cluster(cfg: StudyConfig) -> StudyConfig:
         p.num_workers = workers
     live = [NodeType(f"node {i}", {k: float(v) for k, v in r.items()}, 1) for i, r in enumerate(nodes)]
     use_gpu = uses_gpu(cfg, has_gpu)
-    workers = study_requests(cfg, use_gpu, cells=1)[:-1]
-    room = sum(t.holds(workers[0].bundle) for t in live) if workers else 0
-    if use_gpu and workers and 0 < room < p.num_workers:  # a Train group starts only once all its workers fit
+    groups = study_requests(cfg, use_gpu, cells=1)[:-1]  # one Train worker group per pretraining run
+    room = sum(t.holds(groups[0].bundle) for t in live) if groups else 0
+    if use_gpu and groups and 0 < room < p.num_workers:  # a Train group starts only once all its workers fit
         changes.append(
             f"pretrain.num_workers {p.num_workers} -> {room} (this Ray instance holds {room} GPU worker(s) of "
             f"{{CPU: {p.cpus_per_worker}, GPU: 1}} at once)"
