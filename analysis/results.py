@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from raystudy.provenance import read_run_info
 from raystudy.results import SCHEMAS as STORE_SCHEMAS
 from raystudy.results import parquet_files, read_parquet
 from raystudy.storage import Location, as_location
+
+log = logging.getLogger("raystudy")
 
 
 def _kind(dtype: pa.DataType) -> str:
@@ -70,7 +73,8 @@ def read_table(run_dir: str | Path | Location, name: str) -> pd.DataFrame:
         for path in files:
             try:
                 parts.append(read_parquet(path).to_pandas())
-            except Exception:
+            except Exception as err:  # a torn file: the report goes on without it, and says so
+                log.warning("the report leaves out %s: %s", path.uri, str(err).splitlines()[0])
                 continue
         parts = [p for p in parts if len(p)]
         if not parts:

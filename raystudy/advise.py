@@ -25,15 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from analysis.stats import MAX_BAND_WIDTH, fit_learning_curves
-from raystudy.config import StudyConfig, load_config
+from raystudy.config import StudyConfig
 from raystudy.data.loading import IMAGE_SUFFIXES, decode_all
 from raystudy.data.prepare import prepare_data
 from raystudy.data.problems import DataError
 from raystudy.results import read_table
-from raystudy.runfolder import cache_dir
+from raystudy.runfolder import cache_dir, read_saved_config
 from raystudy.selection import EMBEDDING_STRATEGIES, STRATEGIES, l2_normalise, prediction_margin, select_coreset
 from raystudy.storage import Location, as_location, reachable
 from raystudy.training.probes import FrozenEncoder
@@ -145,8 +144,9 @@ def advise(
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise DataError(f"{run_dir} is not a raystudy run folder (no config.yaml); give the --out folder of a study")
-    cfg = load_config(raw=yaml.safe_load(config.read_text()))
+    cfg = read_saved_config(config)
     paths = pool_images(Path(pool_dir))
+    pool = decode_all(pd.DataFrame({"path": [str(p) for p in paths]}), cfg.data.image_size)  # (P, S, S) uint8
     if budget < 1 or budget > len(paths):
         raise DataError(f"--budget {budget}: choose 1 to {len(paths)} (the pool {pool_dir} holds {len(paths)} images)")
     cset = next(iter(cfg.grid.sizes))
@@ -163,7 +163,7 @@ def advise(
         )
     done_sizes = sorted(set(trials["train_size"].astype(int)))
     labeled = labeled if labeled is not None else (done_sizes[-1] if done_sizes else 0)
-    order = rank_pool(cfg, run_dir, paths, budget, strategy, cset)
+    order = rank_pool(cfg, run_dir, pool, budget, strategy, cset)
     return Advice(
         strategy,
         why,
@@ -176,19 +176,17 @@ def advise(
 
 
 def rank_pool(
-    cfg: StudyConfig, run_dir: Location, paths: list[Path], budget: int, strategy: str, cset: str
+    cfg: StudyConfig, run_dir: Location, pool: np.ndarray, budget: int, strategy: str, cset: str
 ) -> np.ndarray:
-    """(budget,) positions into ``paths`` in labeling order."""
+    """(budget,) positions into ``pool`` (the decoded pool images, (P, S, S) uint8) in labeling order."""
     if strategy not in EMBEDDING_STRATEGIES:
-        return np.random.default_rng(cfg.seed).permutation(len(paths))[:budget]
+        return np.random.default_rng(cfg.seed).permutation(len(pool))[:budget]
     encoder = run_dir / "encoders" / f"{cfg.selection.encoder}.pt"
     if cfg.selection.encoder is None or not encoder.is_file():
         raise DataError(
             f"no selection encoder at {encoder}: finish the study first (rerun raystudy run with its "
             "config and --out), or use --strategy random"
         )
-    size = cfg.data.image_size
-    pool = decode_all(pd.DataFrame({"path": [str(p) for p in paths]}), size)  # (P, S, S) uint8
     data = prepare_data(cfg, cache_dir(run_dir))
     known = data.pools[cset]
     frozen = FrozenEncoder(cfg, str(encoder), cfg.model.arch, torch.device("cpu"))
@@ -198,6 +196,12 @@ def rank_pool(
         return select_coreset(feats, budget, cfg.seed, already=labeled)
     margin = prediction_margin(l2_normalise(labeled), known.labels, l2_normalise(feats), cfg.seed)
     return np.argsort(margin, kind="stable")[:budget]
+
+
+def check_advice_out(out: Path) -> None:
+    """``--out`` must name a file to write (not a folder): checked before any ranking."""
+    if Path(out).is_dir():
+        raise DataError(f"--out {out} is a directory; give the CSV file to write, e.g. --out {Path(out) / 'a.csv'}")
 
 
 def write_advice(advice: Advice, out: Path) -> Path:

@@ -15,7 +15,7 @@ from raystudy.data.fit import fit_to_data, user_keys
 from raystudy.data.loading import DataError
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted, StudyLockedError
 from raystudy.status import format_status, is_run_folder
-from raystudy.storage import LocationError, as_location, is_uri, reachable
+from raystudy.storage import CREDENTIALS_HINT, DiskFull, LocationError, as_location, is_uri, reachable, redact
 
 
 def _add_run_args(p: argparse.ArgumentParser, default_preset: str) -> None:
@@ -108,6 +108,11 @@ def load_run_config(args: argparse.Namespace, default_preset: str):
     overrides = list(args.overrides)
     if args.data is not None:
         data = args.data
+        if not data.exists():  # before Ray starts or any image decodes
+            raise DataError(
+                f"--data {data} does not exist; give DATA folder (<campaign>/<category>/<images>) "
+                "or a manifest CSV / Parquet file"
+            )
         if data.suffix.lower() in (".csv", ".parquet"):
             overrides.append(f"data.manifest={data.resolve()}")
         else:
@@ -177,8 +182,9 @@ def cmd_plan(args: argparse.Namespace, default_preset: str) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from raystudy.advise import advise, write_advice  # deferred: start-up cost (torch, plotly)
+    from raystudy.advise import advise, check_advice_out, write_advice  # deferred: start-up cost (torch, plotly)
 
+    check_advice_out(args.out)
     a = advise(args.run_dir, args.pool, args.budget, args.strategy, args.labeled)
     out = write_advice(a, args.out)
     print(f"{len(a.paths)} images to label next ({a.strategy}: {a.why_strategy}) -> {out}")
@@ -204,10 +210,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_credentials(argv: list[str]) -> None:
+    """A URI with user-info (``s3://KEY:SECRET@bucket``) anywhere on the command line is refused before
+    anything records the command (see :data:`raystudy.storage.CREDENTIALS_HINT`)."""
+    for arg in argv:
+        if redact(arg) != arg:
+            raise LocationError(f"{redact(arg)}: {CREDENTIALS_HINT}")
+
+
 def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser(default_preset).parse_args(argv)
     try:
+        refuse_credentials(argv)
         if args.command == "run":
             return cmd_run(args, default_preset)
         if args.command == "search":
@@ -221,11 +237,11 @@ def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
         if args.command == "schema":
             return cmd_schema()
         return cmd_status(args)
-    except (ConfigError, DataError, StudyLockedError, NothingToRun, LocationError) as err:
-        print(f"raystudy: error: {err}", file=sys.stderr)
+    except (ConfigError, DataError, StudyLockedError, NothingToRun, LocationError, DiskFull) as err:
+        print(f"raystudy: error: {redact(str(err))}", file=sys.stderr)
         return 2
     except StudyIncomplete as err:
-        print(f"raystudy: incomplete: {err}", file=sys.stderr)
+        print(f"raystudy: incomplete: {redact(str(err))}", file=sys.stderr)
         return 1
     except StudyInterrupted as err:
         print(f"raystudy: {err}", file=sys.stderr)

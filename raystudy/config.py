@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -731,12 +732,22 @@ def apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a study YAML file; a missing, empty or non-mapping file is a ConfigError."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give a study YAML file, e.g. --config study.yaml")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read ({err.strerror or err})") from err
+    if raw is None:
+        raise ConfigError(
+            f"config file {path} is empty; write the study's settings in it (studies/smoke.yaml is an example), "
+            "or use --preset NAME"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
     return raw
@@ -770,9 +781,21 @@ def load_config(
         raw = apply_override(raw, item)
     cfg, errors = build(raw)
     errors += resolve_defaults(cfg) + problems(cfg)
+    set_keys = [".".join(parse_override(item)[0]) for item in overrides]
+    errors = [_blame_set(message, set_keys) for message in errors]
+    if errors and all(message.startswith("--set ") for message in errors):
+        where = ""  # the file is fine: every problem is a --set value
     if errors:
         raise ConfigError(f"invalid study config{where} ({len(errors)} problem(s)):\n  - " + "\n  - ".join(errors))
     return cfg
+
+
+def _blame_set(message: str, set_keys: list[str]) -> str:
+    """``--set KEY: ...`` for a problem at (or below) a key given with --set, else the message as it is."""
+    for key in set_keys:
+        if re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message):
+            return f"--set {message}"
+    return message
 
 
 def validate(cfg: StudyConfig) -> None:
@@ -825,6 +848,8 @@ def problems(cfg: StudyConfig) -> list[str]:
     for name, sizes in cfg.grid.sizes.items():
         need(name in category_sets, f"grid.sizes.{name}: unknown category set; known sets are {sorted(category_sets)}")
         need(all(s >= 2 for s in sizes), f"grid.sizes.{name}: train sizes must be >= 2")
+        twice = sorted({s for s in sizes if sizes.count(s) > 1})
+        need(not twice, f"grid.sizes.{name}: {sizes} lists the train size(s) {twice} twice; list each size once")
     need(len(set(cfg.grid.archs)) == len(cfg.grid.archs), f"grid.archs: {cfg.grid.archs} lists an arch twice")
     if cfg.model.require_init:
         checkpoints = {

@@ -5,8 +5,12 @@ class StudyLockedError(RuntimeError):
     """Another driver is already running a study in this run folder."""
 
 
-class StudyInterrupted(RuntimeError):
-    """SIGINT / SIGTERM stopped the study; finished results are kept and a rerun resumes."""
+class StudyInterrupted(BaseException):
+    """SIGINT / SIGTERM stopped the study; finished results are kept and a rerun resumes.
+
+    A :class:`BaseException`, as :class:`KeyboardInterrupt` is: no ``except Exception`` on
+    the way (a report figure's guard, a retry loop) can swallow the interrupt.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__("interrupted; rerun the same command to resume")

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from raystudy.storage import Location, as_location
+from raystudy.storage import Location, as_location, redact
 
 RUN_INFO = "run_info.json"
 
@@ -74,7 +74,7 @@ def collect(seeds: dict[str, int], config_hash: str) -> dict[str, Any]:
         },
         "seeds": dict(seeds),
         "config_hash": config_hash,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None,
+        "command": redact(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])) if sys.argv else None,
     }
 
 

@@ -239,8 +239,12 @@ def shrink_to_cluster(cfg: StudyConfig) -> StudyConfig:
     """Shrink per-trial and per-worker requests to what the Ray instance has, with a warning.
 
     A preset written for GPU nodes runs unchanged on a CPU-only machine: GPU requests
-    become 0 and CPU requests are capped at the largest node's CPU count. Only for a
-    local instance (or ``--shrink-to-fit``): never on a cluster that can autoscale.
+    become 0 and CPU requests are capped at the largest node's CPU count; on a machine
+    with fewer GPUs than ``pretrain.num_workers`` (a one-GPU workstation), the pretraining
+    workers are capped at the GPU workers the instance holds at once. What is left is
+    checked against the live nodes (:func:`check_fits`: a request that can never start
+    fails now, not after a wait). Only for a local instance (or ``--shrink-to-fit``):
+    never on a cluster that can autoscale.
     """
     import ray
 
@@ -263,8 +267,19 @@ def shrink_to_cluster(cfg: StudyConfig) -> StudyConfig:
         workers = max(1, int(total_cpu // p.cpus_per_worker // max(1, len(p.methods))))
         changes.append(f"pretrain.num_workers {p.num_workers} -> {workers} (CPU only)")
         p.num_workers = workers
+    live = [NodeType(f"node {i}", {k: float(v) for k, v in r.items()}, 1) for i, r in enumerate(nodes)]
+    use_gpu = uses_gpu(cfg, has_gpu)
+    groups = study_requests(cfg, use_gpu, cells=1)[:-1]  # one Train worker group per pretraining run
+    room = sum(t.holds(groups[0].bundle) for t in live) if groups else 0
+    if use_gpu and groups and 0 < room < p.num_workers:  # a Train group starts only once all its workers fit
+        changes.append(
+            f"pretrain.num_workers {p.num_workers} -> {room} (this Ray instance holds {room} GPU worker(s) of "
+            f"{{CPU: {p.cpus_per_worker}, GPU: 1}} at once)"
+        )
+        p.num_workers = room
     for change in changes:
         log.warning("resources: %s", change)
+    check_fits(study_requests(cfg, use_gpu, cells=1), live, "this Ray instance's nodes")
     return cfg
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raystudy.data.problems import DataError
 from raystudy.storage import Location, as_location
 
 _CELL_KEYS = [
@@ -195,8 +196,15 @@ def parquet_files(folder: Location) -> list[Location]:
 
 
 def read_parquet(file: Location, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
-    """One Parquet file of a run location."""
-    return pq.read_table(io.BytesIO(file.read_bytes()), schema=schema, columns=columns)
+    """One Parquet file of a run location; a torn or foreign file is a DataError naming it."""
+    data = file.read_bytes()
+    try:
+        return pq.read_table(io.BytesIO(data), schema=schema, columns=columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise DataError(
+            f"{file.uri} is not a readable result file ({str(err).splitlines()[0]}); it was torn or written by "
+            "something else: delete it, then rerun the same command (the cell it held runs again)"
+        ) from err
 
 
 def read_table(run_dir: str | Path | Location, table: str) -> pd.DataFrame:

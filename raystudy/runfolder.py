@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
+from raystudy.config import ConfigError, StudyConfig, load_config
 from raystudy.data.problems import DataError
 from raystudy.errors import StudyLockedError
 from raystudy.storage import Location, as_location
@@ -54,6 +57,23 @@ def check_run_folder(run_dir: str | Path | Location) -> None:
         raise DataError(f"--out {path}: {parent} is not writable by this user; choose another --out")
 
 
+def read_saved_config(saved: Location) -> StudyConfig:
+    """The config a run folder was started with (its ``config.yaml``); a torn or invalid file is a
+    ConfigError naming it."""
+    try:
+        raw = yaml.safe_load(saved.read_text())
+        if not isinstance(raw, dict):
+            raise ConfigError("expected a mapping at the top level")
+        return load_config(raw=raw)
+    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"{saved.uri} (the config this run folder was started with) cannot be read ({first}), so raystudy "
+            "cannot tell whether the results there belong to this study; restore the file, or use another --out, "
+            "or delete the folder to start over"
+        ) from err
+
+
 def cache_dir(run_dir: str | Path | Location) -> Path:
     """Where the driver keeps the decoded images of this run (always a local folder)."""
     run = as_location(run_dir)
@@ -78,7 +98,7 @@ def run_lock(run_dir: str | Path | Location) -> Iterator[None]:
     """
     path = lock_file(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "w")
+    fh = open(path, "a+")  # not "w": a refused second driver must not blank the first one's pid
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -88,6 +108,8 @@ def run_lock(run_dir: str | Path | Location) -> Iterator[None]:
             "or choose another folder with --out"
         ) from None
     try:
+        fh.seek(0)
+        fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
         yield

@@ -126,6 +126,13 @@ class StudySearcher(Searcher):
                 return {"kind": job.kind, "job": job}
         return Searcher.FINISHED if not self.queue else None  # None: ask again later (a producer runs)
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: a rerun plans its jobs again from the run folder (Tune's base class would
+        log "save not implemented for Searcher" at every experiment checkpoint)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore (see :meth:`save`)."""
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         job = self.running.get(trial_id)
         if job is not None and job.kind == "pretrain" and result.get(WORKERS_STARTED):

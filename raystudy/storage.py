@@ -20,11 +20,13 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
 import posixpath
 import re
+import shutil
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -38,7 +40,43 @@ class LocationError(ValueError):
     """A URI that names no reachable file system (a bad scheme, an unreachable bucket)."""
 
 
+class DiskFull(OSError):
+    """No space left where a run writes (ENOSPC); the message names the file and the free space."""
+
+
+def _disk_full(path: str, err: OSError) -> DiskFull:
+    """A :class:`DiskFull` for a write to ``path`` that failed with ENOSPC."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free / 2**20
+    return DiskFull(
+        errno.ENOSPC,
+        f"no space left on the device holding {folder} ({free:.1f} MiB free) while writing {path}; "
+        "free space there (or choose another --out), then rerun the same command to resume",
+    )
+
+
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_STORE_SCHEME_TYPO = re.compile(r"^(s3|gs|gcs|hdfs|abfs|abfss|file):(?!//)", re.IGNORECASE)  # s3:/x, s3:x
+_USER_INFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^/@?#\s]*)@")
+
+CREDENTIALS_HINT = (
+    "credentials in a URI would be written to logs, events and run_info.json, so raystudy refuses them: "
+    "remove the user-info (KEY:SECRET@) and give them as environment variables instead "
+    "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, for s3://; "
+    "GOOGLE_APPLICATION_CREDENTIALS for gs://)"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the user-info of every URI in it (``s3://KEY:SECRET@bucket``) replaced by ``***``.
+
+    Example:
+        >>> redact("--out s3://AKIA:abc@bucket/run")
+        '--out s3://***@bucket/run'
+    """
+    return _USER_INFO.sub(lambda m: f"{m['scheme']}***@", str(text))
 
 
 def is_uri(text: str) -> bool:
@@ -72,6 +110,13 @@ class Location:
         if isinstance(uri, Location):
             return uri
         text = str(uri)
+        if _STORE_SCHEME_TYPO.match(text):
+            raise LocationError(
+                f"{redact(text)}: a URI needs two slashes after the scheme (e.g. s3://bucket/runs/NAME); "
+                "for a local folder whose name starts like a scheme, write ./" + redact(text)
+            )
+        if _USER_INFO.match(text):
+            raise LocationError(f"{redact(text)}: {CREDENTIALS_HINT}")
         if text.startswith("file://"):
             text = urlsplit(text).path
         if not is_uri(text):
@@ -196,6 +241,10 @@ class Location:
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, self.path)
+            except OSError as err:
+                if err.errno == errno.ENOSPC and not isinstance(err, DiskFull):
+                    raise _disk_full(self.path, err) from err
+                raise
             finally:
                 tmp.unlink(missing_ok=True)
         else:
@@ -210,8 +259,13 @@ class Location:
         """Append one line to a local file (``O_APPEND``: concurrent short writes do not interleave)."""
         path = self.local_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fh.write(line.rstrip("\n") + "\n")
+        try:
+            with open(path, "a") as fh:
+                fh.write(line.rstrip("\n") + "\n")
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise _disk_full(str(path), err) from err
+            raise
 
     def unlink(self, missing_ok: bool = True) -> None:
         try:

@@ -22,18 +22,10 @@ from typing import Any
 
 import pandas as pd
 import ray
-import yaml
 
-from raystudy.config import (
-    ConfigError,
-    StudyConfig,
-    dump_config,
-    grid_growth,
-    load_config,
-    training_differences,
-)
+from raystudy.config import ConfigError, StudyConfig, dump_config, grid_growth, training_differences
 from raystudy.data.fit import DataFit
-from raystudy.data.prepare import StudyData, prepare_data
+from raystudy.data.prepare import StudyData, check_inputs, prepare_data
 from raystudy.data.problems import DataError
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted
 from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs, selection_encoder
@@ -46,6 +38,7 @@ from raystudy.runfolder import (
     check_run_folder,
     check_visible_to_nodes,
     entries,
+    read_saved_config,
     removed_if_failing,
     run_lock,
 )
@@ -72,18 +65,7 @@ def check_resumable(cfg: StudyConfig, run_dir: str | Path | Location) -> None:
     saved = as_location(run_dir) / "config.yaml"
     if not saved.is_file():
         return
-    try:
-        raw = yaml.safe_load(saved.read_text())
-        if not isinstance(raw, dict):
-            raise ConfigError("expected a mapping at the top level")
-        previous = load_config(raw=raw)
-    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"{saved.uri} (the config this run folder was started with) cannot be read ({first}), so raystudy "
-            "cannot tell whether the results there belong to this study; restore the file, or use another --out, "
-            "or delete the folder to start over"
-        ) from err
+    previous = read_saved_config(saved)
     if previous.config_hash() == cfg.config_hash():
         return
     where = as_location(run_dir).uri
@@ -138,9 +120,29 @@ def quiet_tune(verbose: bool) -> None:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def ensure_ray() -> None:
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+def startup_concurrency(cfg: StudyConfig) -> int:
+    """Worker processes a study starts at once on a local instance: one per concurrent cell, and per
+    pretraining run its Train workers, its Tune trial and its Train controller (0-CPU actors that Ray's
+    default, the CPU count, does not foresee: the raylet then warns that it started "4x the maximum
+    expected startup concurrency")."""
+    cpus = os.cpu_count() or 1
+    cells = cfg.finetune.max_concurrent_trials or max(1, int(cpus // max(cfg.finetune.cpus_per_trial, 0.01)))
+    pretraining = len(cfg.pretrain.methods) * (cfg.pretrain.num_workers + 2)
+    return max(cpus, cells + pretraining)
+
+
+def ensure_ray(cfg: StudyConfig) -> None:
+    """Connect to ``RAY_ADDRESS``, or start a local instance sized for the study's worker processes."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    local = address in (None, "", "local")  # _system_config only applies to an instance started here
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,
+        **({"_system_config": {"worker_maximum_startup_concurrency": startup_concurrency(cfg)}} if local else {}),
+    )
 
 
 def write_status_row(
@@ -347,28 +349,30 @@ def run_sweep(
     check_run_folder(run)
     before = entries(run)
     with interrupts(stop) as arm_interrupts, run_lock(run), ExitStack() as stack:
-        with removed_if_failing(run, before):  # bad input: leave nothing behind
+        with removed_if_failing(run, before):  # bad input, nothing to run: leave nothing behind
             check_resumable(cfg, run)
             check_tracking(cfg, run)  # before Ray: a tracker that is not installed, a store the run cannot hold
+            check_inputs(cfg, cache_dir(run))  # before Ray starts: a missing folder costs no start-up
             quiet_tune(verbose)
-            ensure_ray()  # before the data: the autoscaler boots nodes while images decode
+            ensure_ray(cfg)  # before decoding: the autoscaler boots nodes while images decode
             arm_interrupts()
             check_visible_to_nodes(run)
-            check_tracking_nodes(cfg, run, len([n for n in ray.nodes() if n.get("Alive")]))
+            check_tracking_nodes(cfg, run, lambda: len([n for n in ray.nodes() if n.get("Alive")]))
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
             data = prepare_data(cfg, cache_dir(run))
             check_same_data(run, data)
-        info, planned = record_plan(cfg, run, data, data_fit)
+            planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
+            runnable = sum(p.split is not None for p in planned)
+            if runnable == 0:
+                reasons = sorted({p.reason for p in planned if p.reason})
+                raise NothingToRun(
+                    f"nothing to run: all {len(planned)} cells of study '{cfg.name}' are skipped ("
+                    + "; ".join(reasons[:3])
+                    + "); lower grid.sizes"
+                )
+        info = record_plan(cfg, run, data, data_fit, planned)
         config_hash = cfg.config_hash()  # of the study as configured, before resources were fitted
         cfg = run_cfg
-        runnable = sum(p.split is not None for p in planned)
-        if runnable == 0:
-            reasons = sorted({p.reason for p in planned if p.reason})
-            raise NothingToRun(
-                f"nothing to run: all {len(planned)} cells of study '{cfg.name}' are skipped ("
-                + "; ".join(reasons[:3])
-                + "); lower grid.sizes (raystudy status shows each reason)"
-            )
         tracking = stack.enter_context(open_tracking(cfg, run))
         jobs = plan_jobs(cfg, run, planned)
         cells = [j for j in jobs if j.cell is not None]
@@ -404,20 +408,19 @@ def run_sweep(
 
 
 def record_plan(
-    cfg: StudyConfig, run: Location, data: StudyData, data_fit: DataFit | None
-) -> tuple[dict, list[PlannedCell]]:
+    cfg: StudyConfig, run: Location, data: StudyData, data_fit: DataFit | None, planned: list[PlannedCell]
+) -> dict:
     """Write what this run is (config, data fit, run info, data set table, the planned grid with its
-    skipped cells); returns the run info and the planned cells."""
+    skipped cells); returns the run info."""
     dump_config(cfg, run / "config.yaml")
     (run / DATA_FINGERPRINT).write_text(json.dumps(data.fingerprint(), indent=2))
     if data_fit is not None:
         data_fit.save(run)
     info = start_run_info(run, {"study": cfg.seed, "synthetic_data": cfg.data.synthetic.seed}, cfg.config_hash())
     write_table(run, "dataset", "classes", data.dataset_table(cfg))
-    planned = plan_grid(cfg, {s: pool.labels for s, pool in data.pools.items()})
     write_table(run, "grid", "grid", grid_frame(planned))
     _write_skipped(cfg, run, planned, cfg.config_hash())
-    return info, planned
+    return info
 
 
 def cell_weights(cfg: StudyConfig, planned: list[PlannedCell], cells: list[Job]) -> dict[str, float]:
@@ -493,7 +496,7 @@ def search_study(cfg: StudyConfig, run_dir: str | Path | Location, shrink: bool 
             data = prepare_data(cfg, cache_dir(run))
         dump_config(cfg, run / "config.yaml")
         quiet_tune(False)
-        ensure_ray()
+        ensure_ray(cfg)
         cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))
         encoders: dict[str, str] = {}
         pretrains_itself = any(k.startswith("pretrain.") for k in cfg.search.space)

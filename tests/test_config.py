@@ -123,13 +123,13 @@ def test_every_problem_is_reported_at_once():
             ],
         )
     text = str(err.value)
-    assert "smoke.yaml (5 problem(s))" in text
+    assert "invalid study config (5 problem(s))" in text and "smoke.yaml" not in text  # all --set values
     for key in (
         "finetune.epoch",
-        "finetune.batch_size: expected int",
-        "grid.folds: must be >= 2",
-        "pretrain.optimizer: 'adam' is not one of 'lars', 'sgd'",
-        "model.in_channels: 2 is not one of 1, 3",
+        "--set finetune.batch_size: expected int",
+        "--set grid.folds: must be >= 2",
+        "--set pretrain.optimizer: 'adam' is not one of 'lars', 'sgd'",
+        "--set model.in_channels: 2 is not one of 1, 3",
     ):
         assert key in text
 

@@ -13,9 +13,7 @@ import json
 import pytest
 
 from raystudy import registry
-from raystudy.config import STUDIES_DIR, ConfigError, load_config
-
-SMOKE = STUDIES_DIR / "smoke.yaml"
+from raystudy.config import ConfigError, load_config
 
 
 @pytest.fixture(autouse=True)
@@ -87,18 +85,19 @@ MESSAGES = [
 def test_message(overrides: list[str], problem: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(preset="smoke", overrides=overrides)
-    assert str(err.value) == f"invalid study config {SMOKE} (1 problem(s)):\n  - {problem}"
+    # every problem is a --set value: the message names the --set key, not the preset file
+    assert str(err.value) == f"invalid study config (1 problem(s)):\n  - --set {problem}"
 
 
 def test_every_problem_at_once() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(preset="smoke", overrides=["finetune.epochs=0", "grid.protocol=x", "foo=1"])
     assert str(err.value) == (
-        f"invalid study config {SMOKE} (3 problem(s)):\n"
-        "  - unknown config key(s) foo at top level; allowed keys are: analysis, catalog, data, embeddings, finetune, "
-        "grid, model, name, pretrain, search, seed, selection, tracking\n"
-        "  - finetune.epochs: must be >= 1, got 0\n"
-        "  - grid.protocol: 'x' is not one of 'paper', 'holdout'"
+        "invalid study config (3 problem(s)):\n"
+        "  - --set unknown config key(s) foo at top level; allowed keys are: analysis, catalog, data, embeddings, "
+        "finetune, grid, model, name, pretrain, search, seed, selection, tracking\n"
+        "  - --set finetune.epochs: must be >= 1, got 0\n"
+        "  - --set grid.protocol: 'x' is not one of 'paper', 'holdout'"
     )
 
 
@@ -150,9 +149,11 @@ def test_config_hash_never_changes(preset: str, overrides: list[str], config_has
     cfg = load_config(preset=preset, overrides=overrides)
     assert cfg.config_hash() == config_hash
     plain = cfg.to_dict()
-    # the keys added since these were captured (pretrain.sync_batchnorm, tracking), at their defaults, stay out
+    # the keys added since these were captured (pretrain.sync_batchnorm, tracking, analysis.backtest_tolerance_pp,
+    # analysis.doa_margin_pp), at their defaults, stay out
     # of the hash
     assert plain["pretrain"].pop("sync_batchnorm") == "auto"
     assert plain.pop("tracking") == {"mlflow": None, "wandb": None, "aim": None}
+    assert (plain["analysis"].pop("backtest_tolerance_pp"), plain["analysis"].pop("doa_margin_pp")) == (2.0, 2.0)
     saved = json.dumps(plain, sort_keys=False, default=str)  # the saved config.yaml, key order included
     assert hashlib.sha256(saved.encode()).hexdigest()[:16] == dict_sha

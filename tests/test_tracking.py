@@ -41,13 +41,13 @@ def test_a_store_the_run_cannot_hold_is_refused(tmp_path):
     cfg = load_config(preset="smoke", overrides=["tracking.mlflow={}"])
     local = as_location(tmp_path / "run")
     assert mlflow_uri(cfg, local) == f"sqlite:///{(tmp_path / 'run' / 'mlflow.db').resolve()}"
-    check_tracking_nodes(cfg, local, 1)
+    check_tracking_nodes(cfg, local, lambda: 1)
     with pytest.raises(ConfigError, match=r"tracking.mlflow.uri: .* 3 nodes.*http://HOST:5000"):
-        check_tracking_nodes(cfg, local, 3)
+        check_tracking_nodes(cfg, local, lambda: 3)
     with pytest.raises(ConfigError, match=r"tracking.mlflow.uri: the run location s3://bucket/run is an object"):
         check_tracking(cfg, SimpleNamespace(is_local=False, uri="s3://bucket/run"))  # an object store's Location
     served = load_config(preset="smoke", overrides=["tracking.mlflow.uri=http://10.0.0.1:5000"])
-    check_tracking_nodes(served, local, 3)
+    check_tracking_nodes(served, local, lambda: 3)
 
 
 def test_a_tracker_that_is_not_installed_is_one_error(monkeypatch, tmp_path):

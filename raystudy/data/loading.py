@@ -81,10 +81,26 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def _listing(folder: Path, problems: Problems) -> list[Path] | None:
+    """The entries of ``folder``, sorted; None (and a problem naming it) when it cannot be read."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        problems.add(
+            "folder(s) that cannot be read",
+            f"{folder} ({err.strerror or type(err).__name__})",
+            fix="make them readable by this user (chmod u+rx) or move them out of the data folder",
+        )
+        return None
+
+
 def _scan_category(cat_dir: Path, category: str, campaign: str, problems: Problems) -> list[tuple[str, str, str]]:
     """The image rows of one category folder; everything else in it is a warning or a problem."""
     images = []
-    for f in sorted(cat_dir.iterdir()):
+    listed = _listing(cat_dir, problems)
+    if listed is None:
+        return []
+    for f in listed:
         if not _visible(f, problems):
             continue
         if f.is_symlink() and not f.exists():
@@ -107,11 +123,14 @@ def _scan_category(cat_dir: Path, category: str, campaign: str, problems: Proble
     return [(str(f), category, campaign) for f in images]
 
 
-def _stray_files(folder: Path, problems: Problems) -> list[Path]:
-    """Sub-folders of ``folder``; its own files are a problem (images) or a warning (others)."""
+def _stray_files(folder: Path, problems: Problems, own_files: frozenset[str] = frozenset()) -> list[Path]:
+    """Sub-folders of ``folder``; its own files are a problem (images) or a warning (others).
+
+    ``own_files``: names that belong to the folder's maker (the synthetic set's marker), skipped silently.
+    """
     dirs = []
-    for f in sorted(folder.iterdir()):
-        if not _visible(f, problems):
+    for f in _listing(folder, problems) or []:
+        if f.name in own_files or not _visible(f, problems):
             continue
         if f.is_dir():
             dirs.append(f)
@@ -127,17 +146,25 @@ def _stray_files(folder: Path, problems: Problems) -> list[Path]:
 
 
 def _holds_folders(folder: Path) -> bool:
-    return any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+    try:
+        return any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+    except OSError:  # an unreadable folder: reported where its entries are listed
+        return False
 
 
 def scan_folder(
-    root: Path, catalog: Catalog, problems: Problems | None = None, new_categories: bool = False
+    root: Path,
+    catalog: Catalog,
+    problems: Problems | None = None,
+    new_categories: bool = False,
+    own_files: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """List ``root/<campaign>/<category>/*`` (or ``root/<category>/*``, one campaign named after ``root``).
 
     Args:
         problems: collects every problem; None: raise them here in one DataError.
         new_categories: folder names outside the catalog become new categories.
+        own_files: names at ``root`` that its maker wrote (the synthetic set's marker): not reported.
 
     Example:
         >>> table = scan_folder(Path("data/holimo"), Catalog())  # doctest: +SKIP
@@ -159,7 +186,7 @@ def scan_folder(
             f"{root} is a file, not a folder; pass --data DIR with the layout {LAYOUT}, or a .csv / .parquet manifest",
         )
     else:
-        tops = _stray_files(root, problems)
+        tops = _stray_files(root, problems, own_files)
         campaigns = [d for d in tops if _holds_folders(d)]
         if campaigns:  # DIR/<campaign>/<category>/<images>
             for d in tops:

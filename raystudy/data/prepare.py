@@ -17,7 +17,7 @@ from raystudy.catalog import Catalog
 from raystudy.config import StudyConfig
 from raystudy.data.loading import ImageSet, check_campaigns, load_images, read_manifest, scan_folder
 from raystudy.data.problems import Problems
-from raystudy.data.synthetic import generate_dataset
+from raystudy.data.synthetic import MARKER_NAME, generate_dataset
 from raystudy.storage import as_location
 
 log = logging.getLogger("raystudy")
@@ -100,7 +100,7 @@ def image_table(
         size=cfg.data.synthetic.image_size,
         seed=cfg.data.synthetic.seed,
     )
-    return scan_folder(root, catalog, problems), f"synthetic data set {root}"
+    return scan_folder(root, catalog, problems, own_files=frozenset({MARKER_NAME})), f"synthetic data set {root}"
 
 
 def _pool(index: pd.DataFrame, campaign: str, categories: list[str]) -> LabeledPool:
@@ -167,14 +167,9 @@ def check_category_sets(cfg: StudyConfig, catalog: Catalog, table: pd.DataFrame,
             )
 
 
-def prepare_data(cfg: StudyConfig, cache_dir: Path) -> StudyData:
-    """Find, check and decode the study's images.
-
-    Every problem of every kind (config keys, folders, manifest rows, files) is
-    collected and raised in one DataError before anything is trained or written.
-    """
-    catalog = cfg.catalog.build()
-    problems = Problems()
+def listed_images(cfg: StudyConfig, catalog: Catalog, problems: Problems) -> tuple[pd.DataFrame, str]:
+    """The images the study uses (path, category, campaign) and where they come from; what is wrong with
+    the initial weights, the folders, the campaigns or the category sets goes into ``problems``."""
     check_inits(cfg, problems)
     table, source = image_table(cfg, catalog, problems)
     needed = {"data.labeled_campaign": cfg.data.labeled_campaign}
@@ -185,7 +180,27 @@ def prepare_data(cfg: StudyConfig, cache_dir: Path) -> StudyData:
     if not table.empty:  # an empty table is already a problem of its own
         check_campaigns(table, needed, source, problems)
         check_category_sets(cfg, catalog, table, problems)
-    table = table[table["campaign"].isin(set(needed.values()))]
+    return table[table["campaign"].isin(set(needed.values()))], source
+
+
+def check_inputs(cfg: StudyConfig, cache_dir: Path) -> None:
+    """The cheap checks of :func:`prepare_data` (listing, no decoding), run before Ray starts; when any
+    fails, :func:`prepare_data` raises every problem together (unreadable images included)."""
+    problems = Problems()
+    listed_images(cfg, cfg.catalog.build(), problems)
+    if problems:
+        prepare_data(cfg, cache_dir)  # raises: the listing found problems
+
+
+def prepare_data(cfg: StudyConfig, cache_dir: Path) -> StudyData:
+    """Find, check and decode the study's images.
+
+    Every problem of every kind (config keys, folders, manifest rows, files) is
+    collected and raised in one DataError before anything is trained or written.
+    """
+    catalog = cfg.catalog.build()
+    problems = Problems()
+    table, source = listed_images(cfg, catalog, problems)
     images = load_images(table, cfg.data.image_size, cache_dir, problems, where=source)
     index = images.index
     pools = {s: _pool(index, cfg.data.labeled_campaign, list(catalog.category_set(s))) for s in cfg.grid.sizes}

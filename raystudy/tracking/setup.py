@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -83,9 +83,13 @@ def check_tracking(cfg: StudyConfig, run: Location) -> None:
     aim_repo(cfg, run)
 
 
-def check_tracking_nodes(cfg: StudyConfig, run: Location, nodes: int) -> None:
-    """On a cluster of more than one node, MLflow needs a tracking server, not a local store."""
-    if cfg.tracking.mlflow is None or nodes < 2:
+def check_tracking_nodes(cfg: StudyConfig, run: Location, count_nodes: Callable[[], int]) -> None:
+    """On a cluster of more than one node, MLflow needs a tracking server, not a local store
+    (``count_nodes`` is asked only when MLflow is on)."""
+    if cfg.tracking.mlflow is None:
+        return
+    nodes = count_nodes()
+    if nodes < 2:
         return
     uri = mlflow_uri(cfg, run)
     if not is_server(uri):

@@ -49,6 +49,10 @@ from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
 log = logging.getLogger("raystudy")
 
 WORKERS_STARTED = "workers_started"  # the first report of a pretraining run: its workers hold their resources
+# Worker-group start-ups Ray Train tries before the run fails (each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S,
+# 60 s by default): time for an autoscaler to boot nodes, but a group that can never start fails its job (and
+# the cells waiting on its encoder) instead of being retried forever (Train's default limit is -1).
+WORKER_GROUP_START_ATTEMPTS = 10
 
 
 def encoder_location(run_dir: str | Path | Location, name: str) -> Location:
@@ -335,7 +339,9 @@ def pretrain_trial(job: Job, cfg: StudyConfig, run_dir: Location, images_ref: An
             **(run_dir / "ray").ray_storage(),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             # a lost worker or node restarts the whole group, which resumes from the last checkpoint
-            failure_config=FailureConfig(max_failures=p.max_failures),
+            failure_config=FailureConfig(
+                max_failures=p.max_failures, controller_failure_limit=WORKER_GROUP_START_ATTEMPTS
+            ),
             callbacks=[TuneReportCallback()],
         ),
     )
