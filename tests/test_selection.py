@@ -13,9 +13,15 @@ from raystudy.grid import Cell, plan_grid, selection_encoder
 from raystudy.selection import (
     SelectedLabels,
     balanced_counts,
+    kmeans_labels,
+    l2_normalise,
+    probcover_delta,
+    select,
     select_balanced,
     select_coreset,
+    select_probcover,
     select_random,
+    select_typiclust,
     select_uncertainty,
 )
 
@@ -75,6 +81,86 @@ def test_random_is_the_previous_stratified_draw():
         pool = np.setdiff1d(np.arange(len(labels)), split.validation)
         pick = select_random(labels[pool], 50, derive_seed(11, "7cat", 50, fold, "train"))
         assert np.array_equal(np.sort(pool[pick]), split.train)
+
+
+def _blobs(centres: list[list[float]], per: int, spread: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``per`` points around each centre (on the unit circle once normalised), and their blob."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([np.asarray(c) + spread * rng.normal(size=(per, len(c))) for c in centres])
+    return x, np.repeat(np.arange(len(centres)), per)
+
+
+def test_typiclust_picks_the_densest_point_of_each_cluster():
+    x, blob = _blobs([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], per=30, spread=0.05)
+    picked = select_typiclust(x, 3, seed=4)
+    assert sorted(blob[picked].tolist()) == [0, 1, 2]  # one per cluster
+    z = l2_normalise(x)
+    for b in range(3):  # the densest by brute force: the inverse mean distance to its 15 nearest others
+        members = np.flatnonzero(blob == b)
+        d = np.linalg.norm(z[members, None] - z[None, members], axis=2)
+        mean_knn = np.sort(d, axis=1)[:, 1:16].mean(axis=1)  # K = min(20, 30 // 2)
+        assert members[np.argmin(mean_knn)] in picked.tolist()
+
+
+def test_typiclust_takes_the_largest_uncovered_clusters_first():
+    x, blob = _blobs([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], per=10, spread=0.02)
+    x = np.concatenate([x, x[20:] + 0.001])  # blob 2 twice as large
+    blob = np.concatenate([blob, np.full(10, 2)])
+    # k = 2 clusters for 2 picks would merge; with 3 picks every cluster gets one, blob 2's first
+    picked = select_typiclust(x, 3, seed=0)
+    assert blob[picked[0]] == 2 and sorted(blob[picked].tolist()) == [0, 1, 2]
+
+
+def test_probcover_covers_every_point_within_delta_when_the_budget_allows():
+    x, blob = _blobs([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.6, 0.6, 0.0]], per=25, spread=0.03)
+    z = l2_normalise(x)
+    for delta in (0.15, 0.3):
+        picked = select_probcover(x, len(x), seed=1, n_classes=4, delta=delta)
+        assert len(set(picked.tolist())) == len(x)
+        d = np.linalg.norm(z[:, None] - z[None, :], axis=2)
+        within = d[picked] <= delta  # (picks, P): which points each pick covers
+        first_full = int(np.argmax(np.logical_or.accumulate(within, axis=0).all(axis=1)))
+        assert within.any(axis=0).all() and first_full + 1 < len(x) // 2  # all covered, by far fewer than P picks
+    # four tight blobs and delta 0.3: one pick per blob covers everything
+    assert sorted(blob[select_probcover(x, 4, seed=1, n_classes=4, delta=0.3)].tolist()) == [0, 1, 2, 3]
+
+
+def test_probcover_delta_keeps_95_percent_of_the_balls_pure():
+    x, _ = _blobs([[1.0, 0.0, 0.2], [0.0, 1.0, 0.2], [0.5, 0.5, 0.9]], per=40, spread=0.15, seed=2)
+    z = l2_normalise(x).astype(np.float32)
+    delta = probcover_delta(z, 3, np.random.default_rng(7))
+    cluster = kmeans_labels(z, 3, np.random.default_rng(7))  # the same k-means draw
+    d = np.linalg.norm(z[:, None].astype(np.float64) - z[None, :], axis=2)
+    pure = [(cluster[d[i] <= delta] == cluster[i]).all() for i in range(len(z))]
+    assert np.mean(pure) >= 0.95
+    wider = [(cluster[d[i] <= delta * 1.5] == cluster[i]).all() for i in range(len(z))]
+    assert np.mean(wider) < 0.95  # the largest such delta, not any small one
+
+
+@pytest.mark.parametrize("strategy", ["coreset", "typiclust", "probcover", "uncertainty"])
+def test_ties_are_broken_by_the_seed_not_by_pool_order(strategy):
+    # a pool sorted by category whose embeddings do not tell images apart: 4 identical points
+    # repeated; the first of equal scores would always be a category-0 image
+    labels = np.repeat(np.arange(4), 25)
+    features = np.tile(np.eye(4), (25, 1))
+    n = 4 if strategy == "typiclust" else 8
+    spreads = [
+        len(set(labels[select(strategy, n, seed, labels=labels, features=lambda: features)].tolist()))
+        for seed in range(5)
+    ]
+    assert min(spreads) > 1  # pool order: category-0 images after the random first picks
+    again = select(strategy, n, 3, labels=labels, features=lambda: features)
+    assert again.tolist() == select(strategy, n, 3, labels=labels, features=lambda: features).tolist()
+
+
+def test_uncertainty_with_a_one_class_seed_set_does_not_follow_pool_order():
+    # one seed image: its class alone, every margin is 1; the old stable argsort took positions 0, 1, 2, ...
+    labels = np.repeat(np.arange(5), 40)
+    features = np.random.default_rng(0).normal(size=(200, 6))
+    picked = select_uncertainty(features, 12, SelectedLabels(labels), seed=2, rounds=1, seed_fraction=0.01)
+    rest = picked[1:]
+    assert sorted(rest.tolist()) != [i for i in range(12) if i != picked[0]][:11]
+    assert len(set(labels[rest].tolist())) > 1
 
 
 # -- the config and the grid axis ---------------------------------------------------------------
