@@ -325,7 +325,7 @@ def kmeans_labels(features: np.ndarray, k: int, rng: np.random.Generator) -> np.
     return KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(np.asarray(features, dtype=np.float32))
 
 
-def select_typiclust(features: np.ndarray, n: int, seed: int) -> np.ndarray:
+def select_typiclust(features: np.ndarray, n: int, seed: int, already: np.ndarray | None = None) -> np.ndarray:
     """TypiClust (Hacohen, Dekel and Weinshall, ICML 2022) for a pool with no labels yet.
 
     The L2-normalised embeddings are clustered by k-means into ``min(n, 500)`` clusters. Each
@@ -338,6 +338,8 @@ def select_typiclust(features: np.ndarray, n: int, seed: int) -> np.ndarray:
         features: (P, D) embeddings of the pool.
         n: how many to pick (at most P).
         seed: seeds k-means and every tie.
+        already: (K, D) embeddings of images labeled before (``raystudy advise``): they are
+            clustered with the pool (``min(K + n, 500)`` clusters) and count as selected in theirs.
 
     Returns:
         (n,) pool positions in the order picked.
@@ -348,26 +350,28 @@ def select_typiclust(features: np.ndarray, n: int, seed: int) -> np.ndarray:
         >>> sorted(select_typiclust(x, 2, seed=0).tolist())
         [2, 7]
     """
-    x = l2_normalise(features).astype(np.float32)  # (P, D)
-    n = min(int(n), len(x))
+    pool = l2_normalise(features).astype(np.float32)  # (P, D)
+    n = min(int(n), len(pool))
     if n <= 0:
         return np.empty(0, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    cluster = kmeans_labels(x, min(n, TYPICLUST_MAX_CLUSTERS), rng)  # (P,)
+    known = np.empty((0, pool.shape[1]), np.float32) if already is None else l2_normalise(already).astype(np.float32)
+    x = np.concatenate([pool, known])  # (P + K, D): the pool first
+    cluster = kmeans_labels(x, min(len(known) + n, TYPICLUST_MAX_CLUSTERS), rng)  # (P + K,)
     sizes = np.bincount(cluster)  # images per cluster
-    taken = np.zeros(len(sizes), dtype=np.int64)  # selected images per cluster
-    free = np.ones(len(x), dtype=bool)
+    taken = np.bincount(cluster[len(pool) :], minlength=len(sizes))  # selected (or labeled) images per cluster
+    free = np.arange(len(x)) < len(pool)  # only pool images can be picked
     picked: list[int] = []
     while len(picked) < n:
-        left = np.bincount(cluster[free], minlength=len(sizes))
-        open_ = left > 0
+        open_ = np.bincount(cluster[free], minlength=len(sizes)) > 0
         if (open_ & (sizes > TYPICLUST_MIN_CLUSTER_SIZE)).any():
             open_ &= sizes > TYPICLUST_MIN_CLUSTER_SIZE
         # fewest selected first, then the largest: score = -taken * (P + 1) + size; closed clusters never win
         score = np.where(open_, -taken * (len(x) + 1) + sizes, -np.inf)
         c = random_argmax(score, rng)
-        members = np.flatnonzero(free & (cluster == c))
-        best = members[random_argmax(typicality(x[members]), rng)]
+        members = np.flatnonzero(cluster == c)  # typicality among all its images, the labeled ones too
+        score_in = np.where(free[members], typicality(x[members]), -np.inf)
+        best = members[random_argmax(score_in, rng)]
         picked.append(int(best))
         free[best] = False
         taken[c] += 1
@@ -407,7 +411,14 @@ def probcover_delta(
     return float(np.sort(to_other)[min(impure, len(x) - 1)]) * (1.0 - 1e-6)
 
 
-def select_probcover(features: np.ndarray, n: int, seed: int, n_classes: int, delta: float | None = None) -> np.ndarray:
+def select_probcover(
+    features: np.ndarray,
+    n: int,
+    seed: int,
+    n_classes: int,
+    delta: float | None = None,
+    already: np.ndarray | None = None,
+) -> np.ndarray:
     """ProbCover (Yehuda, Dekel, Hacohen and Weinshall, NeurIPS 2022) for a pool with no labels yet.
 
     On the L2-normalised embeddings, every image covers the images within ``delta`` of it
@@ -419,7 +430,9 @@ def select_probcover(features: np.ndarray, n: int, seed: int, n_classes: int, de
         n: how many to pick (at most P).
         seed: seeds k-means, the ties and the random rest.
         n_classes: the k-means clusters of the purity rule (the number of categories).
-        delta: the ball radius; None: :func:`probcover_delta` (purity 0.95).
+        delta: the ball radius; None: :func:`probcover_delta` (purity 0.95) on pool and ``already``.
+        already: (K, D) embeddings of images labeled before (``raystudy advise``): what their
+            balls cover counts as covered.
 
     Returns:
         (n,) pool positions in the order picked.
@@ -436,10 +449,14 @@ def select_probcover(features: np.ndarray, n: int, seed: int, n_classes: int, de
     if n <= 0:
         return np.empty(0, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    radius = probcover_delta(x, n_classes, rng) if delta is None else float(delta)
-    graph = NearestNeighbors(radius=radius).fit(x).radius_neighbors_graph(x, mode="connectivity").tocsr()  # (P, P)
+    known = np.empty((0, x.shape[1]), np.float32) if already is None else l2_normalise(already).astype(np.float32)
+    radius = probcover_delta(np.concatenate([x, known]), n_classes, rng) if delta is None else float(delta)
+    balls = NearestNeighbors(radius=radius).fit(x)
+    graph = balls.radius_neighbors_graph(x, mode="connectivity").tocsr()  # (P, P), symmetric, itself included
     uncovered = np.ones(len(x), dtype=bool)
-    gain = np.asarray(graph.sum(axis=1)).ravel()  # (P,) uncovered images each ball holds
+    if len(known):
+        uncovered[np.unique(balls.radius_neighbors_graph(known).tocsr().indices)] = False
+    gain = graph @ uncovered.astype(np.int64)  # (P,) uncovered images each ball holds
     free = np.ones(len(x), dtype=bool)
     picked: list[int] = []
     while len(picked) < n:

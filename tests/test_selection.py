@@ -3,9 +3,12 @@ axis, a selection study end to end and ``raystudy advise``."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from raystudy.config import ConfigError, load_config
 from raystudy.data.splits import derive_seed, make_split
@@ -137,6 +140,14 @@ def test_probcover_delta_keeps_95_percent_of_the_balls_pure():
     assert np.mean(wider) < 0.95  # the largest such delta, not any small one
 
 
+def test_typiclust_and_probcover_start_from_already_labeled_images():
+    x, blob = _blobs([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], per=20, spread=0.03)
+    labeled = x[blob == 0][:3] + 0.001  # blob 0 is labeled already (raystudy advise)
+    assert sorted(blob[select_typiclust(x, 2, seed=0, already=labeled)].tolist()) == [1, 2]
+    picked = select_probcover(x, 2, seed=0, n_classes=3, delta=0.2, already=labeled)
+    assert sorted(blob[picked].tolist()) == [1, 2]
+
+
 @pytest.mark.parametrize("strategy", ["coreset", "typiclust", "probcover", "uncertainty"])
 def test_ties_are_broken_by_the_seed_not_by_pool_order(strategy):
     # a pool sorted by category whose embeddings do not tell images apart: 4 identical points
@@ -191,18 +202,59 @@ def test_selection_axis_keeps_random_ids_and_shares_the_validation_fold():
     assert selection_encoder(cfg, Cell("baseline", "19cat", 19, 64, 0)) is None
 
 
+def test_selections_are_planned_once_per_key_before_their_cells_and_read_back_identically(tmp_path):
+    from raystudy.data.prepare import LabeledPool
+    from raystudy.sweep import plan_jobs
+    from raystudy.training.cell_split import store_selection, stored_split
+
+    overrides = ["grid.protocol=holdout", "grid.selection={19cat: [random, typiclust]}"]
+    cfg = load_config(preset="smoke", overrides=overrides)
+    labels = {"19cat": np.arange(480) % 19, "4cat": np.arange(200) % 4}
+    planned = plan_grid(cfg, labels)
+    jobs = plan_jobs(cfg, tmp_path, planned)
+    kinds = [j.kind for j in jobs]
+    selects = [j for j in jobs if j.kind == "select"]
+    keys = {p.cell.selection_key for p in planned if p.cell.selection == "typiclust" and p.split is not None}
+    assert sorted(j.name for j in selects) == sorted(keys)  # one per (set, n, fold, strategy, arch)
+    assert max(i for i, k in enumerate(kinds) if k == "select") < kinds.index("cell")
+    assert all(j.selects_with == "moco" for j in selects)
+    cells = [j for j in jobs if j.kind == "cell"]
+    assert {j.selected_by for j in cells if j.cell.selection == "typiclust"} == keys
+    assert all(j.selected_by is None for j in cells if j.cell.selection == "random")
+
+    # store one key's selection: it is not planned again (a resumed study reads the same rows)
+    moco = next(p for p in planned if p.cell.selection == "typiclust" and p.cell.model == "moco" and p.split)
+    key = moco.cell.selection_key
+    baseline = next(p for p in planned if p.cell.selection_key == key and p.cell.model == "baseline")
+    pool = LabeledPool(np.arange(480) + 1000, labels["19cat"], [f"c{i}" for i in range(19)])
+    image_ids = np.array([f"img{i:05d}" for i in range(2000)])
+    train_pool = np.setdiff1d(np.arange(480), moco.split.validation)
+    chosen = np.random.default_rng(0).permutation(train_pool)[: moco.cell.train_size]
+    store_selection(cfg, tmp_path, moco.cell, pool, chosen, image_ids)
+    again = plan_jobs(cfg, tmp_path, planned)
+    assert moco.cell.selection_key not in {j.name for j in again if j.kind == "select"}
+    assert len([j for j in again if j.kind == "select"]) == len(selects) - 1
+    stored = pd.read_parquet(tmp_path / "results" / "selections")
+    assert stored["rank"].tolist() == list(range(1, len(chosen) + 1))
+    assert stored["image_id"].tolist() == image_ids[pool.indices[chosen]].tolist()  # the order picked
+    a = stored_split(tmp_path, moco.cell, moco.split, pool, image_ids)
+    b = stored_split(tmp_path, baseline.cell, baseline.split, pool, image_ids)
+    assert np.array_equal(a.train, np.sort(chosen)) and np.array_equal(a.train, b.train)
+    assert np.array_equal(a.validation, moco.split.validation)
+
+
 # -- end to end ---------------------------------------------------------------------------------
 SELECTION_STUDY = [
     "grid.protocol=holdout",
     "grid.models=[moco, baseline]",
     "grid.sizes={19cat: [64]}",
-    "grid.selection=[random, coreset]",
+    "grid.selection=[random, typiclust, probcover]",
 ]
 
 
 @pytest.fixture(scope="module")
 def selection_run(ray_instance, tmp_path_factory):
-    """The smoke preset with two strategies at its one real 19cat size, under the holdout protocol
+    """The smoke preset with three strategies at its one real 19cat size, under the holdout protocol
     (the smoke preset itself keeps the paper protocol that many tests count on)."""
     from raystudy.study import run_study
 
@@ -215,10 +267,10 @@ def selection_run(ray_instance, tmp_path_factory):
 def test_selection_study_pairs_strategies_on_one_validation_fold(selection_run):
     trials = pd.read_parquet(selection_run / "results" / "trials")
     assert sorted(trials["cell_id"]) == sorted(
-        f"{m}-19cat-n64-f{f}{s}" for m in ("moco", "baseline") for f in (0, 1) for s in ("", "-coreset")
+        f"{m}-19cat-n64-f{f}{s}" for m in ("moco", "baseline") for f in (0, 1) for s in ("", "-typiclust", "-probcover")
     )
     assert (trials["status"] == "done").all() and (trials["n_train"] == 64).all()
-    assert set(trials["selection"]) == {"random", "coreset"}
+    assert set(trials["selection"]) == {"random", "typiclust", "probcover"}
     # one validation fold per fold for every strategy and model
     assert (trials.groupby("fold")["n_validation"].nunique() == 1).all()
     per_class = pd.read_parquet(selection_run / "results" / "per_class")
@@ -229,10 +281,21 @@ def test_selection_study_pairs_strategies_on_one_validation_fold(selection_run):
     shares = pc.pivot_table(index=["fold", "selection", "category"], columns="model", values="train_count")
     assert (shares["moco"] == shares["baseline"]).all()
     random_counts = shares.xs("random", level="selection")["moco"]
-    coreset_counts = shares.xs("coreset", level="selection")["moco"]
-    assert not random_counts.equals(coreset_counts)  # the strategy chose other images
+    typiclust_counts = shares.xs("typiclust", level="selection")["moco"]
+    assert not random_counts.equals(typiclust_counts)  # the strategy chose other images
+    # one stored selection per (fold, strategy), 64 ids in order, which every model type trained on
+    stored = pd.read_parquet(selection_run / "results" / "selections")
+    assert sorted(stored["selection_key"].unique()) == sorted(
+        f"19cat-n64-f{f}-{s}-resnet18" for f in (0, 1) for s in ("typiclust", "probcover")
+    )
+    assert (stored.groupby("selection_key")["image_id"].nunique() == 64).all()
+    assert (stored.groupby("selection_key")["rank"].max() == 64).all() and stored["encoder"].eq("moco").all()
+    picked = stored.groupby(["fold", "selection", "category"]).size()
+    for model in ("moco", "baseline"):
+        trained = shares[model].drop("random", level="selection")
+        assert trained[trained > 0].astype(int).sort_index().equals(picked.sort_index().rename(model))
     grid = pd.read_parquet(selection_run / "results" / "grid")
-    assert set(grid["selection"]) == {"random", "coreset"}
+    assert set(grid["selection"]) == {"random", "typiclust", "probcover"}
     assert "Selection strategies" in (selection_run / "report.html").read_text()
 
 
@@ -252,7 +315,7 @@ def test_advise_writes_budget_distinct_pool_paths(smoke_run, tmp_path, capsys):
     from raystudy.cli import main
 
     pool = _png_pool(tmp_path / "pool", 12)
-    for strategy in ("coreset", "uncertainty", None):
+    for strategy in ("coreset", "uncertainty", "typiclust", "probcover", None):
         out = tmp_path / f"{strategy}.csv"
         args = ["advise", str(smoke_run), "--pool", str(pool), "--budget", "5", "--out", str(out)]
         assert main(args + (["--strategy", strategy] if strategy else [])) == 0
@@ -274,9 +337,11 @@ def test_advise_writes_budget_distinct_pool_paths(smoke_run, tmp_path, capsys):
 def test_advise_defaults_to_the_studys_best_strategy(selection_run, tmp_path, capsys):
     from raystudy.advise import advise, best_strategy, study_trials
 
-    trials = study_trials(selection_run, "19cat", "moco")
+    trials = study_trials(selection_run, "19cat", "moco", "resnet18")
     best, why = best_strategy(trials)
-    assert best in ("random", "coreset") and "best mean OA at n = 64" in why
+    assert best in ("random", "typiclust", "probcover") and "mean OA over n = [64]" in why
+    assert ("none beat random" in why) == (best == "random")
+    assert best == "random" or ("vs random, fold-paired: n = 64:" in why and "95 % CI" in why)
     advice = advise(selection_run, _png_pool(tmp_path / "pool", 6), 3)
     assert advice.strategy == best and len(set(advice.paths)) == 3
     missing = tmp_path / "copy"
@@ -284,3 +349,28 @@ def test_advise_defaults_to_the_studys_best_strategy(selection_run, tmp_path, ca
     (missing / "config.yaml").write_text((selection_run / "config.yaml").read_text())
     with pytest.raises(Exception, match=r"no selection encoder at .*encoders/moco.pt"):
         advise(missing, tmp_path / "pool", 2, strategy="coreset")
+
+
+@pytest.mark.e2e
+def test_advise_needs_neither_the_studys_data_folder_nor_its_init_weights(selection_run, tmp_path, capsys):
+    from raystudy.cli import main
+
+    # the run folder as a laptop gets it: no image cache, no Ray folder; its data folder and
+    # checkpoints named in config.yaml are not there (renamed away)
+    laptop = tmp_path / "laptop" / "run"
+    shutil.copytree(selection_run, laptop, ignore=shutil.ignore_patterns("cache", "ray"))
+    raw = yaml.safe_load((laptop / "config.yaml").read_text())
+    raw["data"]["root"] = str(tmp_path / "renamed-away")
+    raw["model"]["baseline_init"] = str(tmp_path / "renamed-away" / "init.pth")
+    (laptop / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert (laptop / "advise" / "19cat-moco.npz").is_file()
+    pool = _png_pool(tmp_path / "pool", 10)
+    for strategy in ("typiclust", "probcover", "coreset", None):
+        out = tmp_path / f"{strategy}.csv"
+        args = ["advise", str(laptop), "--pool", str(pool), "--budget", "4", "--out", str(out)]
+        assert main(args + (["--strategy", strategy] if strategy else [])) == 0, capsys.readouterr().err
+        rows = pd.read_csv(out)
+        assert rows["rank"].tolist() == [1, 2, 3, 4] and rows["path"].is_unique
+    assert "19cat, moco (resnet18), 64 labeled + 4:" in capsys.readouterr().out
+    assert main(["advise", str(laptop), "--pool", str(pool), "--budget", "2", "--arch", "resnet50"]) == 2
+    assert "--arch resnet50: the study ran ['resnet18']" in capsys.readouterr().err

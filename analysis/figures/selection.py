@@ -14,7 +14,7 @@ from analysis.results import Results, resolve
 from analysis.select import RANDOM, n_categories_of, set_label
 from analysis.strategies import labels_saved_table, strategy_curves
 
-STRATEGY_ORDER = (RANDOM, "balanced", "coreset", "uncertainty")
+STRATEGY_ORDER = (RANDOM, "balanced", "coreset", "uncertainty", "typiclust", "probcover")
 
 
 def strategy_color(strategy: str) -> str:
