@@ -10,6 +10,7 @@ indices (``labels``), the category names and image ids. The learning curves are 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,14 +22,14 @@ from raystudy.training.common import pick_device
 from raystudy.training.probes import FrozenEncoder
 
 
-def pack_location(run_dir: str | Location, category_set: str, encoder: str) -> Location:
+def pack_location(run_dir: str | Path | Location, category_set: str, encoder: str) -> Location:
     """Where the labeled-pool embeddings of ``category_set`` under ``encoder`` (a run name) live."""
     return as_location(run_dir) / "advise" / f"{category_set}-{encoder}.npz"
 
 
 def write_advise_pack(
     cfg: StudyConfig,
-    run_dir: str | Location,
+    run_dir: str | Path | Location,
     pools: dict[str, LabeledPool],
     images: np.ndarray,
     image_ids: np.ndarray,
@@ -62,7 +63,7 @@ def write_advise_pack(
     return written
 
 
-def read_advise_pack(run_dir: str | Location, category_set: str, encoder: str) -> dict[str, np.ndarray]:
+def read_advise_pack(run_dir: str | Path | Location, category_set: str, encoder: str) -> dict[str, np.ndarray]:
     """The stored embeddings of one set (``features``, ``labels``, ``categories``, ``image_ids``).
 
     Raises:

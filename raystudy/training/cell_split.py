@@ -9,6 +9,8 @@ Every model type of that key, and a resumed cell, reads the same rows.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -80,7 +82,7 @@ def choose_training_images(
 
 def store_selection(
     cfg: StudyConfig,
-    run_dir: str | Location,
+    run_dir: str | Path | Location,
     cell: Cell,
     pool: LabeledPool,
     positions: np.ndarray,
@@ -107,7 +109,7 @@ def store_selection(
 
 def select_and_store(
     cfg: StudyConfig,
-    run_dir: str | Location,
+    run_dir: str | Path | Location,
     cell: Cell,
     pool: LabeledPool,
     split: Split,
@@ -122,12 +124,14 @@ def select_and_store(
     return store_selection(cfg, run_dir, cell, pool, positions, image_ids), len(positions)
 
 
-def stored_selections(run_dir: str | Location) -> dict[str, str]:
+def stored_selections(run_dir: str | Path | Location) -> dict[str, str]:
     """Selection key -> URI of every stored selection of a run."""
     return {f.name.removesuffix(".parquet"): f.uri for f in parquet_files(results_dir(run_dir) / SELECTIONS)}
 
 
-def stored_split(run_dir: str | Location, cell: Cell, split: Split, pool: LabeledPool, image_ids: np.ndarray) -> Split:
+def stored_split(
+    run_dir: str | Path | Location, cell: Cell, split: Split, pool: LabeledPool, image_ids: np.ndarray
+) -> Split:
     """The cell's split with the training images its stored selection names (validation fold kept).
 
     Raises:
