@@ -374,3 +374,35 @@ def test_advise_needs_neither_the_studys_data_folder_nor_its_init_weights(select
     assert "19cat, moco (resnet18), 64 labeled + 4:" in capsys.readouterr().out
     assert main(["advise", str(laptop), "--pool", str(pool), "--budget", "2", "--arch", "resnet50"]) == 2
     assert "--arch resnet50: the study ran ['resnet18']" in capsys.readouterr().err
+
+
+def test_selection_figure_names_the_encoder_that_picked_the_images():
+    from analysis.figures.selection import selection_curves
+    from analysis.results import Results
+
+    trials = pd.DataFrame(
+        [
+            {
+                "cell_id": f"moco-19cat-n{n}-f{f}-{s}",
+                "model": "moco",
+                "category_set": "19cat",
+                "n_categories": 19,
+                "train_size": n,
+                "fold": f,
+                "arch": "resnet18",
+                "selection": s,
+                "status": "done",
+                "protocol": "holdout",
+                "overall_accuracy": 0.5 + 0.01 * f,
+            }
+            for n in (24, 48)
+            for f in (0, 1)
+            for s in ("random", "typiclust")
+        ]
+    )
+    selections = pd.DataFrame(
+        [{"selection_key": "19cat-n24-f0-typiclust-resnet18", "category_set": "19cat", "encoder": "moco", "rank": 1}]
+    )
+    fig = selection_curves(Results.from_frames(trials=trials, selections=selections))
+    assert "picked on the moco encoder's embeddings" in fig.layout.title.text
+    assert "picked on" not in selection_curves(Results.from_frames(trials=trials)).layout.title.text
