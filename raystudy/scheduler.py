@@ -1,7 +1,8 @@
 """One Tune experiment for a whole study, released in dependency order.
 
-Jobs are pretraining runs (each a Tune trial driving a TorchTrainer), encoder probes
-and grid cells (plain function trials). A small ``Searcher`` hands Tune the next job
+Jobs are pretraining runs (each a Tune trial driving a TorchTrainer), encoder probes,
+the advise embeddings, selections (one per (set, n, fold, strategy, arch), reported as
+``{"selection": URI}`` like an encoder) and grid cells (plain function trials). A small ``Searcher`` hands Tune the next job
 whose prerequisite is met: pretraining first, baseline cells as soon as the pretraining
 workers report that they hold their resources, the cells and probes of a pretrained
 model as soon as its pretraining trial completes, largest cells first.
