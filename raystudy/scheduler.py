@@ -2,10 +2,11 @@
 
 Jobs are pretraining runs (each a Tune trial driving a TorchTrainer), encoder probes,
 the advise embeddings, selections (one per (set, n, fold, strategy, arch), reported as
-``{"selection": URI}`` like an encoder) and grid cells (plain function trials). A small ``Searcher`` hands Tune the next job
-whose prerequisite is met: pretraining first, baseline cells as soon as the pretraining
-workers report that they hold their resources, the cells and probes of a pretrained
-model as soon as its pretraining trial completes, largest cells first.
+``{"selection": URI}`` like an encoder) and grid cells (plain function trials). A small
+``Searcher`` hands Tune the next job whose prerequisite is met: pretraining first, baseline
+cells as soon as the pretraining workers report that they hold their resources, the cells
+and probes of a pretrained model as soon as its pretraining trial completes, largest cells
+first.
 
 Dependencies travel by reference: a pretraining trial's last result names the encoder
 it wrote (``{"encoder": URI}``), Tune hands that result to the searcher, and the searcher
