@@ -78,7 +78,7 @@ MESSAGES = [
     (
         ["grid.selection=[random, nope]"],
         "grid.selection[1]: unknown selection strategy 'nope'; "
-        "use one of ['random', 'balanced', 'coreset', 'uncertainty']",
+        "use one of ['random', 'balanced', 'coreset', 'uncertainty', 'typiclust', 'probcover']",
     ),  # unknown_strategy
 ]
 
