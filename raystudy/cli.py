@@ -68,7 +68,11 @@ def build_parser(default_preset: str = "demo") -> argparse.ArgumentParser:
     adv.add_argument("run_dir", help="a finished study's run folder or URI")
     adv.add_argument("--pool", type=Path, required=True, help="folder of unlabeled images (searched recursively)")
     adv.add_argument("--budget", type=int, required=True, help="how many images to label next")
-    adv.add_argument("--strategy", choices=["random", "coreset", "uncertainty"], help="default: the best in the study")
+    adv.add_argument(
+        "--strategy",
+        help="random, coreset, uncertainty, typiclust, probcover (or a registered one); default: the study's best",
+    )
+    adv.add_argument("--arch", help="the backbone whose cells and encoder to use (default: the study's model.arch)")
     adv.add_argument("--labeled", type=int, help="images labeled so far (default: the study's largest train size)")
     adv.add_argument("--out", type=Path, default=Path("labels.csv"), help="the ranked CSV (default labels.csv)")
     pl = sub.add_parser("plan", help="cells, resources per job, node types that hold them, images, device-hours")
@@ -185,10 +189,10 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from raystudy.advise import advise, check_advice_out, write_advice  # deferred: start-up cost (torch, plotly)
 
     check_advice_out(args.out)
-    a = advise(args.run_dir, args.pool, args.budget, args.strategy, args.labeled)
+    a = advise(args.run_dir, args.pool, args.budget, args.strategy, args.labeled, args.arch)
     out = write_advice(a, args.out)
     print(f"{len(a.paths)} images to label next ({a.strategy}: {a.why_strategy}) -> {out}")
-    print(f"{a.category_set}, {a.model}, {a.labeled} labeled + {len(a.paths)}: {a.expected}")
+    print(f"{a.category_set}, {a.model} ({a.arch}), {a.labeled} labeled + {len(a.paths)}: {a.expected}")
     return 0
 
 

@@ -280,9 +280,9 @@ class GridConfig(Section):
 class SelectionConfig(Section):
     """Knobs of the selection strategies (``grid.selection``; also ``raystudy advise``)."""
 
-    # the pretraining method whose encoder (on the cell's arch) embeds the pool for coreset and
-    # uncertainty, for every model type of a cell so that paired cells train on the same images;
-    # None: the first of pretrain.methods
+    # the pretraining method whose encoder (on the cell's arch) embeds the pool for the strategies
+    # that embed (coreset, typiclust, probcover, uncertainty), once per (set, n, fold, strategy, arch)
+    # for every model type, and for raystudy advise; None: the first of pretrain.methods
     encoder: str | None = None
     uncertainty_rounds: Annotated[int, at_least(1)] = 4  # refit-and-add rounds after the seed set
     uncertainty_seed_fraction: Annotated[float, gt(0)] = 0.25  # share of n drawn at random first

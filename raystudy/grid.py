@@ -62,6 +62,12 @@ class Cell:
         chosen = "" if self.selection == "random" else f"-{self.selection}"
         return f"{self.name}-{self.category_set}-n{self.train_size}-f{self.fold}{chosen}"
 
+    @property
+    def selection_key(self) -> str:
+        """What one stored selection serves: (set, n, fold, strategy, arch), the same for every
+        model type, so all of them train on the same images (``results/selections/<key>.parquet``)."""
+        return f"{self.category_set}-n{self.train_size}-f{self.fold}-{self.selection}-{self.arch or self.default_arch}"
+
     def keys(self) -> dict:
         """The cell's key columns in the results tables."""
         d = asdict(self)
@@ -76,15 +82,18 @@ class Job:
     """One trial of the study experiment.
 
     ``kind``: ``pretrain`` (``model`` on ``arch``), ``probe`` (an encoder at ``path``;
-    ``model`` names it: a method, or ``random_init`` / ``pretrain_init``) or ``cell``.
-    ``needs``: the encoder name (``run_name``) the job starts from, which must exist before it
-    can start; ``selects_with``: the encoder that embeds a cell's pool for its selection
-    strategy (coreset, uncertainty), also needed first. ``requires`` lists both. When the
-    scheduler releases the job it fills in ``refs`` (run name -> URI of each required
-    encoder, taken from the pretraining's result) and, for ``needs``, ``path``.
+    ``model`` names it: a method, or ``random_init`` / ``pretrain_init``), ``select`` (the
+    training images of ``chooses.selection_key``, stored once for every model type of it),
+    ``embed`` (the selection encoder ``needs``'s embeddings of the labeled pools, stored for
+    ``raystudy advise``) or ``cell``. ``needs``: the encoder name (``run_name``) the job starts from, which must exist
+    before it can start; ``selects_with``: the encoder that embeds the pool for a selection job
+    (coreset, typiclust, ...), also needed first; ``selected_by``: the selection key a cell of a
+    strategy other than random reads its images from. ``requires`` lists all three. When the
+    scheduler releases the job it fills in ``refs`` (name -> URI of each required encoder or
+    selection, taken from its producer's result) and, for ``needs``, ``path``.
     """
 
-    kind: Literal["pretrain", "probe", "cell"]
+    kind: Literal["pretrain", "probe", "select", "embed", "cell"]
     model: str
     arch: str
     needs: str | None = None
@@ -92,17 +101,31 @@ class Job:
     path: str | None = None
     name: str = ""  # pretrain / probe: the run name (encoder file stem, table key)
     selects_with: str | None = None
+    selected_by: str | None = None
+    chooses: Cell | None = None  # select: a cell of the key it selects for
     refs: dict[str, str] | None = field(default=None, compare=False)  # filled in on release
 
     @property
     def requires(self) -> tuple[str, ...]:
-        """Every encoder (run name) that must exist before the job can start."""
-        return tuple(dict.fromkeys(e for e in (self.needs, self.selects_with) if e is not None))
+        """Every encoder (run name) or selection (key) that must exist before the job can start."""
+        return tuple(dict.fromkeys(e for e in (self.needs, self.selects_with, self.selected_by) if e is not None))
 
     @property
     def label(self) -> str:
         """How progress lines and Tune trial folders name the job."""
         return self.cell.cell_id if self.cell is not None else f"{self.kind}-{self.name or self.model}"
+
+
+def selection_job(cfg: StudyConfig, cell: Cell) -> Job:
+    """The job that selects (and stores) the training images of ``cell.selection_key``."""
+    return Job(
+        "select",
+        cell.selection,
+        cell.arch or cfg.model.arch,
+        name=cell.selection_key,
+        selects_with=selection_encoder(cfg, cell),
+        chooses=cell,
+    )
 
 
 def pretrain_jobs(cfg: StudyConfig) -> list[Job]:

@@ -144,6 +144,20 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("y", pa.float64()),
         ]
     ),
+    "selections": pa.schema(  # the training images of one (set, n, fold, strategy, arch), in the order picked
+        [
+            ("selection_key", pa.string()),  # grid.Cell.selection_key, the file's name
+            ("category_set", pa.string()),
+            ("train_size", pa.int64()),
+            ("fold", pa.int64()),
+            ("selection", pa.string()),
+            ("arch", pa.string()),
+            ("encoder", pa.string()),  # the selection encoder (run name); null for strategies that embed nothing
+            ("rank", pa.int64()),  # 1 = picked first
+            ("image_id", pa.string()),
+            ("category", pa.string()),
+        ]
+    ),
     "dataset": pa.schema(
         [
             ("campaign", pa.string()),

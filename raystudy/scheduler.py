@@ -1,10 +1,12 @@
 """One Tune experiment for a whole study, released in dependency order.
 
-Jobs are pretraining runs (each a Tune trial driving a TorchTrainer), encoder probes
-and grid cells (plain function trials). A small ``Searcher`` hands Tune the next job
-whose prerequisite is met: pretraining first, baseline cells as soon as the pretraining
-workers report that they hold their resources, the cells and probes of a pretrained
-model as soon as its pretraining trial completes, largest cells first.
+Jobs are pretraining runs (each a Tune trial driving a TorchTrainer), encoder probes,
+the advise embeddings, selections (one per (set, n, fold, strategy, arch), reported as
+``{"selection": URI}`` like an encoder) and grid cells (plain function trials). A small
+``Searcher`` hands Tune the next job whose prerequisite is met: pretraining first, baseline
+cells as soon as the pretraining workers report that they hold their resources, the cells
+and probes of a pretrained model as soon as its pretraining trial completes, largest cells
+first.
 
 Dependencies travel by reference: a pretraining trial's last result names the encoder
 it wrote (``{"encoder": URI}``), Tune hands that result to the searcher, and the searcher
@@ -35,9 +37,13 @@ from raystudy.data.splits import derive_seed, kfold
 from raystudy.grid import Job, pretrain_jobs
 from raystudy.results import read_table, write_table
 from raystudy.storage import Location, as_location
+from raystudy.training.advise_pack import write_advise_pack
+from raystudy.training.cell_split import select_and_store, stored_selections
 from raystudy.training.finetune import FinetuneContext, finetune_trial
 from raystudy.training.pretrain import WORKERS_STARTED, encoder_location, epoch_line, pretrain_trial
 from raystudy.training.probes import probe_encoder
+
+PRODUCERS = {"pretrain": "encoder", "select": "selection"}  # job kinds whose result others need: what it reports
 
 
 class StudySearcher(Searcher):
@@ -69,6 +75,7 @@ class StudySearcher(Searcher):
         self.started: set[str] = set()  # pretraining runs whose workers hold their resources
         self.failed_pretraining: set[str] = set()
         self.blocked: list[tuple[Job, str]] = []  # (job, why it can never start)
+        self.selection_names = {j.name for j in jobs if j.kind == "select"}
 
     def _pretraining_starting(self) -> bool:
         now = time.time()
@@ -78,8 +85,8 @@ class StudySearcher(Searcher):
         )
 
     def _producer_pending(self, name: str) -> bool:
-        """True while the pretraining that writes encoder ``name`` is queued or running."""
-        return any(j.kind == "pretrain" and j.name == name for j in [*self.queue, *self.running.values()])
+        """True while the pretraining (or selection job) that writes ``name`` is queued or running."""
+        return any(j.kind in PRODUCERS and j.name == name for j in [*self.queue, *self.running.values()])
 
     def _why_never(self, job: Job) -> str | None:
         """Why ``job`` can never start (an encoder it requires will never come), else None."""
@@ -87,7 +94,7 @@ class StudySearcher(Searcher):
             if name in self.encoders or self._producer_pending(name):
                 continue
             if name in self.failed_pretraining:
-                return f"pretraining of {name} failed"
+                return f"{'selection' if name in self.selection_names else 'pretraining of'} {name} failed"
             return (
                 f"encoder {name} does not exist and no pretraining of it is queued or running; "
                 "rerun the study to pretrain it"
@@ -140,10 +147,11 @@ class StudySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         job = self.running.pop(trial_id, None)
-        if job is None or job.kind != "pretrain":
+        if job is None or job.kind not in PRODUCERS:
             return
-        if not error and result and result.get("encoder"):
-            self.encoders[job.name] = str(result["encoder"])
+        made = PRODUCERS[job.kind]
+        if not error and result and result.get(made):
+            self.encoders[job.name] = str(result[made])
         else:  # an error, or stopped before its encoder existed
             self.failed_pretraining.add(job.name)
 
@@ -165,8 +173,41 @@ def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
         pretrain_trial(job, context.cfg, as_location(context.run_dir), context.images_ref, context.pretrain_rows)
     elif job.kind == "probe":
         probe_trial(job, context)
+    elif job.kind == "select" and job.chooses is not None:
+        select_trial(job, context)
+    elif job.kind == "embed" and job.needs is not None and job.path is not None:
+        written = write_advise_pack(
+            context.cfg,
+            context.run_dir,
+            context.pools,
+            context.images(),
+            context.image_ids,
+            job.path,
+            job.needs,
+            job.arch,
+        )
+        tune.report({"done": 1, "advise_pack": ",".join(w.uri for w in written)})
     else:
         raise ValueError(f"job {job.label}: kind {job.kind!r} without what it needs (a cell, or the pretraining rows)")
+
+
+def select_trial(job: Job, context: FinetuneContext) -> None:
+    """Select and store the training images of one (set, n, fold, strategy, arch); reports
+    ``{"selection": URI}``, which the searcher hands to the cells that train on them."""
+    cell = job.chooses
+    assert cell is not None  # study_trial dispatches only select jobs that carry their cell
+    split = context.splits[(cell.category_set, cell.train_size, cell.fold)]
+    where, n = select_and_store(
+        context.cfg,
+        context.run_dir,
+        cell,
+        context.pools[cell.category_set],
+        split,
+        context.images(),
+        context.image_ids,
+        job.refs or {},
+    )
+    tune.report({"done": 1, "selection": where.uri, "n_selected": n})
 
 
 def probe_trial(job: Job, context: FinetuneContext) -> None:
@@ -295,7 +336,7 @@ def run_jobs(
     """
     run = as_location(run_dir)
     stop = stop or StopFlag()
-    searcher = StudySearcher(jobs, existing_encoders(cfg, run), stop=stop.stop_all)
+    searcher = StudySearcher(jobs, existing_encoders(cfg, run) | stored_selections(run), stop=stop.stop_all)
     # Tune keeps only one trial pending for a custom searcher; with short trials that
     # serializes the sweep, so allow as many pending trials as Tune does for a grid
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")

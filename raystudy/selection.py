@@ -7,7 +7,17 @@ Every strategy picks ``n`` indices from a pool (positions ``0 .. len(pool) - 1``
 - ``coreset``: greedy k-center on L2-normalised encoder embeddings (no labels at all);
 - ``uncertainty``: a random seed set, then rounds that add the images whose predicted
   category is least certain (smallest top-1 minus top-2 probability) under a linear head
-  refitted each round on the embeddings of the images selected so far.
+  refitted each round on the embeddings of the images selected so far;
+- ``typiclust``: TypiClust (Hacohen et al., ICML 2022): k-means with k = n clusters (at most
+  500, as the paper's code), then the most typical image (highest inverse mean distance to its
+  K = 20 nearest neighbours in its cluster) of each of the largest uncovered clusters;
+- ``probcover``: ProbCover (Yehuda et al., NeurIPS 2022): greedy maximum coverage of the
+  delta-balls around the pool images, delta the largest radius whose balls stay 95 % pure
+  under k-means with one cluster per category.
+
+Ties (equal scores, equal distances) are broken by the selection's seeded generator, never
+by pool order: pools are often sorted by category, and the first of equal scores would then
+pick one category only.
 
 ``random`` and ``balanced`` read the pool's categories (they model a labeled pool, as the
 stratified draw always did); ``coreset`` reads none; ``uncertainty`` reads only the labels
@@ -112,6 +122,29 @@ def select_balanced(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return rng.permutation(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
 
 
+def random_argmax(scores: np.ndarray, rng: np.random.Generator) -> int:
+    """The position of the largest score; among equal largest scores, one drawn by ``rng``.
+
+    Example:
+        >>> random_argmax(np.array([1.0, 3.0, 3.0]), np.random.default_rng(0)) in (1, 2)
+        True
+    """
+    scores = np.asarray(scores)
+    best = np.flatnonzero(scores == scores.max())
+    return int(best[0]) if len(best) == 1 else int(rng.choice(best))
+
+
+def random_argsort(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Positions ordered by ascending score; equal scores in an order drawn by ``rng``.
+
+    Example:
+        >>> sorted(random_argsort(np.array([1.0, 0.0, 1.0]), np.random.default_rng(0))[1:].tolist())
+        [0, 2]
+    """
+    scores = np.asarray(scores)
+    return np.lexsort((rng.permutation(len(scores)), scores))
+
+
 def l2_normalise(features: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     x = np.asarray(features, dtype=np.float64)
@@ -132,7 +165,8 @@ def select_coreset(
     Args:
         features: (P, D) embeddings of the pool.
         n: how many to pick (at most P).
-        seed: picks the first point when neither ``start`` nor ``already`` is given.
+        seed: picks the first point when neither ``start`` nor ``already`` is given, and
+            breaks ties between equally far points.
         start: the first point (a pool position) instead of a seeded random one.
         already: (K, D) embeddings of images labeled before (``raystudy advise``): the
             distances start from them, so the first pick is the pool point farthest from them.
@@ -147,7 +181,7 @@ def select_coreset(
         [0, 2, 3]
     """
     # squared distances |x|^2 + |r|^2 - 2 x.r in float32, in (4096, 1024) blocks: memory does not grow with D
-    # (the argmax of squared distances is that of distances; the first of equal distances is picked)
+    # (the argmax of squared distances is that of distances; equal distances: drawn by the seeded generator)
 
     def as_rows(a: np.ndarray) -> np.ndarray:
         a = np.asarray(a, dtype=np.float32)  # no copy for float32 input
@@ -165,6 +199,7 @@ def select_coreset(
         return np.empty(0, dtype=np.int64)
     x_sq = sq_norms(x)  # (P,)
     picked: list[int] = []
+    rng = np.random.default_rng(seed)
     if already is not None and len(already):
         ref = as_rows(already)  # (K, D)
         ref_sq = sq_norms(ref)  # (K,)
@@ -178,12 +213,12 @@ def select_coreset(
                 nearest[i : i + 4096] = np.minimum(nearest[i : i + 4096], d.min(axis=1))
         np.maximum(nearest, 0.0, out=nearest)
     else:
-        first = int(np.random.default_rng(seed).integers(len(x))) if start is None else int(start)
+        first = int(rng.integers(len(x))) if start is None else int(start)
         picked.append(first)
         nearest = np.maximum(x_sq + x_sq[first] - 2.0 * (x @ x[first]), 0.0)  # (P,)
     while len(picked) < n:
         nearest[picked] = -1.0  # never pick twice
-        nxt = int(np.argmax(nearest))
+        nxt = random_argmax(nearest, rng)
         picked.append(nxt)
         nearest = np.minimum(nearest, np.maximum(x_sq + x_sq[nxt] - 2.0 * (x @ x[nxt]), 0.0))
     return np.asarray(picked, dtype=np.int64)
@@ -253,7 +288,189 @@ def select_uncertainty(
         chosen = np.asarray(picked, dtype=np.int64)
         rest = np.setdiff1d(np.arange(len(x)), chosen)
         margin = prediction_margin(x[chosen], reveal(chosen), x[rest], seed)
-        picked += list(rest[np.argsort(margin, kind="stable")[: len(add)]])
+        picked += list(rest[random_argsort(margin, rng)[: len(add)]])  # a one-class seed set: all margins 1
+    return np.asarray(picked, dtype=np.int64)
+
+
+TYPICLUST_MAX_CLUSTERS = 500  # the paper's code caps k-means at 500 clusters
+TYPICLUST_MIN_CLUSTER_SIZE = 5  # ... and skips clusters of at most 5 images while larger ones are left
+TYPICLUST_NEIGHBOURS = 20  # K of the typicality (at most half the cluster, as the paper's code)
+PROBCOVER_PURITY = 0.95  # alpha: the share of pure delta-balls the radius keeps
+
+
+def typicality(features: np.ndarray) -> np.ndarray:
+    """Inverse mean distance of each row to its K nearest other rows (K = min(20, rows // 2), at least 1).
+
+    Example:
+        >>> t = typicality(np.array([[0.0], [0.1], [0.2], [5.0]]))
+        >>> int(np.argmax(t))
+        1
+    """
+    from sklearn.neighbors import NearestNeighbors  # deferred: sklearn is heavy and reading a config imports this
+
+    x = np.asarray(features, dtype=np.float32)
+    if len(x) < 2:
+        return np.ones(len(x))
+    k = max(1, min(TYPICLUST_NEIGHBOURS, len(x) // 2))
+    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)  # (rows, k + 1), itself first
+    return 1.0 / (dist[:, 1:].mean(axis=1) + 1e-5)
+
+
+def kmeans_labels(features: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(P,) k-means cluster of every row (k-means++, seeded from ``rng``)."""
+    from sklearn.cluster import KMeans  # deferred: sklearn is heavy and reading a config imports this
+
+    k = max(1, min(int(k), len(features)))
+    seed = int(rng.integers(2**31 - 1))
+    return KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(np.asarray(features, dtype=np.float32))
+
+
+def select_typiclust(features: np.ndarray, n: int, seed: int, already: np.ndarray | None = None) -> np.ndarray:
+    """TypiClust (Hacohen, Dekel and Weinshall, ICML 2022) for a pool with no labels yet.
+
+    The L2-normalised embeddings are clustered by k-means into ``min(n, 500)`` clusters. Each
+    step takes the cluster holding the fewest selected images (ties: the largest cluster; then
+    drawn), skipping clusters of at most 5 images while larger ones are left, and adds its most
+    typical unselected image: the highest inverse mean distance to its K = min(20, size // 2)
+    nearest neighbours inside the cluster (computed on the cluster's images, as the paper's code).
+
+    Args:
+        features: (P, D) embeddings of the pool.
+        n: how many to pick (at most P).
+        seed: seeds k-means and every tie.
+        already: (K, D) embeddings of images labeled before (``raystudy advise``): they are
+            clustered with the pool (``min(K + n, 500)`` clusters) and count as selected in theirs.
+
+    Returns:
+        (n,) pool positions in the order picked.
+
+    Example:
+        >>> t = np.array([0.0, 0.1, 0.12, 0.14, 0.4])  # two clusters of 5, densest at 0.12
+        >>> x = np.concatenate([np.stack([np.ones(5), t], 1), np.stack([t, np.ones(5)], 1)])
+        >>> sorted(select_typiclust(x, 2, seed=0).tolist())
+        [2, 7]
+    """
+    pool = l2_normalise(features).astype(np.float32)  # (P, D)
+    n = min(int(n), len(pool))
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    known = np.empty((0, pool.shape[1]), np.float32) if already is None else l2_normalise(already).astype(np.float32)
+    x = np.concatenate([pool, known])  # (P + K, D): the pool first
+    cluster = kmeans_labels(x, min(len(known) + n, TYPICLUST_MAX_CLUSTERS), rng)  # (P + K,)
+    sizes = np.bincount(cluster)  # images per cluster
+    taken = np.bincount(cluster[len(pool) :], minlength=len(sizes))  # selected (or labeled) images per cluster
+    free = np.arange(len(x)) < len(pool)  # only pool images can be picked
+    picked: list[int] = []
+    while len(picked) < n:
+        open_ = np.bincount(cluster[free], minlength=len(sizes)) > 0
+        if (open_ & (sizes > TYPICLUST_MIN_CLUSTER_SIZE)).any():
+            open_ &= sizes > TYPICLUST_MIN_CLUSTER_SIZE
+        # fewest selected first, then the largest: score = -taken * (P + 1) + size; closed clusters never win
+        score = np.where(open_, -taken * (len(x) + 1) + sizes, -np.inf)
+        c = random_argmax(score, rng)
+        members = np.flatnonzero(cluster == c)  # typicality among all its images, the labeled ones too
+        score_in = np.where(free[members], typicality(x[members]), -np.inf)
+        best = members[random_argmax(score_in, rng)]
+        picked.append(int(best))
+        free[best] = False
+        taken[c] += 1
+    return np.asarray(picked, dtype=np.int64)
+
+
+def probcover_delta(
+    features: np.ndarray, n_classes: int, rng: np.random.Generator, alpha: float = PROBCOVER_PURITY
+) -> float:
+    """ProbCover's ball radius: the largest delta whose balls are pure for a share >= ``alpha`` of the points.
+
+    A ball B(x, delta) is pure when every point in it has x's k-means cluster (k = ``n_classes``,
+    the number of categories, as the paper). B(x, delta) is pure exactly while delta is at most
+    the distance from x to the nearest point of another cluster, so the paper's search over a
+    grid of radii is solved exactly: (just below) the largest delta with at most
+    ``floor((1 - alpha) P)`` impure balls.
+
+    Args:
+        features: (P, D) the (already normalised) embeddings.
+        n_classes: the number of k-means clusters.
+        rng: seeds k-means.
+        alpha: the share of pure balls to keep.
+    """
+    from sklearn.neighbors import NearestNeighbors  # deferred: sklearn is heavy and reading a config imports this
+
+    x = np.asarray(features, dtype=np.float32)
+    cluster = kmeans_labels(x, n_classes, rng)
+    if len(np.unique(cluster)) < 2:  # one cluster: every ball is pure; the largest distance covers all
+        return float(np.linalg.norm(x - x.mean(axis=0), axis=1).max() * 2.0) or 1.0
+    to_other = np.empty(len(x))  # (P,) distance to the nearest point of another cluster
+    for c in np.unique(cluster):
+        inside = cluster == c
+        dist, _ = NearestNeighbors(n_neighbors=1).fit(x[~inside]).kneighbors(x[inside])
+        to_other[inside] = dist[:, 0]
+    impure = int(np.floor((1.0 - alpha) * len(x)))
+    # just below that distance: the balls hold the points at most delta away (radius_neighbors_graph)
+    return float(np.sort(to_other)[min(impure, len(x) - 1)]) * (1.0 - 1e-6)
+
+
+def select_probcover(
+    features: np.ndarray,
+    n: int,
+    seed: int,
+    n_classes: int,
+    delta: float | None = None,
+    already: np.ndarray | None = None,
+) -> np.ndarray:
+    """ProbCover (Yehuda, Dekel, Hacohen and Weinshall, NeurIPS 2022) for a pool with no labels yet.
+
+    On the L2-normalised embeddings, every image covers the images within ``delta`` of it
+    (itself included). Each step adds the image covering the most images not covered yet
+    (ties: drawn); once every image is covered, the rest are drawn at random, as the paper's code.
+
+    Args:
+        features: (P, D) embeddings of the pool.
+        n: how many to pick (at most P).
+        seed: seeds k-means, the ties and the random rest.
+        n_classes: the k-means clusters of the purity rule (the number of categories).
+        delta: the ball radius; None: :func:`probcover_delta` (purity 0.95) on pool and ``already``.
+        already: (K, D) embeddings of images labeled before (``raystudy advise``): what their
+            balls cover counts as covered.
+
+    Returns:
+        (n,) pool positions in the order picked.
+
+    Example:
+        >>> x = np.array([[0.0, 1.0], [0.1, 1.0], [0.05, 1.0], [1.0, 0.0], [1.0, 0.1]])
+        >>> sorted(select_probcover(x, 2, seed=0, n_classes=2, delta=0.2).tolist())[0]
+        2
+    """
+    from sklearn.neighbors import NearestNeighbors  # deferred: sklearn is heavy and reading a config imports this
+
+    x = l2_normalise(features).astype(np.float32)  # (P, D)
+    n = min(int(n), len(x))
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    known = np.empty((0, x.shape[1]), np.float32) if already is None else l2_normalise(already).astype(np.float32)
+    radius = probcover_delta(np.concatenate([x, known]), n_classes, rng) if delta is None else float(delta)
+    balls = NearestNeighbors(radius=radius).fit(x)
+    graph = balls.radius_neighbors_graph(x, mode="connectivity").tocsr()  # (P, P), symmetric, itself included
+    uncovered = np.ones(len(x), dtype=bool)
+    if len(known):
+        uncovered[np.unique(balls.radius_neighbors_graph(known).tocsr().indices)] = False
+    gain = graph @ uncovered.astype(np.int64)  # (P,) uncovered images each ball holds
+    free = np.ones(len(x), dtype=bool)
+    picked: list[int] = []
+    while len(picked) < n:
+        if gain[free].max(initial=0) <= 0:  # everything covered: the rest at random
+            rest = rng.permutation(np.flatnonzero(free))[: n - len(picked)]
+            picked += [int(i) for i in rest]
+            break
+        best = random_argmax(np.where(free, gain, -1), rng)
+        picked.append(best)
+        free[best] = False
+        newly = graph.indices[graph.indptr[best] : graph.indptr[best + 1]]
+        newly = newly[uncovered[newly]]
+        uncovered[newly] = False
+        gain -= np.asarray(graph[newly].sum(axis=0)).ravel().astype(gain.dtype)  # the graph is symmetric
     return np.asarray(picked, dtype=np.int64)
 
 
@@ -265,6 +482,7 @@ def select(
     features: Callable[[], np.ndarray] | None = None,
     rounds: int = 4,
     seed_fraction: float = 0.25,
+    n_classes: int | None = None,
 ) -> np.ndarray:
     """``n`` pool positions chosen by the registered ``strategy`` (:func:`raystudy.registry.strategies`).
 
@@ -276,6 +494,7 @@ def select(
             through a :class:`SelectedLabels` view of them).
         features: computes the (P, D) pool embeddings (coreset, uncertainty), called once.
         rounds, seed_fraction: the uncertainty strategy's knobs.
+        n_classes: the number of categories (probcover's k-means); None: those among ``labels``.
 
     Example:
         >>> select("balanced", 2, 0, labels=np.array([0, 0, 0, 1])).size
@@ -285,7 +504,11 @@ def select(
         spec = registry.get_strategy(strategy)
     except KeyError as err:
         raise ValueError(err.args[0]) from None
-    return spec.pick(n, seed, labels=labels, features=features, rounds=rounds, seed_fraction=seed_fraction)
+    if n_classes is None:
+        n_classes = len(np.unique(labels)) if labels is not None else 1
+    return spec.pick(
+        n, seed, labels=labels, features=features, rounds=rounds, seed_fraction=seed_fraction, n_classes=n_classes
+    )
 
 
 def _pick_random(n: int, seed: int, labels: np.ndarray, **_: object) -> np.ndarray:
@@ -312,11 +535,21 @@ def _pick_uncertainty(
     return select_uncertainty(features(), n, SelectedLabels(labels), seed, rounds, seed_fraction)
 
 
+def _pick_typiclust(n: int, seed: int, features: Callable[[], np.ndarray], **_: object) -> np.ndarray:
+    return select_typiclust(features(), n, seed)
+
+
+def _pick_probcover(n: int, seed: int, features: Callable[[], np.ndarray], n_classes: int, **_: object) -> np.ndarray:
+    return select_probcover(features(), n, seed, n_classes)
+
+
 for _spec in (
     registry.StrategySpec("random", _pick_random, False, "every pool image's category (stratified)", order=0),
     registry.StrategySpec("balanced", _pick_balanced, False, "every pool image's category", order=1),
     registry.StrategySpec("coreset", _pick_coreset, True, "none", order=2),
     registry.StrategySpec("uncertainty", _pick_uncertainty, True, "only the images it has selected", order=3),
+    registry.StrategySpec("typiclust", _pick_typiclust, True, "none", order=4),
+    registry.StrategySpec("probcover", _pick_probcover, True, "none (the number of categories only)", order=5),
 ):
     registry.register_strategy(_spec)
 

@@ -28,7 +28,18 @@ from raystudy.data.fit import DataFit
 from raystudy.data.prepare import StudyData, check_inputs, prepare_data
 from raystudy.data.problems import DataError
 from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted
-from raystudy.grid import Cell, Job, PlannedCell, grid_frame, needs_encoder, plan_grid, pretrain_jobs, selection_encoder
+from raystudy.grid import (
+    Cell,
+    Job,
+    PlannedCell,
+    grid_frame,
+    needs_encoder,
+    plan_grid,
+    pretrain_jobs,
+    run_name,
+    selection_encoder,
+    selection_job,
+)
 from raystudy.provenance import finish_run_info, start_run_info
 from raystudy.registry import BASELINE
 from raystudy.resources import fit_resources
@@ -46,7 +57,9 @@ from raystudy.scheduler import ProgressLine, StopFlag, build_context, existing_e
 from raystudy.search import run_search
 from raystudy.storage import Location, as_location
 from raystudy.tracking.setup import Tracking, check_tracking, check_tracking_nodes, open_tracking
+from raystudy.training.advise_pack import pack_location
 from raystudy.training.budget import cell_budget
+from raystudy.training.cell_split import stored_selections
 from raystudy.training.pretrain import encoder_location
 
 log = logging.getLogger("raystudy")
@@ -227,14 +240,19 @@ def attempted(run_dir: Location) -> set[str]:
 
 
 def plan_jobs(cfg: StudyConfig, run_dir: str | Path | Location, planned: list[PlannedCell]) -> list[Job]:
-    """Pending work in priority order: pretraining, probes, then cells largest first.
+    """Pending work in priority order: pretraining, probes, the advise embeddings, the
+    selections (one per key, not yet stored), then cells largest first.
 
-    Only what some pending cell needs is pretrained; probes run for encoders that exist
-    or whose pretraining is planned here (never one that nothing will write).
+    Only what some pending cell (or a selection still to compute) needs is pretrained; probes
+    run for encoders that exist or whose pretraining is planned here (never one that nothing
+    will write).
     """
     done = finished_cells(run_dir)  # one read of the trials table, not one per cell
     pending = [p for p in planned if p.split is not None and p.cell.cell_id not in done]
-    needed = {name for p in pending for name in (needs_encoder(p.cell), selection_encoder(cfg, p.cell))}
+    stored = stored_selections(run_dir)
+    needed = {needs_encoder(p.cell) for p in pending} | {
+        selection_encoder(cfg, p.cell) for p in pending if p.cell.selection_key not in stored
+    }
     existing = existing_encoders(cfg, run_dir)
     jobs = [j for j in pretrain_jobs(cfg) if j.name in needed and j.name not in existing]
     if cfg.pretrain.probe and pending:
@@ -247,6 +265,8 @@ def plan_jobs(cfg: StudyConfig, run_dir: str | Path | Location, planned: list[Pl
         if pretrained and init not in probed:
             jobs.append(Job("probe", init, cfg.model.arch, path=start, name=init))
         jobs += [Job("probe", j.model, j.arch, needs=j.name, name=j.name) for j in pretrained if j.name not in probed]
+    jobs += advise_pack_jobs(cfg, run_dir, {j.name for j in jobs if j.kind == "pretrain"} | set(existing))
+    jobs += selection_jobs(cfg, run_dir, [p.cell for p in pending])
     jobs += [
         Job(
             "cell",
@@ -254,11 +274,36 @@ def plan_jobs(cfg: StudyConfig, run_dir: str | Path | Location, planned: list[Pl
             p.cell.arch,
             needs=needs_encoder(p.cell),
             cell=p.cell,
-            selects_with=selection_encoder(cfg, p.cell),
+            selected_by=None if p.cell.selection == "random" else p.cell.selection_key,
         )
         for p in pending  # planned largest first
     ]
     return jobs
+
+
+def advise_pack_jobs(cfg: StudyConfig, run_dir: str | Path | Location, coming: set[str]) -> list[Job]:
+    """Per arch, the job that stores the selection encoder's embeddings of the labeled pools for
+    ``raystudy advise`` (:mod:`raystudy.training.advise_pack`), unless stored or the encoder never comes."""
+    if cfg.selection.encoder is None:
+        return []
+    jobs = []
+    for arch in cfg.grid.archs:
+        name = run_name(cfg.selection.encoder, arch, cfg.model.arch)
+        stored = all(pack_location(run_dir, s, name).is_file() for s in cfg.grid.sizes)
+        if name in coming and not stored:
+            jobs.append(Job("embed", cfg.selection.encoder, arch, needs=name, name=f"advise-{name}"))
+    return jobs
+
+
+def selection_jobs(cfg: StudyConfig, run_dir: str | Path | Location, cells: list[Cell]) -> list[Job]:
+    """One selection job per (set, n, fold, strategy, arch) of ``cells`` other than random
+    whose images are not stored yet (a resumed study reads the stored ones)."""
+    stored = stored_selections(run_dir)
+    first: dict[str, Cell] = {}
+    for c in cells:
+        if c.selection != "random" and c.selection_key not in stored:
+            first.setdefault(c.selection_key, c)
+    return [selection_job(cfg, c) for c in first.values()]
 
 
 SIGNAL_NAMES: dict[int, str] = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
@@ -317,8 +362,10 @@ def lost_jobs(cfg: StudyConfig, run: Location, planned: list[PlannedCell], lost:
     """The second pass: the lost cells, and the pretraining of any encoder they need that is missing."""
     planned_jobs = plan_jobs(cfg, run, planned)
     cells = [j for j in planned_jobs if j.cell is not None and j.cell.cell_id in lost]
-    needed = {name for j in cells for name in j.requires}
-    return [j for j in planned_jobs if j.kind == "pretrain" and j.name in needed] + cells
+    keys = {j.selected_by for j in cells}
+    selects = [j for j in planned_jobs if j.kind == "select" and j.name in keys]
+    needed = {name for j in cells + selects for name in j.requires}
+    return [j for j in planned_jobs if j.kind == "pretrain" and j.name in needed] + selects + cells
 
 
 Finish = Callable[[Location], "Path | Location"]  # run location -> the report (built by the layer above)

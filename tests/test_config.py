@@ -27,7 +27,9 @@ def test_presets_load_and_paper_is_faithful():
     for preset in ("smoke", "demo"):
         load_config(preset=preset)
     selection = load_config(preset="selection")  # the demo's setup on 19cat, random vs coreset
-    assert selection.grid.strategies("19cat") == ["random", "coreset"] and list(selection.grid.sizes) == ["19cat"]
+    assert selection.grid.strategies("19cat") == ["random", "coreset", "typiclust", "probcover"] and list(
+        selection.grid.sizes
+    ) == ["19cat"]
     assert selection.grid.protocol == "holdout" and selection.selection.encoder == "moco"
 
 

@@ -76,7 +76,7 @@ MESSAGES = [
     (
         ["grid.selection=[random, nope]"],
         "grid.selection[1]: unknown selection strategy 'nope'; "
-        "use one of ['random', 'balanced', 'coreset', 'uncertainty']",
+        "use one of ['random', 'balanced', 'coreset', 'uncertainty', 'typiclust', 'probcover']",
     ),  # unknown_strategy
 ]
 
@@ -116,7 +116,7 @@ def test_override_mistakes() -> None:
 HASHES = [
     ("smoke", [], "0f71b5acc534", "739ba0b7e6860f9b"),  # smoke
     ("demo", [], "ac5071ecc6b3", "0728539ee793673b"),  # demo
-    ("selection", [], "eecab22d4111", "8a22c1b18422a289"),  # selection
+    ("selection", [], "8a1757d34789", "3f9765cb86e3ac74"),  # selection (4 strategies, sizes 24..192 since issue 24)
     (
         "paper",
         ["model.baseline_init=random", "model.pretrain_init.moco=random", "model.pretrain_init.byol=random"],

@@ -14,7 +14,7 @@ from analysis.results import Results, resolve
 from analysis.select import RANDOM, n_categories_of, set_label
 from analysis.strategies import labels_saved_table, strategy_curves
 
-STRATEGY_ORDER = (RANDOM, "balanced", "coreset", "uncertainty")
+STRATEGY_ORDER = (RANDOM, "balanced", "coreset", "uncertainty", "typiclust", "probcover")
 
 
 def strategy_color(strategy: str) -> str:
@@ -72,7 +72,10 @@ def selection_curves(
             )
         fig.update_xaxes(type="log", title_text="labeled images n", row=1, col=col)
     fig.update_yaxes(title_text="overall accuracy (fold mean \u00b1 std)", tickformat=".0%", row=1, col=1)
-    return style(fig, title or f"{base} \u2014 {set_label(cset, n_categories_of(cset, res.trials))}")
+    chosen = res.selections[res.selections["category_set"] == cset]
+    encoders = sorted(chosen["encoder"].dropna().astype(str).unique())
+    on = f" (picked on the {', '.join(encoders)} encoder's embeddings)" if encoders else ""
+    return style(fig, title or f"{base} \u2014 {set_label(cset, n_categories_of(cset, res.trials))}{on}")
 
 
 def labels_saved(

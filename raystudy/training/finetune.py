@@ -37,7 +37,7 @@ from raystudy.config import StudyConfig
 from raystudy.data.prepare import LabeledPool
 from raystudy.data.splits import Split, derive_seed
 from raystudy.events import log_event
-from raystudy.grid import Cell, needs_encoder, selection_encoder
+from raystudy.grid import Cell, needs_encoder
 from raystudy.metrics import Evaluation, evaluate
 from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.registry import BASELINE
@@ -45,7 +45,7 @@ from raystudy.results import has_result, write_table
 from raystudy.storage import Location, as_location, cached_sha256
 from raystudy.training.augment import EvalTransform, FinetuneAugment
 from raystudy.training.budget import cell_budget
-from raystudy.training.cell_split import selected_split
+from raystudy.training.cell_split import stored_split
 from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
 from raystudy.training.probes import encode, tsne_2d
 from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
@@ -647,11 +647,11 @@ def setup_trial(
     pool = context.pools[cell.category_set]
     split = context.splits[(cell.category_set, cell.train_size, cell.fold)]
     given = dict(encoders or {})
-    missing = [n for n in (needs_encoder(cell), selection_encoder(cfg, cell)) if n and n not in given]
+    missing = [n for n in (needs_encoder(cell),) if n and n not in given]
     if missing:
         raise RuntimeError(f"{cid}: no reference to encoder(s) {missing} (their pretraining did not report one)")
-    if cell.selection != "random":  # the same validation fold, training images chosen by the strategy
-        split = selected_split(cfg, cell, split, pool.labels, pool.indices, images, given, device)
+    if cell.selection != "random":  # the same validation fold, training images from the stored selection
+        split = stored_split(run_dir, cell, split, pool, context.image_ids)
     seed_everything(derive_seed(cfg.seed, cell.pair_key))  # the same head init for every model of the pair
     checkpoint = CellCheckpoint(run_dir, cid, f.checkpoint_every_s)
     trainer = CellTrainer(

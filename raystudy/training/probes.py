@@ -3,6 +3,8 @@ and 2-D t-SNE maps of encoder embeddings (Fig. 8)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,13 +27,15 @@ def encode(
     transform,
     batch_size: int,
     device: torch.device,
+    fp32: bool = False,
 ) -> np.ndarray:
-    """Features (n, D) of ``images[rows]`` under the deterministic eval transform."""
+    """Features (n, D) of ``images[rows]`` under the deterministic eval transform
+    (bf16 autocast on a GPU unless ``fp32``)."""
     encoder.eval()
     out = []
     for i in range(0, len(rows), batch_size):
         x = images_to_device(images, rows[i : i + batch_size], device)  # (b,1,S,S)
-        with autocast(device):
+        with nullcontext() if fp32 else autocast(device):
             out.append(encoder(transform(x)).float().cpu())
     return torch.cat(out).numpy() if out else np.empty((0, 0), dtype=np.float32)
 
@@ -87,6 +91,8 @@ class FrozenEncoder:
         encoder_path: an encoder checkpoint (path or URI); None keeps the initial weights.
         arch: the backbone (default ``cfg.model.arch``).
         device: where it embeds.
+        fp32: embed in full precision (no autocast): what selections use, so near-ties do not
+            depend on the device's bf16 rounding.
 
     Example:
         >>> encoder = "runs/demo/encoders/moco.pt"
@@ -94,7 +100,9 @@ class FrozenEncoder:
         >>> frozen.embed(images, rows).shape  # (len(rows), D)  # doctest: +SKIP
     """
 
-    def __init__(self, cfg: StudyConfig, encoder_path: str | None, arch: str | None, device: torch.device) -> None:
+    def __init__(
+        self, cfg: StudyConfig, encoder_path: str | None, arch: str | None, device: torch.device, fp32: bool = False
+    ) -> None:
         m, aug = cfg.model, cfg.finetune.augment
         encoder, _ = build_encoder(arch or m.arch, m.in_channels)
         if encoder_path:
@@ -103,10 +111,11 @@ class FrozenEncoder:
         self.transform = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=m.in_channels)
         self.batch_size = cfg.finetune.eval_batch_size
         self.device = device
+        self.fp32 = fp32
 
     def embed(self, images: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(len(rows), D) features of ``images[rows]`` ((N, S, S) uint8)."""
-        return encode(self.encoder, images, rows, self.transform, self.batch_size, self.device)
+        return encode(self.encoder, images, rows, self.transform, self.batch_size, self.device, self.fp32)
 
 
 def probe_encoder(
