@@ -101,3 +101,21 @@ def make_split(
         )
     pick = stratified_sample(labels[pool], train_size, derive_seed(seed, set_name, train_size, fold, "train"))
     return Split(train=np.sort(pool[pick]), validation=val, notes=[note] if note else [])
+
+
+def online_probe_slice(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """The online kNN probe of pretraining: (bank, query) positions into ``labels``, or why there is none.
+
+    ``n`` images are drawn stratified (``stratified_sample``) and halved by a 2-fold split
+    (stratified where every class allows): the kNN memory bank and its queries. The caller
+    passes only images no cell trains, validates or tests on (see
+    :func:`raystudy.scheduler.online_probe_rows`); their labels serve this number only.
+    """
+    if n < 2 or len(labels) < 2:
+        return (
+            f"online kNN off: {len(labels)} labeled image(s) outside the cells' campaigns, "
+            f"pretrain.online_knn_images={n}"
+        )
+    pick = stratified_sample(labels, min(n, len(labels)), seed)
+    halves, _ = kfold(labels[pick], 2, seed)
+    return np.sort(pick[halves[0]]), np.sort(pick[halves[1]])
