@@ -438,7 +438,9 @@ def pretrain_trial(
                     "online_knn_random_init": knn["online_knn_random_init"],
                     "online_knn_final": knn["online_knn"][-1] if knn["online_knn"] else None,
                     "online_knn_curve": json.dumps(knn["online_knn"]),  # one value per epoch
-                    "online_knn_images": 0 if online_probe is None else 2 * len(online_probe["query_rows"]),
+                    "online_knn_images": sum(len(online_probe[k]) for k in ("bank_rows", "query_rows"))
+                    if online_probe
+                    else 0,
                 }
             ]
         ),
