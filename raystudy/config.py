@@ -163,6 +163,9 @@ class PretrainConfig(Section):
     warmup_epochs: Annotated[int, at_least(0)] = 10
     probe: bool = True  # kNN and linear-probe accuracy of each frozen encoder
     probe_knn_k: Annotated[int, at_least(1)] = 20
+    # online kNN every epoch on rank 0: this many labeled images of the pretraining campaigns that no
+    # cell trains, validates or tests on (half memory bank, half queries); 0 turns it off
+    online_knn_images: Annotated[int, at_least(0), NO_HASH] = 256
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     sections: Annotated[dict[str, Any], INLINE] = Field(default_factory=dict)
 

@@ -119,6 +119,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("no_learning_loss", pa.float64()),  # the loss of an encoder that learned nothing (MoCo: ln(K+1))
             ("restarts", pa.int64()),  # times the DDP group started again from a checkpoint (lost worker, rerun)
             ("resumed_from_epoch", pa.int64()),  # the epoch of the checkpoint it last resumed from; null: never
+            ("online_knn_random_init", pa.float64()),  # online kNN of the random init (null: no online probe)
+            ("online_knn_final", pa.float64()),  # online kNN after the last epoch
+            ("online_knn_curve", pa.string()),  # JSON list, one online kNN value per epoch
+            ("online_knn_images", pa.int64()),  # images in the online probe slice (bank + queries)
             ("knn_accuracy", pa.float64()),
             ("linear_probe_accuracy", pa.float64()),
         ]

@@ -33,7 +33,7 @@ from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 from ray.tune.search import Searcher
 
 from raystudy.config import StudyConfig
-from raystudy.data.splits import derive_seed, kfold
+from raystudy.data.splits import derive_seed, kfold, online_probe_slice
 from raystudy.grid import Job, pretrain_jobs
 from raystudy.results import read_table, write_table
 from raystudy.storage import Location, as_location
@@ -170,7 +170,14 @@ def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     if job.kind == "cell" and job.cell is not None:
         finetune_trial(job.cell, context, job.refs)
     elif job.kind == "pretrain" and context.pretrain_rows is not None:
-        pretrain_trial(job, context.cfg, as_location(context.run_dir), context.images_ref, context.pretrain_rows)
+        pretrain_trial(
+            job,
+            context.cfg,
+            as_location(context.run_dir),
+            context.images_ref,
+            context.pretrain_rows,
+            context.online_probe,
+        )
     elif job.kind == "probe":
         probe_trial(job, context)
     elif job.kind == "select" and job.chooses is not None:
@@ -366,6 +373,30 @@ def run_jobs(
     return list(tuner.fit()), searcher
 
 
+def online_probe_rows(cfg: StudyConfig, data) -> dict[str, Any] | None:
+    """Bank and query rows (with labels) of pretraining's online kNN, or None (logged why).
+
+    Drawn from the pretraining campaigns' images outside the labeled and the generalization
+    campaigns, so no cell trains, validates or tests on them; their labels serve this number only.
+    """
+    index = data.images.index
+    cell_campaigns = {cfg.data.labeled_campaign, cfg.data.generalization_campaign}
+    rows = data.pretrain_indices
+    rows = rows[~np.isin(index["campaign"].to_numpy()[rows], list(cell_campaigns - {None}))]
+    labels = pd.factorize(index["category"].to_numpy()[rows])[0]
+    picked = online_probe_slice(labels, cfg.pretrain.online_knn_images, derive_seed(cfg.seed, "online-probe"))
+    if isinstance(picked, str):
+        logging.getLogger("raystudy").info(picked)
+        return None
+    bank, query = picked
+    return {
+        "bank_rows": rows[bank],
+        "bank_labels": labels[bank],
+        "query_rows": rows[query],
+        "query_labels": labels[query],
+    }
+
+
 def build_context(
     cfg: StudyConfig, run_dir: str | Path | Location, data, planned, images_ref, inject_failure=None
 ) -> FinetuneContext:
@@ -392,6 +423,7 @@ def build_context(
         },
         inject_failure=inject_failure,
         pretrain_rows=data.pretrain_indices,
+        online_probe=online_probe_rows(cfg, data),
         probe_split={
             "category_set": set_name,
             "train_rows": pool.indices[train],

@@ -149,10 +149,10 @@ def test_config_hash_never_changes(preset: str, overrides: list[str], config_has
     cfg = load_config(preset=preset, overrides=overrides)
     assert cfg.config_hash() == config_hash
     plain = cfg.to_dict()
-    # the keys added since these were captured (pretrain.sync_batchnorm, tracking, analysis.backtest_tolerance_pp,
-    # analysis.doa_margin_pp), at their defaults, stay out
-    # of the hash
+    # the keys added since these were captured (pretrain.sync_batchnorm, pretrain.online_knn_images, tracking,
+    # analysis.backtest_tolerance_pp, analysis.doa_margin_pp), at their defaults, stay out of the hash
     assert plain["pretrain"].pop("sync_batchnorm") == "auto"
+    assert plain["pretrain"].pop("online_knn_images") == 256  # NO_HASH: a monitor, no result changes
     assert plain.pop("tracking") == {"mlflow": None, "wandb": None, "aim": None}
     assert (plain["analysis"].pop("backtest_tolerance_pp"), plain["analysis"].pop("doa_margin_pp")) == (2.0, 2.0)
     saved = json.dumps(plain, sort_keys=False, default=str)  # the saved config.yaml, key order included

@@ -121,3 +121,21 @@ def inner_split(labels: np.ndarray, split: Split, folds: int, seed: int, *key: o
     vals, note = kfold(labels[train], max(2, folds), derive_seed(seed, *key, "search-inner"))
     validation = np.sort(train[vals[0]])
     return Split(train=np.setdiff1d(train, validation), validation=validation, notes=[note] if note else [])
+
+
+def online_probe_slice(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """The online kNN probe of pretraining: (bank, query) positions into ``labels``, or why there is none.
+
+    ``n`` images are drawn stratified (``stratified_sample``) and halved by a 2-fold split
+    (stratified where every class allows): the kNN memory bank and its queries. The caller
+    passes only images no cell trains, validates or tests on (see
+    :func:`raystudy.scheduler.online_probe_rows`); their labels serve this number only.
+    """
+    if n < 2 or len(labels) < 2:
+        return (
+            f"online kNN off: {len(labels)} labeled image(s) outside the cells' campaigns, "
+            f"pretrain.online_knn_images={n}"
+        )
+    pick = stratified_sample(labels, min(n, len(labels)), seed)
+    halves, _ = kfold(labels[pick], 2, seed)
+    return np.sort(pick[halves[0]]), np.sort(pick[halves[1]])

@@ -67,6 +67,7 @@ class FinetuneContext:
     inject_failure: tuple[str, int] | None = None  # (cell_id, epoch): raise once, for fault tests
     pretrain_rows: np.ndarray | None = None  # rows of the unlabeled pretraining pool
     probe_split: dict[str, Any] | None = None  # train/test rows and labels of the encoder probes
+    online_probe: dict[str, Any] | None = None  # bank/query rows and labels of pretraining's online kNN
 
     def images(self) -> np.ndarray:
         """The (N, S, S) uint8 images: a zero-copy view of the object store (or the array itself)."""
