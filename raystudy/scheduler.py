@@ -380,9 +380,9 @@ def online_probe_rows(cfg: StudyConfig, data) -> dict[str, Any] | None:
     campaigns, so no cell trains, validates or tests on them; their labels serve this number only.
     """
     index = data.images.index
-    cell_campaigns = {cfg.data.labeled_campaign, cfg.data.generalization_campaign}
+    cell_campaigns = [c for c in (cfg.data.labeled_campaign, cfg.data.generalization_campaign) if c is not None]
     rows = data.pretrain_indices
-    rows = rows[~np.isin(index["campaign"].to_numpy()[rows], list(cell_campaigns - {None}))]
+    rows = rows[~np.isin(index["campaign"].to_numpy()[rows], cell_campaigns)]
     labels = pd.factorize(index["category"].to_numpy()[rows])[0]
     picked = online_probe_slice(labels, cfg.pretrain.online_knn_images, derive_seed(cfg.seed, "online-probe"))
     if isinstance(picked, str):
