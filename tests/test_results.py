@@ -46,7 +46,7 @@ def test_full_disk_fails_the_write_cleanly(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(storage.os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(storage.DiskFull, match="no space left on the device holding .* MiB free"):
         write_table(tmp_path, "trials", "c2", pd.DataFrame([{"cell_id": "c2", "status": "done"}]))
     folder = tmp_path / "results" / "trials"
     assert sorted(p.name for p in folder.iterdir()) == ["c1.parquet"]  # no partial file left
