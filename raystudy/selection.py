@@ -325,6 +325,13 @@ def kmeans_labels(features: np.ndarray, k: int, rng: np.random.Generator) -> np.
     return KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(np.asarray(features, dtype=np.float32))
 
 
+def _unit_rows(features: np.ndarray, already: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The pool and the already-labeled embeddings, L2-normalised in float32 ((0, D) when none)."""
+    pool = l2_normalise(features).astype(np.float32)
+    known = np.empty((0, pool.shape[1]), np.float32) if already is None else l2_normalise(already).astype(np.float32)
+    return pool, known
+
+
 def select_typiclust(features: np.ndarray, n: int, seed: int, already: np.ndarray | None = None) -> np.ndarray:
     """TypiClust (Hacohen, Dekel and Weinshall, ICML 2022) for a pool with no labels yet.
 
@@ -350,12 +357,11 @@ def select_typiclust(features: np.ndarray, n: int, seed: int, already: np.ndarra
         >>> sorted(select_typiclust(x, 2, seed=0).tolist())
         [2, 7]
     """
-    pool = l2_normalise(features).astype(np.float32)  # (P, D)
+    pool, known = _unit_rows(features, already)  # (P, D), (K, D)
     n = min(int(n), len(pool))
     if n <= 0:
         return np.empty(0, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    known = np.empty((0, pool.shape[1]), np.float32) if already is None else l2_normalise(already).astype(np.float32)
     x = np.concatenate([pool, known])  # (P + K, D): the pool first
     cluster = kmeans_labels(x, min(len(known) + n, TYPICLUST_MAX_CLUSTERS), rng)  # (P + K,)
     sizes = np.bincount(cluster)  # images per cluster
@@ -444,12 +450,11 @@ def select_probcover(
     """
     from sklearn.neighbors import NearestNeighbors  # deferred: sklearn is heavy and reading a config imports this
 
-    x = l2_normalise(features).astype(np.float32)  # (P, D)
+    x, known = _unit_rows(features, already)  # (P, D), (K, D)
     n = min(int(n), len(x))
     if n <= 0:
         return np.empty(0, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    known = np.empty((0, x.shape[1]), np.float32) if already is None else l2_normalise(already).astype(np.float32)
     radius = probcover_delta(np.concatenate([x, known]), n_classes, rng) if delta is None else float(delta)
     balls = NearestNeighbors(radius=radius).fit(x)
     graph = balls.radius_neighbors_graph(x, mode="connectivity").tocsr()  # (P, P), symmetric, itself included
