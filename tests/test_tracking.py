@@ -80,11 +80,16 @@ class CellTrial:
 
 
 def test_wandb_runs_are_grouped_by_study_and_configuration(monkeypatch):
+    import ray.air.integrations.wandb as ray_wandb
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     from raystudy.tracking.callbacks import CellWandbCallback, logger_callbacks
 
     monkeypatch.setenv("WANDB_MODE", "offline")
+    # wandb is an optional extra that CI does not install: Ray's callback only checks that the module is there
+    monkeypatch.setattr(ray_wandb, "wandb", SimpleNamespace(__name__="wandb"))
+    for name in ("Image", "Video", "WBValue"):  # wandb's media types, which Ray's config cleaning checks against
+        monkeypatch.setattr(ray_wandb, name, type(name, (), {}), raising=False)
     started: dict = {}
     monkeypatch.setattr(  # Ray's own logging actor (which would start wandb) is replaced by a recorder
         WandbLoggerCallback, "_start_logging_actor", lambda self, trial, exclude, **kw: started.update(kw)
