@@ -116,6 +116,9 @@ def recalibrate_batchnorm(
     A short fine-tuning run leaves running statistics that lag far behind the weights
     (and a pretrained encoder's come from augmented views); evaluating with them can
     fall below chance. One forward pass in train mode with a cumulative average fixes it.
+    The average weighs every chunk alike, so the rows are cut into chunks of equal size (at
+    most ``batch``, sizes differing by one): a short last chunk (16 of 272 images) would
+    otherwise count as much as a full one, and its noisy statistics broke evaluation.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
@@ -123,8 +126,7 @@ def recalibrate_batchnorm(
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the pass
     model.train()
-    for i in range(0, len(rows), batch):
-        chunk = rows[i : i + batch]
+    for chunk in np.array_split(rows, max(1, math.ceil(len(rows) / batch))):
         if len(chunk) < 2:
             continue
         with autocast(device):
@@ -513,12 +515,13 @@ class CellTrainer:
     def step_batches(self, order: np.ndarray) -> list[np.ndarray]:
         """One epoch's order cut into its ``steps_per_epoch`` optimizer steps, none of one image.
 
-        Steps of ``batch`` images; a lone last image (BatchNorm cannot normalise one) takes
-        the last image of the step before it (sizes ..., batch - 1, 2). Where that step has
-        only two (batch 2) or there is none (a cell of one image), it is paired with the image
-        before it in the order (or with itself), which that epoch then sees twice.
+        Steps of equal size (at most ``batch`` images, sizes differing by one): a short last
+        step (4 of 68 images) would normalise BatchNorm over a handful of images and take a
+        full-rate step on them, which left such cells worse than smaller ones. A lone image
+        (only in a cell of fewer than two images per step) takes the last image of the step
+        before it; where there is none (a cell of one image), it is paired with itself.
         """
-        batches = [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+        batches = list(np.array_split(order, max(1, math.ceil(len(order) / self.batch))))
         if batches and len(batches[-1]) == 1:
             if len(batches) > 1 and len(batches[-2]) > 2:
                 batches[-2], batches[-1] = batches[-2][:-1], np.concatenate([batches[-2][-1:], batches[-1]])
