@@ -43,6 +43,7 @@ from analysis.summary import (
     advantage_sentences,
     answer_sentences,
     cell_states,
+    fit_sentences,
     generalization_sentences,
     grid_progress,
     knee_sentences,
@@ -385,6 +386,7 @@ def render_html(res: Results) -> str:
         + advantage_sentences(res.trials, cfg, extra["paired"])
         + generalization_sentences(res.trials, cfg, res.campaign, res.confusion)
         + selection_sentences(extra["selection"])
+        + fit_sentences(res.trials)
     )
     answers = answer_sentences(extra["answers"])
     tolerance = float(cfg.get("backtest_tolerance_pp") or BACKTEST_TOLERANCE_PP)

@@ -320,6 +320,40 @@ def one_class_sentences(
     return out
 
 
+def fit_sentences(trials: pd.DataFrame) -> list[str]:
+    """Where cells stopped before fitting their own training images (``trials.fitted`` False:
+    training accuracy below ``finetune.fit_accuracy``), per set and size, and how the supervised
+    ceiling ended. A measured fact of each cell, not an inference: no interval."""
+    if trials is None or trials.empty or "fitted" not in trials.columns:
+        return []
+    out = []
+    curve = done_trials(trials, "train_accuracy")
+    for cset, in_set in curve.groupby("category_set", sort=True):
+        parts = []
+        for size, group in in_set.groupby("train_size", sort=True):
+            missed = group[group["fitted"] == False]  # noqa: E712 (nulls: runs from before the column)
+            if len(missed):
+                acc = missed["train_accuracy"]
+                parts.append(
+                    f"n = {int(size):,} ({len(missed)} of {len(group)} cells, training accuracy "
+                    f"{100 * acc.min():.0f}\u2013{100 * acc.max():.0f} %)"
+                )
+        if parts:
+            out.append(
+                f"{cset}: cells stopped before fitting their training images (below finetune.fit_accuracy) at "
+                + "; ".join(parts)
+                + ". Their fold dots are drawn hollow: there the curve measures models that trained too briefly."
+            )
+    for row in done_trials(trials, "train_accuracy", ceiling=True).itertuples():
+        fitted = "fitted its training images" if row.fitted else "did not fit its training images"
+        out.append(
+            f"Supervised ceiling of {row.category_set} ({int(row.train_size):,} labeled images): {fitted} "
+            f"(training accuracy {100 * row.train_accuracy:.1f} %, {int(row.steps):,} steps, stopped: "
+            f"{row.stop_reason})" + ("." if row.fitted else "; it may lie below what all labels can reach.")
+        )
+    return out
+
+
 def answer_sentences(answers: pd.DataFrame) -> list[str]:
     """'How many labeled images to reach X % OA?' from the learning-curve fits: a number only for a
     reliable curve whose backtest passed, and only up to ``QUOTE_LIMIT`` x the largest measured

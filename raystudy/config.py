@@ -224,6 +224,10 @@ class FinetuneConfig(Section):
     epochs: Annotated[int, at_least(1)] = 50
     min_steps: Annotated[int, at_least(0)] = 0
     max_steps: Annotated[int, at_least(0)] = 0
+    # A cell has fitted its training images when its accuracy on them (eval transform) is at
+    # least this: ``trials.fitted``; the report marks sizes whose cells did not. The supervised
+    # ceiling trains until it reaches it (``grid.ceiling_max_cycles``).
+    fit_accuracy: Annotated[float, in_unit_interval()] = 0.98
     # The global batch per optimizer step (the paper: 64 per GPU x 4 GPUs = 256); the learning
     # rate is scaled from it. A trial runs on one device and accumulates gradients over
     # micro-batches of ``micro_batch_size`` images (0: the whole batch at once; the paper's
@@ -262,8 +266,12 @@ class GridConfig(Section):
     folds: Annotated[int, at_least(2)] = 5
     protocol: Literal["paper", "holdout"] = "paper"  # paper: CV inside the n images | holdout: fixed folds
     # > 0: the supervised ceiling, one baseline cell per category set trained on all its labeled
-    # images (fold 0 of ``folds`` held out) for this many epochs; the report draws it as a line
+    # images (fold 0 of ``folds`` held out); the report draws it as a line. It trains in cosine
+    # cycles (warm restarts) of at least this many epochs and at least as many steps as the
+    # longest cell of its set, until a cycle ends with the training images fitted
+    # (``finetune.fit_accuracy``), at most ``ceiling_max_cycles`` cycles.
     ceiling_epochs: Annotated[int, at_least(0)] = 0
+    ceiling_max_cycles: Annotated[int, at_least(1)] = 3
     # Which n images a cell trains on (registry.strategy_names()): a list for every category
     # set, or a mapping by set like ``sizes`` (a set it does not name gets [random]). Strategies
     # other than random need protocol: holdout (the validation fold is then the same for all).
@@ -419,6 +427,9 @@ class StudyConfig(Section):
             hashed["pretrain"].pop("sync_batchnorm", None)
         if self.pretrain.num_workers == 1:  # and one that pretrains on one worker
             hashed["pretrain"].pop("num_workers", None)
+        if self.grid.ceiling_epochs == 0:  # without a ceiling, its stopping rule trains nothing
+            hashed["grid"].pop("ceiling_max_cycles", None)
+            hashed["finetune"].pop("fit_accuracy", None)
         return hashed
 
 

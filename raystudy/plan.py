@@ -17,7 +17,7 @@ from raystudy.config import FinetuneConfig, StudyConfig
 from raystudy.data.loading import read_manifest, scan_folder
 from raystudy.data.prepare import synthetic_root
 from raystudy.resources import NodeType, holders, pretrain_uses_gpu, study_requests
-from raystudy.training.budget import cell_budget
+from raystudy.training.budget import ceiling_budget, cell_budget
 
 PRETRAIN_COST = 3.0  # a pretraining image costs about 3 fine-tuning images (two views, a target pass)
 
@@ -96,7 +96,7 @@ def plan_cells(cfg: StudyConfig, counts: DataCounts) -> list[CellGroup]:
             groups.append(CellGroup(set_name, n, models * g.folds, skipped, epochs, images))
         if g.ceiling_epochs > 0 and pool is not None:  # the supervised ceiling: one baseline cell
             train = train_images(pool, 0, g.folds, "paper")
-            e = cell_epochs(f, train, g.ceiling_epochs)
+            e = ceiling_budget(f, g, set_name, train).epochs  # its first cycle (it may train more)
             groups.append(CellGroup(set_name, pool, 1, False, [e], e * train, ceiling=True))
     return groups
 

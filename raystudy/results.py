@@ -58,9 +58,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("epochs", pa.int64()),
             ("steps", pa.int64()),  # optimizer steps taken
             ("batch_size", pa.int64()),  # images per optimizer step (the global batch)
-            ("stop_reason", pa.string()),  # which bound set the length: epochs / min_steps / max_steps
+            ("stop_reason", pa.string()),  # epochs / min_steps / max_steps; the ceiling: fitted / max_cycles
             ("train_loss", pa.float64()),  # mean training loss of the last epoch
             ("train_accuracy", pa.float64()),  # OA on the cell's own training images
+            ("fitted", pa.bool_()),  # train_accuracy >= finetune.fit_accuracy: the cell learned its images
             ("init", pa.string()),  # initial encoder weights: random, or "<file> sha256:<hex>"
             ("train_seconds", pa.float64()),
             ("device", pa.string()),

@@ -58,7 +58,7 @@ from raystudy.search import run_search
 from raystudy.storage import Location, as_location
 from raystudy.tracking.setup import Tracking, check_tracking, check_tracking_nodes, open_tracking
 from raystudy.training.advise_pack import pack_location
-from raystudy.training.budget import cell_budget
+from raystudy.training.budget import ceiling_budget, cell_budget
 from raystudy.training.cell_split import stored_selections
 from raystudy.training.pretrain import encoder_location
 
@@ -474,7 +474,11 @@ def cell_weights(cfg: StudyConfig, planned: list[PlannedCell], cells: list[Job])
     """Images each pending cell trains on: the progress line's time estimate."""
     weights = {
         p.cell.cell_id: float(
-            cell_budget(cfg.finetune, len(p.split.train), cfg.grid.ceiling_epochs if p.cell.ceiling else None).images
+            (
+                ceiling_budget(cfg.finetune, cfg.grid, p.cell.category_set, len(p.split.train))
+                if p.cell.ceiling
+                else cell_budget(cfg.finetune, len(p.split.train))
+            ).images
         )
         for p in planned
         if p.split is not None

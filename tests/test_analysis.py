@@ -17,6 +17,7 @@ import analysis
 from analysis import Results, build_report, figures, load_results
 from analysis.confusion import confusion_views, confusion_with_margins, fold_confusion, merge_groups, restrict
 from analysis.figures import is_no_data
+from analysis.figures.accuracy import accuracy_vs_size
 from analysis.labeling import (
     doa_table,
     find_knee,
@@ -33,7 +34,7 @@ from analysis.stats import (
     power_law,
     samples_to_reach,
 )
-from analysis.summary import cell_states, grid_progress, knee_sentences
+from analysis.summary import cell_states, fit_sentences, grid_progress, knee_sentences
 
 PAPER_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864]
 
@@ -1192,3 +1193,55 @@ def test_doa_non_inferiority_claim_with_its_interval():
         "95 % bound below 3 pp"
     ) in text
     assert f"is n = 1,024: DOA +1.5 pp, 95 % CI {100 * doa.loc[1024, 'doa_low']:+.1f} to" in text
+
+
+def test_cells_that_did_not_fit_are_marked_and_said():
+    """Issue 21 item 8: a size whose cells ended below finetune.fit_accuracy on their own images is
+    drawn with hollow fold dots and named in a sentence; the ceiling says how it ended."""
+    trials = make_tables(folds=3, embeddings=False, sizes={"4cat": [128, 256, 512]})["trials"]
+    trials["train_accuracy"], trials["fitted"] = 0.995, True
+    late = (trials["train_size"] == 512) & (trials["model"] == "moco") & (trials["fold"] < 2)
+    trials.loc[late, ["train_accuracy", "fitted"]] = [0.91, False]
+    assert fit_sentences(trials.drop(columns="fitted")) == []  # runs from before the column: no claim
+    ceiling = trials.iloc[[0]].assign(
+        cell_id="baseline-4cat-ceiling",
+        model="baseline",
+        train_size=2000,
+        fold=0,
+        protocol="ceiling",
+        train_accuracy=0.93,
+        fitted=False,
+        steps=1800,
+        stop_reason="max_cycles",
+    )
+    said = fit_sentences(pd.concat([trials, ceiling], ignore_index=True))
+    assert len(said) == 2
+    assert said[0].startswith("4cat: cells stopped before fitting their training images")
+    assert "at n = 512 (2 of 9 cells, training accuracy 91\u201391 %)." in said[0]
+    assert said[1].startswith("Supervised ceiling of 4cat (2,000 labeled images): did not fit")
+    assert "max_cycles" in said[1]
+    fig = accuracy_vs_size(trials=trials, config={}, category_set="4cat", inset=False)
+    moco = next(t for t in fig.data if t.name == "Semisup-MoCo folds")
+    hollow = [s == "circle-open" for s in moco.marker.symbol]
+    assert sum(hollow) == 2 and all(x == max(moco.x) for x, h in zip(moco.x, hollow, strict=True) if h)
+    assert all("did not fit" in t for t, h in zip(moco.text, hollow, strict=True) if h)
+
+
+def _probe_predictions(name: str, arch: str, correct: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per-image probe predictions: right where ``correct[kind]`` is True (labels 0, wrong 1)."""
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "model": name,
+                    "arch": arch,
+                    "probe": kind,
+                    "image_id": [f"img{i}" for i in range(len(right))],
+                    "label": 0,
+                    "predicted": np.where(right, 0, 1),
+                }
+            )
+            for kind, right in correct.items()
+        ],
+        ignore_index=True,
+    )

@@ -32,8 +32,8 @@ MESSAGES = [
     ),  # unknown_top
     (
         ["grid.foldz=3"],
-        "unknown config key(s) grid.foldz at grid; allowed keys are: archs, ceiling_epochs, folds, models, protocol, "
-        "selection, sizes",
+        "unknown config key(s) grid.foldz at grid; allowed keys are: archs, ceiling_epochs, "
+        "ceiling_max_cycles, folds, models, protocol, selection, sizes",
     ),  # unknown_nested
     (["finetune.epochs=ten"], "finetune.epochs: expected int, got str 'ten'"),  # int_from_str
     (["finetune.epochs=true"], "finetune.epochs: expected int, got bool True"),  # bool_for_int
@@ -115,7 +115,7 @@ def test_override_mistakes() -> None:
 
 HASHES = [
     ("smoke", [], "0f71b5acc534", "739ba0b7e6860f9b"),  # smoke
-    ("demo", [], "ac5071ecc6b3", "0728539ee793673b"),  # demo
+    ("demo", [], "662a0d2da264", "92c865c8cbeb05c2"),  # demo (ac5071ecc6b3 until its sizes and ceiling, issue 21)
     ("selection", [], "8a1757d34789", "3f9765cb86e3ac74"),  # selection (4 strategies, sizes 24..192 since issue 24)
     (
         "paper",
@@ -132,8 +132,8 @@ HASHES = [
     (
         "demo",
         ["finetune.epochs=7", "pretrain.moco.momentum=0.95", "finetune.base_lr=1"],
-        "77ef74f8633e",
-        "2cc54b6a1a0d5450",
+        "370c3c631978",  # 77ef74f8633e until the demo's sizes and ceiling changed (issue 21)
+        "9591f5ff3c06a8ff",
     ),  # demo+epochs
     (
         "smoke",
@@ -155,5 +155,8 @@ def test_config_hash_never_changes(preset: str, overrides: list[str], config_has
     assert plain["pretrain"].pop("online_knn_images") == 256  # NO_HASH: a monitor, no result changes
     assert plain.pop("tracking") == {"mlflow": None, "wandb": None, "aim": None}
     assert (plain["analysis"].pop("backtest_tolerance_pp"), plain["analysis"].pop("doa_margin_pp")) == (2.0, 2.0)
+    # since issue 21 (the ceiling that fits), at their defaults
+    assert plain["finetune"].pop("fit_accuracy") == 0.98
+    assert plain["grid"].pop("ceiling_max_cycles") == (2 if preset == "demo" else 3)
     saved = json.dumps(plain, sort_keys=False, default=str)  # the saved config.yaml, key order included
     assert hashlib.sha256(saved.encode()).hexdigest()[:16] == dict_sha

@@ -13,7 +13,7 @@ import torch
 from raystudy.config import load_config
 from raystudy.grid import Cell, plan_grid
 from raystudy.training import finetune, pretrain
-from raystudy.training.budget import cell_budget, step_budget
+from raystudy.training.budget import ceiling_budget, cell_budget, step_budget
 from raystudy.training.finetune import CellTrainer, describe_init
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,8 +124,9 @@ def test_ceiling_cells_train_on_the_whole_pool_for_longer():
     assert ceilings[0].cell.cell_id == "baseline-19cat-ceiling"
     split = ceilings[1].split
     assert len(split.train) + len(split.validation) == 200 and len(split.validation) == 100  # fold 0 of 2
-    budget = cell_budget(cfg.finetune, len(split.train), cfg.grid.ceiling_epochs)
-    assert budget.epochs >= 7
+    budget = ceiling_budget(cfg.finetune, cfg.grid, "4cat", len(split.train))
+    longest = max(cell_budget(cfg.finetune, n).total_steps for n in cfg.grid.sizes["4cat"] if n <= len(split.train))
+    assert budget.epochs >= 7 and budget.total_steps >= longest  # never shorter than a point of its curve
     assert not any(p.cell.ceiling for p in plan_grid(load_config(preset="smoke"), labels))
     # holdout: the whole training pool of fold 0, validated on the fold every fold-0 cell uses
     holdout = plan_grid(
@@ -139,6 +140,49 @@ def test_ceiling_cells_train_on_the_whole_pool_for_longer():
     assert np.array_equal(ceiling.split.validation, cell.split.validation)
     assert ceiling.cell.train_size == len(ceiling.split.train) == 200 - len(cell.split.validation)
     assert not set(ceiling.split.train) & set(ceiling.split.validation)
+
+
+def ceiling_trainer(*overrides: str) -> CellTrainer:
+    cfg, images, labels = tiny("grid.ceiling_epochs=2", "grid.sizes={4cat: [8]}", "finetune.min_steps=0", *overrides)
+    cell = Cell("baseline", "4cat", 4, 40, 0, "resnet18_w16", "resnet18_w16", ceiling=True)
+    rows = np.arange(40)
+    return CellTrainer(cfg, cell, {}, images, rows, labels[rows], 4, torch.device("cpu"), cell.pair_key)
+
+
+def test_the_ceiling_restarts_its_cosine_until_it_fits(monkeypatch):
+    """A cycle is ``ceiling_epochs`` long (5 steps per epoch here); a ceiling below
+    ``finetune.fit_accuracy`` at a cycle's end trains another, warm-restarted without warm-up;
+    one that fits, or has used ``grid.ceiling_max_cycles``, stops and says why."""
+    trainer = ceiling_trainer("grid.ceiling_max_cycles=3", "finetune.warmup_epochs=1")
+    assert (trainer.epochs, trainer.total_steps, trainer.warmup_steps) == (2, 10, 5)
+    assert trainer.lr_at(0) < trainer.lr_at(5) == pytest.approx(trainer.target_lr)  # warm-up, first cycle only
+    assert trainer.lr_at(10) == pytest.approx(trainer.target_lr) and trainer.lr_at(15) < trainer.target_lr
+    assert [trainer.cycle_end(e) for e in (0, 1, 2, 3, 4, 5)] == [2, 2, 2, 4, 4, 6]
+    accuracy = iter([0.5, 0.99])  # predicted == labels for this share of the images
+    labels = trainer.train_labels
+
+    def predict(model, images, rows, transform, batch, device):
+        k = int(round(next(accuracy) * len(rows)))
+        return np.concatenate([labels[:k], (labels[k:] + 1) % 4])
+
+    monkeypatch.setattr(finetune, "predict", predict)
+    assert trainer.another_cycle(2) is True  # 0.5 < 0.98: once more
+    assert trainer.another_cycle(4) is False and trainer.stop_reason == "fitted"
+    capped = ceiling_trainer("grid.ceiling_max_cycles=2")
+    monkeypatch.setattr(finetune, "predict", lambda *a: (capped.train_labels + 1) % 4)  # never fits
+    assert capped.another_cycle(2) is True
+    assert capped.another_cycle(4) is False and capped.stop_reason == "max_cycles"
+    cell = ceiling_trainer("grid.ceiling_max_cycles=1")
+    assert cell.another_cycle(2) is False and cell.stop_reason == "epochs"  # one cycle: no fit check
+
+
+def test_a_ceiling_cycle_is_never_shorter_than_the_longest_cell():
+    cfg = load_config(preset="demo")
+    for cset, sizes in cfg.grid.sizes.items():
+        pool = 2 * max(sizes)
+        longest = max(cell_budget(cfg.finetune, n).total_steps for n in sizes)
+        b = ceiling_budget(cfg.finetune, cfg.grid, cset, pool)
+        assert b.total_steps >= longest and b.epochs >= cfg.grid.ceiling_epochs, cset
 
 
 # -- initialisation ---------------------------------------------------------------------------------
@@ -200,6 +244,11 @@ def test_ceiling_cells_end_to_end(ray_instance, tmp_path):
     assert sorted(trials.index) == ["baseline-4cat-ceiling", "baseline-4cat-n40-f0", "baseline-4cat-n40-f1"]
     ceiling = trials.loc["baseline-4cat-ceiling"]
     assert ceiling["protocol"] == "ceiling" and ceiling["status"] == "done" and ceiling["epochs"] >= 2
+    # it trains whole cycles until it fits its images (or has trained grid.ceiling_max_cycles)
+    assert ceiling["stop_reason"] in ("fitted", "max_cycles") and ceiling["epochs"] % 2 == 0
+    assert ceiling["fitted"] == (ceiling["train_accuracy"] >= cfg.finetune.fit_accuracy)
+    assert (ceiling["stop_reason"] == "fitted") == ceiling["fitted"]
+    assert trials["fitted"].notna().all()
     pool = pd.read_parquet(tmp_path / "run" / "results" / "dataset")
     labeled = pool[(pool["role"] == "labeled") & pool["category"].isin(cfg.catalog.category_sets["4cat"])]
     assert ceiling["train_size"] == labeled["count"].sum()  # every labeled image of the set

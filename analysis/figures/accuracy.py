@@ -68,12 +68,14 @@ def fold_points(
     slot: int = 0,
     n_slots: int = 1,
 ) -> go.Scatter:
-    """Every fold's value as a dot over the model's box (its ``slot`` of ``n_slots`` grouped boxes)."""
+    """Every fold's value as a dot over the model's box (its ``slot`` of ``n_slots`` grouped boxes);
+    a cell that did not fit its training images (``trials.fitted`` False) is a hollow dot."""
     sub = data[data["model"] == model]
     if sizes is not None:
         sub = sub[sub["train_size"].isin(list(sizes))]
     width = 1.0 - BOX_GAP
     shift = -width / 2 + width / n_slots * (slot + 0.5)
+    unfitted = unfitted_mask(sub)
     return go.Scatter(
         x=axis.pos(sub["train_size"].to_numpy()) + shift,
         y=sub[metric],
@@ -81,12 +83,26 @@ def fold_points(
         legendgroup=str(model),
         showlegend=False,
         name=f"{display_name(model)} folds",
-        marker=dict(color=model_color(model), size=6, line=dict(width=0.8, color="white")),
+        marker=dict(
+            color=model_color(model),
+            size=6,
+            symbol=np.where(unfitted, "circle-open", "circle"),
+            line=dict(width=np.where(unfitted, 1.6, 0.8), color=np.where(unfitted, model_color(model), "white")),
+        ),
         customdata=np.stack([sub["train_size"], sub["fold"].fillna(-1)], axis=-1),
-        hovertemplate="n = %{customdata[0]:,}, fold %{customdata[1]}: %{y:.1%}<extra>"
+        text=np.where(unfitted, " (did not fit its training images)", ""),
+        hovertemplate="n = %{customdata[0]:,}, fold %{customdata[1]}: %{y:.1%}%{text}<extra>"
         + display_name(model)
         + "</extra>",
     )
+
+
+def unfitted_mask(trials: pd.DataFrame) -> np.ndarray:
+    """True for rows of cells that ended below ``finetune.fit_accuracy`` on their own training
+    images (``trials.fitted`` False; runs from before the column: none)."""
+    if "fitted" not in trials.columns:
+        return np.zeros(len(trials), dtype=bool)
+    return (trials["fitted"] == False).to_numpy(dtype=bool)  # noqa: E712 (nulls are not False)
 
 
 def _hline(fig: go.Figure, y: float, text: str, color: str, dash: str, cols: int, position: str) -> None:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from raystudy.config import FinetuneConfig
+from raystudy.config import FinetuneConfig, GridConfig
 
 StopReason = Literal["epochs", "min_steps", "max_steps"]
 
@@ -95,5 +95,34 @@ def cell_budget(finetune: FinetuneConfig, n_train: int, epochs: int | None = Non
         finetune.batch_size,
         finetune.min_steps,
         finetune.max_steps,
+        finetune.micro_batch_size,
+    )
+
+
+def ceiling_budget(finetune: FinetuneConfig, grid: GridConfig, category_set: str, n_train: int) -> StepBudget:
+    """One cosine cycle of the supervised-ceiling cell of ``category_set`` (``n_train`` images).
+
+    At least ``grid.ceiling_epochs`` passes and at least as many steps as the longest cell of
+    the set (its sizes up to ``n_train``, each counted with all n images, an upper bound under
+    the paper protocol), so the ceiling never trains less than a point of its curves. The
+    trainer repeats the cycle (a warm restart) while a cycle ends below
+    ``finetune.fit_accuracy`` on the training images, ``grid.ceiling_max_cycles`` at most.
+
+    Example:
+        >>> f, g = FinetuneConfig(epochs=45, min_steps=160, batch_size=32), GridConfig(ceiling_epochs=15)
+        >>> b = ceiling_budget(f, g, "4cat", 300)  # 4cat sizes up to 300: its 256-image cell is the longest
+        >>> (b.steps_per_epoch, b.epochs, b.total_steps)
+        (10, 36, 360)
+    """
+    longest = max(
+        (cell_budget(finetune, n).total_steps for n in grid.sizes.get(category_set, []) if n <= n_train),
+        default=0,
+    )
+    return step_budget(
+        n_train,
+        grid.ceiling_epochs,
+        finetune.batch_size,
+        max(finetune.min_steps, longest),
+        0,
         finetune.micro_batch_size,
     )

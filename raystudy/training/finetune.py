@@ -44,7 +44,7 @@ from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
 from raystudy.storage import Location, as_location, cached_sha256
 from raystudy.training.augment import EvalTransform, FinetuneAugment
-from raystudy.training.budget import cell_budget
+from raystudy.training.budget import ceiling_budget, cell_budget
 from raystudy.training.cell_split import stored_split
 from raystudy.training.common import autocast, images_to_device, pick_device, seed_everything
 from raystudy.training.probes import encode, tsne_2d
@@ -480,8 +480,15 @@ class CellTrainer:
             out_channels=in_ch,
         )
         self.eval_tf = EvalTransform(resize=aug.resize, crop_size=aug.crop_size, out_channels=in_ch)
-        self.budget = cell_budget(f, len(train_rows), cfg.grid.ceiling_epochs if cell.ceiling else None)
+        self.budget = (
+            ceiling_budget(f, cfg.grid, cell.category_set, len(train_rows))
+            if cell.ceiling
+            else cell_budget(f, len(train_rows))
+        )
         self.batch, self.epochs, self.total_steps = self.budget.batch, self.budget.epochs, self.budget.total_steps
+        # the ceiling repeats its cosine cycle (``epochs`` long) until it fits, this many times at most
+        self.max_cycles = cfg.grid.ceiling_max_cycles if cell.ceiling else 1
+        self.stop_reason: str = self.budget.stop_reason
         self.warmup_steps = min(f.warmup_epochs * self.budget.steps_per_epoch, self.total_steps // 2)
         self.target_lr = scaled_lr(f.base_lr, self.batch)  # linear scaling from the global batch
         self.optimizer = torch.optim.SGD(
@@ -537,7 +544,7 @@ class CellTrainer:
         order = epoch_order(self.train_labels, rng, self.f.balanced_sampling)
         epoch_loss = []
         for b in self.step_batches(order):  # steps_per_epoch steps, each of two images or more
-            lr = warmup_cosine_lr(self.step, self.total_steps, self.warmup_steps, self.target_lr)
+            lr = self.lr_at(self.step)
             set_lr(self.optimizer, lr)
             self.optimizer.zero_grad(set_to_none=True)
             value = 0.0
@@ -560,6 +567,33 @@ class CellTrainer:
             epoch_loss.append(value)
             self.step += 1
         return float(np.mean(epoch_loss)) if epoch_loss else float("nan")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of ``step``: warm-up and cosine over one cycle of ``total_steps``;
+        a ceiling's later cycles restart the cosine without the warm-up (SGDR)."""
+        cycle, within = divmod(step, self.total_steps)
+        return warmup_cosine_lr(within, self.total_steps, self.warmup_steps if cycle == 0 else 0, self.target_lr)
+
+    def cycle_end(self, epoch: int) -> int:
+        """The epoch at which the cycle holding ``epoch`` ends (a finished cycle: ``epoch`` itself)."""
+        return max(self.epochs, -(-epoch // self.epochs) * self.epochs)
+
+    def another_cycle(self, epochs_done: int) -> bool:
+        """After a finished cycle: train one more? Only a ceiling that has not fitted its training
+        images (``finetune.fit_accuracy``) and has cycles left; sets ``stop_reason``."""
+        if self.max_cycles <= 1:
+            return False
+        self.prepare_evaluation()
+        predicted = predict(self.model, self.images, self.train_rows, self.eval_tf, self.f.eval_batch_size, self.device)
+        accuracy = float(np.mean(predicted == self.train_labels))
+        self.model.train()
+        if accuracy >= self.f.fit_accuracy:
+            self.stop_reason = "fitted"
+            return False
+        if epochs_done >= self.max_cycles * self.epochs:
+            self.stop_reason = "max_cycles"
+            return False
+        return True
 
     def final_loss(self) -> float:
         """Mean training loss of the last epoch (NaN before the first step)."""
@@ -710,20 +744,26 @@ def train_trial(
     checkpoint.report = report
     log_event(setup.run_dir, cid, "first_step", node=setup.node)
     t0 = time.time()
-    for epoch in range(setup.start_epoch, trainer.epochs):
-        epoch_loss = trainer.run_epoch(epoch)
-        saved = trainer.save(checkpoint, {"epoch": epoch, "loss": epoch_loss}, epoch, time.time() - t0)
-        if inject_failure == (cid, epoch) and saved:
-            marker = setup.run_dir / "logs" / f"injected-{cid}"
-            if not marker.exists():
-                marker.write_text("")
-                raise RuntimeError(f"injected failure in {cid} after epoch {epoch}")
+    start, end = setup.start_epoch, trainer.cycle_end(setup.start_epoch)
+    while True:  # one cosine cycle; a ceiling that has not fitted its images trains another
+        for epoch in range(start, end):
+            epoch_loss = trainer.run_epoch(epoch)
+            saved = trainer.save(checkpoint, {"epoch": epoch, "loss": epoch_loss}, epoch, time.time() - t0)
+            if inject_failure == (cid, epoch) and saved:
+                marker = setup.run_dir / "logs" / f"injected-{cid}"
+                if not marker.exists():
+                    marker.write_text("")
+                    raise RuntimeError(f"injected failure in {cid} after epoch {epoch}")
+        start = end
+        if not trainer.another_cycle(end):
+            break
+        end += trainer.epochs
     log_event(
         setup.run_dir,
         cid,
         "last_step",
         node=setup.node,
-        images=len(setup.train_rows) * (trainer.epochs - setup.start_epoch),
+        images=len(setup.train_rows) * (end - setup.start_epoch),
         seconds=time.time() - t0,
     )
     return trainer.spent + time.time() - t0
@@ -797,12 +837,13 @@ def write_trial(setup: TrialSetup, ev: TrialEvaluation, context: FinetuneContext
         "generalization_campaign": ev.generalization_campaign,
         "n_train": len(setup.train_rows),
         "n_validation": len(setup.val_rows),
-        "epochs": trainer.epochs,
+        "epochs": trainer.step // trainer.budget.steps_per_epoch,
         "steps": trainer.step,
         "batch_size": trainer.batch,
-        "stop_reason": trainer.budget.stop_reason,
+        "stop_reason": trainer.stop_reason,
         "train_loss": trainer.final_loss(),
         "train_accuracy": ev.train_accuracy,
+        "fitted": bool(ev.train_accuracy >= cfg.finetune.fit_accuracy),
         "init": describe_init(initial_weights(cfg, cell, setup.encoders)),
         "train_seconds": ev.train_seconds,
         "device": str(trainer.device),
