@@ -109,6 +109,7 @@ class Results:
     dataset: pd.DataFrame = field(default_factory=lambda: empty_table("dataset"))
     embeddings: pd.DataFrame = field(default_factory=lambda: empty_table("embeddings"))
     probes: pd.DataFrame = field(default_factory=lambda: empty_table("probes"))
+    probe_predictions: pd.DataFrame = field(default_factory=lambda: empty_table("probe_predictions"))
     selections: pd.DataFrame = field(default_factory=lambda: empty_table("selections"))  # images each key trained on
     config: dict[str, Any] = field(default_factory=lambda: merge_analysis_config(None))
     raw_config: dict[str, Any] = field(default_factory=dict)

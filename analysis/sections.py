@@ -17,6 +17,7 @@ from analysis.config import display_name, order_models, pretrain_name
 from analysis.figures.training import no_learning_levels
 from analysis.results import TABLES, Results
 from analysis.select import category_sets, done_trials, n_categories_of, set_label
+from analysis.stats import ALPHA, holm, paired_accuracy_test
 from raystudy.registry import method_names
 
 esc = html.escape
@@ -59,42 +60,101 @@ def _pct(x: Any) -> str:
 # ------------------------------------------------------------------ did pretraining learn?
 
 
+PROBE_KINDS = {"knn_accuracy": "knn", "linear_probe_accuracy": "linear"}  # probes column -> predictions' probe
+STARTING_WEIGHTS = ("random_init", "pretrain_init", "random")  # probe names of the weights pretraining starts from
+
+
+def _is_start(name: Any) -> bool:
+    return str(name).split("-")[0] in STARTING_WEIGHTS
+
+
+def _starting_probe(probes: pd.DataFrame, arch: Any) -> pd.Series | None:
+    """The probe of the weights pretraining started from on ``arch`` (any arch for runs from
+    before the probes recorded it)."""
+    start = probes[probes["model"].map(_is_start).astype(bool)]
+    if "arch" in start.columns and start["arch"].notna().any() and arch is not None:
+        start = start[start["arch"].isna() | (start["arch"] == arch)]
+    return start.iloc[-1] if len(start) else None
+
+
+def _paired(res: Results, name: str, reference: str, kind: str) -> dict[str, float] | None:
+    """McNemar and the 95 % interval of encoder ``name`` against ``reference`` on one probe's
+    per-image predictions (:func:`analysis.stats.paired_accuracy_test`); None without them."""
+    preds = res.probe_predictions
+    if preds.empty:
+        return None
+    mine = preds[(preds["model"] == name) & (preds["probe"] == kind)]
+    ref = preds[(preds["model"] == reference) & (preds["probe"] == kind)]
+    both = mine.merge(ref, on="image_id", suffixes=("", "_ref"))
+    if both.empty:
+        return None
+    return paired_accuracy_test(both["predicted"] == both["label"], both["predicted_ref"] == both["label_ref"])
+
+
 def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
-    """Per pretrained encoder: probe accuracies against random init (pp, with the binomial
-    standard error of the difference) and the final loss against the no-learning level."""
+    """Per pretrained encoder: probe accuracies against its own starting weights (random init or
+    ``pretrain_init``) on the same backbone, and the final loss against the no-learning level.
+
+    With per-image probe predictions (``probe_predictions``) each difference gets McNemar's test
+    and a 95 % interval, Holm-adjusted over the family of every encoder x probe of the run; the
+    verdict claims only what survives the adjustment. Runs from before those predictions fall
+    back to the binomial standard error of the two accuracies (2 SE, no adjustment), and say so.
+    """
     methods = list(method_names())
     probes = res.probes[res.probes["model"].notna()]
-    random = probes[~probes["model"].isin(methods) & probes["encoder"].astype(str).str.contains("random")]
-    base = random.iloc[-1] if len(random) else None
     levels = no_learning_levels(res) if len(res.pretraining) else {}
-    out = []
-    models = order_models(
-        list(res.pretraining["model"].dropna()) + list(probes["model"][probes["model"].isin(methods)])
-    )
-    for m in models:
-        row: dict[str, Any] = {"model": m}
-        p = probes[probes["model"] == m]
-        pre = res.pretraining[res.pretraining["model"] == m]
-        better, worse = [], []
-        for metric in ("knn_accuracy", "linear_probe_accuracy"):
-            mine = (
-                float(p[metric].iloc[-1])
-                if len(p) and p[metric].iloc[-1] == p[metric].iloc[-1]
-                else (
-                    float(pre[metric].iloc[-1]) if len(pre) and pre[metric].iloc[-1] == pre[metric].iloc[-1] else None
-                )
-            )
+    encoders = probes[~probes["model"].map(_is_start).astype(bool)]
+    names = list(dict.fromkeys(list(encoders["model"].astype(str))))
+    pre_models = [m for m in res.pretraining["model"].dropna().astype(str) if m in methods]
+    names += [m for m in order_models(pre_models) if m not in names]
+    rows: list[dict[str, Any]] = []
+    tests: list[dict[str, float]] = []  # every paired result of the run: the Holm family
+    for name in names:
+        p = encoders[encoders["model"] == name]
+        method = name.split("-")[0]
+        pre = res.pretraining[res.pretraining["model"] == method]
+        arch = p["arch"].iloc[-1] if len(p) and "arch" in p.columns else None
+        base = _starting_probe(probes, arch if arch == arch else None)
+        row: dict[str, Any] = {"model": method, "name": name, "arch": arch, "reference": None}
+        if base is not None:
+            row["reference"] = "pretrain_init" if str(base["model"]).startswith("pretrain_init") else "random init"
+        for metric, kind in PROBE_KINDS.items():
+            mine = float(p[metric].iloc[-1]) if len(p) and p[metric].iloc[-1] == p[metric].iloc[-1] else None
+            if mine is None and len(pre) and pre[metric].iloc[-1] == pre[metric].iloc[-1]:
+                mine = float(pre[metric].iloc[-1])
             ref = float(base[metric]) if base is not None and base[metric] == base[metric] else None
             row[metric], row[f"random_{metric}"] = mine, ref
-            if mine is None or ref is None or base is None:  # ref is None whenever base is
+            if mine is None or ref is None or base is None:
+                continue
+            paired = _paired(res, name, str(base["model"]), kind)
+            if paired is not None:
+                row[f"{metric}_test"] = paired
+                tests.append(paired)
                 continue
             n_test = float(base["n_test"]) if base["n_test"] == base["n_test"] else np.nan
             se = np.sqrt((mine * (1 - mine) + ref * (1 - ref)) / n_test) if n_test == n_test and n_test > 0 else np.nan
             row[f"{metric}_se"] = se
-            if se == se and mine - ref > 2 * se:
-                better.append(metric)
-            elif se == se and ref - mine > 2 * se:
-                worse.append(metric)
+        rows.append(row)
+    adjusted: list[float] = list(holm(np.array([t["p_value"] for t in tests]))) if tests else []
+    for paired, p_adj in zip(tests, adjusted, strict=True):
+        paired["p_adjusted"], paired["family"] = float(p_adj), len(tests)
+    out = []
+    for row in rows:
+        better: list[str] = []
+        worse: list[str] = []
+        for metric in PROBE_KINDS:
+            paired, se = row.get(f"{metric}_test"), row.get(f"{metric}_se")
+            mine, ref = row.get(metric), row.get(f"random_{metric}")
+            if paired is not None:
+                if paired["p_adjusted"] <= ALPHA:
+                    (better if paired["diff"] > 0 else worse).append(metric)
+            elif se is not None and se == se and mine is not None and ref is not None:
+                if mine - ref > 2 * se:
+                    better.append(metric)
+                elif ref - mine > 2 * se:
+                    worse.append(metric)
+        m = row["model"]
+        pre = res.pretraining[res.pretraining["model"] == m]
         row["final_loss"] = (
             float(pre["final_loss"].iloc[-1])
             if len(pre) and pre["final_loss"].iloc[-1] == pre["final_loss"].iloc[-1]
@@ -104,17 +164,24 @@ def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
         at_level = (
             row["level"] is not None and row["final_loss"] is not None and row["final_loss"] >= 0.95 * row["level"]
         )
+        tested = any(row.get(f"{metric}_test") is not None for metric in PROBE_KINDS)
+        rule = (
+            f"McNemar on the same test images, Holm over {len(tests)} tests (every encoder x probe)"
+            if tested
+            else "more than 2 binomial standard errors"
+        )
+        start = f"its starting weights ({row['reference']})" if row["reference"] else "its starting weights"
         if row.get("knn_accuracy") is None or row.get("random_knn_accuracy") is None:
-            verdict = "cannot tell: no probe of this encoder and of random init recorded"
+            verdict = f"cannot tell: no probe of this encoder and of {start} on the same backbone recorded"
         elif len(better) == 2 and not at_level:
-            verdict = "yes: both probes beat random init by more than 2 standard errors"
+            verdict = f"yes: both probes beat {start} ({rule})"
         elif worse:
-            verdict = "no: a probe is worse than random init by more than 2 standard errors"
+            verdict = f"no: a probe is worse than {start} ({rule})"
         else:
             verdict = (
-                "no evidence: the probes are within 2 standard errors of random init"
+                f"no evidence: neither probe differs from {start} ({rule})"
                 if not better
-                else ("partly: only one probe beats random init by more than 2 standard errors")
+                else f"partly: only one probe beats {start} ({rule})"
             )
         if at_level:
             verdict += f"; the final loss is at the no-learning level {row['level_name']}"
@@ -124,12 +191,20 @@ def pretraining_verdicts(res: Results) -> list[dict[str, Any]]:
 
 
 def _vs_random(r: dict[str, Any], metric: str) -> str:
-    """One probe accuracy of a pretraining verdict row against random init, in percentage points."""
+    """One probe accuracy of a pretraining verdict row against its starting weights, in percentage
+    points: with McNemar's interval and Holm-adjusted p where per-image predictions exist."""
     if r.get(metric) is None:
         return "n/a"
     ref = r.get(f"random_{metric}")
     if ref is None:
         return _pct(r[metric])
+    paired = r.get(f"{metric}_test")
+    if paired is not None:
+        return (
+            f"{_pct(r[metric])} vs {_pct(ref)} ({100 * paired['diff']:+.1f} pp, 95 % CI "
+            f"{100 * paired['low']:+.1f} to {100 * paired['high']:+.1f}; McNemar Holm-adjusted "
+            f"p = {paired['p_adjusted']:.2g})"
+        )
     se = r.get(f"{metric}_se")
     se_txt = f" \u00b1 {100 * se:.1f}" if se is not None and se == se else ""
     return f"{_pct(r[metric])} vs {_pct(ref)} ({100 * (r[metric] - ref):+.1f}{se_txt} pp)"
@@ -145,7 +220,10 @@ def pretraining_html(res: Results) -> str:
         r = probes[probes["n_test"].notna()].iloc[-1]
         n_info = (
             f" Probes: frozen encoder, {int(r['n_train']):,} training and {int(r['n_test']):,} test images of "
-            f"{r['category_set']}; standard error from the binomial variance of both accuracies."
+            f"{r['category_set']}, each encoder against the weights its pretraining started from on the same "
+            "backbone: McNemar's test on the per-image predictions and the Wald interval of a paired difference, "
+            "Holm-adjusted over every encoder and probe of the run (runs without per-image predictions: the "
+            "binomial standard error of both accuracies)."
         )
     body = []
     for r in rows:
@@ -168,8 +246,8 @@ def pretraining_html(res: Results) -> str:
     table = _table(
         [
             "Encoder",
-            "kNN accuracy vs random init",
-            "linear probe vs random init",
+            "kNN accuracy vs starting weights",
+            "linear probe vs starting weights",
             "final loss",
             "no-learning level",
             "did it learn?",

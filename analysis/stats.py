@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from analysis import curves
@@ -196,6 +197,35 @@ def significant(p_adjusted: Any) -> np.ndarray:
     """The single rule of text, tables and figure stars: adjusted p <= :data:`ALPHA` (NaN: no)."""
     p = np.asarray(p_adjusted, dtype=float)
     return np.isfinite(p) & (p <= ALPHA)
+
+
+def paired_accuracy_test(correct: Any, reference_correct: Any, level: float = 0.95) -> dict[str, float]:
+    """Accuracy difference of two classifiers on the same images, with McNemar's test.
+
+    ``correct`` / ``reference_correct``: (n,) booleans, image i classified right by each. The
+    p-value is McNemar's (``statsmodels``; exact binomial below 25 discordant images, else
+    chi-square with continuity correction); the interval is the Wald interval for a difference
+    of paired proportions (Agresti, Categorical Data Analysis, sect. 11.1), whose coverage
+    ``tests/test_calibration.py`` checks.
+
+    Returns ``diff``, ``low``, ``high``, ``p_value``, ``discordant``, ``n``.
+
+    Example:
+        >>> r = paired_accuracy_test([True] * 60 + [False] * 40, [True] * 50 + [False] * 50)
+        >>> round(r["diff"], 2), r["discordant"]
+        (0.1, 10)
+    """
+    a, b = np.asarray(correct, dtype=bool), np.asarray(reference_correct, dtype=bool)
+    n = len(a)
+    if n == 0 or len(b) != n:
+        return {"diff": np.nan, "low": np.nan, "high": np.nan, "p_value": np.nan, "discordant": 0, "n": n}
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    discordant = only_a + only_b
+    table = [[int(np.sum(a & b)), only_a], [only_b, int(np.sum(~a & ~b))]]
+    p_value = float(mcnemar(table, exact=discordant < 25, correction=True).pvalue) if discordant else 1.0
+    diff = (only_a - only_b) / n
+    half = stats.norm.ppf(0.5 + level / 2) * np.sqrt(max(discordant - (only_a - only_b) ** 2 / n, 0.0)) / n
+    return {"diff": diff, "low": diff - half, "high": diff + half, "p_value": p_value, "discordant": discordant, "n": n}
 
 
 def design_of(trials: pd.DataFrame) -> tuple[str, int]:

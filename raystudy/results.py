@@ -130,13 +130,24 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     "probes": pa.schema(
         [
-            ("model", pa.string()),  # moco / byol / random (the init before pretraining)
+            ("model", pa.string()),  # the run name: moco / byol / random_init / pretrain_init (-<arch>)
+            ("arch", pa.string()),  # the backbone probed
             ("encoder", pa.string()),
             ("category_set", pa.string()),
             ("n_train", pa.int64()),
             ("n_test", pa.int64()),
             ("knn_accuracy", pa.float64()),
             ("linear_probe_accuracy", pa.float64()),
+        ]
+    ),
+    "probe_predictions": pa.schema(
+        [
+            ("model", pa.string()),  # the probe's run name (its ``probes`` row)
+            ("arch", pa.string()),
+            ("probe", pa.string()),  # knn / linear
+            ("image_id", pa.string()),
+            ("label", pa.int64()),  # the true category's index in the probe split
+            ("predicted", pa.int64()),
         ]
     ),
     "embeddings": pa.schema(

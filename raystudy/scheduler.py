@@ -234,14 +234,38 @@ def probe_trial(job: Job, context: FinetuneContext) -> None:
         context.cfg.finetune.gpus_per_trial,
         job.arch,
     )
+    predictions = scores.pop("predictions")
     row = {
         "model": name,
+        "arch": job.arch,
         "encoder": job.path or "random init",
         "category_set": split["category_set"],
         "n_train": len(split["train_rows"]),
         "n_test": len(split["test_rows"]),
         **scores,
     }
+    # each test image's prediction per probe: the report pairs an encoder with its starting weights
+    write_table(
+        run_dir,
+        "probe_predictions",
+        name,
+        pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "model": name,
+                        "arch": job.arch,
+                        "probe": kind,
+                        "image_id": context.image_ids[split["test_rows"]],
+                        "label": split["test_labels"],
+                        "predicted": predicted,
+                    }
+                )
+                for kind, predicted in predictions.items()
+            ],
+            ignore_index=True,
+        ),
+    )
     write_table(run_dir, "probes", name, pd.DataFrame([row]))
     pretraining = read_table(run_dir, "pretraining")
     mine = pretraining[(pretraining["model"] == job.model) & (pretraining["arch"] == job.arch)]

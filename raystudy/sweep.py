@@ -262,8 +262,12 @@ def plan_jobs(cfg: StudyConfig, run_dir: str | Path | Location, planned: list[Pl
         init = "pretrain_init" if start else "random_init"
         coming = {j.name for j in jobs} | set(existing)
         pretrained = [j for j in pretrain_jobs(cfg) if j.model in cfg.grid.models and j.name in coming]
-        if pretrained and init not in probed:
-            jobs.append(Job("probe", init, cfg.model.arch, path=start, name=init))
+        for arch in dict.fromkeys(j.arch for j in pretrained):  # the starting weights on each backbone
+            own = arch == cfg.model.arch  # pretrain_init names weights of the study's own backbone
+            reference = init if own else run_name("random_init", arch, cfg.model.arch)
+            if reference not in probed:
+                model = init if own else "random_init"
+                jobs.append(Job("probe", model, arch, path=start if own else None, name=reference))
         jobs += [Job("probe", j.model, j.arch, needs=j.name, name=j.name) for j in pretrained if j.name not in probed]
     jobs += advise_pack_jobs(cfg, run_dir, {j.name for j in jobs if j.kind == "pretrain"} | set(existing))
     jobs += selection_jobs(cfg, run_dir, [p.cell for p in pending])

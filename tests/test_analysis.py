@@ -26,6 +26,7 @@ from analysis.labeling import (
     time_saved_hours,
     time_saved_hours_per_group,
 )
+from analysis.sections import _vs_random, pretraining_verdicts
 from analysis.stats import (
     box_stats,
     fit_learning_curve,
@@ -1245,3 +1246,54 @@ def _probe_predictions(name: str, arch: str, correct: dict[str, np.ndarray]) -> 
         ],
         ignore_index=True,
     )
+
+
+def test_a_run_without_probes_or_pretraining_has_no_pretraining_verdicts():
+    """A baseline-only study stores empty probes and pretraining tables; the section is empty, not an error."""
+    from analysis.results import Results
+    from analysis.sections import pretraining_verdicts
+
+    assert pretraining_verdicts(Results()) == []
+
+
+def test_did_pretraining_learn_uses_mcnemar_against_its_own_starting_weights_per_arch():
+    """Issue 21 item 7: each encoder against the weights its pretraining started from, on the
+    same backbone, with McNemar on per-image predictions and Holm over encoders x probes."""
+    rng = np.random.default_rng(0)
+    start = rng.random(400) < 0.45  # the starting weights right on 45 % of the images
+    better = start | (rng.random(400) < 0.30)  # + about 16 points, same images
+    same = start ^ (rng.random(400) < 0.04)  # the same up to a few flips either way
+
+    def probe_row(name, arch, right):
+        return {
+            "model": name,
+            "arch": arch,
+            "encoder": name,
+            "category_set": "19cat",
+            "n_train": 800,
+            "n_test": 400,
+            "knn_accuracy": right.mean(),
+            "linear_probe_accuracy": right.mean(),
+        }
+
+    specs = [
+        ("random_init", "resnet18", start),
+        ("moco", "resnet18", better),
+        ("byol", "resnet18", same),
+        ("random_init-resnet34", "resnet34", better),  # a better start on the other backbone ...
+        ("moco-resnet34", "resnet34", better),  # ... so this encoder gained nothing over its own
+    ]
+    res = Results.from_frames(
+        probes=pd.DataFrame([probe_row(*s) for s in specs]),
+        probe_predictions=pd.concat([_probe_predictions(n, a, {"knn": r, "linear": r}) for n, a, r in specs]),
+    )
+    rows = {r["name"]: r for r in pretraining_verdicts(res)}
+    assert set(rows) == {"moco", "byol", "moco-resnet34"}
+    assert rows["moco"]["verdict"].startswith("yes: both probes beat its starting weights (random init)")
+    assert "McNemar on the same test images, Holm over 6 tests" in rows["moco"]["verdict"]
+    assert rows["byol"]["verdict"].startswith("no evidence")
+    assert rows["moco-resnet34"]["verdict"].startswith("no evidence")  # against random_init-resnet34, not resnet18's
+    test = rows["moco"]["knn_accuracy_test"]
+    assert test["low"] < test["diff"] < test["high"] and test["p_adjusted"] <= 0.05
+    text = _vs_random(rows["moco"], "knn_accuracy")
+    assert "95 % CI" in text and "McNemar Holm-adjusted p" in text

@@ -35,6 +35,7 @@ from analysis.stats import (
     fold_correlation,
     holm,
     mean_factors,
+    paired_accuracy_test,
     paired_difference_table,
     significant,
 )
@@ -367,3 +368,33 @@ def test_the_curve_path_is_the_reports_path():
     assert fit.backtest is not None and np.isclose(
         fit.backtest["predicted"], curves.backtest(np.array(sizes, float), means, se, df)["predicted"][0]
     )
+
+
+# ---------------------------------------------------------------- "did pretraining learn?" (issue 21 item 7)
+# Two encoders probed on the same n test images: correctness per image correlated through a
+# latent Gaussian (rho), so the designs range from nearly independent to nearly identical probes.
+PROBE_DESIGNS = [(128, 0.50, 0.50, 0.5), (400, 0.45, 0.45, 0.8), (667, 0.60, 0.55, 0.3), (667, 0.40, 0.40, 0.2)]
+
+
+def _probe_study(rng: np.random.Generator, n: int, acc_a: float, acc_b: float, rho: float):
+    z = rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=n)
+    return z[:, 0] < stats.norm.ppf(acc_a), z[:, 1] < stats.norm.ppf(acc_b)
+
+
+@pytest.mark.parametrize("design", PROBE_DESIGNS, ids=[f"n{d[0]}-{d[1]}-{d[2]}-rho{d[3]}" for d in PROBE_DESIGNS])
+def test_the_paired_probe_test_keeps_its_level_and_its_interval_covers(design):
+    """McNemar's false-positive rate <= 0.05 + 2 MC SE under the null, and the 95 % interval of
+    the paired difference covers the true difference in [0.93, 0.97], over 2,000 studies."""
+    n, acc_a, acc_b, rho = design
+    rng = np.random.default_rng(21)
+    reps = 2000
+    results = [paired_accuracy_test(*_probe_study(rng, n, acc_a, acc_b, rho)) for _ in range(reps)]
+    cover = np.mean([r["low"] <= acc_a - acc_b <= r["high"] for r in results])
+    print(f"probe test {design}: coverage {cover:.3f}", end="")
+    assert 0.93 <= cover <= 0.97
+    if acc_a == acc_b:
+        reject = np.mean([r["p_value"] <= ALPHA for r in results])
+        print(f", false positives {reject:.3f} +- {np.sqrt(ALPHA * (1 - ALPHA) / reps):.3f}")
+        assert reject <= ALPHA + 2 * np.sqrt(ALPHA * (1 - ALPHA) / reps)
+    else:
+        print()

@@ -4,6 +4,7 @@ and 2-D t-SNE maps of encoder embeddings (Fig. 8)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,26 +50,44 @@ def knn_accuracy(
     temperature: float = 0.07,
 ) -> float:
     """Weighted kNN on cosine similarity (Wu et al. 2018): vote weight exp(sim / T)."""
+    n_classes = int(max(train_y.max(), test_y.max())) + 1
+    return float((knn_predict(train_x, train_y, test_x, k, temperature, n_classes) == test_y).mean())
+
+
+def knn_predict(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    k: int = 20,
+    temperature: float = 0.07,
+    n_classes: int | None = None,
+) -> np.ndarray:
+    """(M,) predicted labels of the weighted kNN of :func:`knn_accuracy`."""
     train = F.normalize(torch.from_numpy(train_x).float(), dim=1)  # (N, D)
     test = F.normalize(torch.from_numpy(test_x).float(), dim=1)  # (M, D)
     k = min(k, len(train))
     sim, idx = (test @ train.T).topk(k, dim=1)  # (M, k)
     labels = torch.from_numpy(train_y)[idx]  # (M, k)
-    n_classes = int(max(train_y.max(), test_y.max())) + 1
-    votes = torch.zeros(len(test), n_classes).scatter_add_(1, labels, (sim / temperature).exp())
-    return float((votes.argmax(1).numpy() == test_y).mean())
+    n_classes = n_classes or int(train_y.max()) + 1
+    votes = torch.zeros(len(test), n_classes).scatter_add_(1, labels, (sim / temperature).exp())  # (M, C)
+    return votes.argmax(1).numpy()
 
 
 def linear_probe_accuracy(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int = 0
 ) -> float:
     """Multinomial logistic regression on standardized frozen features."""
+    return float((linear_probe_predict(train_x, train_y, test_x, seed) == test_y).mean())
+
+
+def linear_probe_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(M,) predicted labels of the linear probe of :func:`linear_probe_accuracy`."""
     if len(np.unique(train_y)) < 2:
-        return float((test_y == train_y[0]).mean())
+        return np.full(len(test_x), train_y[0])
     scaler = StandardScaler().fit(train_x)
     clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
     clf.fit(scaler.transform(train_x), train_y)
-    return float((clf.predict(scaler.transform(test_x)) == test_y).mean())
+    return clf.predict(scaler.transform(test_x))
 
 
 def tsne_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -128,8 +147,9 @@ def probe_encoder(
     test_y: np.ndarray,
     device_gpus: float = 0.0,
     arch: str | None = None,
-) -> dict[str, float]:
-    """kNN and linear-probe accuracy of one frozen encoder (random init when no path).
+) -> dict[str, Any]:
+    """kNN and linear-probe accuracy of one frozen encoder (random init when no path), and each
+    test image's prediction (``predictions``: probe kind -> (M,) labels, for paired tests).
 
     ``arch``: the backbone (default ``cfg.model.arch``).
     """
@@ -137,7 +157,13 @@ def probe_encoder(
     frozen = FrozenEncoder(cfg, encoder_path, arch, pick_device(device_gpus))
     train_x = frozen.embed(images, train_rows)
     test_x = frozen.embed(images, test_rows)
+    n_classes = int(max(train_y.max(), test_y.max())) + 1
+    predictions = {
+        "knn": knn_predict(train_x, train_y, test_x, k=cfg.pretrain.probe_knn_k, n_classes=n_classes),
+        "linear": linear_probe_predict(train_x, train_y, test_x, seed=cfg.seed),
+    }
     return {
-        "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg.pretrain.probe_knn_k),
-        "linear_probe_accuracy": linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=cfg.seed),
+        "knn_accuracy": float((predictions["knn"] == test_y).mean()),
+        "linear_probe_accuracy": float((predictions["linear"] == test_y).mean()),
+        "predictions": predictions,
     }
