@@ -13,7 +13,7 @@ import yaml
 from raystudy.config import RANDOM_INIT, TRACKERS, ConfigError, load_config, schema_text
 from raystudy.data.fit import fit_to_data, user_keys
 from raystudy.data.loading import DataError
-from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted, StudyLockedError
+from raystudy.errors import NothingToRun, PretrainingUnlearned, StudyIncomplete, StudyInterrupted, StudyLockedError
 from raystudy.status import format_status, is_run_folder
 from raystudy.storage import CREDENTIALS_HINT, DiskFull, LocationError, as_location, is_uri, reachable, redact
 
@@ -241,7 +241,15 @@ def main(argv: list[str] | None = None, default_preset: str = "demo") -> int:
         if args.command == "schema":
             return cmd_schema()
         return cmd_status(args)
-    except (ConfigError, DataError, StudyLockedError, NothingToRun, LocationError, DiskFull) as err:
+    except (
+        ConfigError,
+        DataError,
+        StudyLockedError,
+        NothingToRun,
+        PretrainingUnlearned,
+        LocationError,
+        DiskFull,
+    ) as err:
         print(f"raystudy: error: {redact(str(err))}", file=sys.stderr)
         return 2
     except StudyIncomplete as err:

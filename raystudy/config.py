@@ -147,7 +147,12 @@ class PretrainConfig(Section):
     model_config = ConfigDict(json_schema_extra=lambda schema, cls: _method_schemas(schema))
 
     methods: list[str] = Field(default_factory=list)
+    # at most this many epochs (the cosine schedule spans them); with ``patience`` > 0 a run
+    # stops earlier, after at least ``min_epochs``, once its online kNN has not improved for
+    # ``patience`` epochs (``pretraining.stop_reason``); 0: always ``epochs``
     epochs: Annotated[int, at_least(1)] = 100
+    min_epochs: Annotated[int, at_least(1)] = 1
+    patience: Annotated[int, at_least(0)] = 0
     batch_size_per_worker: Annotated[int, at_least(2)] = 64
     # hashed (it sets the global pretraining batch, the scaled LR and SimCLR's negatives); one
     # worker, the default, is left out of the hash so run folders of earlier versions resume
@@ -166,6 +171,11 @@ class PretrainConfig(Section):
     # online kNN every epoch on rank 0: this many labeled images of the pretraining campaigns that no
     # cell trains, validates or tests on (half memory bank, half queries); 0 turns it off
     online_knn_images: Annotated[int, at_least(0), NO_HASH] = 256
+    # The learned-encoder gate: a pretraining whose final online kNN is not above its starting
+    # weights' by at least this many points stops the study before its CSSL cells (they would
+    # measure an untrained encoder), unless ``allow_unlearned``.
+    learn_margin_pp: Annotated[float, NO_HASH] = 1.0
+    allow_unlearned: Annotated[bool, NO_HASH] = False
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     sections: Annotated[dict[str, Any], INLINE] = Field(default_factory=dict)
 
@@ -427,6 +437,9 @@ class StudyConfig(Section):
             hashed["pretrain"].pop("sync_batchnorm", None)
         if self.pretrain.num_workers == 1:  # and one that pretrains on one worker
             hashed["pretrain"].pop("num_workers", None)
+        if self.pretrain.patience == 0:  # without early stopping every run trains pretrain.epochs
+            hashed["pretrain"].pop("patience", None)
+            hashed["pretrain"].pop("min_epochs", None)
         if self.grid.ceiling_epochs == 0:  # without a ceiling, its stopping rule trains nothing
             hashed["grid"].pop("ceiling_max_cycles", None)
             hashed["finetune"].pop("fit_accuracy", None)

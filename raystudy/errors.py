@@ -24,3 +24,8 @@ class NothingToRun(RuntimeError):
 
 class StudyIncomplete(RuntimeError):
     """Cells ended without a result; the message names them."""
+
+
+class PretrainingUnlearned(RuntimeError):
+    """A pretraining did not beat its starting weights on the online kNN: the study stopped
+    before the CSSL cells that would measure it (``pretrain.allow_unlearned`` continues)."""

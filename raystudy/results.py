@@ -110,6 +110,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("model", pa.string()),
             ("arch", pa.string()),
             ("epochs", pa.int64()),
+            ("stop_reason", pa.string()),  # epochs (all of pretrain.epochs) or patience (stopped early)
             ("n_images", pa.int64()),
             ("batch_size", pa.int64()),
             ("world_size", pa.int64()),
@@ -124,6 +125,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("online_knn_final", pa.float64()),  # online kNN after the last epoch
             ("online_knn_curve", pa.string()),  # JSON list, one online kNN value per epoch
             ("online_knn_images", pa.int64()),  # images in the online probe slice (bank + queries)
+            ("online_knn_queries", pa.int64()),  # of them, the queries each kNN value is measured on
             ("knn_accuracy", pa.float64()),
             ("linear_probe_accuracy", pa.float64()),
         ]

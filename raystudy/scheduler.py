@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,18 @@ from ray.tune.search import Searcher
 from raystudy.config import StudyConfig
 from raystudy.data.splits import derive_seed, kfold, online_probe_slice
 from raystudy.grid import Job, pretrain_jobs
-from raystudy.results import read_table, write_table
+from raystudy.results import read_result, read_table, write_table
 from raystudy.storage import Location, as_location
 from raystudy.training.advise_pack import write_advise_pack
 from raystudy.training.cell_split import select_and_store, stored_selections
 from raystudy.training.finetune import FinetuneContext, finetune_trial
-from raystudy.training.pretrain import WORKERS_STARTED, encoder_location, epoch_line, pretrain_trial
+from raystudy.training.pretrain import (
+    WORKERS_STARTED,
+    encoder_location,
+    epoch_line,
+    pretrain_trial,
+    unlearned_reason,
+)
 from raystudy.training.probes import probe_encoder
 
 PRODUCERS = {"pretrain": "encoder", "select": "selection"}  # job kinds whose result others need: what it reports
@@ -58,17 +65,27 @@ class StudySearcher(Searcher):
             quick cells cannot take the slots the pretraining workers are about to ask for.
         stop: a callable that returns True once the study is interrupted (then nothing
             more is handed out).
+        gate: run name -> why that finished pretraining did not learn (None: it did); once
+            one did not, nothing more is handed out (:func:`pretraining_gate`).
 
     Example:
         >>> searcher = StudySearcher(plan_jobs(cfg, run, planned), existing_encoders(cfg, run))
     """
 
     def __init__(
-        self, jobs: list[Job], encoders: dict[str, str] | None = None, hold_s: float = 120.0, stop=lambda: False
+        self,
+        jobs: list[Job],
+        encoders: dict[str, str] | None = None,
+        hold_s: float = 120.0,
+        stop=lambda: False,
+        gate: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         super().__init__()
         self.queue = list(jobs)
-        self.encoders = dict(encoders or {})
+        self.gate = gate
+        # pretraining runs that did not learn (run name -> why): nothing more is handed out
+        self.unlearned = {n: why for n in (encoders or {}) if (why := gate(n)) is not None}
+        self.encoders = {n: uri for n, uri in (encoders or {}).items() if n not in self.unlearned}
         self.hold_s, self.stop = hold_s, stop
         self.running: dict[str, Job] = {}
         self.launched: dict[str, float] = {}  # pretraining run name -> time handed out
@@ -113,7 +130,7 @@ class StudySearcher(Searcher):
         self.queue = keep
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.stop():
+        if self.stop() or self.unlearned:
             return Searcher.FINISHED
         self._drop_orphans()
         hold = self._pretraining_starting()
@@ -150,7 +167,11 @@ class StudySearcher(Searcher):
         if job is None or job.kind not in PRODUCERS:
             return
         made = PRODUCERS[job.kind]
-        if not error and result and result.get(made):
+        why = self.gate(job.name) if job.kind == "pretrain" and not error else None
+        if why is not None:
+            self.unlearned[job.name] = why
+            logging.getLogger("raystudy").error("%s; the study stops before its CSSL cells", why)
+        elif not error and result and result.get(made):
             self.encoders[job.name] = str(result[made])
         else:  # an error, or stopped before its encoder existed
             self.failed_pretraining.add(job.name)
@@ -351,6 +372,18 @@ def existing_encoders(cfg: StudyConfig, run_dir: str | Path | Location) -> dict[
     return found
 
 
+def pretraining_gate(cfg: StudyConfig, run_dir: str | Path | Location) -> Callable[[str], str | None]:
+    """The searcher's learned-encoder check: run name -> why its pretraining (its row of the
+    ``pretraining`` table) did not learn, else None (:func:`raystudy.training.pretrain.unlearned_reason`)."""
+    names = {j.name for j in pretrain_jobs(cfg)}
+
+    def gate(name: str) -> str | None:
+        row = read_result(run_dir, "pretraining", name) if name in names else None
+        return None if row is None or row.empty else unlearned_reason(cfg, name, row.iloc[-1].to_dict())
+
+    return gate
+
+
 def run_jobs(
     cfg: StudyConfig,
     run_dir: str | Path | Location,
@@ -367,7 +400,9 @@ def run_jobs(
     """
     run = as_location(run_dir)
     stop = stop or StopFlag()
-    searcher = StudySearcher(jobs, existing_encoders(cfg, run) | stored_selections(run), stop=stop.stop_all)
+    searcher = StudySearcher(
+        jobs, existing_encoders(cfg, run) | stored_selections(run), stop=stop.stop_all, gate=pretraining_gate(cfg, run)
+    )
     # Tune keeps only one trial pending for a custom searcher; with short trials that
     # serializes the sweep, so allow as many pending trials as Tune does for a grid
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")

@@ -27,7 +27,7 @@ from raystudy.config import ConfigError, StudyConfig, dump_config, grid_growth, 
 from raystudy.data.fit import DataFit
 from raystudy.data.prepare import StudyData, check_inputs, prepare_data
 from raystudy.data.problems import DataError
-from raystudy.errors import NothingToRun, StudyIncomplete, StudyInterrupted
+from raystudy.errors import NothingToRun, PretrainingUnlearned, StudyIncomplete, StudyInterrupted
 from raystudy.grid import (
     Cell,
     Job,
@@ -517,6 +517,8 @@ def run_passes(
         record_failures(cfg, run, results, searcher, config_hash, interrupted=stop.signum is not None)
         if stop.signum is not None:
             raise StudyInterrupted(stop.signum)
+        if searcher.unlearned:  # finished cells are kept; the rerun continues where this stopped
+            raise PretrainingUnlearned("; ".join(searcher.unlearned.values()))
         lost = set(pending_cells(run, planned))
         if not lost:
             return

@@ -155,8 +155,10 @@ def test_config_hash_never_changes(preset: str, overrides: list[str], config_has
     assert plain["pretrain"].pop("online_knn_images") == 256  # NO_HASH: a monitor, no result changes
     assert plain.pop("tracking") == {"mlflow": None, "wandb": None, "aim": None}
     assert (plain["analysis"].pop("backtest_tolerance_pp"), plain["analysis"].pop("doa_margin_pp")) == (2.0, 2.0)
-    # since issue 21 (the ceiling that fits), at their defaults
+    # since issues 21 and 22 (the ceiling that fits, the pretraining gate and stopping rule), at their defaults
     assert plain["finetune"].pop("fit_accuracy") == 0.98
     assert plain["grid"].pop("ceiling_max_cycles") == (2 if preset == "demo" else 3)
+    assert (plain["pretrain"].pop("learn_margin_pp"), plain["pretrain"].pop("allow_unlearned")) == (1.0, False)
+    assert (plain["pretrain"].pop("min_epochs"), plain["pretrain"].pop("patience")) == (1, 0)
     saved = json.dumps(plain, sort_keys=False, default=str)  # the saved config.yaml, key order included
     assert hashlib.sha256(saved.encode()).hexdigest()[:16] == dict_sha

@@ -10,7 +10,8 @@ from raystudy.data.prepare import prepare_data
 from raystudy.data.splits import online_probe_slice
 from raystudy.grid import plan_grid
 from raystudy.scheduler import online_probe_rows
-from raystudy.training.pretrain import epoch_line, run_pretrain_loop
+from raystudy.training import pretrain
+from raystudy.training.pretrain import epoch_line, run_pretrain_loop, stop_early
 
 
 def test_online_probe_slice_never_enters_a_cell(tmp_path):
@@ -42,7 +43,8 @@ def test_online_probe_slice_is_stratified_halves_or_says_why():
     assert "online kNN off" in online_probe_slice(labels[:1], 40, seed=3)
 
 
-def test_pretrain_loop_measures_online_knn_every_epoch():
+def tiny_pretraining(*overrides: str):
+    """A two-class MoCo run on 64 random 24 px images with a 32 + 32 image online probe."""
     cfg = load_config(
         preset="smoke",
         overrides=[
@@ -55,12 +57,18 @@ def test_pretrain_loop_measures_online_knn_every_epoch():
             "pretrain.moco={queue_size: 32}",
             "pretrain.augment={resize: 24, crop_size: 16}",
             "finetune.augment={resize: 24, crop_size: 16}",
+            *overrides,
         ],
     )
     images = np.random.default_rng(0).integers(0, 255, size=(64, 24, 24), dtype=np.uint8)
     labels = np.arange(64) % 2
     probe = {"bank_rows": np.arange(32), "bank_labels": labels[:32], "query_rows": np.arange(32, 64)}
     probe["query_labels"] = labels[32:]
+    return cfg, images, probe
+
+
+def test_pretrain_loop_measures_online_knn_every_epoch():
+    cfg, images, probe = tiny_pretraining()
     seen: list[dict] = []
     state = run_pretrain_loop(
         cfg, "moco", images, torch.device("cpu"), on_epoch=lambda m, s: seen.append(m), online_probe=probe
@@ -71,3 +79,29 @@ def test_pretrain_loop_measures_online_knn_every_epoch():
     line = epoch_line("moco", seen[-1])
     assert f"| kNN {seen[-1]['online_knn']:.2f} (random init {state['online_knn_random_init']:.2f})" in line
     assert "kNN" not in epoch_line("moco", {**seen[-1], "online_knn": None})
+
+
+def test_stopping_rule_waits_min_epochs_then_patience():
+    cfg = load_config(preset="smoke", overrides=["pretrain.patience=2", "pretrain.min_epochs=4"])
+    assert not stop_early(cfg, [0.40, 0.45, 0.44, 0.45][:3])  # before min_epochs
+    assert stop_early(cfg, [0.40, 0.45, 0.44, 0.45])  # best at epoch 2, two epochs without a gain (ties too)
+    assert not stop_early(cfg, [0.40, 0.45, 0.44, 0.46])
+    assert not stop_early(load_config(preset="smoke"), [0.5, 0.4, 0.3, 0.2])  # patience 0: off
+    assert load_config(preset="smoke", overrides=["pretrain.patience=0", "pretrain.min_epochs=3"]).config_hash() == (
+        load_config(preset="smoke").config_hash()
+    )  # off, it trains what it trained before
+
+
+def test_pretraining_stops_when_the_online_knn_stalls_and_says_why(monkeypatch):
+    cfg, images, probe = tiny_pretraining("pretrain.epochs=6", "pretrain.patience=2", "pretrain.min_epochs=1")
+    values = iter([0.50, 0.60, 0.55, 0.60, 0.70, 0.80, 0.90])  # the start, then one per epoch
+    monkeypatch.setattr(pretrain, "online_knn", lambda *a: next(values))
+    seen: list[dict] = []
+    state = run_pretrain_loop(
+        cfg, "moco", images, torch.device("cpu"), on_epoch=lambda m, s: seen.append(m), online_probe=probe
+    )
+    assert state["online_knn"] == [0.60, 0.55, 0.60] and state["epoch"] == 2  # 3 of 6 epochs
+    assert [m["stop_reason"] for m in seen] == ["epochs", "epochs", "patience"]
+    # a run resumed from the checkpoint of the epoch that stopped it trains no further
+    again = run_pretrain_loop(cfg, "moco", images, torch.device("cpu"), resume=state, online_probe=probe)
+    assert again == {}

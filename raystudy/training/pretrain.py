@@ -21,7 +21,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import ray
 import torch
+from statsmodels.stats.proportion import proportion_confint
 
 from raystudy import registry
 from raystudy.config import StudyConfig
@@ -113,6 +114,31 @@ def epoch_line(method: str, metrics: dict[str, Any]) -> str:
     )
 
 
+def stop_early(cfg: StudyConfig, curve: list[float]) -> bool:
+    """The pretraining stopping rule after ``len(curve)`` epochs (``curve``: the online kNN per
+    epoch): stop once ``pretrain.min_epochs`` are done and the best value is ``pretrain.patience``
+    or more epochs old. Never with ``patience`` 0 or without a curve.
+
+    Example:
+        >>> stop_early(cfg_with_patience_2, [0.40, 0.45, 0.44, 0.45])  # doctest: +SKIP
+        True
+    """
+    p = cfg.pretrain
+    if p.patience <= 0 or not curve or len(curve) < p.min_epochs:
+        return False
+    best = int(np.argmax(curve))  # the first epoch of the best value: ties do not count as gains
+    return len(curve) - 1 - best >= p.patience
+
+
+def agree(stop: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's decision (it alone measures the online kNN), the same on every rank."""
+    if world <= 1 or not torch.distributed.is_initialized():
+        return stop
+    flag = torch.tensor([1.0 if stop else 0.0], device=device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item() > 0.5)
+
+
 def online_knn(
     cfg: StudyConfig, encoder: torch.nn.Module, images: np.ndarray, probe: dict[str, Any], device: torch.device
 ) -> float:
@@ -127,6 +153,42 @@ def online_knn(
     encoder.train()
     return knn_accuracy(
         bank, np.asarray(probe["bank_labels"]), query, np.asarray(probe["query_labels"]), k=cfg.pretrain.probe_knn_k
+    )
+
+
+def unlearned_reason(cfg: StudyConfig, name: str, row: Mapping[str, Any]) -> str | None:
+    """Why pretraining run ``name`` (its ``pretraining`` table row) did not learn, else None.
+
+    It did not when its final online kNN is not above the starting weights' value (random init,
+    or ``pretrain_init``) by ``pretrain.learn_margin_pp`` points; both values come with their
+    Wilson 95 % intervals over the probe's queries. None as well without an online probe (no
+    measurement, no verdict) and with ``pretrain.allow_unlearned``.
+
+    Example:
+        >>> unlearned_reason(cfg, "moco", {"online_knn_final": 0.76, "online_knn_random_init": 0.86,
+        ...                                "online_knn_queries": 128})  # doctest: +SKIP
+        'pretraining of moco did not beat its starting weights (online kNN 0.76 ...'
+    """
+    final, start = row.get("online_knn_final"), row.get("online_knn_random_init")
+    queries = int(row.get("online_knn_queries") or 0)
+    if cfg.pretrain.allow_unlearned or final is None or start is None or final != final or start != start:
+        return None
+    margin = cfg.pretrain.learn_margin_pp / 100.0
+    if final - start >= margin:
+        return None
+
+    def with_ci(acc: float) -> str:
+        if queries <= 0:
+            return f"{acc:.2f}"
+        low, high = proportion_confint(round(acc * queries), queries, alpha=0.05, method="wilson")
+        return f"{acc:.2f} (95 % CI {low:.2f}\u2013{high:.2f})"
+
+    return (
+        f"pretraining of {name} did not beat its starting weights (online kNN {with_ci(final)} vs "
+        f"{with_ci(start)} before the first step, on {queries} probe images; it must gain at least "
+        f"{cfg.pretrain.learn_margin_pp:g} points, pretrain.learn_margin_pp): the grid's CSSL cells would "
+        "measure an untrained encoder; continue anyway with --set pretrain.allow_unlearned=true, or train "
+        "longer (pretrain.epochs) or change the augmentation (pretrain.augment)"
     )
 
 
@@ -261,6 +323,8 @@ def run_pretrain_loop(
     generator = torch.Generator(device=device)
     t0 = time.time()
     state: dict[str, Any] = {}
+    if stop_early(cfg, knn_curve):  # resumed after the epoch that stopped it: nothing more to train
+        start_epoch = p.epochs
     for epoch in range(start_epoch, p.epochs):
         order = np.random.default_rng(derive_seed(cfg.seed, method, "order", epoch)).permutation(n_images)
         shard = order[rank::world][: schedule.steps_per_epoch * schedule.batch]
@@ -300,8 +364,23 @@ def run_pretrain_loop(
             "online_knn_random_init": knn_random_init,
             "encoder": {"state_dict": inner.online_encoder.state_dict(), "arch": arch, "method": method},
         }
+        stopped = agree(stop_early(cfg, knn_curve) if probe else False, world, device)
+        metrics["stop_reason"] = state["stop_reason"] = "patience" if stopped else "epochs"
         if on_epoch is not None:
             on_epoch(metrics, state)
+        if stopped:
+            if rank == 0:
+                log.info(
+                    "pretrain %s stopped after epoch %d of %d: online kNN best %.2f at epoch %d, not improved "
+                    "for %d epochs (pretrain.patience)",
+                    method,
+                    epoch + 1,
+                    p.epochs,
+                    max(knn_curve),
+                    int(np.argmax(knn_curve)) + 1,
+                    p.patience,
+                )
+            break
     return state
 
 
@@ -430,7 +509,8 @@ def pretrain_trial(
                 {
                     "model": method,
                     "arch": job.arch,
-                    "epochs": p.epochs,
+                    "epochs": int(last_metrics["epoch"]) + 1,  # trained; pretrain.epochs at most
+                    "stop_reason": last_metrics.get("stop_reason", "epochs"),
                     "n_images": len(rows),
                     "batch_size": p.batch_size_per_worker * p.num_workers,
                     "world_size": p.num_workers,
@@ -447,6 +527,7 @@ def pretrain_trial(
                     "online_knn_images": sum(len(online_probe[k]) for k in ("bank_rows", "query_rows"))
                     if online_probe
                     else 0,
+                    "online_knn_queries": len(online_probe["query_rows"]) if online_probe else 0,
                 }
             ]
         ),
