@@ -10,4 +10,4 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 fi
 python -m pip install -q -e ".[test,dev]"
 bash scripts/check.sh  # lint, format, types, architecture contracts: before the tests
-python -m pytest -q --timeout=1200 "$@"
+python -m pytest -q --timeout=1200 --durations=25 "$@"  # the slowest tests land in the CI log

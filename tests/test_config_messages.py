@@ -115,7 +115,7 @@ def test_override_mistakes() -> None:
 
 HASHES = [
     ("smoke", [], "0f71b5acc534", "739ba0b7e6860f9b"),  # smoke
-    ("demo", [], "662a0d2da264", "92c865c8cbeb05c2"),  # demo (ac5071ecc6b3 until its sizes and ceiling, issue 21)
+    ("demo", [], "336396037607", "9773a03d2ed76aec"),  # demo (ac5071ecc6b3 before its models, sizes, ceiling: #21)
     ("selection", [], "8a1757d34789", "3f9765cb86e3ac74"),  # selection (4 strategies, sizes 24..192 since issue 24)
     (
         "paper",
@@ -132,8 +132,8 @@ HASHES = [
     (
         "demo",
         ["finetune.epochs=7", "pretrain.moco.momentum=0.95", "finetune.base_lr=1"],
-        "370c3c631978",  # 77ef74f8633e until the demo's sizes and ceiling changed (issue 21)
-        "9591f5ff3c06a8ff",
+        "a46136c3d1ba",  # 77ef74f8633e until the demo's models, sizes and ceiling changed (issue 21)
+        "6f6556a3a654bfcd",
     ),  # demo+epochs
     (
         "smoke",
