@@ -154,16 +154,35 @@ def _knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any], arch: Any, archs: li
         out.append(
             f"{label}: the knee of the DOA curve of {cssl} is at n = {int(k['train_size']):,}; labeling "
             f"{int(k['train_size']):,} instead of {int(k['reference_size']):,} images saves "
-            f"{k['time_saved_hours']:.1f} h ({time}) "
-            + (
-                f"at the expense of {100 * k['doa']:.1f} pp overall accuracy relative to"
-                if k["doa"] >= 0
-                else f"and still scores {-100 * k['doa']:.1f} pp above"
-            )
-            + f" {ref} at n = {int(k['reference_size']):,} (OA {100 * k['reference_oa']:.1f} %; "
-            f"fold spread {100 * k['fold_spread']:.1f} pp)."
+            f"{k['time_saved_hours']:.1f} h ({time}) " + knee_cost(k, ref)
         )
     return out
+
+
+def knee_cost(k: Any, ref: str) -> str:
+    """What the knee gives up against the reference, with the DOA's 95 % interval and what that
+    interval allows one to say (with 3 folds it spans several pp, so the point alone is no claim)."""
+    doa, lo, hi = 100 * float(k["doa"]), k.get("doa_low"), k.get("doa_high")
+    cost = (
+        f"at the expense of {doa:.1f} pp overall accuracy relative to"
+        if doa >= 0
+        else f"and scores {-doa:.1f} pp above"
+    )
+    against = f"{cost} {ref} at n = {int(k['reference_size']):,} (OA {100 * k['reference_oa']:.1f} %"
+    if lo is None or hi is None or lo != lo or hi != hi:  # a single fold: no interval
+        return f"{against}; fold spread {100 * k['fold_spread']:.1f} pp; no interval with one fold)."
+    lo, hi = 100 * float(lo), 100 * float(hi)
+    if lo > 0:
+        reading = "the interval confirms the loss"
+    elif hi < 0:
+        reading = "the interval confirms the gain"
+    else:
+        reading = "the interval spans both signs: no difference is shown"
+    margin = k.get("doa_margin")
+    if margin is not None and margin == margin:
+        m = 100 * float(margin)
+        reading += f"; within the {m:g} pp margin: " + ("yes" if hi < m else "not shown")
+    return f"{against}; DOA {doa:+.1f} pp, 95 % CI {lo:+.1f} to {hi:+.1f} pp: {reading})."
 
 
 def test_text(paired: pd.DataFrame) -> str:

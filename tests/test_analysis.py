@@ -1196,6 +1196,26 @@ def test_doa_non_inferiority_claim_with_its_interval():
     assert f"is n = 1,024: DOA +1.5 pp, 95 % CI {100 * doa.loc[1024, 'doa_low']:+.1f} to" in text
 
 
+def test_the_knee_sentence_carries_its_doa_interval_and_reads_it():
+    """Issue 21 item 3: the knee's cost (or gain) is printed with the DOA's 95 % interval, and a
+    difference whose interval spans zero is not called a gain or a loss."""
+    from analysis.summary import knee_cost
+
+    k = {"doa": -0.034, "doa_low": -0.134, "doa_high": 0.067, "doa_margin": 0.02, "reference_size": 96}
+    k |= {"reference_oa": 0.698, "fold_spread": 0.044}
+    text = knee_cost(k, "Baseline (Sup)")
+    assert text == (
+        "and scores 3.4 pp above Baseline (Sup) at n = 96 (OA 69.8 %; DOA -3.4 pp, 95 % CI -13.4 to +6.7 pp: "
+        "the interval spans both signs: no difference is shown; within the 2 pp margin: not shown)."
+    )
+    loss = knee_cost(k | {"doa": 0.04, "doa_low": 0.01, "doa_high": 0.07}, "Baseline (Sup)")
+    assert loss.startswith("at the expense of 4.0 pp overall accuracy relative to") and "confirms the loss" in loss
+    gain = knee_cost(k | {"doa": -0.05, "doa_low": -0.08, "doa_high": -0.02}, "Baseline (Sup)")
+    assert "confirms the gain; within the 2 pp margin: yes" in gain
+    one_fold = knee_cost(k | {"doa_low": float("nan"), "doa_high": float("nan")}, "Baseline (Sup)")
+    assert one_fold.endswith("fold spread 4.4 pp; no interval with one fold).")
+
+
 def test_cells_that_did_not_fit_are_marked_and_said():
     """Issue 21 item 8: a size whose cells ended below finetune.fit_accuracy on their own images is
     drawn with hollow fold dots and named in a sentence; the ceiling says how it ended."""
