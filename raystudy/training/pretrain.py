@@ -165,9 +165,9 @@ def unlearned_reason(cfg: StudyConfig, name: str, row: Mapping[str, Any]) -> str
     measurement, no verdict) and with ``pretrain.allow_unlearned``.
 
     Example:
-        >>> unlearned_reason(cfg, "moco", {"online_knn_final": 0.76, "online_knn_random_init": 0.86,
+        >>> unlearned_reason(cfg, "simclr", {"online_knn_final": 0.76, "online_knn_random_init": 0.86,
         ...                                "online_knn_queries": 128})  # doctest: +SKIP
-        'pretraining of moco did not beat its starting weights (online kNN 0.76 ...'
+        'pretraining of simclr did not beat its starting weights (online kNN 0.76 ...'
     """
     final, start = row.get("online_knn_final"), row.get("online_knn_random_init")
     queries = int(row.get("online_knn_queries") or 0)
