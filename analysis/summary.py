@@ -394,7 +394,11 @@ def answer_sentences(answers: pd.DataFrame) -> list[str]:
         cap = QUOTE_LIMIT * float(first["max_size"])
         for _, r in g.iterrows():
             if r["n"] is None or r["n"] != r["n"]:
-                parts.append(f"{100 * r['target']:.0f} %: not reached (asymptote a = {100 * r['a']:.1f} %)")
+                # the asymptote is an extrapolation far beyond the sizes measured: no claim past the cap
+                parts.append(
+                    f"{100 * r['target']:.0f} %: more than {cap:,.0f} (beyond what this study measured; the "
+                    f"fitted curve levels off at a = {100 * r['a']:.1f} %, an extrapolation)"
+                )
             elif r["n"] > cap:
                 parts.append(f"{100 * r['target']:.0f} %: more than {cap:,.0f} (beyond what this study measured)")
             else:

@@ -707,6 +707,11 @@ def test_far_extrapolated_answers_are_not_quoted_as_numbers():
     (sentence,) = answer_sentences(answers)
     assert "80 %: more than 2,048 (beyond what this study measured)" in sentence and "7,800,000,000" not in sentence
     assert "70 %: n \u2248 1,800, extrapolated beyond the largest size 1,024" in sentence
+    # a target above the fitted asymptote is not "never reached": that is an extrapolation to any n
+    above = answers.iloc[:1].assign(target=0.9, n=None)
+    (sentence,) = answer_sentences(above)
+    assert sentence.startswith("Semisup-MoCo (19cat): 90 %: more than 2,048 (beyond what this study measured; the ")
+    assert "fitted curve levels off at a = 81.0 %, an extrapolation)" in sentence and "not reached" not in sentence
 
 
 # ------------------------------------------------------------------ guards on automatic claims (issue 12)
