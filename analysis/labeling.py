@@ -14,6 +14,8 @@ from analysis.select import ANY, archs_of, category_sets, comparable, done_trial
 from analysis.stats import design_of, fold_correlation, variance_factor
 from raystudy.catalog import Catalog
 
+KNEE_RESAMPLES = 1000  # fold resamples behind ``knee_share``
+
 
 @overload
 def labeling_hours(n: float, seconds_per_image: float = ...) -> float: ...
@@ -83,6 +85,38 @@ def find_knee(x: Any, y: Any) -> int | None:
     return int(order[best])
 
 
+def knee_shares(x: Any, reference_folds: Any, folds: Any, resamples: int = KNEE_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """How often each size is the knee when the folds are resampled: the share of ``resamples``
+    bootstrap draws of the fold indices (with replacement, the same draw at every size, the reference
+    paired by fold) whose DOA curve has its :func:`find_knee` at that size.
+
+    Args:
+        x: (m,) the time saved of each size (the knee's x axis, kept fixed).
+        reference_folds: (k,) the reference's OA per fold at its largest size.
+        folds: (m, k) the model's OA per size and fold (the same fold order).
+
+    Returns (m,) shares (summing to at most 1: a draw may have no knee); NaN with fewer than 2 folds.
+
+    Example:
+        >>> shares = knee_shares([9, 6, 3, 0], [0.9, 0.92], [[0.6, 0.62], [0.8, 0.81], [0.84, 0.86], [0.9, 0.9]])
+        >>> int(np.argmax(shares))
+        1
+    """
+    y = np.asarray(folds, dtype=float)
+    ref = np.asarray(reference_folds, dtype=float)
+    m, k = y.shape
+    if k < 2 or len(ref) != k:
+        return np.full(m, np.nan)
+    draws = np.random.default_rng(seed).integers(0, k, size=(resamples, k))  # (B, k) fold indices
+    doa = ref[draws].mean(axis=1)[:, None] - y[:, draws].mean(axis=2).T  # (B, m)
+    counts = np.zeros(m)
+    for curve in doa:
+        knee = find_knee(x, curve)
+        if knee is not None:
+            counts[knee] += 1
+    return counts / resamples
+
+
 def cell_hours(
     per_class: pd.DataFrame,
     cfg: Mapping[str, Any],
@@ -141,6 +175,7 @@ DOA_COLUMNS = [
     "doa_margin",
     "noninferior",
     "smallest_noninferior",
+    "knee_share",
 ]
 
 # Non-inferiority margin of the DOA claim, in percentage points: the ``analysis`` section may set
@@ -242,7 +277,9 @@ def doa_table(
     ROA is the reference model's mean OA at its largest size; TS uses the labeling
     time model of ``cfg`` ('constant' or 'per_group', which falls back to constant
     per size when ``per_class.train_count`` is missing). ``is_knee`` marks the knee
-    where :func:`knee_problem` finds it reliable; ``knee_note`` says why not otherwise.
+    where :func:`knee_problem` finds it reliable; ``knee_note`` says why not otherwise;
+    ``knee_share`` is how often each size is the knee under resampling of the folds
+    (:func:`knee_shares`), the knee position's uncertainty.
     """
     cfg = merge_analysis_config(dict(cfg or {}))
     ref_model, cssl = str(cfg["reference_model"]), str(cfg["cssl_model"])
@@ -334,6 +371,14 @@ def _doa_frames(
         frame["noninferior"] = frame["doa_high"] < margin
         frame["smallest_noninferior"] = smallest_noninferior(frame["train_size"], frame["doa_high"], margin)
         knee = find_knee(frame["time_saved_hours"], frame["doa"])
+        by_fold = mine.pivot_table(index="train_size", columns="fold", values="overall_accuracy")
+        ref_by_fold = ref[ref["train_size"] == ref_size].groupby("fold")["overall_accuracy"].mean()
+        paired = [f for f in by_fold.columns if f in ref_by_fold.index and by_fold[f].notna().all()]
+        frame["knee_share"] = knee_shares(
+            frame["time_saved_hours"].to_numpy(dtype=float),
+            ref_by_fold[paired].to_numpy(),
+            by_fold.loc[frame["train_size"], paired].to_numpy(),
+        )
         sd = frame["oa_std"].to_numpy(dtype=float)
         frame["fold_spread"] = float(np.sqrt(np.mean(sd**2))) if np.all(np.isfinite(sd)) else np.nan
         note = knee_problem(

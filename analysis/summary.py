@@ -11,6 +11,7 @@ from scipy import stats
 
 from analysis.config import display_name
 from analysis.confusion import KAPPA_SLIGHT, fold_agreement
+from analysis.labeling import KNEE_RESAMPLES
 from analysis.select import (
     ANY,
     archs_of,
@@ -152,11 +153,28 @@ def _knee_sentences(doa: pd.DataFrame, cfg: dict[str, Any], arch: Any, archs: li
             else f"{cfg['seconds_per_image']:g} s per image"
         )
         out.append(
-            f"{label}: the knee of the DOA curve of {cssl} is at n = {int(k['train_size']):,}; labeling "
+            f"{label}: the knee of the DOA curve of {cssl} is at n = {int(k['train_size']):,}{knee_position(t, k)}; "
+            "labeling "
             f"{int(k['train_size']):,} instead of {int(k['reference_size']):,} images saves "
             f"{k['time_saved_hours']:.1f} h ({time}) " + knee_cost(k, ref)
         )
     return out
+
+
+def knee_position(t: pd.DataFrame, k: Any) -> str:
+    """How firm the knee's position is: its share of the fold resamples (``knee_share``) and the
+    runner-up size's, in parentheses; empty without shares (one fold).
+
+    Example: " (the knee in 53 % of 1,000 resamples of the folds; n = 1,024 in 41 %)"
+    """
+    if "knee_share" not in t or not np.isfinite(float(k["knee_share"])):
+        return ""
+    shares = pd.to_numeric(t["knee_share"], errors="coerce")
+    text = f" (the knee in {100 * float(k['knee_share']):.0f} % of {KNEE_RESAMPLES:,} resamples of the folds"
+    others = t.assign(share=shares)[t["train_size"] != k["train_size"]].sort_values("share", ascending=False)
+    if len(others) and others["share"].iloc[0] > 0:
+        text += f"; n = {int(others['train_size'].iloc[0]):,} in {100 * float(others['share'].iloc[0]):.0f} %"
+    return text + ")"
 
 
 def knee_cost(k: Any, ref: str) -> str:

@@ -610,6 +610,27 @@ def test_summary_sentence_names_the_knee():
     assert "n = 2,048" in text and "154.1 h" in text and "4.0 pp overall accuracy" in text  # pp, not %
 
 
+def test_the_knee_position_carries_its_share_of_fold_resamples():
+    """Issue 21 item 3: how often each size is the knee when the folds are resampled; a knee that
+    the folds agree on is at its size in every resample, a noisy one is not."""
+    from analysis.labeling import KNEE_RESAMPLES, knee_shares
+
+    trials, _ = _doa_trials()
+    t = doa_table(trials, None, {})
+    shares = t.set_index("train_size")["knee_share"]
+    assert shares[2048] == pytest.approx(1.0) and shares.sum() <= 1.0 + 1e-12
+    text = " ".join(knee_sentences(t, {"seconds_per_image": 33.0}))
+    assert f"is at n = 2,048 (the knee in 100 % of {KNEE_RESAMPLES:,} resamples of the folds)" in text
+    # five folds with noise of the size of the steps: the knee moves between neighbours
+    rng = np.random.default_rng(1)
+    x = np.array([150.0, 120.0, 60.0, 0.0])
+    folds = np.array([0.60, 0.66, 0.72, 0.76])[:, None] + rng.normal(0, 0.03, (4, 5))
+    noisy = knee_shares(x, np.full(5, 0.78), folds)
+    assert 0.0 < noisy.max() < 0.95 and (noisy > 0.05).sum() >= 2
+    assert np.array_equal(noisy, knee_shares(x, np.full(5, 0.78), folds))  # seeded
+    assert np.isnan(knee_shares(x, [0.78], folds[:, :1])).all()  # one fold: no resampling
+
+
 def _check_offline(html: str, n_expected: int | None = None) -> None:
     js = analysis.report.get_plotlyjs()
     assert html.count(js) == 1  # plotly.js inlined exactly once

@@ -83,10 +83,11 @@ def doa_vs_time_saved(
             marker=dict(size=9, color=color),
             name=f"{cssl} (mean over folds)",
             error_y=dict(type="data", array=100 * t["oa_std"].fillna(0).to_numpy(), thickness=1, width=4, color=color),
-            customdata=t[["train_size", "n_folds", "oa_mean"]].to_numpy(),
+            customdata=t.reindex(columns=["train_size", "n_folds", "oa_mean", "knee_share"]).to_numpy(),
             hovertemplate=(
                 "n = %{customdata[0]:,}<br>time saved %{x:.1f} h<br>DOA %{y:.2f} pp"
-                "<br>OA %{customdata[2]:.1%} (%{customdata[1]} folds)<extra></extra>"
+                "<br>OA %{customdata[2]:.1%} (%{customdata[1]} folds)"
+                "<br>the knee in %{customdata[3]:.0%} of fold resamples<extra></extra>"
             ),
         )
     )
@@ -113,6 +114,11 @@ def doa_vs_time_saved(
             text=(
                 f"knee: n = {fmt_int(k['train_size'])}<br>saves {k['time_saved_hours']:.1f} h<br>"
                 f"gives up {100 * k['doa']:.1f} pp OA"
+                + (
+                    f"<br>the knee in {100 * k['knee_share']:.0f} % of fold resamples"
+                    if k.get("knee_share") == k.get("knee_share") and k.get("knee_share") is not None
+                    else ""
+                )
             ),
             align="left",
             bgcolor="rgba(255,255,255,0.85)",
