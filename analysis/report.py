@@ -182,6 +182,15 @@ def _learning_curve_entry(
     )
 
 
+def _first_picks(selections: pd.DataFrame, cset: str) -> pd.DataFrame:
+    """The stored picks that :func:`figures.selection_picks` draws: smallest size, first fold."""
+    mine = _rows(selections, category_set=cset)
+    if mine.empty:
+        return mine
+    mine = mine[mine["train_size"] == mine["train_size"].min()]
+    return mine[mine["fold"] == mine["fold"].min()].reset_index(drop=True)
+
+
 def _selection_entries(res: Results, cset: str, saved: pd.DataFrame) -> list[Entry]:
     """The selection-strategy figures of one category set."""
     sec = f"Selection strategies: {set_label(cset, n_categories_of(cset, res.trials, res.grid))}"
@@ -200,13 +209,30 @@ def _selection_entries(res: Results, cset: str, saved: pd.DataFrame) -> list[Ent
             "new",
             "Labels saved at equal OA against random: random's n minus the n at which the "
             "strategy's mean curve reaches random's mean OA (interpolated in log n between measured sizes, "
-            "never beyond them). Filled markers: a verdict (fold-paired difference at the same n with a "
+            "never beyond them). Bars: the 95 % interval, the corrected t interval of the fold-paired "
+            "difference at that n mapped through the strategy's measured curve (no bar where an end lies beyond "
+            "the measured sizes; the table says 'below' or 'above'). Filled markers: a verdict (fold-paired "
+            "difference at the same n with a "
             "Holm-adjusted p \u2264 0.05 of the corrected resampled t test, family: the sizes of one model and "
             "strategy); open markers: no verdict.",
             _safe(lambda: figures.labels_saved(res, category_set=cset, table=saved), "Labels saved"),
             lambda: _rows(saved, category_set=cset),
         ),
-    ]
+    ] + (
+        [
+            Entry(
+                sec,
+                "new",
+                "The images each strategy picked at the smallest size (fold 0), on a t-SNE map of the "
+                "embeddings the strategies picked on (the selection encoder's, fp32; grey: the labeled pool, "
+                "at most embeddings.max_points images). Random's draw is stratified by category and not stored.",
+                _safe(lambda: figures.selection_picks(res, category_set=cset), "Selection picks"),
+                lambda: _first_picks(res.selections, cset),
+            )
+        ]
+        if (res.selection_map["category_set"] == cset).any()
+        else []
+    )
 
 
 def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:

@@ -111,6 +111,7 @@ class Results:
     probes: pd.DataFrame = field(default_factory=lambda: empty_table("probes"))
     probe_predictions: pd.DataFrame = field(default_factory=lambda: empty_table("probe_predictions"))
     selections: pd.DataFrame = field(default_factory=lambda: empty_table("selections"))  # images each key trained on
+    selection_map: pd.DataFrame = field(default_factory=lambda: empty_table("selection_map"))  # pool t-SNE per set
     config: dict[str, Any] = field(default_factory=lambda: merge_analysis_config(None))
     raw_config: dict[str, Any] = field(default_factory=dict)
     run_dir: Location | None = None

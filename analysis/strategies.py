@@ -36,6 +36,9 @@ SAVED_COLUMNS = [
     "n_equal",
     "labels_saved",
     "saved_share",
+    "saved_low",
+    "saved_high",
+    "saved_ci",
     "mean_diff",
     "std_diff",
     "p_value",
@@ -93,6 +96,51 @@ def size_at_accuracy(sizes: np.ndarray, means: np.ndarray, target: float) -> flo
             t = (target - y[i - 1]) / (y[i] - y[i - 1])
             return float(np.exp(x[i - 1] + t * (x[i] - x[i - 1])))
     return None
+
+
+def saved_interval(
+    sizes: np.ndarray, means: np.ndarray, n: float, ci_low: float, ci_high: float
+) -> tuple[float, float]:
+    """The 95 % interval of the labels saved at ``n``: the interval of the fold-paired difference
+    d = strategy - random at ``n`` (``ci_low`` … ``ci_high``, the corrected t interval of the verdict)
+    mapped through the strategy's measured mean curve (``sizes``, ``means``).
+
+    Random's OA at ``n`` is the strategy's mean at ``n`` minus d, so the size at which the strategy
+    reaches it, n_equal, runs over the sizes where its curve reaches its own mean at ``n`` minus each
+    end of d's interval (:func:`size_at_accuracy`), and the labels saved over ``n - n_equal``. The
+    strategy's curve is taken as measured: the interval carries the uncertainty of the difference
+    at ``n``, which dominates with a few folds (its coverage on the `selection` preset's design is
+    simulated in ``tests/test_calibration.py``). An end beyond the measured sizes is NaN (open).
+
+    Example:
+        >>> lo, hi = saved_interval(np.array([32, 64, 128]), np.array([0.5, 0.6, 0.7]), 64, 0.02, 0.08)
+        >>> round(lo), round(hi)
+        (8, 27)
+    """
+    order = np.argsort(sizes)
+    x, y = np.asarray(sizes, dtype=float)[order], np.asarray(means, dtype=float)[order]
+    at_n = y[x == float(n)]
+    if not (len(at_n) and np.isfinite([ci_low, ci_high]).all()):
+        return np.nan, np.nan
+    ends = []
+    for d in (ci_low, ci_high):  # the smaller difference saves fewer labels
+        target = float(at_n[0]) - d
+        n_eq = size_at_accuracy(x, y, target)
+        ends.append(np.nan if n_eq is None else float(n) - n_eq)  # below the curve's start or above its top
+    return ends[0], ends[1]
+
+
+def saved_text(low: float, high: float, n: float, sizes: Any) -> str:
+    """The interval of :func:`saved_interval` in words; an open end names the measured limit.
+
+    Example:
+        >>> saved_text(np.nan, 12.0, 64, [32, 64, 128])
+        '95 % CI below -64 … +12 labels'
+    """
+    measured = np.asarray(sizes, dtype=float)
+    lo = f"{low:+.0f}" if low == low else f"below {n - measured.max():+.0f}"
+    hi = f"{high:+.0f}" if high == high else f"above {n - measured.min():+.0f}"
+    return f"95 % CI {lo} \u2026 {hi} labels"
 
 
 def verdict(saved: float | None, diff: float, p_adjusted: float, n_pairs: int) -> str:
@@ -153,6 +201,12 @@ def labels_saved_table(trials: pd.DataFrame, metric: str = "overall_accuracy") -
                     p = paired.loc[r.train_size] if r.train_size in paired.index else None
                     diff, std = (float(p["mean_diff"]), float(p["std_diff"])) if p is not None else (np.nan, np.nan)
                     pval = float(p["p_value"]) if p is not None else np.nan
+                    sizes, means = cur["train_size"].to_numpy(), cur["mean"].to_numpy()
+                    low, high = (
+                        saved_interval(sizes, means, r.train_size, float(p["ci_low"]), float(p["ci_high"]))
+                        if p is not None
+                        else (np.nan, np.nan)
+                    )
                     padj = float(p["p_adjusted"]) if p is not None else np.nan
                     rows.append(
                         {
@@ -165,6 +219,9 @@ def labels_saved_table(trials: pd.DataFrame, metric: str = "overall_accuracy") -
                             "n_equal": n_eq,
                             "labels_saved": saved,
                             "saved_share": None if saved is None else saved / float(r.train_size),
+                            "saved_low": low,
+                            "saved_high": high,
+                            "saved_ci": saved_text(low, high, r.train_size, sizes) if p is not None else "",
                             "mean_diff": diff,
                             "std_diff": std,
                             "p_value": pval,
@@ -192,6 +249,6 @@ def selection_sentences(table: pd.DataFrame) -> list[str]:
         arch = f" ({r.arch})" if several and r.arch is not None else ""
         out.append(
             f"{r.category_set}{arch}, {r.model}, n = {r.train_size}: {r.selection} is {r.verdict} "
-            f"({100 * r.mean_diff:+.1f} pp OA over {r.n_pairs} paired folds; Holm over {r.family})."
+            f"({r.saved_ci}; {100 * r.mean_diff:+.1f} pp OA over {r.n_pairs} paired folds; Holm over {r.family})."
         )
     return out

@@ -176,6 +176,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("category", pa.string()),
         ]
     ),
+    "selection_map": pa.schema(  # a 2-D t-SNE map of one set's labeled pool under the selection encoder
+        [
+            ("category_set", pa.string()),
+            ("encoder", pa.string()),  # the selection encoder (run name)
+            ("arch", pa.string()),
+            ("image_id", pa.string()),
+            ("category", pa.string()),
+            ("x", pa.float64()),
+            ("y", pa.float64()),
+        ]
+    ),
     "dataset": pa.schema(
         [
             ("campaign", pa.string()),

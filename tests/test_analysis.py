@@ -1072,7 +1072,7 @@ def test_selection_section_appears_with_two_strategies_and_leaves_the_rest_uncha
     from fixtures_analysis import with_selection
 
     from analysis.sections import numbers_frame
-    from analysis.strategies import labels_saved_table, size_at_accuracy
+    from analysis.strategies import labels_saved_table, selection_sentences, size_at_accuracy
 
     base = make_tables(seed=3, folds=5, embeddings=False)
     both = with_selection(base, "coreset", gain=0.04)
@@ -1091,6 +1091,12 @@ def test_selection_section_appears_with_two_strategies_and_leaves_the_rest_uncha
     assert len(claims) and (claims["labels_saved"].dropna() > 0).all() and (claims["p_adjusted"] <= 0.05).all()
     assert (table["mean_diff"] > 0.03).all()
     assert "coreset is better than random" in html
+    # every quoted saving carries its 95 % interval, which holds the point, in the figure and the sentence
+    quoted = table[table["labels_saved"].notna()]
+    assert quoted["saved_ci"].str.startswith("95 % CI").all()
+    lo, hi = quoted["saved_low"].fillna(-np.inf), quoted["saved_high"].fillna(np.inf)
+    assert ((lo <= quoted["labels_saved"]) & (quoted["labels_saved"] <= hi)).all()
+    assert all("95 % CI" in line for line in selection_sentences(table))
     assert size_at_accuracy(np.array([100, 400]), np.array([0.5, 0.7]), 0.6) == pytest.approx(200)
 
 

@@ -398,3 +398,104 @@ def test_the_paired_probe_test_keeps_its_level_and_its_interval_covers(design):
         assert reject <= ALPHA + 2 * np.sqrt(ALPHA * (1 - ALPHA) / reps)
     else:
         print()
+
+
+# ------------------------------------------------------------------ labels saved by a selection strategy
+
+SAVED_STUDIES = 250  # simulated studies per truth (MC error of a coverage near 0.95: about 0.008 over its intervals)
+SAVED_SIZES = (24, 48, 96, 192)  # the `selection` preset: holdout, 3 folds, pool 2,000
+SAVED_K = 3
+
+
+def true_random(n: np.ndarray) -> np.ndarray:
+    """The true OA of random selection at n (the preset's range: 54 % at 24 ... 74 % at 192)."""
+    return 0.85 - 1.5 * np.asarray(n, dtype=float) ** -0.5
+
+
+def saved_studies(worth: float, seed: int) -> list[pd.DataFrame]:
+    """Trials of simulated `selection`-preset studies: a strategy whose n images are worth ``worth`` x n
+    random ones (true labels saved at n: n - n / worth). Fold OA = truth + a fold effect shared by both
+    strategies (2 pp, correlated 0.5 over sizes: the same validation fold) + for the strategy the fold
+    difference noise of the verdict harness (fold SD of the fixtures, equicorrelated over folds with the
+    correlation the report assumes)."""
+    rng = np.random.default_rng(seed)
+    n = np.array(SAVED_SIZES, dtype=float)
+    m, k = len(n), SAVED_K
+    design = Design("saved", "holdout", k, SAVED_SIZES, 2000 / 3, selection="other", across_sizes=0.5)
+    shared = 0.02 * (np.sqrt(0.5) * rng.standard_normal((SAVED_STUDIES, 1, k)))
+    shared = shared + 0.02 * np.sqrt(0.5) * rng.standard_normal((SAVED_STUDIES, m, k))
+    diff = simulate(design, np.zeros(m), SAVED_STUDIES, seed + 1)
+    rand = true_random(n)[None, :, None] + shared
+    strat = true_random(worth * n)[None, :, None] + shared + diff
+    rows = []
+    for name, values in (("random", rand), ("coreset", strat)):
+        for j, size in enumerate(SAVED_SIZES):
+            for f in range(k):
+                rows.append((name, size, f, values[:, j, f]))
+    out = []
+    for s in range(SAVED_STUDIES):
+        out.append(
+            pd.DataFrame(
+                {
+                    "cell_id": [f"moco-19cat-n{size}-f{f}-{name}" for name, size, f, _ in rows],
+                    "model": "moco",
+                    "category_set": "19cat",
+                    "n_categories": 19,
+                    "train_size": [size for _, size, _, _ in rows],
+                    "fold": [f for _, _, f, _ in rows],
+                    "arch": "resnet18_w16",
+                    "selection": [name for name, _, _, _ in rows],
+                    "status": "done",
+                    "protocol": "holdout",
+                    "n_validation": 667,
+                    "overall_accuracy": [float(v[s]) for _, _, _, v in rows],
+                    "finished_at": 1.0,
+                }
+            )
+        )
+    return out
+
+
+def saved_coverage(worth: float, seed: int) -> dict[str, float]:
+    """Coverage of the report's labels-saved interval (:func:`analysis.strategies.labels_saved_table`,
+    the report's own path) where it quotes labels saved; an open end covers everything beyond it."""
+    from analysis.strategies import labels_saved_table
+
+    hits, quoted, open_ends = [], 0, 0
+    for trials in saved_studies(worth, seed):
+        table = labels_saved_table(trials)
+        for r in table.itertuples():
+            if r.labels_saved != r.labels_saved or r.labels_saved is None:
+                continue
+            quoted += 1
+            truth = r.train_size - r.train_size / worth
+            lo = -np.inf if r.saved_low != r.saved_low else r.saved_low
+            hi = np.inf if r.saved_high != r.saved_high else r.saved_high
+            open_ends += int(not (np.isfinite(lo) and np.isfinite(hi)))
+            hits.append(lo <= truth <= hi)
+    rate = float(np.mean(hits))
+    return {"coverage": rate, "mc": float(np.sqrt(rate * (1 - rate) / len(hits))), "quoted": quoted, "open": open_ends}
+
+
+@pytest.fixture(scope="module")
+def saved_table() -> dict[float, dict[str, float]]:
+    out = {worth: saved_coverage(worth, seed=700 + int(10 * worth)) for worth in (0.7, 1.0, 1.5)}
+    lines = [f"{'strategy worth':>15} {'true saved at n=96':>19} {'coverage':>16} {'quoted':>7} {'open end':>9}"]
+    for worth, r in out.items():
+        lines.append(
+            f"{worth:>14.1f}x {96 - 96 / worth:>+19.0f} {r['coverage']:>9.3f} \u00b1 {r['mc']:.3f} "
+            f"{r['quoted']:>7d} {r['open']:>9d}"
+        )
+    print(
+        f"\n{SAVED_STUDIES} simulated `selection`-preset studies per truth (holdout, 3 folds, n = "
+        f"{', '.join(map(str, SAVED_SIZES))}); coverage: share of the report's 95 % labels-saved intervals "
+        "that hold the true labels saved, where a number is quoted\n" + "\n".join(lines)
+    )
+    return out
+
+
+@pytest.mark.parametrize("worth", [0.7, 1.0, 1.5])
+def test_labels_saved_interval_covers_on_the_selection_design(saved_table, worth):
+    r = saved_table[worth]
+    assert r["quoted"] > SAVED_STUDIES  # most studies quote a number at several sizes
+    assert r["coverage"] >= 0.95 - 3 * r["mc"] - 0.01, r

@@ -296,7 +296,13 @@ def test_selection_study_pairs_strategies_on_one_validation_fold(selection_run):
         assert trained[trained > 0].astype(int).sort_index().equals(picked.sort_index().rename(model))
     grid = pd.read_parquet(selection_run / "results" / "grid")
     assert set(grid["selection"]) == {"random", "typiclust", "probcover"}
-    assert "Selection strategies" in (selection_run / "report.html").read_text()
+    html = (selection_run / "report.html").read_text()
+    assert "Selection strategies" in html
+    # the pool's map under the selection encoder, every pick of fold 0 on it, drawn in the report
+    smap = pd.read_parquet(selection_run / "results" / "selection_map")
+    assert set(smap["encoder"]) == {"moco"} and smap["image_id"].is_unique and smap[["x", "y"]].notna().all().all()
+    assert set(stored["image_id"]) <= set(smap["image_id"])  # the pool is below embeddings.max_points
+    assert "Images each strategy picked at n = 64 (fold 0)" in html
 
 
 def _png_pool(folder, n: int, seed: int = 0):
@@ -406,3 +412,58 @@ def test_selection_figure_names_the_encoder_that_picked_the_images():
     fig = selection_curves(Results.from_frames(trials=trials, selections=selections))
     assert "picked on the moco encoder's embeddings" in fig.layout.title.text
     assert "picked on" not in selection_curves(Results.from_frames(trials=trials)).layout.title.text
+
+
+def test_picks_figure_draws_each_strategys_images_on_the_selection_map():
+    from analysis.figures import is_no_data
+    from analysis.figures.selection import selection_picks
+    from analysis.results import Results
+
+    rng = np.random.default_rng(0)
+    ids = [f"img{i}" for i in range(40)]
+    smap = pd.DataFrame(
+        {
+            "category_set": "19cat",
+            "encoder": "moco",
+            "arch": "resnet18",
+            "image_id": ids,
+            "category": ["a", "b"] * 20,
+            "x": rng.normal(size=40),
+            "y": rng.normal(size=40),
+        }
+    )
+    picks = [
+        {
+            "selection_key": f"19cat-n{n}-f{f}-{s}-resnet18",
+            "category_set": "19cat",
+            "train_size": n,
+            "fold": f,
+            "selection": s,
+            "arch": "resnet18",
+            "encoder": "moco",
+            "rank": r + 1,
+            "image_id": image,
+            "category": ["a", "b"][int(image[3:]) % 2],
+        }
+        for n in (4, 8)
+        for f in (0, 1)
+        for s, first in (("typiclust", 0), ("probcover", 20))
+        for r, image in enumerate(ids[first + f : first + f + n])
+    ]
+    picks.append({**picks[0], "rank": 5, "image_id": "not-on-the-map"})  # a pick outside the map's subsample
+    fig = selection_picks(Results.from_frames(selections=pd.DataFrame(picks), selection_map=smap))
+    title = fig.layout.title.text
+    assert "at n = 4 (fold 0)" in title and "moco encoder's embeddings (resnet18)" in title
+    panels = [a.text for a in fig.layout.annotations]
+    assert panels == ["typiclust: 4 of 5 picks on the map", "probcover: 4 of 4 picks"]
+    drawn = [t for t in fig.data if t.name != "labeled pool"]
+    assert sorted(x for t in drawn for x in t.customdata[:, 0]) == sorted(ids[0:4] + ids[20:24])
+    assert sum(t.name == "labeled pool" for t in fig.data) == 2 and len(fig.data[0].x) == 40
+    later = selection_picks(
+        Results.from_frames(selections=pd.DataFrame(picks), selection_map=smap), train_size=8, fold=1
+    )
+    assert sorted(x for t in later.data if t.name != "labeled pool" for x in t.customdata[:, 0]) == sorted(
+        ids[1:9] + ids[21:29]
+    )
+    empty = selection_picks(Results.from_frames(selections=pd.DataFrame(picks)))
+    assert is_no_data(empty) and "no selection map" in empty.layout.annotations[0].text

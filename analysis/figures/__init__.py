@@ -5,7 +5,7 @@ from analysis.figures.accuracy import accuracy_vs_size, backtest, generalization
 from analysis.figures.confusion import confusion_matrices
 from analysis.figures.data import class_distribution, f1_vs_share, tsne_grid
 from analysis.figures.labeling import doa_vs_time_saved
-from analysis.figures.selection import labels_saved, selection_curves
+from analysis.figures.selection import labels_saved, selection_curves, selection_picks
 from analysis.figures.training import finetuning_loss, pretraining_loss, training_time_table
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "no_data_figure",
     "selection_curves",
     "labels_saved",
+    "selection_picks",
 ]

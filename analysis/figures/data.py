@@ -103,6 +103,25 @@ def class_distribution(
     return fig
 
 
+def category_points(
+    points: pd.DataFrame, category: str, showlegend: bool, marker: dict[str, Any], picked: bool = False
+) -> go.Scatter:
+    """The map points (``x``, ``y``, ``image_id``) of one category, in the legend group of the category;
+    ``picked``: the hover also names the pick's ``rank``."""
+    extra = " (picked #%{customdata[1]})" if picked else ""
+    return go.Scatter(
+        x=points["x"],
+        y=points["y"],
+        mode="markers",
+        name=category,
+        legendgroup=category,
+        showlegend=showlegend,
+        marker=marker,
+        customdata=points[["image_id", "rank"] if picked else ["image_id"]].astype(str).to_numpy(),
+        hovertemplate="%{customdata[0]}" + extra + "<extra>" + category + "</extra>",
+    )
+
+
 def tsne_grid(
     results: Results | None = None,
     *,
@@ -152,22 +171,8 @@ def tsne_grid(
             sub = sub.iloc[np.sort(rng.choice(len(sub), size=max_points, replace=False))]
         for cat in sorted(pd.unique(sub["category"].astype(str))):
             g = sub[sub["category"].astype(str) == cat]
-            fig.add_trace(
-                go.Scatter(
-                    x=g["x"],
-                    y=g["y"],
-                    mode="markers",
-                    name=cat,
-                    legendgroup=cat,
-                    showlegend=cat not in shown,
-                    legendrank=rank[cat],
-                    marker=dict(size=4, color=colors[cat], opacity=0.75),
-                    customdata=g["image_id"].astype(str),
-                    hovertemplate="%{customdata}<extra>" + cat + "</extra>",
-                ),
-                row=row,
-                col=col,
-            )
+            trace = category_points(g, cat, cat not in shown, dict(size=4, color=colors[cat], opacity=0.75))
+            fig.add_trace(trace.update(legendrank=rank[cat]), row=row, col=col)
             shown.add(cat)
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)

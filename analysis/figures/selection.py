@@ -1,4 +1,5 @@
-"""Selection strategies: OA vs n per strategy, and labels saved at equal OA against random."""
+"""Selection strategies: OA vs n per strategy, labels saved at equal OA against random, and the
+images each strategy picked on the map of the embeddings it picked on."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from plotly.subplots import make_subplots
 
 from analysis.config import display_name, order_models
 from analysis.figures._common import PALETTE, no_data_figure, pct, style
+from analysis.figures.data import CATEGORY_PALETTE, category_points
 from analysis.results import Results, resolve
 from analysis.select import RANDOM, n_categories_of, set_label
 from analysis.strategies import labels_saved_table, strategy_curves
@@ -88,7 +90,8 @@ def labels_saved(
     title: str | None = None,
 ) -> go.Figure:
     """Labels saved at equal OA against random (random's n minus the strategy's interpolated n),
-    per model type and strategy; filled markers where the fold-paired difference is a verdict."""
+    per model type and strategy, with the 95 % interval of :func:`analysis.strategies.saved_interval`
+    as bars (none on an open end); filled markers where the fold-paired difference is a verdict."""
     res = resolve(results, config=config, trials=trials)
     table = labels_saved_table(res.trials) if table is None else table
     if category_set is not None:
@@ -112,10 +115,25 @@ def labels_saved(
                     color=strategy_color(strategy), dash="solid" if model == order_models(data["model"])[0] else "dash"
                 ),
                 marker=dict(size=10, symbol=["circle" if c else "circle-open" for c in claim]),
-                customdata=list(
-                    zip(g["n_equal"].round(0), g["mean_diff"] * 100, g["p_adjusted"], g["verdict"], strict=True)
+                error_y=dict(  # the 95 % interval; an open end (beyond the measured sizes) draws no bar
+                    type="data",
+                    symmetric=False,
+                    array=(g["saved_high"] - g["labels_saved"]).fillna(0).clip(lower=0),
+                    arrayminus=(g["labels_saved"] - g["saved_low"]).fillna(0).clip(lower=0),
+                    visible=True,
                 ),
-                hovertemplate="random n=%{x}, strategy reaches its OA at n=%{customdata[0]}: %{y:+.0f} labels<br>"
+                customdata=list(
+                    zip(
+                        g["n_equal"].round(0),
+                        g["mean_diff"] * 100,
+                        g["p_adjusted"],
+                        g["verdict"],
+                        g["saved_ci"],
+                        strict=True,
+                    )
+                ),
+                hovertemplate="random n=%{x}, strategy reaches its OA at n=%{customdata[0]}: %{y:+.0f} labels "
+                "(%{customdata[4]})<br>"
                 "paired diff at n=%{x}: %{customdata[1]:+.1f} pp, Holm-adjusted p=%{customdata[2]:.2g}<br>"
                 "%{customdata[3]}<extra></extra>",
             )
@@ -125,3 +143,104 @@ def labels_saved(
     fig.update_yaxes(title_text="labels saved at random's OA (n \u2212 n_equal)")
     note = f" (random's OA {pct(data['random_mean'].min())} \u2026 {pct(data['random_mean'].max())})"
     return style(fig, title or f"{base} \u2014 {set_label(cset, n_categories_of(cset, res.trials))}{note}")
+
+
+def selection_picks(
+    results: Results | None = None,
+    *,
+    selections: pd.DataFrame | None = None,
+    selection_map: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    category_set: str | None = None,
+    train_size: int | None = None,
+    fold: int | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """The images each strategy picked at one n, on the 2-D t-SNE map of the embeddings it picked on.
+
+    One panel per stored strategy (random's draw is not stored): the set's labeled pool in grey
+    (``selection_map``: the selection encoder's fp32 embeddings, at most ``embeddings.max_points``
+    images), the picks of (``category_set``, ``train_size``, ``fold``) on top, coloured by category.
+    Defaults: the first set with a map, its smallest size with stored picks, the first fold, the
+    map's first backbone. The title names the encoder that drove the selection.
+
+    Example:
+        >>> fig = selection_picks(load_results("runs/selection"), train_size=48)
+    """
+    res = resolve(results, config=config, selections=selections, selection_map=selection_map)
+    base = "Images each strategy picked"
+    smap = res.selection_map
+    if category_set is not None:
+        smap = smap[smap["category_set"] == category_set]
+    if smap.empty:
+        return no_data_figure(title or base, "no data yet: no selection map (a strategy other than random embeds)")
+    cset = category_set or str(smap["category_set"].iloc[0])
+    arch = smap.loc[smap["category_set"] == cset, "arch"].iloc[0]
+    smap = smap[(smap["category_set"] == cset) & (smap["arch"] == arch)]
+    encoder = str(smap["encoder"].iloc[0])
+    smap = smap[smap["encoder"] == encoder]
+    picks = res.selections[
+        (res.selections["category_set"] == cset)
+        & (res.selections["arch"] == arch)
+        & (res.selections["encoder"].astype(str) == encoder)
+    ]
+    if picks.empty:
+        return no_data_figure(title or base, f"no stored picks of {cset} on the {encoder} encoder yet")
+    n = int(train_size if train_size is not None else picks["train_size"].min())
+    picks = picks[picks["train_size"] == n]
+    f = int(fold if fold is not None else picks["fold"].min()) if len(picks) else 0
+    picks = picks[picks["fold"] == f]
+    strategies = _ordered(picks["selection"].unique())
+    if not strategies:
+        return no_data_figure(title or base, f"no stored picks of {cset} at n = {n}, fold {f}")
+    cols = min(3, len(strategies))
+    rows = -(-len(strategies) // cols)
+    on_map = smap.set_index("image_id")[["x", "y"]]
+    shown = {s: int(picks.loc[picks["selection"] == s, "image_id"].isin(on_map.index).sum()) for s in strategies}
+    total = {s: int((picks["selection"] == s).sum()) for s in strategies}
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[
+            f"{s}: {shown[s]} of {total[s]} picks" + (" on the map" if shown[s] < total[s] else "") for s in strategies
+        ],
+        horizontal_spacing=0.03,
+        vertical_spacing=0.1,
+    )
+    cats = sorted(pd.unique(smap["category"].astype(str)))
+    colors = {c: CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)] for i, c in enumerate(cats)}
+    legend: set[str] = set()
+    for i, strategy in enumerate(strategies):
+        row, col = i // cols + 1, i % cols + 1
+        fig.add_trace(
+            go.Scatter(
+                x=smap["x"],
+                y=smap["y"],
+                mode="markers",
+                name="labeled pool",
+                legendgroup="pool",
+                showlegend=i == 0,
+                marker=dict(size=3, color="#c8c8c8"),
+                hoverinfo="skip",
+            ),
+            row=row,
+            col=col,
+        )
+        mine = picks[picks["selection"] == strategy].join(on_map, on="image_id", how="inner")
+        for cat, g in mine.groupby(mine["category"].astype(str)):
+            marker = dict(size=8, color=colors.get(cat, "#444"), line=dict(color="#222", width=1))
+            fig.add_trace(category_points(g, cat, cat not in legend, marker, picked=True), row=row, col=col)
+            legend.add(cat)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    label = set_label(cset, n_categories_of(cset, res.trials))
+    style(
+        fig,
+        title
+        or f"{base} at n = {n} (fold {f}), {label}: t-SNE of the {encoder} encoder's embeddings "
+        f"({arch}), the ones the strategies picked on",
+        height=int(140 + 330 * rows),
+    )
+    fig.update_layout(legend=dict(itemsizing="constant"))
+    fig.update_annotations(font_size=11)
+    return fig

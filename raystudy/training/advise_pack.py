@@ -4,7 +4,9 @@ needs neither the cluster's data folder nor its initial-weight paths.
 ``advise/<set>-<encoder>.npz`` per category set and selection encoder (run name): the fp32
 embeddings of the set's labeled pool under that encoder (``features``, (L, D)), their category
 indices (``labels``), the category names and image ids. The learning curves are fitted from the
-``trials`` table, which the run location holds anyway.
+``trials`` table, which the run location holds anyway. For a category set with a strategy other
+than random, ``results/selection_map/<set>-<encoder>.parquet`` holds a 2-D t-SNE map of those
+embeddings, on which the report draws each strategy's picks.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from raystudy.config import StudyConfig
 from raystudy.data.prepare import LabeledPool
+from raystudy.results import write_table
 from raystudy.storage import Location, as_location
 from raystudy.training.common import pick_device
-from raystudy.training.probes import FrozenEncoder
+from raystudy.training.probes import FrozenEncoder, tsne_2d
 
 
 def pack_location(run_dir: str | Path | Location, category_set: str, encoder: str) -> Location:
@@ -60,7 +64,43 @@ def write_advise_pack(
             image_ids=np.asarray(image_ids)[pool.indices].astype(str),
         )
         written.append(pack_location(run_dir, name, encoder).write_bytes(buffer.getvalue()))
+        if set(cfg.grid.strategies(name)) - {"random"}:
+            rows = map_rows(features, pool, np.asarray(image_ids)[pool.indices], cfg.embeddings.max_points, cfg.seed)
+            written.append(
+                write_table(
+                    run_dir,
+                    "selection_map",
+                    f"{name}-{encoder}",
+                    rows.assign(category_set=name, encoder=encoder, arch=arch),
+                )
+            )
     return written
+
+
+def map_rows(
+    features: np.ndarray, pool: LabeledPool, image_ids: np.ndarray, max_points: int, seed: int
+) -> pd.DataFrame:
+    """The 2-D t-SNE map of a labeled pool's selection embeddings, on which the report draws each
+    strategy's picks: a seeded subsample of at most ``max_points`` images (every image when the pool
+    is that small), with their ids and categories.
+
+    Args:
+        features: (L, D) the pool's fp32 embeddings; pool: its labels and category names;
+        image_ids: (L,) the pool's ids; max_points: ``embeddings.max_points``; seed: the study's seed.
+    """
+    rows = np.arange(len(features))
+    if len(rows) > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), size=max_points, replace=False))
+    xy = tsne_2d(features[rows], seed)  # (m, 2)
+    labels = np.asarray(pool.labels)[rows]
+    return pd.DataFrame(
+        {
+            "image_id": np.asarray(image_ids)[rows].astype(str),
+            "category": np.asarray(pool.categories, dtype=str)[labels],
+            "x": xy[:, 0].astype(float),
+            "y": xy[:, 1].astype(float),
+        }
+    )
 
 
 def read_advise_pack(run_dir: str | Path | Location, category_set: str, encoder: str) -> dict[str, np.ndarray]:
