@@ -210,8 +210,9 @@ def _selection_entries(res: Results, cset: str, saved: pd.DataFrame) -> list[Ent
             "Labels saved at equal OA against random: random's n minus the n at which the "
             "strategy's mean curve reaches random's mean OA (interpolated in log n between measured sizes, "
             "never beyond them). Bars: the 95 % interval, the corrected t interval of the fold-paired "
-            "difference at that n mapped through the strategy's measured curve (no bar where an end lies beyond "
-            "the measured sizes; the table says 'below' or 'above'). Filled markers: a verdict (fold-paired "
+            "difference at that n mapped through the strategy's measured curve; an end beyond the measured sizes is "
+            "open: its bar stops at the measured limit (n minus the largest or the smallest measured n) and the "
+            "table says 'less than' or 'more than'. Filled markers: a verdict (fold-paired "
             "difference at the same n with a "
             "Holm-adjusted p \u2264 0.05 of the corrected resampled t test, family: the sizes of one model and "
             "strategy); open markers: no verdict.",

@@ -135,12 +135,12 @@ def saved_text(low: float, high: float, n: float, sizes: Any) -> str:
 
     Example:
         >>> saved_text(np.nan, 12.0, 64, [32, 64, 128])
-        '95 % CI below -64 … +12 labels'
+        '95 % CI less than -64 to +12 labels'
     """
     measured = np.asarray(sizes, dtype=float)
-    lo = f"{low:+.0f}" if low == low else f"below {n - measured.max():+.0f}"
-    hi = f"{high:+.0f}" if high == high else f"above {n - measured.min():+.0f}"
-    return f"95 % CI {lo} \u2026 {hi} labels"
+    lo = f"{low:+.0f}" if low == low else f"less than {n - measured.max():+.0f}"
+    hi = f"{high:+.0f}" if high == high else f"more than {n - measured.min():+.0f}"
+    return f"95 % CI {lo} to {hi} labels"
 
 
 def verdict(saved: float | None, diff: float, p_adjusted: float, n_pairs: int) -> str:

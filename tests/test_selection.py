@@ -453,7 +453,7 @@ def test_picks_figure_draws_each_strategys_images_on_the_selection_map():
     picks.append({**picks[0], "rank": 5, "image_id": "not-on-the-map"})  # a pick outside the map's subsample
     fig = selection_picks(Results.from_frames(selections=pd.DataFrame(picks), selection_map=smap))
     title = fig.layout.title.text
-    assert "at n = 4 (fold 0)" in title and "moco encoder's embeddings (resnet18)" in title
+    assert "at n = 4 (fold 0)" in title and "the moco encoder's embeddings (resnet18)" in title
     panels = [a.text for a in fig.layout.annotations]
     assert panels == ["typiclust: 4 of 5 picks on the map", "probcover: 4 of 4 picks"]
     drawn = [t for t in fig.data if t.name != "labeled pool"]

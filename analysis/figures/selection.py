@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -91,7 +92,8 @@ def labels_saved(
 ) -> go.Figure:
     """Labels saved at equal OA against random (random's n minus the strategy's interpolated n),
     per model type and strategy, with the 95 % interval of :func:`analysis.strategies.saved_interval`
-    as bars (none on an open end); filled markers where the fold-paired difference is a verdict."""
+    as bars (an open end is drawn to the limit of the measured sizes it passes: n minus the largest
+    or the smallest measured n); filled markers where the fold-paired difference is a verdict."""
     res = resolve(results, config=config, trials=trials)
     table = labels_saved_table(res.trials) if table is None else table
     if category_set is not None:
@@ -101,6 +103,9 @@ def labels_saved(
     if data.empty:
         return no_data_figure(title or base, "no size where a strategy's measured curve reaches random's accuracy")
     cset = category_set or str(data["category_set"].iloc[0])
+    measured = strategy_curves(res.trials)
+    measured = measured[measured["category_set"] == cset]["train_size"]
+    lo_n, hi_n = (float(measured.min()), float(measured.max())) if len(measured) else (np.nan, np.nan)
     fig = go.Figure()
     for (model, strategy), g in data.groupby(["model", "selection"]):
         g = g.sort_values("train_size")
@@ -115,11 +120,11 @@ def labels_saved(
                     color=strategy_color(strategy), dash="solid" if model == order_models(data["model"])[0] else "dash"
                 ),
                 marker=dict(size=10, symbol=["circle" if c else "circle-open" for c in claim]),
-                error_y=dict(  # the 95 % interval; an open end (beyond the measured sizes) draws no bar
+                error_y=dict(  # the 95 % interval; an open end is drawn to the measured limit it passes
                     type="data",
                     symmetric=False,
-                    array=(g["saved_high"] - g["labels_saved"]).fillna(0).clip(lower=0),
-                    arrayminus=(g["labels_saved"] - g["saved_low"]).fillna(0).clip(lower=0),
+                    array=(g["saved_high"].fillna(g["train_size"] - lo_n) - g["labels_saved"]).clip(lower=0),
+                    arrayminus=(g["labels_saved"] - g["saved_low"].fillna(g["train_size"] - hi_n)).clip(lower=0),
                     visible=True,
                 ),
                 customdata=list(
@@ -237,10 +242,13 @@ def selection_picks(
     style(
         fig,
         title
-        or f"{base} at n = {n} (fold {f}), {label}: t-SNE of the {encoder} encoder's embeddings "
-        f"({arch}), the ones the strategies picked on",
-        height=int(140 + 330 * rows),
+        or f"{base} at n = {n} (fold {f}), {label}<br><sup>on a t-SNE map of the {encoder} encoder's embeddings "
+        f"({arch}), the ones the strategies picked on</sup>",
+        height=int(160 + 330 * rows),
     )
-    fig.update_layout(legend=dict(itemsizing="constant"))
+    fig.update_layout(  # a legend of up to 19 categories: beside the panels, as in the t-SNE grid
+        legend=dict(orientation="v", y=1, x=1.01, yanchor="top", xanchor="left", itemsizing="constant"),
+        margin=dict(l=30, r=200, t=100, b=30),
+    )
     fig.update_annotations(font_size=11)
     return fig
