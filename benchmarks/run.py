@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raystudy.config import load_config  # noqa: E402
+from raystudy.events import read_events  # noqa: E402
 from raystudy.models import BYOL, Classifier, MoCo, build_encoder  # noqa: E402
 from raystudy.training.augment import FinetuneAugment, PretrainAugment  # noqa: E402
 from raystudy.training.lars import LARS, lars_param_groups  # noqa: E402
@@ -169,7 +170,7 @@ def raystudy_runs(work: Path, pretrain_epochs: int, steps: int) -> dict:
         context = build_context(cfg, run_dir, data, planned, ray.put(data.images.images))
         t = time.time()
         run_jobs(cfg, run_dir, context, jobs, None)
-        log = pd.read_json(run_dir / "logs" / "trials.jsonl", lines=True)
+        log = pd.DataFrame(read_events(run_dir))
         return log, time.time() - t
 
     log, _ = finetune_grid("throughput", [800], 2, 1, 3)

@@ -1,8 +1,10 @@
 """The audit log of trial executions: one event per start / resume / finish of a cell.
 
-On a local run location the events are lines of ``RUN_DIR/logs/trials.jsonl`` (appended,
-so ``tail -f`` works); object stores cannot append, so there each event is one small
-object under ``RUN_DIR/logs/trials/``. :func:`read_events` reads either.
+Each event is one small file (or object) under ``RUN_DIR/logs/trials/``, on every file system:
+appends to one shared file from several nodes interleave on a network mount (NFS gives
+``O_APPEND`` no atomicity across clients), and object stores cannot append at all. The name
+(``<time_ns>-<random>.json``) is unique, so no two writers touch one file. :func:`read_events`
+also reads the ``RUN_DIR/logs/trials.jsonl`` of runs made before this layout.
 
 Example:
     >>> log_event(run, "moco-4cat-n40-f0", "start", node="abc")
@@ -26,10 +28,7 @@ def log_event(run_dir: str | Path | Location, cell_id: str, event: str, **fields
     """Record one event of a cell's trial (see the module docstring for where it lands)."""
     run = as_location(run_dir)
     line = json.dumps({"time": time.time(), "cell_id": cell_id, "event": event, "pid": os.getpid(), **fields})
-    if run.is_local:
-        (run / "logs" / "trials.jsonl").append_line(line)
-    else:
-        (run / "logs" / "trials" / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json").write_text(line)
+    (run / "logs" / "trials" / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json").write_text(line)
 
 
 def _parse(lines: list[str]) -> list[dict[str, Any]]:

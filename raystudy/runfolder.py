@@ -196,6 +196,38 @@ def nodes_missing(run_dir: str | Path | Location, token_path: Location, token: s
     return [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(nodes, results, strict=True) if not ok]
 
 
+def write_driver_token(run_dir: str | Path | Location) -> str | None:
+    """On a local run folder: a fresh token in ``logs/.driver-token`` that every trial checks
+    (:func:`check_driver_token`), so a node that joined after :func:`check_visible_to_nodes` and
+    does not mount the folder fails its trials with a message instead of writing results no one
+    reads. None on an object store, which every node reaches."""
+    run = as_location(run_dir)
+    if not run.is_local:
+        return None
+    token = uuid.uuid4().hex
+    (run / "logs" / ".driver-token").write_text(token)
+    return token
+
+
+def check_driver_token(run_dir: str | Path | Location, token: str | None) -> None:
+    """In a trial: the run folder this node sees is the driver's (its token matches), else a DataError
+    naming the node and what to do."""
+    if token is None:
+        return
+    run = as_location(run_dir)
+    where = run / "logs" / ".driver-token"
+    seen = where.read_text() if where.is_file() else None
+    if seen != token:
+        import ray
+
+        raise DataError(
+            f"this node ({ray.util.get_node_ip_address()}) does not see the run folder {run.uri} that the driver "
+            f"writes ({where.uri} {'is absent here' if seen is None else 'holds another driver token here'}): "
+            "mount it at the same path on every node, including nodes the autoscaler adds later, or use an "
+            "object store (--out s3://...)"
+        )
+
+
 def check_visible_to_nodes(run_dir: str | Path | Location) -> None:
     """On a multi-node cluster a local run folder must be a shared mount: stop early otherwise.
 

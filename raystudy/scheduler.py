@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from raystudy.config import StudyConfig
 from raystudy.data.splits import derive_seed, kfold, online_probe_slice
 from raystudy.grid import Job, pretrain_jobs
 from raystudy.results import read_result, read_table, write_table
+from raystudy.runfolder import check_driver_token, write_driver_token
 from raystudy.storage import Location, as_location
 from raystudy.training.advise_pack import write_advise_pack
 from raystudy.training.cell_split import select_and_store, stored_selections
@@ -49,6 +51,7 @@ from raystudy.training.pretrain import (
     unlearned_reason,
 )
 from raystudy.training.probes import probe_encoder
+from raystudy.training.shipped import receive_init_weights, ship_init_weights
 
 PRODUCERS = {"pretrain": "encoder", "select": "selection"}  # job kinds whose result others need: what it reports
 
@@ -188,6 +191,8 @@ def job_resources(cfg: StudyConfig):
 def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
     """The one trainable of the experiment: dispatch on the job's kind."""
     job: Job = config["job"]
+    check_driver_token(context.run_dir, context.driver_token)  # a node added later must see the run folder
+    receive_init_weights(context.init_weights)  # this node may not see the driver's initial-weight files
     if job.kind == "cell" and job.cell is not None:
         finetune_trial(job.cell, context, job.refs)
     elif job.kind == "pretrain" and context.pretrain_rows is not None:
@@ -198,6 +203,7 @@ def study_trial(config: dict[str, Any], context: FinetuneContext) -> None:
             context.images_ref,
             context.pretrain_rows,
             context.online_probe,
+            context.init_weights,
         )
     elif job.kind == "probe":
         probe_trial(job, context)
@@ -349,17 +355,44 @@ class ProgressLine(tune.Callback):
 
 
 class StopFlag(tune.Stopper):
-    """Stops the whole experiment once :attr:`signum` is set (the driver got SIGINT / SIGTERM)."""
+    """Stops the whole experiment once :attr:`signum` is set (the driver got SIGINT / SIGTERM) or
+    :attr:`disk_full` (a trial ran out of space: every other trial would too)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None  # the signal that stopped the study
+        self.disk_full: str | None = None  # the message of a trial's DiskFull
         self.in_tune = False  # a Tune experiment is running (it stops through stop_all)
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or self.disk_full is not None
+
+
+DISK_FULL_TEXT = "no space left on the device holding"  # the start of storage.DiskFull's message
+
+
+class DiskFullWatch(tune.Callback):
+    """Sets :attr:`StopFlag.disk_full` when a trial fails for a full disk, at its first error
+    (before Tune retries it), so the study stops at once instead of failing cell after cell."""
+
+    def __init__(self, stop: StopFlag) -> None:
+        self.stop = stop
+
+    def _check(self, trial) -> None:
+        path = trial.error_file
+        text = Path(path).read_text(errors="replace") if path and Path(path).is_file() else ""
+        for line in text.splitlines()[::-1]:  # the newest error last
+            if DISK_FULL_TEXT in line or "No space left on device" in line:
+                self.stop.disk_full = re.sub(r"^\[Errno 28\] ", "", line.split("DiskFull: ", 1)[-1].strip())
+                return
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._check(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._check(trial)
 
 
 def existing_encoders(cfg: StudyConfig, run_dir: str | Path | Location) -> dict[str, str]:
@@ -423,7 +456,7 @@ def run_jobs(
             name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",  # cells resume from the store, not from Tune
             **(run / "ray").ray_storage(),
             verbose=2 if verbose else 0,
-            callbacks=([] if verbose or progress is None else [progress]) + list(callbacks or []),
+            callbacks=[*([] if verbose or progress is None else [progress]), DiskFullWatch(stop), *(callbacks or [])],
             failure_config=tune.FailureConfig(max_failures=cfg.finetune.max_retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # a cell's last epoch state
             stop=stop,
@@ -483,6 +516,8 @@ def build_context(
         inject_failure=inject_failure,
         pretrain_rows=data.pretrain_indices,
         online_probe=online_probe_rows(cfg, data),
+        init_weights=ship_init_weights(cfg),
+        driver_token=write_driver_token(run_dir),
         probe_split={
             "category_set": set_name,
             "train_rows": pool.indices[train],

@@ -36,6 +36,7 @@ from raystudy.storage import Location
 from raystudy.training.common import pick_device, seed_everything
 from raystudy.training.finetune import CellTrainer
 from raystudy.training.pretrain import run_pretrain_loop
+from raystudy.training.shipped import receive_init_weights, ship_init_weights
 
 DISTRIBUTIONS = {
     "loguniform": lambda lo, hi: tune.loguniform(lo, hi),
@@ -89,6 +90,7 @@ def pretrain_in_process(cfg: StudyConfig, method: str, images: np.ndarray, out: 
 def search_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     """One search sample: (pretrain,) fine-tune, validation accuracy after every epoch."""
     cfg = sample_config(data["cfg"], config["values"])
+    receive_init_weights(data["init_weights"])  # this node may not see the driver's initial-weight files
     s, f = cfg.search, cfg.finetune
     torch.set_num_threads(max(1, int(f.cpus_per_trial)))
     seed_everything(derive_seed(cfg.seed, "search", s.model))
@@ -150,6 +152,7 @@ def run_search(cfg: StudyConfig, run_dir: Location, data: StudyData, encoders: d
         "cell": Cell(s.model, set_name, len(pool.categories), size, s.fold, cfg.model.arch, cfg.model.arch),
         "images": data.images.images,
         "pretrain_rows": data.pretrain_indices,
+        "init_weights": ship_init_weights(cfg),
         "pool": pool,
         "split": split,
         "encoders": {m: str(p) for m, p in encoders.items()},

@@ -43,8 +43,11 @@ class LocationError(ValueError):
 class DiskFull(OSError):
     """No space left where a run writes (ENOSPC); the message names the file and the free space."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28] "
+        return str(self.strerror or super().__str__())
 
-def _disk_full(path: str, err: OSError) -> DiskFull:
+
+def disk_full_error(path: str, err: OSError) -> DiskFull:
     """A :class:`DiskFull` for a write to ``path`` that failed with ENOSPC."""
     folder = Path(path).parent
     while not folder.exists() and folder != folder.parent:
@@ -243,7 +246,7 @@ class Location:
                 os.replace(tmp, self.path)
             except OSError as err:
                 if err.errno == errno.ENOSPC and not isinstance(err, DiskFull):
-                    raise _disk_full(self.path, err) from err
+                    raise disk_full_error(self.path, err) from err
                 raise
             finally:
                 tmp.unlink(missing_ok=True)
@@ -254,18 +257,6 @@ class Location:
 
     def write_text(self, text: str) -> Location:
         return self.write_bytes(text.encode("utf-8"))
-
-    def append_line(self, line: str) -> None:
-        """Append one line to a local file (``O_APPEND``: concurrent short writes do not interleave)."""
-        path = self.local_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(path, "a") as fh:
-                fh.write(line.rstrip("\n") + "\n")
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise _disk_full(str(path), err) from err
-            raise
 
     def unlink(self, missing_ok: bool = True) -> None:
         try:
@@ -326,14 +317,40 @@ def _stamp(where: str | Path | Location) -> tuple[str, int | None, int]:
     return location.uri, info.mtime_ns, int(info.size or 0)
 
 
+# Files whose bytes this process was handed (the driver shipped them through Ray's object store):
+# URI -> (bytes, SHA-256). They are read from here, not from the file system, which on a node
+# without the driver's mounts does not hold them.
+_PROVIDED: dict[str, tuple[bytes, str]] = {}
+
+
+def provide(where: str | Path | Location, data: bytes) -> None:
+    """Serve ``data`` as the bytes of the file ``where`` in this process from now on
+    (:func:`cached_bytes`, :func:`cached_sha256`, :func:`is_provided`)."""
+    uri = as_location(where).uri
+    if uri not in _PROVIDED or _PROVIDED[uri][0] is not data:
+        _PROVIDED[uri] = (data, hashlib.sha256(data).hexdigest())
+
+
+def is_provided(where: str | Path | Location) -> bool:
+    """True when this process was handed the bytes of ``where`` (:func:`provide`)."""
+    return as_location(where).uri in _PROVIDED
+
+
 def cached_bytes(where: str | Path | Location) -> bytes:
     """The bytes of a file that many trials of one worker read (an encoder, initial weights):
-    fetched once per worker process while it is unchanged (one metadata request per use)."""
+    the bytes handed to this process (:func:`provide`), else fetched once per worker process
+    while the file is unchanged (one metadata request per use)."""
+    uri = as_location(where).uri
+    if uri in _PROVIDED:
+        return _PROVIDED[uri][0]
     return _cached(*_stamp(where))
 
 
 def cached_sha256(where: str | Path | Location) -> str:
     """The SHA-256 of such a file, computed once per worker process while it is unchanged."""
+    uri = as_location(where).uri
+    if uri in _PROVIDED:
+        return _PROVIDED[uri][1]
     return _cached_sha256(*_stamp(where))
 
 

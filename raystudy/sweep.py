@@ -9,6 +9,7 @@ again (each trial also checks its own result first), failed cells are retried.
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ from raystudy.grid import (
 from raystudy.provenance import finish_run_info, start_run_info
 from raystudy.registry import BASELINE
 from raystudy.resources import fit_resources
-from raystudy.results import finished_cells, has_result, read_table, write_table
+from raystudy.results import finished_cells, has_result, read_result, read_table, write_table
 from raystudy.runfolder import (
     cache_dir,
     check_run_folder,
@@ -55,7 +56,7 @@ from raystudy.runfolder import (
 )
 from raystudy.scheduler import ProgressLine, StopFlag, build_context, existing_encoders, run_jobs
 from raystudy.search import run_search
-from raystudy.storage import Location, as_location
+from raystudy.storage import DiskFull, Location, as_location
 from raystudy.tracking.setup import Tracking, check_tracking, check_tracking_nodes, open_tracking
 from raystudy.training.advise_pack import pack_location
 from raystudy.training.budget import ceiling_budget, cell_budget
@@ -199,13 +200,14 @@ def _write_failed(cfg: StudyConfig, run_dir: Location, cell: Cell, error: BaseEx
     write_status_row(cfg, run_dir, cell, "failed", error_line(error), config_hash)
 
 
-def _injected_failure() -> tuple[str, int] | None:
-    """RAYSTUDY_INJECT_FAILURE=<cell_id>@<epoch>: that trial raises once after the epoch (fault tests)."""
+def _injected_failure() -> tuple[str, int, str] | None:
+    """RAYSTUDY_INJECT_FAILURE=<cell_id>@<epoch>[@disk_full]: that trial raises once after the epoch
+    (fault tests; ``disk_full``: the DiskFull of a full disk instead of a RuntimeError)."""
     spec = os.environ.get("RAYSTUDY_INJECT_FAILURE")
     if not spec:
         return None
-    cell_id, _, epoch = spec.rpartition("@")
-    return cell_id, int(epoch)
+    cell_id, epoch, *kind = spec.split("@")
+    return cell_id, int(epoch), kind[0] if kind else "error"
 
 
 def record_failures(
@@ -356,10 +358,27 @@ def interrupts(stop: StopFlag) -> Iterator[Callable[[], None]]:
             arm()
 
 
+LOST_RECHECK_S = 3.0  # how long a cell missing from the listing is looked up by name before it is lost
+
+
 def pending_cells(run_dir: Location, planned: list[PlannedCell]) -> list[str]:
     """Runnable cells without any trial row (not done, not failed)."""
     tried = attempted(run_dir)
     return [p.cell.cell_id for p in planned if p.split is not None and p.cell.cell_id not in tried]
+
+
+def confirm_lost(run_dir: Location, candidates: list[str], wait_s: float = LOST_RECHECK_S) -> list[str]:
+    """The ``candidates`` (cells the table's listing shows without a row) whose trial file is still
+    absent when looked up by its name, re-checked every 0.5 s for at most ``wait_s``: a network
+    mount may serve a cached directory listing that misses a file another node wrote moments ago,
+    and a cell must not run twice for that."""
+    deadline = time.monotonic() + wait_s
+    missing = list(candidates)
+    while True:
+        missing = [c for c in missing if read_result(run_dir, "trials", c) is None]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(0.5)
 
 
 def lost_jobs(cfg: StudyConfig, run: Location, planned: list[PlannedCell], lost: set[str]) -> list[Job]:
@@ -443,7 +462,7 @@ def run_sweep(
         finish_run_info(run, info)
         result = finish(run) if finish is not None else run
         tracking.sync(j.name for j in pretrain_jobs(cfg))
-        lost = pending_cells(run, planned)
+        lost = confirm_lost(run, pending_cells(run, planned))
         if lost:
             raise StudyIncomplete(
                 f"{len(lost)} cell(s) ended without a result after two passes: "
@@ -514,12 +533,15 @@ def run_passes(
             results, searcher = run_jobs(cfg, run, context, jobs, progress, verbose, stop, callbacks)
         finally:
             stop.in_tune = False
-        record_failures(cfg, run, results, searcher, config_hash, interrupted=stop.signum is not None)
+        stopped = stop.signum is not None or stop.disk_full is not None  # stopped cells are no failures
+        record_failures(cfg, run, results, searcher, config_hash, interrupted=stopped)
         if stop.signum is not None:
             raise StudyInterrupted(stop.signum)
+        if stop.disk_full is not None:  # finished cells are kept; the rerun resumes once there is space
+            raise DiskFull(errno.ENOSPC, stop.disk_full)
         if searcher.unlearned:  # finished cells are kept; the rerun continues where this stopped
             raise PretrainingUnlearned("; ".join(searcher.unlearned.values()))
-        lost = set(pending_cells(run, planned))
+        lost = set(confirm_lost(run, pending_cells(run, planned)))
         if not lost:
             return
         if attempt == 0:

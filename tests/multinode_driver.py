@@ -15,14 +15,12 @@ import ray
 from cluster_driver import own_cluster
 
 from raystudy.config import load_config
+from raystudy.events import read_events
 from raystudy.study import run_study
 
 
 def finished(run_dir: Path) -> int:
-    path = run_dir / "logs" / "trials.jsonl"
-    if not path.exists():
-        return 0
-    return sum(json.loads(x)["event"] == "finish" for x in path.read_text().splitlines())
+    return sum(e["event"] == "finish" for e in read_events(run_dir))
 
 
 def main(run_dir: Path) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 
 from raystudy.config import load_config
+from raystudy.events import read_events
 from raystudy.study import run_study
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +28,7 @@ def test_injected_failure_is_retried_from_checkpoint(ray_instance, tmp_path, mon
     trials = pd.read_parquet(run_dir / "results" / "trials").set_index("cell_id")
     assert set(trials.index) == {"baseline-4cat-n40-f0", "baseline-4cat-n40-f1"}
     assert (trials["status"] == "done").all()
-    log = [json.loads(x) for x in (run_dir / "logs" / "trials.jsonl").read_text().splitlines()]
+    log = read_events(run_dir)
     mine = [e for e in log if e["cell_id"] == "baseline-4cat-n40-f0" and e["event"] in ("start", "resume", "finish")]
     assert [e["event"] for e in mine] == ["start", "start", "resume", "finish"]
     assert mine[2]["epoch"] == 2  # continued after the checkpoint of epoch 1, not from scratch
@@ -57,3 +56,30 @@ def test_failing_trial_is_marked_failed_and_rerun_completes(ray_instance, tmp_pa
     run_study(cfg, run_dir)  # the rerun retries the failed cell (the injection fires once)
     trials = pd.read_parquet(run_dir / "results" / "trials").set_index("cell_id")
     assert (trials["status"] == "done").all() and len(trials) == 2
+
+
+def test_a_full_disk_inside_a_trial_stops_the_study_at_once(ray_instance, tmp_path, monkeypatch, capsys):
+    """Issue 23 item 12: a trial's write fails for a full disk; the study stops at its first error
+    (no retry, no cell after cell failing the same way) with one message naming the device and its
+    free space, exit 2, no cell recorded failed; the rerun finishes."""
+    from raystudy.cli import main
+
+    monkeypatch.setenv("RAYSTUDY_INJECT_FAILURE", "baseline-4cat-n40-f0@0@disk_full")
+    run_dir = tmp_path / "run"
+    args = ["run", "--preset", "smoke", "--out", str(run_dir)]
+    for o in [*OVERRIDES, "grid.folds=4", "finetune.max_concurrent_trials=1"]:
+        args += ["--set", o]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "raystudy: error: no space left on the device holding" in err and "MiB free" in err
+    assert "then rerun the same command to resume" in err
+    trials = pd.read_parquet(run_dir / "results" / "trials") if (run_dir / "results" / "trials").exists() else None
+    assert trials is None or not (trials["status"] == "failed").any()
+    starts = [e["cell_id"] for e in read_events(run_dir) if e["event"] == "start"]
+    assert starts.count("baseline-4cat-n40-f0") == 1  # not retried into the same full disk
+    assert starts[-1] == "baseline-4cat-n40-f0"  # one cell at a time: nothing started after it failed
+    assert trials is None or len(trials[trials["status"] == "done"]) == len(starts) - 1
+    monkeypatch.delenv("RAYSTUDY_INJECT_FAILURE")
+    assert main(args) == 0  # space again: the same command finishes the study
+    trials = pd.read_parquet(run_dir / "results" / "trials")
+    assert len(trials) == 4 and (trials["status"] == "done").all()

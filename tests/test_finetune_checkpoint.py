@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from raystudy.events import read_events
 from raystudy.training.finetune import CellCheckpoint
 
 
@@ -99,8 +100,7 @@ def test_torn_checkpoint_is_set_aside_and_the_older_one_used(tmp_path):
     assert not newest.exists() and (report.folder / "checkpoint_000001.unreadable").is_dir()
     (report.folder / "checkpoint_000000" / "state.pt").write_bytes(b"garbage")
     assert CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune).restore(model, opt) == (0, 0, [], 0.0)
-    log = (tmp_path / "logs" / "trials.jsonl").read_text()
-    assert log.count("checkpoint_set_aside") == 2
+    assert [e["event"] for e in read_events(tmp_path)].count("checkpoint_set_aside") == 2
 
 
 def test_checkpoint_not_written_before_interval(tmp_path):
@@ -178,7 +178,7 @@ def test_a_failed_read_propagates_and_sets_nothing_aside(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="NETWORK_CONNECTION"):
         CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune).restore(model, opt)
     assert failures and sorted(p.name for p in folder.iterdir()) == ["checkpoint_000000", "checkpoint_000001"]
-    assert not (tmp_path / "logs" / "trials.jsonl").exists()  # nothing set aside
+    assert read_events(tmp_path) == []  # nothing set aside
     assert CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune).restore(model, opt)[0] == 2  # Tune's retry
 
 
@@ -191,7 +191,7 @@ def test_a_torn_tune_checkpoint_is_tried_once_and_the_older_one_used(tmp_path):
     ck = CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=lambda: tune.Checkpoint.from_directory(str(newest)))
     assert [c.name for c in ck.candidates()] == ["checkpoint_000001", "checkpoint_000000"]  # Tune's is earlier()'s too
     assert ck.restore(model, opt)[0] == 1
-    assert (tmp_path / "logs" / "trials.jsonl").read_text().count("checkpoint_set_aside") == 1
+    assert [e["event"] for e in read_events(tmp_path)].count("checkpoint_set_aside") == 1
     assert (folder / "checkpoint_000001.unreadable" / "state.pt").is_file()
 
 

@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 from cluster_driver import run_driver
 
+from raystudy.events import read_events
+
 pytestmark = pytest.mark.e2e
 
 
@@ -19,7 +21,7 @@ def test_sweep_spreads_over_nodes_and_survives_node_loss(tmp_path):
     trials = pd.read_parquet(run_dir / "results" / "trials")
     assert len(trials) == 8 and (trials["status"] == "done").all()
     assert trials["cell_id"].is_unique
-    log = [json.loads(x) for x in (run_dir / "logs" / "trials.jsonl").read_text().splitlines()]
+    log = read_events(run_dir)
     started_on = {e["node"] for e in log if e["event"] == "start"}
     assert {info["worker_a"], info["worker_b"]} <= started_on  # trials spread over both workers
     assert set(trials["node"]) <= {info["worker_a"], info["worker_b"]}  # none on the CPU-only head

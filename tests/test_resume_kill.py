@@ -6,7 +6,6 @@ as a user's interrupted command would be.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 
 from raystudy.config import load_config
+from raystudy.events import read_events
 
 pytestmark = pytest.mark.e2e
 
@@ -66,8 +66,7 @@ def kill_when(proc: subprocess.Popen, condition, timeout: float = 240) -> None:
 
 
 def events(run_dir: Path) -> list[dict]:
-    path = run_dir / "logs" / "trials.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_events(run_dir)
 
 
 def test_sigkill_at_three_points_then_resume(tmp_path):

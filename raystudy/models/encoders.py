@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from raystudy.storage import Location, as_location, cached_bytes
+from raystudy.storage import Location, as_location, cached_bytes, is_provided
 
 
 def resnet18_w16(weights: None = None) -> nn.Module:
@@ -179,7 +179,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path | Location) -> Non
         >>> load_encoder_weights(net, "moco_v2_800ep_pretrain.pth.tar")
     """
     path = as_location(path)
-    if not path.is_file():
+    if not is_provided(path) and not path.is_file():
         raise FileNotFoundError(f"encoder checkpoint not found: {path}")
     try:
         obj = torch.load(io.BytesIO(cached_bytes(path)), map_location="cpu", weights_only=True)

@@ -16,6 +16,7 @@ runs four phases, each a function a test can call:
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import math
@@ -42,7 +43,7 @@ from raystudy.metrics import Evaluation, evaluate
 from raystudy.models import Classifier, build_encoder, load_encoder_weights
 from raystudy.registry import BASELINE
 from raystudy.results import has_result, write_table
-from raystudy.storage import Location, as_location, cached_sha256
+from raystudy.storage import Location, as_location, cached_sha256, disk_full_error
 from raystudy.training.augment import EvalTransform, FinetuneAugment
 from raystudy.training.budget import ceiling_budget, cell_budget
 from raystudy.training.cell_split import stored_split
@@ -64,10 +65,12 @@ class FinetuneContext:
     splits: dict[tuple[str, int, int], Split]  # (set, size, fold) -> split
     image_ids: np.ndarray  # (N,) str, row i of ``images``
     runnable_sizes: dict[str, list[int]]  # category set -> sizes that are not skipped
-    inject_failure: tuple[str, int] | None = None  # (cell_id, epoch): raise once, for fault tests
+    inject_failure: tuple[str, int, str] | None = None  # (cell_id, epoch, kind): raise once, for fault tests
     pretrain_rows: np.ndarray | None = None  # rows of the unlabeled pretraining pool
     probe_split: dict[str, Any] | None = None  # train/test rows and labels of the encoder probes
     online_probe: dict[str, Any] | None = None  # bank/query rows and labels of pretraining's online kNN
+    init_weights: dict[str, Any] = field(default_factory=dict)  # URI -> ObjectRef of a shipped init file
+    driver_token: str | None = None  # runfolder.write_driver_token: a trial checks it sees the driver's folder
 
     def images(self) -> np.ndarray:
         """The (N, S, S) uint8 images: a zero-copy view of the object store (or the array itself)."""
@@ -732,12 +735,13 @@ def setup_trial(
 def train_trial(
     setup: TrialSetup,
     report: Report,
-    inject_failure: tuple[str, int] | None = None,
+    inject_failure: tuple[str, int] | tuple[str, int, str] | None = None,
 ) -> float:
     """Phase 2: the remaining epochs; ``report`` (``tune.report``) gets each epoch's loss and,
     every ``finetune.checkpoint_every_s``, the epoch's state as a checkpoint.
 
-    ``inject_failure`` = (cell_id, epoch): raise once after that epoch's checkpoint (fault tests).
+    ``inject_failure`` = (cell_id, epoch[, kind]): raise once after that epoch's checkpoint (fault tests);
+    kind ``disk_full`` raises the :class:`~raystudy.storage.DiskFull` a write to a full disk raises.
     Returns the training seconds, including those before a resume.
     """
     trainer, checkpoint, cid = setup.trainer, setup.checkpoint, setup.cell.cell_id
@@ -749,10 +753,12 @@ def train_trial(
         for epoch in range(start, end):
             epoch_loss = trainer.run_epoch(epoch)
             saved = trainer.save(checkpoint, {"epoch": epoch, "loss": epoch_loss}, epoch, time.time() - t0)
-            if inject_failure == (cid, epoch) and saved:
+            if inject_failure is not None and tuple(inject_failure[:2]) == (cid, epoch) and saved:
                 marker = setup.run_dir / "logs" / f"injected-{cid}"
                 if not marker.exists():
                     marker.write_text("")
+                    if inject_failure[2:] == ("disk_full",):
+                        raise disk_full_error(marker.uri, OSError(errno.ENOSPC, "No space left on device"))
                     raise RuntimeError(f"injected failure in {cid} after epoch {epoch}")
         start = end
         if not trainer.another_cycle(end):

@@ -47,6 +47,7 @@ from raystudy.training.common import augment_kwargs, autocast, images_to_device,
 from raystudy.training.lars import LARS, lars_param_groups
 from raystudy.training.probes import encode, knn_accuracy
 from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
+from raystudy.training.shipped import receive_init_weights
 
 log = logging.getLogger("raystudy")
 
@@ -395,6 +396,7 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.pretrain.cpus_per_worker)))
     seed_everything(cfg.seed + rank)
+    receive_init_weights(loop_config.get("init_weights"))  # pretrain_init, wherever this worker runs
     images: np.ndarray = ray.get(loop_config["images_ref"])  # (N, S, S) uint8, zero-copy
     rows = loop_config["rows"]  # the unlabeled pretraining pool
     ray.train.report({WORKERS_STARTED: 1})  # every rank: the scheduler releases other jobs after this
@@ -448,10 +450,12 @@ def pretrain_trial(
     images_ref: Any,
     rows: np.ndarray,
     online_probe: dict[str, Any] | None = None,
+    init_weights: dict[str, Any] | None = None,
 ) -> None:
     """A Tune trial that drives one TorchTrainer run (stable run name per method and arch,
     so an interrupted run continues from its last checkpoint). ``online_probe``: see
-    :func:`run_pretrain_loop`; the ``pretraining`` row keeps its per-epoch curve."""
+    :func:`run_pretrain_loop`; the ``pretraining`` row keeps its per-epoch curve;
+    ``init_weights``: the shipped initial-weight files (:mod:`raystudy.training.shipped`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -471,6 +475,7 @@ def pretrain_trial(
             "images_ref": images_ref,
             "rows": rows,
             "online_probe": online_probe,
+            "init_weights": init_weights or {},
         },
         scaling_config=ScalingConfig(
             num_workers=p.num_workers,
