@@ -115,7 +115,7 @@ def test_override_mistakes() -> None:
 
 HASHES = [
     ("smoke", [], "0f71b5acc534", "739ba0b7e6860f9b"),  # smoke
-    ("demo", [], "336396037607", "9773a03d2ed76aec"),  # demo (ac5071ecc6b3 before its models, sizes, ceiling: #21)
+    ("demo", [], "ab6b2a03c1b3", "9773a03d2ed76aec"),  # demo (336396037607 until ceiling_max_cycles: 10)
     ("selection", [], "8a1757d34789", "3f9765cb86e3ac74"),  # selection (4 strategies, sizes 24..192 since issue 24)
     (
         "paper",
@@ -132,7 +132,7 @@ HASHES = [
     (
         "demo",
         ["finetune.epochs=7", "pretrain.moco.momentum=0.95", "finetune.base_lr=1"],
-        "a46136c3d1ba",  # 77ef74f8633e until the demo's models, sizes and ceiling changed (issue 21)
+        "ed2053734934",  # a46136c3d1ba until grid.ceiling_max_cycles went from 2 to 10 (issue 21, 2026-12-03)
         "6f6556a3a654bfcd",
     ),  # demo+epochs
     (
@@ -157,7 +157,7 @@ def test_config_hash_never_changes(preset: str, overrides: list[str], config_has
     assert (plain["analysis"].pop("backtest_tolerance_pp"), plain["analysis"].pop("doa_margin_pp")) == (2.0, 2.0)
     # since issues 21 and 22 (the ceiling that fits, the pretraining gate and stopping rule), at their defaults
     assert plain["finetune"].pop("fit_accuracy") == 0.98
-    assert plain["grid"].pop("ceiling_max_cycles") == (2 if preset == "demo" else 3)
+    assert plain["grid"].pop("ceiling_max_cycles") == (10 if preset == "demo" else 3)
     assert (plain["pretrain"].pop("learn_margin_pp"), plain["pretrain"].pop("allow_unlearned")) == (1.0, False)
     assert (plain["pretrain"].pop("min_epochs"), plain["pretrain"].pop("patience")) == (1, 0)
     saved = json.dumps(plain, sort_keys=False, default=str)  # the saved config.yaml, key order included
