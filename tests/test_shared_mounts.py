@@ -132,3 +132,15 @@ def test_a_trial_on_a_node_without_the_run_folder_says_so(tmp_path):
     with pytest.raises(DataError, match=r"does not see the run folder .* is absent here\): mount it"):
         check_driver_token(tmp_path, token)
     check_driver_token(tmp_path, None)  # an object-store run has no token: nothing to check
+
+
+def test_only_initial_weight_files_that_exist_are_shipped(tmp_path):
+    """A configured but absent file (of a model the grid does not train) is not read on the driver:
+    where it is loaded, it fails with the loader's own message."""
+    from raystudy.training.shipped import init_weight_paths, ship_init_weights
+
+    cfg = load_config(
+        preset="smoke", overrides=["grid.models=[moco]", f"model.baseline_init={tmp_path / 'absent.pth'}"]
+    )
+    assert init_weight_paths(cfg) == [str(tmp_path / "absent.pth")]
+    assert ship_init_weights(cfg) == {}

@@ -39,7 +39,7 @@ def ship_init_weights(cfg: StudyConfig) -> dict[str, Any]:
     refs = {}
     for path in init_weight_paths(cfg):
         where = as_location(path)
-        if where.is_local:
+        if where.is_local and where.is_file():  # a missing file fails where it is loaded, with its message
             refs[where.uri] = ray.put(where.read_bytes())
     return refs
 
