@@ -292,6 +292,16 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
         ),
         Entry(
             "Training",
+            "new",
+            "Online kNN accuracy of each encoder after every pre-training epoch, on a fixed labeled probe "
+            "slice that no cell trains or validates on (bars: Wilson 95 % interval of the share of correct "
+            "queries); dotted: the same encoder at its starting weights. A curve that does not rise above its "
+            "dotted line is an encoder that did not learn (pretrain.learn_margin_pp stops such a study).",
+            _safe(lambda: figures.online_knn(res), "Online kNN"),
+            lambda: res.pretraining,
+        ),
+        Entry(
+            "Training",
             "Fig. A2",
             "Fine-tuning loss of the CSSL model for every training-set size.",
             _safe(lambda: figures.finetuning_loss(res), "Fine-tuning loss"),

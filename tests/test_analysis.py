@@ -1349,3 +1349,29 @@ def test_did_pretraining_learn_uses_mcnemar_against_its_own_starting_weights_per
     assert test["low"] < test["diff"] < test["high"] and test["p_adjusted"] <= 0.05
     text = _vs_random(rows["moco"], "knn_accuracy")
     assert "95 % CI" in text and "McNemar Holm-adjusted p" in text
+
+
+def test_the_online_knn_curve_is_drawn_with_its_interval_and_the_starting_weights():
+    """Issue 22 item 1: the report draws each encoder's online kNN per epoch (Wilson 95 % bars
+    from its query count) against the same encoder at its starting weights."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    from analysis.figures import is_no_data, online_knn
+    from analysis.results import Results
+
+    row = {
+        "model": "moco",
+        "arch": "resnet18",
+        "online_knn_curve": "[0.5, 0.625, 0.75]",
+        "online_knn_random_init": 0.375,
+        "online_knn_queries": 64,
+    }
+    fig = online_knn(Results.from_frames(pretraining=pd.DataFrame([row])))
+    curve, start = fig.data
+    assert list(curve.x) == [1, 2, 3] and list(curve.y) == [0.5, 0.625, 0.75]
+    lo, hi = proportion_confint(48, 64, alpha=0.05, method="wilson")
+    assert curve.error_y.array[-1] == pytest.approx(hi - 0.75) and curve.error_y.arrayminus[-1] == pytest.approx(
+        0.75 - lo
+    )
+    assert list(start.y) == [0.375, 0.375] and start.name.endswith("starting weights 37.5%")
+    assert is_no_data(online_knn(Results.from_frames()))

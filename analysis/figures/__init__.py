@@ -6,7 +6,7 @@ from analysis.figures.confusion import confusion_matrices
 from analysis.figures.data import class_distribution, f1_vs_share, tsne_grid
 from analysis.figures.labeling import doa_vs_time_saved
 from analysis.figures.selection import labels_saved, selection_curves, selection_picks
-from analysis.figures.training import finetuning_loss, pretraining_loss, training_time_table
+from analysis.figures.training import finetuning_loss, online_knn, pretraining_loss, training_time_table
 
 __all__ = [
     "accuracy_vs_size",
@@ -16,6 +16,7 @@ __all__ = [
     "tsne_grid",
     "class_distribution",
     "pretraining_loss",
+    "online_knn",
     "finetuning_loss",
     "training_time_table",
     "paired_differences",

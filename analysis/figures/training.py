@@ -1,7 +1,8 @@
-"""Figs. A1, A2 (loss curves) and Table B1 (training times)."""
+"""Figs. A1, A2 (loss curves), the online kNN of pre-training and Table B1 (training times)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
+from statsmodels.stats.proportion import proportion_confint
 
 from analysis.config import display_name, model_color, order_models, pretrain_name
 from analysis.figures._common import fmt_int, no_data_figure, style
@@ -216,3 +218,65 @@ def training_time_table(
     )
     fig.update_layout(margin=dict(l=20, r=20, t=90, b=20))
     return fig
+
+
+def online_knn(
+    results: Results | None = None,
+    *,
+    pretraining: pd.DataFrame | None = None,
+    config: dict[str, Any] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """The encoder's online kNN accuracy after every pretraining epoch (``pretraining.online_knn_curve``),
+    per method and arch, with the Wilson 95 % interval of each epoch's share of correct queries and the
+    same encoder at its starting weights (``online_knn_random_init``) as a dotted line: whether, and
+    when, pretraining learned (issue 22). The probe slice is labeled images no cell trains or validates on.
+
+    Example:
+        >>> fig = online_knn(load_results("runs/demo"))
+    """
+    res = resolve(results, config=config, pretraining=pretraining)
+    base = "Online kNN accuracy during pre-training"
+    rows = res.pretraining[res.pretraining["online_knn_curve"].notna()] if len(res.pretraining) else res.pretraining
+    if rows.empty:
+        return no_data_figure(title or base, "no data yet: no online kNN recorded (pretrain.online_knn_images = 0?)")
+    fig = go.Figure()
+    for r in rows.itertuples():
+        curve = np.asarray(json.loads(r.online_knn_curve), dtype=float)
+        if not len(curve):
+            continue
+        queries = int(r.online_knn_queries) if r.online_knn_queries == r.online_knn_queries else 0
+        epochs = np.arange(1, len(curve) + 1)
+        name = f"{pretrain_name(str(r.model))} ({r.arch})"
+        color = model_color(str(r.model))
+        if queries:
+            lo, hi = proportion_confint(np.round(curve * queries), queries, alpha=0.05, method="wilson")
+            error = dict(type="data", symmetric=False, array=hi - curve, arrayminus=curve - lo, visible=True)
+        else:
+            error = None
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=curve,
+                mode="lines+markers",
+                name=name,
+                line=dict(color=color, width=1.8),
+                error_y=error,
+                hovertemplate=f"{name}, epoch %{{x}}: kNN %{{y:.1%}} ({queries} queries)<extra></extra>",
+            )
+        )
+        start = r.online_knn_random_init
+        if start == start and start is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[1, max(1, len(curve))],
+                    y=[start, start],
+                    mode="lines",
+                    name=f"{name}: starting weights {start:.1%}",
+                    line=dict(color=color, dash="dot", width=1.3),
+                    hoverinfo="skip",
+                )
+            )
+    fig.update_xaxes(title="pre-training epoch", dtick=1)
+    fig.update_yaxes(title="online kNN accuracy", tickformat=".0%")
+    return style(fig, title or base, height=420)
