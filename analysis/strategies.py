@@ -110,7 +110,10 @@ def saved_interval(
     end of d's interval (:func:`size_at_accuracy`), and the labels saved over ``n - n_equal``. The
     strategy's curve is taken as measured: the interval carries the uncertainty of the difference
     at ``n``, which dominates with a few folds (its coverage on the `selection` preset's design is
-    simulated in ``tests/test_calibration.py``). An end beyond the measured sizes is NaN (open).
+    simulated in ``tests/test_calibration.py``). An end beyond the measured sizes is open: ``+inf``
+    when the strategy's curve already starts above the target (more than ``n`` minus the smallest
+    measured size), ``-inf`` when it never reaches it (less than ``n`` minus the largest); NaN
+    both without a difference at ``n``.
 
     Example:
         >>> lo, hi = saved_interval(np.array([32, 64, 128]), np.array([0.5, 0.6, 0.7]), 64, 0.02, 0.08)
@@ -126,21 +129,43 @@ def saved_interval(
     for d in (ci_low, ci_high):  # the smaller difference saves fewer labels
         target = float(at_n[0]) - d
         n_eq = size_at_accuracy(x, y, target)
-        ends.append(np.nan if n_eq is None else float(n) - n_eq)  # below the curve's start or above its top
+        if n_eq is None:  # below the curve's start: saves more than n - min; above its top: less than n - max
+            ends.append(np.inf if target < y[0] else -np.inf)
+        else:
+            ends.append(float(n) - n_eq)
     return ends[0], ends[1]
+
+
+def open_end_limit(value: float, n: float, sizes: Any) -> float:
+    """Where an open end of :func:`saved_interval` passes the measured sizes (``n`` minus the smallest
+    measured size for ``+inf``, minus the largest for ``-inf``); a finite end as it is."""
+    measured = np.asarray(sizes, dtype=float)
+    if np.isposinf(value):
+        return float(n - measured.min())
+    if np.isneginf(value):
+        return float(n - measured.max())
+    return float(value)
 
 
 def saved_text(low: float, high: float, n: float, sizes: Any) -> str:
     """The interval of :func:`saved_interval` in words; an open end names the measured limit.
 
     Example:
-        >>> saved_text(np.nan, 12.0, 64, [32, 64, 128])
+        >>> saved_text(-np.inf, 12.0, 64, [32, 64, 128])
         '95 % CI less than -64 to +12 labels'
+        >>> saved_text(np.inf, np.inf, 64, [32, 64, 128])
+        '95 % CI more than +32 labels (beyond the measured sizes)'
     """
-    measured = np.asarray(sizes, dtype=float)
-    lo = f"{low:+.0f}" if low == low else f"less than {n - measured.max():+.0f}"
-    hi = f"{high:+.0f}" if high == high else f"more than {n - measured.min():+.0f}"
-    return f"95 % CI {lo} to {hi} labels"
+    if low != low or high != high:
+        return ""
+
+    def end(v: float) -> str:
+        limit = open_end_limit(v, n, sizes)
+        return f"{v:+.0f}" if np.isfinite(v) else f"{'more' if v > 0 else 'less'} than {limit:+.0f}"
+
+    if not np.isfinite(low) and low == high:  # both ends on one side of the measured sizes
+        return f"95 % CI {end(low)} labels (beyond the measured sizes)"
+    return f"95 % CI {end(low)} to {end(high)} labels"
 
 
 def verdict(saved: float | None, diff: float, p_adjusted: float, n_pairs: int) -> str:

@@ -459,7 +459,7 @@ def saved_studies(worth: float, seed: int) -> list[pd.DataFrame]:
 def saved_coverage(worth: float, seed: int) -> dict[str, float]:
     """Coverage of the report's labels-saved interval (:func:`analysis.strategies.labels_saved_table`,
     the report's own path) where it quotes labels saved; an open end covers everything beyond it."""
-    from analysis.strategies import labels_saved_table
+    from analysis.strategies import labels_saved_table, open_end_limit
 
     hits, quoted, open_ends = [], 0, 0
     for trials in saved_studies(worth, seed):
@@ -469,9 +469,10 @@ def saved_coverage(worth: float, seed: int) -> dict[str, float]:
                 continue
             quoted += 1
             truth = r.train_size - r.train_size / worth
-            lo = -np.inf if r.saved_low != r.saved_low else r.saved_low
-            hi = np.inf if r.saved_high != r.saved_high else r.saved_high
-            open_ends += int(not (np.isfinite(lo) and np.isfinite(hi)))
+            lo, hi = r.saved_low, r.saved_high  # an open end is +-inf: the claim is only "beyond the limit"
+            lo = open_end_limit(lo, r.train_size, SAVED_SIZES) if np.isposinf(lo) else lo
+            hi = open_end_limit(hi, r.train_size, SAVED_SIZES) if np.isneginf(hi) else hi
+            open_ends += int(not (np.isfinite(r.saved_low) and np.isfinite(r.saved_high)))
             hits.append(lo <= truth <= hi)
     rate = float(np.mean(hits))
     return {"coverage": rate, "mc": float(np.sqrt(rate * (1 - rate) / len(hits))), "quoted": quoted, "open": open_ends}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -15,7 +14,7 @@ from analysis.figures._common import PALETTE, no_data_figure, pct, style
 from analysis.figures.data import CATEGORY_PALETTE, category_points
 from analysis.results import Results, resolve
 from analysis.select import RANDOM, n_categories_of, set_label
-from analysis.strategies import labels_saved_table, strategy_curves
+from analysis.strategies import labels_saved_table, open_end_limit, strategy_curves
 
 STRATEGY_ORDER = (RANDOM, "balanced", "coreset", "uncertainty", "typiclust", "probcover")
 
@@ -104,8 +103,14 @@ def labels_saved(
         return no_data_figure(title or base, "no size where a strategy's measured curve reaches random's accuracy")
     cset = category_set or str(data["category_set"].iloc[0])
     measured = strategy_curves(res.trials)
-    measured = measured[measured["category_set"] == cset]["train_size"]
-    lo_n, hi_n = (float(measured.min()), float(measured.max())) if len(measured) else (np.nan, np.nan)
+    measured = measured[measured["category_set"] == cset]["train_size"].to_numpy()
+
+    def limits(g: pd.DataFrame, column: str) -> pd.Series:
+        return pd.Series(
+            [open_end_limit(float(v), float(n), measured) for v, n in zip(g[column], g["train_size"], strict=True)],
+            index=g.index,
+        )
+
     fig = go.Figure()
     for (model, strategy), g in data.groupby(["model", "selection"]):
         g = g.sort_values("train_size")
@@ -123,8 +128,8 @@ def labels_saved(
                 error_y=dict(  # the 95 % interval; an open end is drawn to the measured limit it passes
                     type="data",
                     symmetric=False,
-                    array=(g["saved_high"].fillna(g["train_size"] - lo_n) - g["labels_saved"]).clip(lower=0),
-                    arrayminus=(g["labels_saved"] - g["saved_low"].fillna(g["train_size"] - hi_n)).clip(lower=0),
+                    array=(limits(g, "saved_high") - g["labels_saved"]).clip(lower=0),
+                    arrayminus=(g["labels_saved"] - limits(g, "saved_low")).clip(lower=0),
                     visible=True,
                 ),
                 customdata=list(
