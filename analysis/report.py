@@ -14,6 +14,7 @@ from plotly.offline import get_plotlyjs
 
 from analysis import figures
 from analysis.figures._common import is_no_data, no_data_figure, no_data_note
+from analysis.figures.selection import map_and_picks
 from analysis.labeling import doa_table
 from analysis.results import Results, load_results
 from analysis.sections import (
@@ -182,15 +183,6 @@ def _learning_curve_entry(
     )
 
 
-def _first_picks(selections: pd.DataFrame, cset: str) -> pd.DataFrame:
-    """The stored picks that :func:`figures.selection_picks` draws: smallest size, first fold."""
-    mine = _rows(selections, category_set=cset)
-    if mine.empty:
-        return mine
-    mine = mine[mine["train_size"] == mine["train_size"].min()]
-    return mine[mine["fold"] == mine["fold"].min()].reset_index(drop=True)
-
-
 def _selection_entries(res: Results, cset: str, saved: pd.DataFrame) -> list[Entry]:
     """The selection-strategy figures of one category set."""
     sec = f"Selection strategies: {set_label(cset, n_categories_of(cset, res.trials, res.grid))}"
@@ -228,7 +220,7 @@ def _selection_entries(res: Results, cset: str, saved: pd.DataFrame) -> list[Ent
                 "embeddings the strategies picked on (the selection encoder's, fp32; grey: the labeled pool, "
                 "at most embeddings.max_points images). Random's draw is stratified by category and not stored.",
                 _safe(lambda: figures.selection_picks(res, category_set=cset), "Selection picks"),
-                lambda: _first_picks(res.selections, cset),
+                lambda: map_and_picks(res.selection_map, res.selections, cset)[1].reset_index(drop=True),
             )
         ]
         if (res.selection_map["category_set"] == cset).any()

@@ -39,7 +39,7 @@ from raystudy.data.splits import derive_seed, kfold, online_probe_slice
 from raystudy.grid import Job, pretrain_jobs
 from raystudy.results import read_result, read_table, write_table
 from raystudy.runfolder import check_driver_token, write_driver_token
-from raystudy.storage import Location, as_location
+from raystudy.storage import DISK_FULL_MESSAGE, Location, as_location
 from raystudy.training.advise_pack import write_advise_pack
 from raystudy.training.cell_split import select_and_store, stored_selections
 from raystudy.training.finetune import FinetuneContext, finetune_trial
@@ -370,9 +370,6 @@ class StopFlag(tune.Stopper):
         return self.signum is not None or self.disk_full is not None
 
 
-DISK_FULL_TEXT = "no space left on the device holding"  # the start of storage.DiskFull's message
-
-
 class DiskFullWatch(tune.Callback):
     """Sets :attr:`StopFlag.disk_full` when a trial fails for a full disk, at its first error
     (before Tune retries it), so the study stops at once instead of failing cell after cell."""
@@ -384,7 +381,7 @@ class DiskFullWatch(tune.Callback):
         path = trial.error_file
         text = Path(path).read_text(errors="replace") if path and Path(path).is_file() else ""
         for line in text.splitlines()[::-1]:  # the newest error last
-            if DISK_FULL_TEXT in line or "No space left on device" in line:
+            if DISK_FULL_MESSAGE in line or "No space left on device" in line:
                 self.stop.disk_full = re.sub(r"^\[Errno 28\] ", "", line.split("DiskFull: ", 1)[-1].strip())
                 return
 

@@ -47,6 +47,9 @@ class DiskFull(OSError):
         return str(self.strerror or super().__str__())
 
 
+DISK_FULL_MESSAGE = "no space left on the device holding"  # how every DiskFull message starts
+
+
 def disk_full_error(path: str, err: OSError) -> DiskFull:
     """A :class:`DiskFull` for a write to ``path`` that failed with ENOSPC."""
     folder = Path(path).parent
@@ -55,7 +58,7 @@ def disk_full_error(path: str, err: OSError) -> DiskFull:
     free = shutil.disk_usage(folder).free / 2**20
     return DiskFull(
         errno.ENOSPC,
-        f"no space left on the device holding {folder} ({free:.1f} MiB free) while writing {path}; "
+        f"{DISK_FULL_MESSAGE} {folder} ({free:.1f} MiB free) while writing {path}; "
         "free space there (or choose another --out), then rerun the same command to resume",
     )
 
@@ -326,9 +329,7 @@ _PROVIDED: dict[str, tuple[bytes, str]] = {}
 def provide(where: str | Path | Location, data: bytes) -> None:
     """Serve ``data`` as the bytes of the file ``where`` in this process from now on
     (:func:`cached_bytes`, :func:`cached_sha256`, :func:`is_provided`)."""
-    uri = as_location(where).uri
-    if uri not in _PROVIDED or _PROVIDED[uri][0] is not data:
-        _PROVIDED[uri] = (data, hashlib.sha256(data).hexdigest())
+    _PROVIDED[as_location(where).uri] = (data, hashlib.sha256(data).hexdigest())
 
 
 def is_provided(where: str | Path | Location) -> bool:

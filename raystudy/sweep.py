@@ -462,7 +462,7 @@ def run_sweep(
         finish_run_info(run, info)
         result = finish(run) if finish is not None else run
         tracking.sync(j.name for j in pretrain_jobs(cfg))
-        lost = confirm_lost(run, pending_cells(run, planned))
+        lost = confirm_lost(run, pending_cells(run, planned), wait_s=0)  # run_passes waited already
         if lost:
             raise StudyIncomplete(
                 f"{len(lost)} cell(s) ended without a result after two passes: "

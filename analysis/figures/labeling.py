@@ -116,7 +116,7 @@ def doa_vs_time_saved(
                 f"gives up {100 * k['doa']:.1f} pp OA"
                 + (
                     f"<br>the knee in {100 * k['knee_share']:.0f} % of fold resamples"
-                    if k.get("knee_share") == k.get("knee_share") and k.get("knee_share") is not None
+                    if pd.notna(k.get("knee_share"))
                     else ""
                 )
             ),

@@ -155,6 +155,37 @@ def labels_saved(
     return style(fig, title or f"{base} \u2014 {set_label(cset, n_categories_of(cset, res.trials))}{note}")
 
 
+def map_and_picks(
+    selection_map: pd.DataFrame,
+    selections: pd.DataFrame,
+    category_set: str | None = None,
+    train_size: int | None = None,
+    fold: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """What :func:`selection_picks` draws: one map (``category_set``, default the first with a map; its
+    first backbone and encoder) and the stored picks on that encoder at ``train_size`` and ``fold``
+    (defaults: the smallest stored size, its first fold). Returns (map rows, pick rows, the choices:
+    ``category_set``, ``arch``, ``encoder``, ``n``, ``fold``); empty frames where there is none."""
+    smap = selection_map if category_set is None else selection_map[selection_map["category_set"] == category_set]
+    if smap.empty:
+        return smap, selections.iloc[:0], {}
+    cset = category_set or str(smap["category_set"].iloc[0])
+    arch = smap.loc[smap["category_set"] == cset, "arch"].iloc[0]
+    smap = smap[(smap["category_set"] == cset) & (smap["arch"] == arch)]
+    encoder = str(smap["encoder"].iloc[0])
+    smap = smap[smap["encoder"] == encoder]
+    picks = selections[
+        (selections["category_set"] == cset)
+        & (selections["arch"] == arch)
+        & (selections["encoder"].astype(str) == encoder)
+    ]
+    n = int(train_size) if train_size is not None else (int(picks["train_size"].min()) if len(picks) else None)
+    picks = picks[picks["train_size"] == n]
+    f = int(fold) if fold is not None else (int(picks["fold"].min()) if len(picks) else 0)
+    picks = picks[picks["fold"] == f]
+    return smap, picks, {"category_set": cset, "arch": arch, "encoder": encoder, "n": n, "fold": f}
+
+
 def selection_picks(
     results: Results | None = None,
     *,
@@ -179,30 +210,14 @@ def selection_picks(
     """
     res = resolve(results, config=config, selections=selections, selection_map=selection_map)
     base = "Images each strategy picked"
-    smap = res.selection_map
-    if category_set is not None:
-        smap = smap[smap["category_set"] == category_set]
+    smap, picks, where = map_and_picks(res.selection_map, res.selections, category_set, train_size, fold)
     if smap.empty:
         return no_data_figure(title or base, "no data yet: no selection map (a strategy other than random embeds)")
-    cset = category_set or str(smap["category_set"].iloc[0])
-    arch = smap.loc[smap["category_set"] == cset, "arch"].iloc[0]
-    smap = smap[(smap["category_set"] == cset) & (smap["arch"] == arch)]
-    encoder = str(smap["encoder"].iloc[0])
-    smap = smap[smap["encoder"] == encoder]
-    picks = res.selections[
-        (res.selections["category_set"] == cset)
-        & (res.selections["arch"] == arch)
-        & (res.selections["encoder"].astype(str) == encoder)
-    ]
-    if picks.empty:
-        return no_data_figure(title or base, f"no stored picks of {cset} on the {encoder} encoder yet")
-    n = int(train_size if train_size is not None else picks["train_size"].min())
-    picks = picks[picks["train_size"] == n]
-    f = int(fold if fold is not None else picks["fold"].min()) if len(picks) else 0
-    picks = picks[picks["fold"] == f]
+    cset, arch, encoder, n, f = where["category_set"], where["arch"], where["encoder"], where["n"], where["fold"]
     strategies = _ordered(picks["selection"].unique())
     if not strategies:
-        return no_data_figure(title or base, f"no stored picks of {cset} at n = {n}, fold {f}")
+        at = "" if n is None else f" at n = {n}, fold {f}"
+        return no_data_figure(title or base, f"no stored picks of {cset} on the {encoder} encoder{at} yet")
     cols = min(3, len(strategies))
     rows = -(-len(strategies) // cols)
     on_map = smap.set_index("image_id")[["x", "y"]]
