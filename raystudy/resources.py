@@ -235,7 +235,7 @@ def started_here() -> bool:
     return node is not None and node.head
 
 
-def shrink_to_cluster(cfg: StudyConfig) -> StudyConfig:
+def shrink_to_cluster(cfg: StudyConfig, where: str = "this Ray instance's nodes") -> StudyConfig:
     """Shrink per-trial and per-worker requests to what the Ray instance has, with a warning.
 
     A preset written for GPU nodes runs unchanged on a CPU-only machine: GPU requests
@@ -243,8 +243,9 @@ def shrink_to_cluster(cfg: StudyConfig) -> StudyConfig:
     with fewer GPUs than ``pretrain.num_workers`` (a one-GPU workstation), the pretraining
     workers are capped at the GPU workers the instance holds at once. What is left is
     checked against the live nodes (:func:`check_fits`: a request that can never start
-    fails now, not after a wait). Only for a local instance (or ``--shrink-to-fit``):
-    never on a cluster that can autoscale.
+    fails now, not after a wait). For a local instance, ``--shrink-to-fit``, and a cluster
+    that shows no autoscaler config (``where`` then says so in the error): never on a
+    cluster whose node types are known.
     """
     import ray
 
@@ -279,7 +280,7 @@ def shrink_to_cluster(cfg: StudyConfig) -> StudyConfig:
         p.num_workers = room
     for change in changes:
         log.warning("resources: %s", change)
-    check_fits(study_requests(cfg, use_gpu, cells=1), live, "this Ray instance's nodes")
+    check_fits(study_requests(cfg, use_gpu, cells=1), live, where)
     return cfg
 
 
@@ -343,12 +344,16 @@ def fit_resources(cfg: StudyConfig, shrink: bool = False) -> Iterator[StudyConfi
         yield shrink_to_cluster(cfg)
         return
     found = autoscaler_node_types()
-    if found is None:
+    if found is None:  # no autoscaler config: a cluster started by hand, whose live nodes are all it has
         log.warning(
-            "resources: the cluster's node types are not visible (set RAYSTUDY_AUTOSCALER_CONFIG "
-            "to the autoscaler config); requests are not checked, nothing is shrunk"
+            "resources: this cluster shows no autoscaler config, so its live nodes are taken as all it has "
+            "and the requests are fitted to them (on an autoscaling cluster, set RAYSTUDY_AUTOSCALER_CONFIG "
+            "to its autoscaler config)"
         )
-        yield cfg
+        yield shrink_to_cluster(
+            cfg, "the live nodes: no autoscaler config is visible; set RAYSTUDY_AUTOSCALER_CONFIG if this cluster "
+            "autoscales"
+        )
         return
     node_types, source = found
     use_gpu = pretrain_uses_gpu(cfg, node_types)

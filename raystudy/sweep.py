@@ -151,12 +151,18 @@ def ensure_ray(cfg: StudyConfig) -> None:
         return
     address = os.environ.get("RAY_ADDRESS")
     local = address in (None, "", "local")  # _system_config only applies to an instance started here
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        log_to_driver=False,
-        **({"_system_config": {"worker_maximum_startup_concurrency": startup_concurrency(cfg)}} if local else {}),
-    )
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            **({"_system_config": {"worker_maximum_startup_concurrency": startup_concurrency(cfg)}} if local else {}),
+        )
+    except ConnectionError as err:  # RAY_ADDRESS names no running instance
+        raise ConfigError(
+            f"RAY_ADDRESS={address}: no Ray instance answers there ({err}); start one (ray start --head, or "
+            "ray up cluster.yaml) or unset RAY_ADDRESS to run on a local instance started for this study"
+        ) from None
 
 
 def write_status_row(

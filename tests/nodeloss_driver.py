@@ -11,6 +11,7 @@ Writes ``nodeloss.json`` (node ids, the checkpoints when the node went) into the
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -79,7 +80,23 @@ def run(cluster: Cluster, cfg: StudyConfig, run_dir: Path) -> None:
     (run_dir / "nodeloss.json").write_text(json.dumps(info))
 
 
+def describe_node_types(run_dir: Path) -> None:
+    """Node types for the driver: nodes join and leave this cluster by hand (no autoscaler),
+    and without its node types the driver would fit the study to the lone head it sees."""
+    types = {
+        "head_node_type": "head",
+        "available_node_types": {
+            "head": {"resources": {"CPU": 1}},
+            "worker": {"resources": {"CPU": 1}, "max_workers": 2},
+        },
+    }
+    path = run_dir.parent / "node_types.json"
+    path.write_text(json.dumps(types))
+    os.environ["RAYSTUDY_AUTOSCALER_CONFIG"] = str(path)
+
+
 def main(run_dir: Path) -> None:
+    describe_node_types(run_dir)
     cluster = own_cluster(num_cpus=1, num_gpus=0)
     ray.init(address=cluster.address)
     cfg = load_config(

@@ -289,6 +289,35 @@ def test_a_gpu_request_on_an_instance_without_one_fails_at_once(monkeypatch):
         shrink_to_cluster(cfg)
 
 
+def test_a_cluster_without_an_autoscaler_config_is_fitted_to_its_live_nodes(monkeypatch, caplog):
+    """``ray start --head --num-gpus=1`` and ``RAY_ADDRESS=auto``: the driver did not start the
+    instance and no autoscaler config is in the GCS; the live nodes are all there is."""
+    import ray
+
+    from raystudy import resources
+    from raystudy.training.pretrain import process_group_backend
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0, "GPU": 1.0}}])
+    monkeypatch.setattr(resources, "started_here", lambda: False)
+    monkeypatch.setattr(resources, "autoscaler_node_types", lambda: None)
+    overrides = ["pretrain.num_workers=2", "pretrain.use_gpu=true"]
+    with caplog.at_level(logging.WARNING, logger="raystudy"):
+        with resources.fit_resources(load_config(preset="smoke", overrides=overrides)) as cfg:
+            assert cfg.pretrain.num_workers == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert any("no autoscaler config" in m and "RAYSTUDY_AUTOSCALER_CONFIG" in m for m in said)
+    assert any("pretrain.num_workers 2 -> 1" in m for m in said)
+    # what can never start fails at once, naming where the node types came from
+    overrides = ["pretrain.use_gpu=true"]
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}])
+    with pytest.raises(resources.ResourceError, match=r"no autoscaler config is visible"):
+        with resources.fit_resources(load_config(preset="smoke", overrides=overrides)):
+            pass
+    # one GPU worker (Ray's GPU may be one torch cannot use) talks to nobody: gloo; a GPU group: NCCL
+    assert process_group_backend(True, 1) == "gloo" and process_group_backend(True, 4) == "nccl"
+    assert process_group_backend(False, 4) == "gloo"
+
+
 def test_a_worker_group_that_never_starts_fails_after_a_finite_number_of_start_ups(tmp_path, monkeypatch):
     import ray
     import ray.train.torch
@@ -340,3 +369,18 @@ def test_a_local_instance_is_sized_for_the_studys_worker_processes(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     sweep.ensure_ray(cfg)
     assert "_system_config" not in calls[1]  # a cluster's raylets are configured where they start
+
+
+def test_a_ray_address_where_no_instance_answers_is_one_config_error(monkeypatch):
+    import ray
+
+    from raystudy import sweep
+
+    def no_instance(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_instance)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    with pytest.raises(ConfigError, match=r"RAY_ADDRESS=auto: no Ray instance answers there.*unset RAY_ADDRESS"):
+        sweep.ensure_ray(load_config(preset="smoke"))

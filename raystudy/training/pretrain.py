@@ -43,7 +43,7 @@ from raystudy.resources import uses_gpu
 from raystudy.results import write_table
 from raystudy.storage import Location, as_location
 from raystudy.training.augment import EvalTransform, PretrainAugment
-from raystudy.training.common import augment_kwargs, autocast, images_to_device, seed_everything
+from raystudy.training.common import augment_kwargs, autocast, images_to_device, pick_device, seed_everything
 from raystudy.training.lars import LARS, lars_param_groups
 from raystudy.training.probes import encode, knn_accuracy
 from raystudy.training.schedules import scaled_lr, set_lr, warmup_cosine_lr
@@ -349,6 +349,7 @@ def run_pretrain_loop(
             "loss": float(np.mean(epoch_losses)),
             "seconds": now - t0,
             "images_per_s": schedule.steps_per_epoch * schedule.global_batch / (now - epoch_start),
+            "device": device.type,  # the CPU where Ray gave a GPU that torch cannot use
             "seconds_left": (now - t0) / (epoch + 1 - start_epoch) * (p.epochs - epoch - 1),
             "no_learning_loss": inner.no_learning_loss(schedule.global_batch),  # None: no such level
             "online_knn": knn_curve[-1] if probe else None,
@@ -427,11 +428,14 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else None
+    device = ray.train.torch.get_device()
+    if device.type == "cuda" and not torch.cuda.is_available():  # a GPU Ray counts that torch cannot use
+        device = pick_device(1.0)  # the CPU, with a warning
     run_pretrain_loop(
         cfg,
         job.model,
         images,
-        ray.train.torch.get_device(),
+        device,
         rank,
         world,
         resume,
@@ -441,6 +445,13 @@ def pretrain_worker_loop(loop_config: dict[str, Any]) -> None:
         job.arch,
         loop_config.get("online_probe"),
     )
+
+
+def process_group_backend(use_gpu: bool, num_workers: int) -> str:
+    """NCCL for a group of GPU workers; gloo otherwise. A single worker communicates with nobody,
+    so gloo serves it on any node, a GPU that Ray only counts (``ray start --num-gpus=1`` on a
+    machine without CUDA, where NCCL cannot start) included."""
+    return "nccl" if use_gpu and num_workers > 1 else "gloo"
 
 
 def pretrain_trial(
@@ -457,7 +468,7 @@ def pretrain_trial(
     :func:`run_pretrain_loop`; the ``pretraining`` row keeps its per-epoch curve;
     ``init_weights``: the shipped initial-weight files (:mod:`raystudy.training.shipped`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     p, method, name = cfg.pretrain, job.model, job.name
@@ -477,6 +488,7 @@ def pretrain_trial(
             "online_probe": online_probe,
             "init_weights": init_weights or {},
         },
+        torch_config=TorchConfig(backend=process_group_backend(use_gpu, p.num_workers)),
         scaling_config=ScalingConfig(
             num_workers=p.num_workers,
             use_gpu=use_gpu,
@@ -521,7 +533,7 @@ def pretrain_trial(
                     "world_size": p.num_workers,
                     "seconds": time.time() - t0,
                     "final_loss": float(losses["loss"].iloc[-1]),
-                    "device": "cuda" if use_gpu else "cpu",
+                    "device": last_metrics.get("device", "cuda" if use_gpu else "cpu"),
                     "images_per_s": last_metrics["images_per_s"],
                     "no_learning_loss": last_metrics.get("no_learning_loss"),
                     "restarts": last_metrics.get("restarts", 0),
