@@ -351,8 +351,9 @@ def fit_resources(cfg: StudyConfig, shrink: bool = False) -> Iterator[StudyConfi
             "to its autoscaler config)"
         )
         yield shrink_to_cluster(
-            cfg, "the live nodes: no autoscaler config is visible; set RAYSTUDY_AUTOSCALER_CONFIG if this cluster "
-            "autoscales"
+            cfg,
+            "the live nodes: no autoscaler config is visible; set RAYSTUDY_AUTOSCALER_CONFIG if this cluster "
+            "autoscales",
         )
         return
     node_types, source = found

@@ -32,6 +32,7 @@ from raystudy.data.prepare import StudyData
 from raystudy.data.splits import derive_seed, inner_split, make_split
 from raystudy.grid import Cell
 from raystudy.registry import BASELINE
+from raystudy.runfolder import check_driver_token, write_driver_token
 from raystudy.storage import Location
 from raystudy.training.common import pick_device, seed_everything
 from raystudy.training.finetune import CellTrainer
@@ -89,6 +90,7 @@ def pretrain_in_process(cfg: StudyConfig, method: str, images: np.ndarray, out: 
 
 def search_trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     """One search sample: (pretrain,) fine-tune, validation accuracy after every epoch."""
+    check_driver_token(data["run_dir"], data["driver_token"])  # a node added later must see the run folder
     cfg = sample_config(data["cfg"], config["values"])
     receive_init_weights(data["init_weights"])  # this node may not see the driver's initial-weight files
     s, f = cfg.search, cfg.finetune
@@ -153,6 +155,8 @@ def run_search(cfg: StudyConfig, run_dir: Location, data: StudyData, encoders: d
         "images": data.images.images,
         "pretrain_rows": data.pretrain_indices,
         "init_weights": ship_init_weights(cfg),
+        "run_dir": run_dir.uri,
+        "driver_token": write_driver_token(run_dir),
         "pool": pool,
         "split": split,
         "encoders": {m: str(p) for m, p in encoders.items()},

@@ -134,6 +134,18 @@ def test_a_trial_on_a_node_without_the_run_folder_says_so(tmp_path):
     check_driver_token(tmp_path, None)  # an object-store run has no token: nothing to check
 
 
+def test_a_search_sample_on_a_node_without_the_run_folder_says_so(tmp_path):
+    """``raystudy search`` checks the driver token too, before its sample trains anything."""
+    from raystudy.data.problems import DataError
+    from raystudy.runfolder import write_driver_token
+    from raystudy.search import search_trial
+
+    token = write_driver_token(tmp_path)
+    (tmp_path / "logs" / ".driver-token").unlink()  # this node's own, empty disk
+    with pytest.raises(DataError, match=r"does not see the run folder"):
+        search_trial({"values": {}}, {"run_dir": str(tmp_path), "driver_token": token})
+
+
 def test_only_initial_weight_files_that_exist_are_shipped(tmp_path):
     """A configured but absent file (of a model the grid does not train) is not read on the driver:
     where it is loaded, it fails with the loader's own message."""
