@@ -153,6 +153,9 @@ class PretrainConfig(Section):
     epochs: Annotated[int, at_least(1)] = 100
     min_epochs: Annotated[int, at_least(1)] = 1
     patience: Annotated[int, at_least(0)] = 0
+    # epochs are raised until a run takes at least this many optimizer steps (small data sets get
+    # more epochs, about the same steps and time); 0: always ``epochs``
+    min_steps: Annotated[int, at_least(0)] = 0
     batch_size_per_worker: Annotated[int, at_least(2)] = 64
     # hashed (it sets the global pretraining batch, the scaled LR and SimCLR's negatives); one
     # worker, the default, is left out of the hash so run folders of earlier versions resume
@@ -437,6 +440,8 @@ class StudyConfig(Section):
             hashed["pretrain"].pop("sync_batchnorm", None)
         if self.pretrain.num_workers == 1:  # and one that pretrains on one worker
             hashed["pretrain"].pop("num_workers", None)
+        if self.pretrain.min_steps == 0:  # as before the key existed
+            hashed["pretrain"].pop("min_steps", None)
         if self.pretrain.patience == 0:  # without early stopping every run trains pretrain.epochs
             hashed["pretrain"].pop("patience", None)
             hashed["pretrain"].pop("min_epochs", None)

@@ -115,7 +115,12 @@ def test_override_mistakes() -> None:
 
 HASHES = [
     ("smoke", [], "0f71b5acc534", "739ba0b7e6860f9b"),  # smoke
-    ("demo", [], "ab6b2a03c1b3", "9773a03d2ed76aec"),  # demo (336396037607 until ceiling_max_cycles: 10)
+    (
+        "demo",
+        [],
+        "9ed4f05c67fd",
+        "9773a03d2ed76aec",
+    ),  # demo (ab6b2a03c1b3 until pretrain.min_steps: 744, 336396037607 until ceiling_max_cycles: 10)
     ("selection", [], "8a1757d34789", "3f9765cb86e3ac74"),  # selection (4 strategies, sizes 24..192 since issue 24)
     (
         "paper",
@@ -132,7 +137,7 @@ HASHES = [
     (
         "demo",
         ["finetune.epochs=7", "pretrain.moco.momentum=0.95", "finetune.base_lr=1"],
-        "ed2053734934",  # a46136c3d1ba until grid.ceiling_max_cycles went from 2 to 10 (issue 21, 2026-12-03)
+        "3bfe6117299b",  # ed2053734934 until pretrain.min_steps: 744, a46136c3d1ba until grid.ceiling_max_cycles: 10
         "6f6556a3a654bfcd",
     ),  # demo+epochs
     (
@@ -160,5 +165,6 @@ def test_config_hash_never_changes(preset: str, overrides: list[str], config_has
     assert plain["grid"].pop("ceiling_max_cycles") == (10 if preset == "demo" else 3)
     assert (plain["pretrain"].pop("learn_margin_pp"), plain["pretrain"].pop("allow_unlearned")) == (1.0, False)
     assert (plain["pretrain"].pop("min_epochs"), plain["pretrain"].pop("patience")) == (1, 0)
+    assert plain["pretrain"].pop("min_steps") == (744 if preset == "demo" else 0)  # issue 22: steps for small data
     saved = json.dumps(plain, sort_keys=False, default=str)  # the saved config.yaml, key order included
     assert hashlib.sha256(saved.encode()).hexdigest()[:16] == dict_sha

@@ -105,3 +105,20 @@ def test_pretraining_stops_when_the_online_knn_stalls_and_says_why(monkeypatch):
     # a run resumed from the checkpoint of the epoch that stopped it trains no further
     again = run_pretrain_loop(cfg, "moco", images, torch.device("cpu"), resume=state, online_probe=probe)
     assert again == {}
+
+
+def test_a_small_data_set_gets_more_epochs_up_to_the_minimum_steps(caplog):
+    """pretrain.min_steps (the demo's 744): 3,000 images keep the 8 epochs (93 steps each); the
+    1,500 of scikit-learn's digits get 17 (46 steps each, 782 in all), and the log says so."""
+    import logging
+
+    from raystudy.training.pretrain import with_min_steps
+
+    cfg = load_config(preset="demo")
+    assert with_min_steps(cfg, 3000, 1) is cfg and cfg.pretrain.epochs == 8
+    with caplog.at_level(logging.INFO, logger="raystudy"):
+        small = with_min_steps(cfg, 1500, 1, log_it=True)
+    assert small.pretrain.epochs == 17 and cfg.pretrain.epochs == 8  # a copy: the study's config is untouched
+    assert "17 epochs instead of 8: 1500 images make 46 steps per epoch" in caplog.text
+    assert with_min_steps(cfg, 1500, 2).pretrain.epochs == 33  # two workers: a global batch of 64
+    assert with_min_steps(load_config(preset="smoke"), 10, 1).pretrain.epochs == 1  # min_steps 0: as given

@@ -185,3 +185,22 @@ def test_a_generalization_campaign_sharing_one_category_gives_no_set(tmp_path, c
     assert cfg.data.generalization_category_set is None and fit.generalization_campaign is None
     assert "no generalization set: campaign 'lab' shares 1 category(ies) with the labeled campaign" in caplog.text
     assert list(fit.category_sets) == ["3cat"]
+
+
+def test_new_categories_keep_their_orientation_unless_the_user_sets_it(tmp_path, caplog):
+    """Categories outside the catalog may be upright content (a 6 turned is a 9): the fit turns the
+    paper's rotations and flips off in both augmentations, says so, and keeps what the user set."""
+    data = make_folder(tmp_path / "new", {"site_a": {f"habit_{i}": 6 for i in range(3)}})
+    with caplog.at_level(logging.INFO, logger="raystudy"):
+        cfg, _ = fit_to_data(smoke(data))
+    for aug in (cfg.pretrain.augment, cfg.finetune.augment):
+        assert list(aug.rotation_degrees) == [0.0, 0.0] and aug.flip_p == 0.0
+    assert "keep its orientation (no rotation, no flips)" in caplog.text
+    given = {"pretrain.augment.rotation_degrees"}
+    cfg, _ = fit_to_data(smoke(data, "pretrain.augment.rotation_degrees=[0,180]"), given)
+    assert list(cfg.pretrain.augment.rotation_degrees) == [0.0, 180.0] and cfg.pretrain.augment.flip_p == 0.5
+    assert list(cfg.finetune.augment.rotation_degrees) == [0.0, 0.0]  # the section the user left alone
+    # the catalog's own categories (ice crystals lie any way up) keep the paper's augmentations
+    catalog = make_folder(tmp_path / "ice", {"site_a": {"column": 6, "plate": 6, "droplet": 6}})
+    cfg, _ = fit_to_data(smoke(catalog))
+    assert list(cfg.pretrain.augment.rotation_degrees) == [0.0, 180.0] and cfg.pretrain.augment.flip_p == 0.5

@@ -12,7 +12,9 @@ user did not set is taken from the data:
   that set (your own category names), the generalization set is the categories the
   smallest other campaign shares with the labeled one, added to the grid.
 - names outside the catalog become new categories (group ``unknown``), with the
-  closest catalog name when one is close; ``catalog.strict: true`` refuses them.
+  closest catalog name when one is close; ``catalog.strict: true`` refuses them. Their
+  images may be upright content, so the pretraining and fine-tuning augmentations keep
+  the orientation (no rotation, no flips) unless the user set them.
 - category sets: all categories of the labeled campaign (``10cat``) plus each
   catalog set the labeled campaign fully holds, with the preset's train sizes cut at
   what the data allow.
@@ -306,6 +308,37 @@ def _accept_new(cfg: StudyConfig, catalog: Catalog, new: list[str], notes: Notes
     )
 
 
+ORIENTATION_KEYS = ("rotation_degrees", "flip_p")
+
+
+def _keep_orientation(cfg: StudyConfig, given: AbstractSet[str], notes: Notes) -> None:
+    """Categories outside the catalog: augmentations that keep an image's orientation.
+
+    The paper's rotations (0-180 degrees) and flips suit particles, whose class does not depend
+    on how they lie; the catalog's categories are such. A new category may be upright content
+    (a digit, a letter, a scene: a 6 turned is a 9), where those augmentations teach the encoder
+    to confuse classes (on scikit-learn's digits MoCo's online kNN fell below its random
+    initial weights with them, and rose above them without). A section whose rotation or flip
+    the user set is left as given.
+    """
+    kept = []
+    for section in ("pretrain", "finetune"):
+        if any(_given(f"{section}.augment.{k}", given) for k in ORIENTATION_KEYS):
+            continue
+        aug = getattr(cfg, section).augment
+        if list(aug.rotation_degrees) != [0.0, 0.0] or aug.flip_p > 0:
+            aug.rotation_degrees, aug.flip_p = [0.0, 0.0], 0.0
+            kept.append(section)
+    if kept:
+        notes.add(
+            "categories outside the catalog may depend on how an image lies, so the "
+            + " and ".join(f"{s}.augment" for s in kept)
+            + " augmentations keep its orientation (no rotation, no flips); for images whose class does not "
+            "(particles, cells), set them as the paper's: --set pretrain.augment.rotation_degrees=[0,180] "
+            "--set pretrain.augment.flip_p=0.5 (and finetune.augment likewise)"
+        )
+
+
 def fit_to_data(cfg: StudyConfig, given: AbstractSet[str] = frozenset()) -> tuple[StudyConfig, DataFit | None]:
     """A copy of ``cfg`` fitted to its data; what the user set (``given`` dotted keys) is kept.
 
@@ -328,6 +361,7 @@ def fit_to_data(cfg: StudyConfig, given: AbstractSet[str] = frozenset()) -> tupl
         new = []
     elif new:
         _accept_new(cfg, catalog, new, notes)
+        _keep_orientation(cfg, given, notes)
         catalog = cfg.catalog.build()
     found = table["campaign"].value_counts().to_dict()
     if not found:
