@@ -201,6 +201,11 @@ def make_optimizer(cfg: StudyConfig, model: torch.nn.Module, lr: float) -> torch
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=p.weight_decay)
 
 
+def epoch_steps(n_images: int, global_batch: int) -> int:
+    """Optimizer steps in one pretraining epoch (whole global batches only; at least one)."""
+    return max(1, n_images // global_batch)
+
+
 def with_min_steps(cfg: StudyConfig, n_images: int, world: int, log_it: bool = False) -> StudyConfig:
     """``cfg`` with ``pretrain.epochs`` raised until a run takes at least ``pretrain.min_steps`` steps.
 
@@ -215,7 +220,7 @@ def with_min_steps(cfg: StudyConfig, n_images: int, world: int, log_it: bool = F
         17
     """
     p = cfg.pretrain
-    steps_per_epoch = max(1, n_images // (p.batch_size_per_worker * world))
+    steps_per_epoch = epoch_steps(n_images, p.batch_size_per_worker * world)
     epochs = max(p.epochs, math.ceil(p.min_steps / steps_per_epoch))
     if epochs == p.epochs:
         return cfg
@@ -249,7 +254,7 @@ class PretrainSchedule:
     def of(cls, cfg: StudyConfig, n_images: int, world: int) -> PretrainSchedule:
         p = cfg.pretrain
         global_batch = p.batch_size_per_worker * world
-        steps_per_epoch = max(1, n_images // global_batch)
+        steps_per_epoch = epoch_steps(n_images, global_batch)
         total_steps = steps_per_epoch * p.epochs
         return cls(
             batch=p.batch_size_per_worker,
