@@ -17,7 +17,7 @@ from raystudy.config import FinetuneConfig, StudyConfig
 from raystudy.data.loading import read_manifest, scan_folder
 from raystudy.data.prepare import synthetic_root
 from raystudy.resources import NodeType, holders, pretrain_uses_gpu, study_requests
-from raystudy.training.budget import ceiling_budget, cell_budget
+from raystudy.training.budget import ceiling_budget, cell_budget, pretrain_epochs
 
 PRETRAIN_COST = 3.0  # a pretraining image costs about 3 fine-tuning images (two views, a target pass)
 
@@ -228,10 +228,11 @@ def format_plan(
         )
         lines.append(f"  {r.describe()}: {where or 'NO NODE TYPE HOLDS IT'}")
     methods = [r for r in requests if r.together]  # one pretraining run per method and backbone
-    pre_images = cfg.pretrain.epochs * counts.pretrain_images
+    pre_epochs = pretrain_epochs(cfg.pretrain, counts.pretrain_images, cfg.pretrain.num_workers)  # min_steps
+    pre_images = pre_epochs * counts.pretrain_images
     cell_images = sum(g.images for g in run)
     lines.append(
-        f"images: pretraining {len(methods)} x {cfg.pretrain.epochs} epochs x {counts.pretrain_images:,} = "
+        f"images: pretraining {len(methods)} x {pre_epochs} epochs x {counts.pretrain_images:,} = "
         f"{len(methods) * pre_images:,}; cells {cell_images:,}"
     )
     if throughput is None:

@@ -55,3 +55,10 @@ def test_calibrate_times_the_backbone(one_thread):
     rate = calibrate(load_config(preset="smoke"), steps=1)
     assert rate.finetune > 0 and rate.pretrain > 0
     assert "resnet18 at 32 px" in rate.how
+
+
+def test_plan_counts_the_epochs_that_pretrain_min_steps_adds(capsys):
+    # smoke: 720 pretraining images at batch 64 are 11 steps per epoch; 1,000 steps take 91 epochs
+    assert main(["plan", "--preset", "smoke", "--set", "pretrain.min_steps=1000", "--images-per-s", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "images: pretraining 2 x 91 epochs x 720 = 131,040;" in out

@@ -43,6 +43,7 @@ from raystudy.resources import uses_gpu
 from raystudy.results import write_table
 from raystudy.storage import Location, as_location
 from raystudy.training.augment import EvalTransform, PretrainAugment
+from raystudy.training.budget import epoch_steps, pretrain_epochs
 from raystudy.training.common import augment_kwargs, autocast, images_to_device, pick_device, seed_everything
 from raystudy.training.lars import LARS, lars_param_groups
 from raystudy.training.probes import encode, knn_accuracy
@@ -201,18 +202,9 @@ def make_optimizer(cfg: StudyConfig, model: torch.nn.Module, lr: float) -> torch
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=p.weight_decay)
 
 
-def epoch_steps(n_images: int, global_batch: int) -> int:
-    """Optimizer steps in one pretraining epoch (whole global batches only; at least one)."""
-    return max(1, n_images // global_batch)
-
-
 def with_min_steps(cfg: StudyConfig, n_images: int, world: int, log_it: bool = False) -> StudyConfig:
-    """``cfg`` with ``pretrain.epochs`` raised until a run takes at least ``pretrain.min_steps`` steps.
-
-    A small data set gives few steps per epoch: at the demo's 8 epochs, 1,500 images at batch 32
-    are 368 steps, half the demo's 744 on 3,000 images. Scaling the epochs by the data-set size
-    gives every run about the same number of steps (and the same time per run). ``min_steps`` 0:
-    ``pretrain.epochs`` as given.
+    """``cfg`` with ``pretrain.epochs`` set by :func:`~raystudy.training.budget.pretrain_epochs`
+    (raised until a run takes at least ``pretrain.min_steps`` steps); ``log_it``: say so.
 
     Example:
         >>> cfg.pretrain.epochs, cfg.pretrain.min_steps = 8, 744  # doctest: +SKIP
@@ -221,7 +213,7 @@ def with_min_steps(cfg: StudyConfig, n_images: int, world: int, log_it: bool = F
     """
     p = cfg.pretrain
     steps_per_epoch = epoch_steps(n_images, p.batch_size_per_worker * world)
-    epochs = max(p.epochs, math.ceil(p.min_steps / steps_per_epoch))
+    epochs = pretrain_epochs(p, n_images, world)
     if epochs == p.epochs:
         return cfg
     if log_it:
