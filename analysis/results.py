@@ -14,7 +14,7 @@ import yaml
 from analysis.config import catalog_from_config, merge_analysis_config
 from analysis.select import RANDOM, selection_of
 from raystudy.catalog import Catalog
-from raystudy.config import ConfigError
+from raystudy.config import ConfigError, load_yaml
 from raystudy.provenance import read_run_info
 from raystudy.results import SCHEMAS as STORE_SCHEMAS
 from raystudy.results import parquet_files, read_parquet
@@ -88,7 +88,7 @@ def read_config(run_dir: str | Path | Location) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML ({err}); fix it or rerun the study") from err
     if raw is not None and not isinstance(raw, dict):

@@ -8,9 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
-from raystudy.config import RANDOM_INIT, TRACKERS, ConfigError, load_config, schema_text
+from raystudy.config import RANDOM_INIT, TRACKERS, ConfigError, load_config, load_yaml, schema_text
 from raystudy.data.fit import fit_to_data, user_keys
 from raystudy.data.loading import DataError
 from raystudy.errors import NothingToRun, PretrainingUnlearned, StudyIncomplete, StudyInterrupted, StudyLockedError
@@ -164,7 +162,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise DataError(f"{run.uri} is not a raystudy run folder (no results/ inside)")
     print(build_report(run))
     saved = run / "config.yaml"
-    logged = log_report(load_config(raw=yaml.safe_load(saved.read_text())), run) if saved.is_file() else None
+    logged = log_report(load_config(raw=load_yaml(saved.read_text())), run) if saved.is_file() else None
     if logged:
         print(logged)
     return 0

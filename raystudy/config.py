@@ -53,6 +53,7 @@ from raystudy.configbase import (  # ConfigError, RANDOM_INIT, weights_path: re-
     at_least,
     gt,
     in_unit_interval,
+    load_yaml,
     probability,
 )
 from raystudy.methods import Arch, ModelConfig  # re-exported
@@ -744,7 +745,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set finetune.epochs=3")
     key, text = item.split("=", 1)
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err})") from err
     return key.strip().split("."), value
@@ -770,7 +771,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
     except OSError as err:

@@ -14,10 +14,12 @@ modules (``raystudy.methods``, plugins) import from here, never from ``raystudy.
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -26,6 +28,34 @@ RANDOM_INIT = "random"  # the initial-weights value that means random initialisa
 
 class ConfigError(ValueError):
     """A study config that cannot be used; the message names the key and the fix."""
+
+
+class StudyYAMLLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
+    """PyYAML's safe loader that reads floats as YAML 1.2 does: ``1e-5`` is a float, not a string."""
+
+
+StudyYAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse a study YAML document (or a ``--set`` value) with :class:`StudyYAMLLoader`.
+
+    Example:
+        >>> load_yaml("weight_decay: 1e-5")
+        {'weight_decay': 1e-05}
+    """
+    return yaml.load(text, Loader=StudyYAMLLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class Section(BaseModel):

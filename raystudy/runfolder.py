@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from raystudy.config import ConfigError, StudyConfig, load_config
+from raystudy.config import ConfigError, StudyConfig, load_config, load_yaml
 from raystudy.data.problems import DataError
 from raystudy.errors import StudyLockedError
 from raystudy.storage import Location, as_location
@@ -61,7 +61,7 @@ def read_saved_config(saved: Location) -> StudyConfig:
     """The config a run folder was started with (its ``config.yaml``); a torn or invalid file is a
     ConfigError naming it."""
     try:
-        raw = yaml.safe_load(saved.read_text())
+        raw = load_yaml(saved.read_text())
         if not isinstance(raw, dict):
             raise ConfigError("expected a mapping at the top level")
         return load_config(raw=raw)

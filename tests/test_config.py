@@ -87,6 +87,16 @@ def test_override_parses_yaml_values():
     assert cfg.finetune.base_lr == 0.05 and cfg.grid.models == ["baseline"]
 
 
+def test_scientific_notation_is_a_number_in_set_values_and_in_files(tmp_path):
+    # PyYAML's YAML 1.1 reads 1e-5 as text, which the strict float fields refused
+    cfg = load_config(preset="smoke", overrides=["pretrain.weight_decay=1e-5", "finetune.base_lr=5E-2"])
+    assert cfg.pretrain.weight_decay == 1e-5 and cfg.finetune.base_lr == 0.05
+    study = tmp_path / "study.yaml"
+    study.write_text("name: sci\npretrain: {weight_decay: 1e-6, base_lr: 3e-1}\n")
+    cfg = load_config(study)
+    assert cfg.pretrain.weight_decay == 1e-6 and cfg.pretrain.base_lr == 0.3
+
+
 def test_custom_catalog_and_unknown_set():
     raw = {
         "catalog": {
