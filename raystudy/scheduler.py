@@ -362,6 +362,7 @@ class StopFlag(tune.Stopper):
         self.signum: int | None = None  # the signal that stopped the study
         self.disk_full: str | None = None  # the message of a trial's DiskFull
         self.in_tune = False  # a Tune experiment is running (it stops through stop_all)
+        self.held = False  # ray.init runs: the interrupt is raised once it has returned
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False

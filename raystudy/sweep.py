@@ -344,7 +344,7 @@ def interrupts(stop: StopFlag) -> Iterator[Callable[[], None]]:
             file=sys.stderr,
             flush=True,
         )
-        if not stop.in_tune:
+        if not stop.in_tune and not stop.held:
             raise StudyInterrupted(signum)
 
     def arm() -> None:
@@ -362,6 +362,23 @@ def interrupts(stop: StopFlag) -> Iterator[Callable[[], None]]:
                 signal.signal(s, h)
         else:  # interrupted: a second signal during the cleanup (Ray's shutdown) still stops at once
             arm()
+
+
+@contextmanager
+def interrupt_after(stop: StopFlag) -> Iterator[None]:
+    """Hold the first signal's :class:`StudyInterrupted` until the block has ended, then raise it.
+
+    For ``ray.init``: raised inside it, the interrupt leaves a half-connected driver, and the
+    process then dies of a segmentation fault at exit (exit 139 instead of 130). A second
+    signal still stops at once.
+    """
+    stop.held = True
+    try:
+        yield
+    finally:
+        stop.held = False
+    if stop.signum is not None:
+        raise StudyInterrupted(stop.signum)
 
 
 LOST_RECHECK_S = 3.0  # how long a cell missing from the listing is looked up by name before it is lost
@@ -430,8 +447,9 @@ def run_sweep(
             check_tracking(cfg, run)  # before Ray: a tracker that is not installed, a store the run cannot hold
             check_inputs(cfg, cache_dir(run))  # before Ray starts: a missing folder costs no start-up
             quiet_tune(verbose)
-            ensure_ray(cfg)  # before decoding: the autoscaler boots nodes while images decode
-            arm_interrupts()
+            with interrupt_after(stop):
+                ensure_ray(cfg)  # before decoding: the autoscaler boots nodes while images decode
+                arm_interrupts()
             check_visible_to_nodes(run)
             check_tracking_nodes(cfg, run, lambda: len([n for n in ray.nodes() if n.get("Alive")]))
             run_cfg = stack.enter_context(fit_resources(copy.deepcopy(cfg), shrink))

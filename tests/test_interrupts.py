@@ -90,6 +90,21 @@ def test_sigint_during_pretraining_stops_keeps_state_and_resumes(tmp_path):
     assert len(finishes) == len(set(finishes)) == (trials["status"] == "done").sum()  # each cell ran to the end once
 
 
+def test_sigint_while_ray_starts_exits_130_without_a_crash(tmp_path):
+    # raised inside ray.init, the interrupt left a half-connected driver that crashed at exit (139)
+    proc, lines = start(tmp_path / "run")
+    deadline = time.time() + 120
+    while not any("Started a local Ray instance" in x for x in lines):  # the crash window: ~0.3 s after it
+        assert proc.poll() is None and time.time() < deadline, "".join(lines[-30:])
+        time.sleep(0.01)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    code, took = stopped_within(proc, 60)
+    text = "".join(lines)
+    assert code == 130, text[-3000:]
+    assert "interrupted; rerun the same command to resume" in text and "Traceback" not in text
+
+
 def test_sigterm_during_the_grid_exits_143_and_a_second_sigint_stops_at_once(tmp_path):
     run_dir = tmp_path / "run"
     proc, lines = start(run_dir, "--set", "finetune.epochs=6")
