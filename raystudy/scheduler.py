@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ class StudySearcher(Searcher):
         self.failed_pretraining: set[str] = set()
         self.blocked: list[tuple[Job, str]] = []  # (job, why it can never start)
         self.selection_names = {j.name for j in jobs if j.kind == "select"}
+        self.recheck = True  # look for jobs that can never start at the next suggestion
 
     def _pretraining_starting(self) -> bool:
         now = time.time()
@@ -104,14 +106,13 @@ class StudySearcher(Searcher):
             for m, t in self.launched.items()
         )
 
-    def _producer_pending(self, name: str) -> bool:
-        """True while the pretraining (or selection job) that writes ``name`` is queued or running."""
-        return any(j.kind in PRODUCERS and j.name == name for j in [*self.queue, *self.running.values()])
+    def _why_never(self, job: Job, pending: Counter[str]) -> str | None:
+        """Why ``job`` can never start (an encoder it requires will never come), else None.
 
-    def _why_never(self, job: Job) -> str | None:
-        """Why ``job`` can never start (an encoder it requires will never come), else None."""
+        ``pending``: run names the queued or running producers (pretraining, selection) write.
+        """
         for name in job.requires:
-            if name in self.encoders or self._producer_pending(name):
+            if name in self.encoders or pending[name] > 0:
                 continue
             if name in self.failed_pretraining:
                 return f"{'selection' if name in self.selection_names else 'pretraining of'} {name} failed"
@@ -122,15 +123,28 @@ class StudySearcher(Searcher):
         return None
 
     def _drop_orphans(self) -> None:
-        """Jobs whose encoder will never come are dropped now (bounded wait), with the reason."""
-        keep = []
-        for job in self.queue:
-            why = self._why_never(job)
-            if why is None:
-                keep.append(job)
-            else:
+        """Jobs whose encoder will never come are dropped now (bounded wait), with the reason.
+
+        Checked at the start and after each producer ends (nothing else changes the answer),
+        in one pass over the queue: not once per job and suggestion, which was quadratic.
+        """
+        if not self.recheck:
+            return
+        self.recheck = False
+        pending = Counter(j.name for j in [*self.queue, *self.running.values()] if j.kind in PRODUCERS)
+        dropped = True
+        while dropped:  # a dropped producer orphans the jobs that wait for it
+            dropped, keep = False, []
+            for job in self.queue:
+                why = self._why_never(job, pending)
+                if why is None:
+                    keep.append(job)
+                    continue
                 self.blocked.append((job, why))
-        self.queue = keep
+                if job.kind in PRODUCERS:
+                    pending[job.name] -= 1
+                    dropped = True
+            self.queue = keep
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.stop() or self.unlearned:
@@ -169,6 +183,7 @@ class StudySearcher(Searcher):
         job = self.running.pop(trial_id, None)
         if job is None or job.kind not in PRODUCERS:
             return
+        self.recheck = True
         made = PRODUCERS[job.kind]
         why = self.gate(job.name) if job.kind == "pretrain" and not error else None
         if why is not None:

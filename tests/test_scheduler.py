@@ -110,3 +110,28 @@ def test_selection_encoder_is_required_and_handed_over():
     s.on_trial_complete("t1", result={"encoder": "/run/encoders/moco.pt"})
     released = s.suggest("t2")["job"]
     assert released.refs == {"moco": "/run/encoders/moco.pt"} and released.path is None
+
+
+def test_handing_out_a_large_grid_checks_each_job_a_bounded_number_of_times(monkeypatch):
+    """Looking for jobs that can never start was a pass over the queue at every suggestion
+    (quadratic in the cells: 4,000 cells took 9 s of the driver); now one pass per producer end."""
+    jobs = [pretrain("moco")] + [
+        cell(f"{'moco' if i % 2 else 'base'}-s{i}", "moco" if i % 2 else None) for i in range(2000)
+    ]
+    s = StudySearcher(jobs, hold_s=0.0)
+    checks = [0]
+    why_never = StudySearcher._why_never
+
+    def counted(self, job, pending):
+        checks[0] += 1
+        return why_never(self, job, pending)
+
+    monkeypatch.setattr(StudySearcher, "_why_never", counted)
+    s.suggest("p")
+    s.on_trial_complete("p", result={"encoder": "/run/encoders/moco.pt"})
+    handed = 0
+    while isinstance(s.suggest(f"t{handed}"), dict):
+        s.on_trial_complete(f"t{handed}", result={"done": 1})
+        handed += 1
+    assert handed == 2000 and not s.blocked
+    assert checks[0] <= 2 * len(jobs)  # the queue is checked at the start and once after pretraining
