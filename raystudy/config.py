@@ -165,6 +165,9 @@ class PretrainConfig(Section):
     use_gpu: Annotated[bool | Literal["auto", "true", "false"], NO_HASH] = "auto"
     # a lost worker (or node) restarts the DDP group from its last epoch checkpoint this many times
     max_failures: Annotated[int, at_least(0), NO_HASH] = 3
+    # worker-group start-ups before the pretraining fails (each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S,
+    # 60 s by default): time for an autoscaler to boot nodes; a group that can never start fails its job
+    start_attempts: Annotated[int, at_least(1), NO_HASH] = 10
     sync_batchnorm: bool | Literal["auto"] = "auto"  # SyncBatchNorm over > 1 GPU workers; auto: the method's choice
     optimizer: Literal["lars", "sgd"] = "lars"
     base_lr: Annotated[float, gt(0)] = 0.3  # scaled by global batch / 256

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -95,6 +96,7 @@ class StudySearcher(Searcher):
         self.launched: dict[str, float] = {}  # pretraining run name -> time handed out
         self.started: set[str] = set()  # pretraining runs whose workers hold their resources
         self.failed_pretraining: set[str] = set()
+        self.failure_reasons: dict[str, str] = {}  # producer run name -> why it ended without its result
         self.blocked: list[tuple[Job, str]] = []  # (job, why it can never start)
         self.selection_names = {j.name for j in jobs if j.kind == "select"}
         self.recheck = True  # look for jobs that can never start at the next suggestion
@@ -115,7 +117,9 @@ class StudySearcher(Searcher):
             if name in self.encoders or pending[name] > 0:
                 continue
             if name in self.failed_pretraining:
-                return f"{'selection' if name in self.selection_names else 'pretraining of'} {name} failed"
+                reason = self.failure_reasons.get(name)
+                what = "selection" if name in self.selection_names else "pretraining of"
+                return f"{what} {name} failed" + (f": {reason}" if reason else "")
             return (
                 f"encoder {name} does not exist and no pretraining of it is queued or running; "
                 "rerun the study to pretrain it"
@@ -193,6 +197,8 @@ class StudySearcher(Searcher):
             self.encoders[job.name] = str(result[made])
         else:  # an error, or stopped before its encoder existed
             self.failed_pretraining.add(job.name)
+            if not error and result and result.get("failed"):
+                self.failure_reasons[job.name] = str(result["failed"])
 
 
 def job_resources(cfg: StudyConfig):
@@ -353,6 +359,9 @@ class ProgressLine(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
         if trial.config["kind"] != "cell":
+            if result.get("failed"):  # ended without its result (a worker group that never started)
+                print(f"{self.name(trial)} failed: {result['failed']}", file=sys.stderr, flush=True)
+                return
             scores = f" kNN={result['knn_accuracy']:.3f}" if "knn_accuracy" in result else ""
             print(f"{self.name(trial)} done{scores} | {time.time() - self.start:.0f}s", flush=True)
             return

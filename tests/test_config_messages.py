@@ -166,5 +166,6 @@ def test_config_hash_never_changes(preset: str, overrides: list[str], config_has
     assert (plain["pretrain"].pop("learn_margin_pp"), plain["pretrain"].pop("allow_unlearned")) == (1.0, False)
     assert (plain["pretrain"].pop("min_epochs"), plain["pretrain"].pop("patience")) == (1, 0)
     assert plain["pretrain"].pop("min_steps") == (744 if preset == "demo" else 0)  # issue 22: steps for small data
+    assert plain["pretrain"].pop("start_attempts") == 10  # issue 23: a worker group that never starts (NO_HASH)
     saved = json.dumps(plain, sort_keys=False, default=str)  # the saved config.yaml, key order included
     assert hashlib.sha256(saved.encode()).hexdigest()[:16] == dict_sha

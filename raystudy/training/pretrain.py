@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ import torch
 from statsmodels.stats.proportion import proportion_confint
 
 from raystudy import registry
-from raystudy.config import StudyConfig
+from raystudy.config import PretrainConfig, StudyConfig
 from raystudy.data.splits import derive_seed
 from raystudy.grid import Job
 from raystudy.models import build_encoder, load_encoder_weights
@@ -53,10 +54,6 @@ from raystudy.training.shipped import receive_init_weights
 log = logging.getLogger("raystudy")
 
 WORKERS_STARTED = "workers_started"  # the first report of a pretraining run: its workers hold their resources
-# Worker-group start-ups Ray Train tries before the run fails (each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S,
-# 60 s by default): time for an autoscaler to boot nodes, but a group that can never start fails its job (and
-# the cells waiting on its encoder) instead of being retried forever (Train's default limit is -1).
-WORKER_GROUP_START_ATTEMPTS = 10
 
 
 def encoder_location(run_dir: str | Path | Location, name: str) -> Location:
@@ -485,6 +482,20 @@ def process_group_backend(use_gpu: bool, num_workers: int) -> str:
     return "nccl" if use_gpu and num_workers > 1 else "gloo"
 
 
+def never_started(p: PretrainConfig, use_gpu: bool, err: Exception) -> str:
+    """Why a pretraining run ended before its worker group ever trained, and what to change."""
+    failure = getattr(err, "controller_failure", err)
+    timeout = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
+    each = f"{{CPU: {p.cpus_per_worker}{', GPU: 1' if use_gpu else ''}}}"
+    first = str(failure).split(". ")[0].splitlines()[0].rstrip(".") if str(failure) else "no message"
+    return (
+        f"its worker group of {p.num_workers} x {each} did not start in pretrain.start_attempts = "
+        f"{p.start_attempts} attempts of RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S = {timeout} s "
+        f"({type(failure).__name__}: {first}); free or add what it asks for, or lower pretrain.num_workers / "
+        "pretrain.cpus_per_worker, then rerun"
+    )
+
+
 def pretrain_trial(
     job: Job,
     cfg: StudyConfig,
@@ -498,7 +509,7 @@ def pretrain_trial(
     so an interrupted run continues from its last checkpoint). ``online_probe``: see
     :func:`run_pretrain_loop`; the ``pretraining`` row keeps its per-epoch curve;
     ``init_weights``: the shipped initial-weight files (:mod:`raystudy.training.shipped`)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -531,12 +542,20 @@ def pretrain_trial(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             # a lost worker or node restarts the whole group, which resumes from the last checkpoint
             failure_config=FailureConfig(
-                max_failures=p.max_failures, controller_failure_limit=WORKER_GROUP_START_ATTEMPTS
+                # Train's default limit, -1, retries a group that can never start forever
+                max_failures=p.max_failures,
+                controller_failure_limit=p.start_attempts - 1,
             ),
             callbacks=[TuneReportCallback()],
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ControllerError as err:  # the group never started (pretrain.start_attempts): a Tune retry waits as long
+        why = never_started(p, use_gpu, err)
+        log.error("pretrain %s: %s", name, why)
+        ray.tune.report({"done": True, "failed": why})  # no encoder: the cells waiting on it fail at once
+        return
     with result.checkpoint.as_directory() as d:
         losses = pd.DataFrame(json.loads((Path(d) / "losses.json").read_text()))
         last_metrics = json.loads((Path(d) / "metrics.json").read_text())
