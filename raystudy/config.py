@@ -446,6 +446,14 @@ class StudyConfig(Section):
             hashed["pretrain"].pop("num_workers", None)
         if self.pretrain.min_steps == 0:  # as before the key existed
             hashed["pretrain"].pop("min_steps", None)
+        for method in self.pretrain.sections:
+            if method not in self.pretrain.methods:  # a section of a method the study does not pretrain
+                hashed["pretrain"].pop(method, None)
+            elif (
+                isinstance(hashed["pretrain"].get(method), dict)
+                and hashed["pretrain"][method].get("min_steps", 0) is None
+            ):
+                hashed["pretrain"][method].pop("min_steps")  # pretrain.min_steps applies, as before the key existed
         if self.pretrain.patience == 0:  # without early stopping every run trains pretrain.epochs
             hashed["pretrain"].pop("patience", None)
             hashed["pretrain"].pop("min_epochs", None)

@@ -62,9 +62,13 @@ class MoCoConfig(Section):
 
 
 class BYOLConfig(Section):
-    """``pretrain.byol``: the target's EMA momentum rises from ``base_momentum`` to 1 (cosine)."""
+    """``pretrain.byol``: the target's EMA momentum rises from ``base_momentum`` to 1 (cosine);
+    ``min_steps`` replaces ``pretrain.min_steps`` for BYOL (None: that one)."""
 
     base_momentum: Annotated[float, in_unit_interval()] = 0.99
+    # BYOL learns less per step than MoCo (no negatives, a slowly moving target): the demo gives it
+    # 1,500 steps where MoCo gets 744 (README, "Steps for small data sets")
+    min_steps: Annotated[int, at_least(0)] | None = None
 
 
 class SimCLRConfig(Section):

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from raystudy.config import FinetuneConfig, StudyConfig
-from raystudy.data.loading import read_manifest, scan_folder
-from raystudy.data.prepare import synthetic_root
+from raystudy.data.prepare import image_table, synthetic_root
+from raystudy.grid import pretrain_jobs
 from raystudy.resources import NodeType, holders, pretrain_uses_gpu, study_requests
 from raystudy.training.budget import ceiling_budget, cell_budget, pretrain_epochs
 
@@ -52,16 +51,11 @@ def count_images(cfg: StudyConfig) -> DataCounts:
     """Count without decoding: list the data folder or manifest; synthetic: its listing or the config."""
 
     catalog = cfg.catalog.build()
-    if cfg.data.manifest:
-        table, source = read_manifest(Path(cfg.data.manifest), catalog), f"manifest {cfg.data.manifest}"
-    elif cfg.data.root:
-        table, source = scan_folder(Path(cfg.data.root), catalog), f"data folder {cfg.data.root}"
-    elif synthetic_root(cfg).is_dir():
-        table, source = scan_folder(synthetic_root(cfg), catalog), f"synthetic data set {synthetic_root(cfg)}"
-    else:
+    if not cfg.data.manifest and not cfg.data.root and not synthetic_root(cfg).is_dir():
         campaigns = cfg.data.synthetic.campaigns
         pretrain = sum(campaigns.get(c, 0) for c in cfg.data.pretrain_campaigns)
         return DataCounts(pretrain, None, "data.synthetic.campaigns (not generated yet: category set pools unknown)")
+    table, source = image_table(cfg, catalog)  # the study's own listing (the synthetic set's marker is its own)
     labeled = table[table["campaign"] == cfg.data.labeled_campaign]
     pools = {s: int(labeled["category"].isin(catalog.category_set(s)).sum()) for s in cfg.grid.sizes}
     return DataCounts(int(table["campaign"].isin(cfg.data.pretrain_campaigns).sum()), pools, source)
@@ -227,20 +221,23 @@ def format_plan(
             f"{t.name} ({t.holds(r.bundle)} per node, up to {t.holds(r.bundle) * t.max_count} at once)" for t in fit
         )
         lines.append(f"  {r.describe()}: {where or 'NO NODE TYPE HOLDS IT'}")
-    methods = [r for r in requests if r.together]  # one pretraining run per method and backbone
-    pre_epochs = pretrain_epochs(cfg.pretrain, counts.pretrain_images, cfg.pretrain.num_workers)  # min_steps
-    pre_images = pre_epochs * counts.pretrain_images
+    runs = [j for j in pretrain_jobs(cfg) if j.model in cfg.grid.models]  # one per method and backbone
+    n_pre = counts.pretrain_images
+    epochs = {j.name: pretrain_epochs(cfg.pretrain, n_pre, cfg.pretrain.num_workers, j.model) for j in runs}
+    pre_images = sum(epochs.values()) * n_pre  # epochs raised by the min_steps that apply
     cell_images = sum(g.images for g in run)
-    lines.append(
-        f"images: pretraining {len(methods)} x {pre_epochs} epochs x {counts.pretrain_images:,} = "
-        f"{len(methods) * pre_images:,}; cells {cell_images:,}"
+    each = (
+        f"{len(runs)} x {next(iter(epochs.values()), 0)} epochs"
+        if len(set(epochs.values())) <= 1
+        else "(" + " + ".join(f"{name} {e}" for name, e in epochs.items()) + ") epochs"
     )
+    lines.append(f"images: pretraining {each} x {n_pre:,} = {pre_images:,}; cells {cell_images:,}")
     if throughput is None:
         lines.append("device-hours: give --images-per-s N (one fine-tuning trial) or --calibrate")
         return "\n".join(lines)
     device = "GPU" if cfg.finetune.gpus_per_trial > 0 else "CPU-trial"
     cell_h = _hours(cell_images, throughput.finetune)
-    pre_h = _hours(len(methods) * pre_images, throughput.pretrain)
+    pre_h = _hours(pre_images, throughput.pretrain)
     gpus = cfg.finetune.gpus_per_trial or 1.0
     lines.append(
         f"throughput: {throughput.finetune:.1f} img/s per fine-tuning trial, {throughput.pretrain:.1f} img/s "

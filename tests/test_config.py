@@ -221,3 +221,13 @@ def test_selection_axis_changes_the_hash_only_when_used():
     assert same.config_hash() == base.config_hash()
     used = load_config(preset="demo", overrides=["grid.selection={19cat: [random, coreset]}"])
     assert used.config_hash() != base.config_hash()
+
+
+def test_a_section_of_a_method_the_study_does_not_pretrain_leaves_the_hash_alone():
+    demo = load_config(preset="demo")  # MoCo and the baseline; its byol section serves --set grid.models
+    assert "byol" not in demo.pretrain.methods and demo.pretrain.section("byol").min_steps == 1500
+    other = load_config(preset="demo", overrides=["pretrain.byol.min_steps=9", "pretrain.byol.base_momentum=0.9"])
+    assert other.config_hash() == demo.config_hash()
+    with_byol = load_config(preset="demo", overrides=["grid.models=[moco, byol, baseline]"])
+    changed = load_config(preset="demo", overrides=["grid.models=[moco, byol, baseline]", "pretrain.byol.min_steps=9"])
+    assert changed.config_hash() != with_byol.config_hash()

@@ -62,3 +62,9 @@ def test_plan_counts_the_epochs_that_pretrain_min_steps_adds(capsys):
     assert main(["plan", "--preset", "smoke", "--set", "pretrain.min_steps=1000", "--images-per-s", "100"]) == 0
     out = capsys.readouterr().out
     assert "images: pretraining 2 x 91 epochs x 720 = 131,040;" in out
+
+
+def test_plan_counts_a_methods_own_minimum_steps(capsys):
+    args = ["plan", "--preset", "smoke", "--set", "pretrain.min_steps=1000", "--set", "pretrain.byol.min_steps=2000"]
+    assert main([*args, "--images-per-s", "100"]) == 0
+    assert "images: pretraining (moco 91 + byol 182) epochs x 720 = 196,560;" in capsys.readouterr().out

@@ -134,9 +134,16 @@ def epoch_steps(n_images: int, global_batch: int) -> int:
     return max(1, n_images // global_batch)
 
 
-def pretrain_epochs(pretrain: PretrainConfig, n_images: int, world: int) -> int:
-    """Epochs of a pretraining run on ``n_images`` over ``world`` workers: ``pretrain.epochs``,
-    raised until the run takes at least ``pretrain.min_steps`` optimizer steps.
+def method_min_steps(pretrain: PretrainConfig, method: str | None = None) -> int:
+    """The step floor of ``method``'s pretraining: its section's ``min_steps`` where the method
+    declares one and it is set (``pretrain.byol.min_steps``), else ``pretrain.min_steps``."""
+    own = getattr(pretrain.section(method), "min_steps", None) if method in pretrain.sections else None
+    return pretrain.min_steps if own is None else int(own)
+
+
+def pretrain_epochs(pretrain: PretrainConfig, n_images: int, world: int, method: str | None = None) -> int:
+    """Epochs of a pretraining run of ``method`` on ``n_images`` over ``world`` workers:
+    ``pretrain.epochs``, raised until the run takes at least :func:`method_min_steps` steps.
 
     A small data set gives few steps per epoch: at the demo's 8 epochs, 1,500 images at batch 32
     are 368 steps, half the demo's 744 on 3,000 images. Scaling the epochs by the data-set size
@@ -148,4 +155,4 @@ def pretrain_epochs(pretrain: PretrainConfig, n_images: int, world: int) -> int:
         17
     """
     steps = epoch_steps(n_images, pretrain.batch_size_per_worker * world)
-    return max(pretrain.epochs, math.ceil(pretrain.min_steps / steps))
+    return max(pretrain.epochs, math.ceil(method_min_steps(pretrain, method) / steps))

@@ -44,7 +44,7 @@ from raystudy.resources import uses_gpu
 from raystudy.results import write_table
 from raystudy.storage import Location, as_location
 from raystudy.training.augment import EvalTransform, PretrainAugment
-from raystudy.training.budget import epoch_steps, pretrain_epochs
+from raystudy.training.budget import epoch_steps, method_min_steps, pretrain_epochs
 from raystudy.training.common import augment_kwargs, autocast, images_to_device, pick_device, seed_everything
 from raystudy.training.lars import LARS, lars_param_groups
 from raystudy.training.probes import encode, knn_accuracy
@@ -199,9 +199,12 @@ def make_optimizer(cfg: StudyConfig, model: torch.nn.Module, lr: float) -> torch
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=p.weight_decay)
 
 
-def with_min_steps(cfg: StudyConfig, n_images: int, world: int, log_it: bool = False) -> StudyConfig:
+def with_min_steps(
+    cfg: StudyConfig, n_images: int, world: int, log_it: bool = False, method: str | None = None
+) -> StudyConfig:
     """``cfg`` with ``pretrain.epochs`` set by :func:`~raystudy.training.budget.pretrain_epochs`
-    (raised until a run takes at least ``pretrain.min_steps`` steps); ``log_it``: say so.
+    for ``method`` (raised until a run takes at least ``pretrain.min_steps`` steps, or the
+    method section's own ``min_steps``); ``log_it``: say so.
 
     Example:
         >>> cfg.pretrain.epochs, cfg.pretrain.min_steps = 8, 744  # doctest: +SKIP
@@ -210,18 +213,21 @@ def with_min_steps(cfg: StudyConfig, n_images: int, world: int, log_it: bool = F
     """
     p = cfg.pretrain
     steps_per_epoch = epoch_steps(n_images, p.batch_size_per_worker * world)
-    epochs = pretrain_epochs(p, n_images, world)
+    epochs = pretrain_epochs(p, n_images, world, method)
     if epochs == p.epochs:
         return cfg
     if log_it:
+        own = method is not None and method_min_steps(p, method) != p.min_steps
         log.info(
-            "pretrain: %d epochs instead of %d: %d images make %d steps per epoch, and a run takes at least "
-            "pretrain.min_steps = %d steps",
+            "pretrain%s: %d epochs instead of %d: %d images make %d steps per epoch, and a run takes at least "
+            "%s = %d steps",
+            f" {method}" if method else "",
             epochs,
             p.epochs,
             n_images,
             steps_per_epoch,
-            p.min_steps,
+            f"pretrain.{method}.min_steps" if own else "pretrain.min_steps",
+            method_min_steps(p, method),
         )
     cfg = cfg.model_copy(deep=True)
     cfg.pretrain.epochs = epochs
@@ -327,7 +333,7 @@ def run_pretrain_loop(
     arch = arch or cfg.model.arch
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
     n_images = len(rows)
-    cfg = with_min_steps(cfg, n_images, world, log_it=rank == 0)
+    cfg = with_min_steps(cfg, n_images, world, log_it=rank == 0, method=method)
     p = cfg.pretrain
     schedule = PretrainSchedule.of(cfg, n_images, world)
 
