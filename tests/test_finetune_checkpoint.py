@@ -195,21 +195,36 @@ def test_a_torn_tune_checkpoint_is_tried_once_and_the_older_one_used(tmp_path):
     assert (folder / "checkpoint_000001.unreadable" / "state.pt").is_file()
 
 
-def test_checkpoints_are_found_by_their_marker_not_the_trial_folder_name(tmp_path):
-    model, opt, folder = two_checkpoints(tmp_path, trial="trial_3f2a_00007")  # Tune names the trial folder
-    other = FolderReport(tmp_path, "c", sweep="study-20260102-000000")  # a folder named "c", of cell "d"
-    CellCheckpoint(tmp_path, "d", 0.0, report=other, tune_checkpoint=no_tune).save(
+def test_checkpoints_are_looked_up_in_the_cells_own_trial_folders_only(tmp_path, monkeypatch):
+    """The study names each trial folder after its cell: a lookup lists the sweeps and this cell's
+    folder in each, never every trial's (that grew with the cells squared over a study)."""
+    from raystudy.storage import Location
+
+    model, opt, folder = two_checkpoints(tmp_path)  # sweep study-20260101-000000, folder "c"
+    later = FolderReport(tmp_path, "c", sweep="study-20260102-000000")  # a rerun's sweep
+    CellCheckpoint(tmp_path, "c", 0.0, report=later, tune_checkpoint=no_tune).save(
+        {}, model, opt, epoch=2, step=3, losses=[], seconds=3.0
+    )
+    stray = FolderReport(tmp_path, "c", sweep="study-20260103-000000")  # a folder named "c" holding cell d's
+    CellCheckpoint(tmp_path, "d", 0.0, report=stray, tune_checkpoint=no_tune).save(
         {}, model, opt, epoch=5, step=9, losses=[], seconds=1.0
     )
+    for i in range(50):  # other cells' trials: never listed
+        FolderReport(tmp_path, f"other-{i}")(None, checkpoint=None)
+        (tmp_path / "ray" / "study-20260101-000000" / f"other-{i}" / "checkpoint_000000").mkdir(parents=True)
+    listed = []
+    files_below = Location.files_below
+    monkeypatch.setattr(Location, "files_below", lambda self: listed.append(self.name) or files_below(self))
     ck = CellCheckpoint(tmp_path, "c", 0.0, tune_checkpoint=no_tune)
-    assert [(c.parent.name, c.name) for c in ck.earlier()] == [
-        ("trial_3f2a_00007", "checkpoint_000001"),
-        ("trial_3f2a_00007", "checkpoint_000000"),
-    ]
-    assert ck.restore(model, opt)[0] == 2
+    assert [(c.parent.parent.name, c.name) for c in ck.earlier()] == [
+        ("study-20260102-000000", "checkpoint_000000"),  # newest sweep first
+        ("study-20260101-000000", "checkpoint_000001"),
+        ("study-20260101-000000", "checkpoint_000000"),
+    ]  # cell d's checkpoint in a folder named "c" is not this cell's
+    assert listed == ["c", "c", "c"]  # one listing per sweep, of this cell's folder
+    assert ck.restore(model, opt)[0] == 3
     ck.remove()
-    assert not folder.exists() or not list(folder.iterdir())
-    assert (other.folder / "checkpoint_000000").is_dir()  # cell d's is not touched
+    assert (stray.folder / "checkpoint_000000").is_dir()  # cell d's is not touched
 
 
 def test_set_aside_on_an_object_store_copies_and_never_deletes(tmp_path, monkeypatch):

@@ -282,32 +282,32 @@ class CellCheckpoint:
     def _folders(self) -> list[Location]:
         """This cell's checkpoint folders in every sweep, set-aside ones left out, newest first.
 
-        One recursive listing of ``RUN_DIR/ray/study-*``; a folder is this cell's when it
-        holds its marker. Checkpoints saved before markers existed have none: they count
-        when their trial folder is named after the cell (as Tune's trials were then).
+        The study names each trial folder after its cell (the Tuner's ``trial_dirname_creator``),
+        so only ``RUN_DIR/ray/study-*/<cell_id>`` is listed: one listing of the run's sweeps and
+        one of each sweep's folder for this cell, not of every trial (which grew with the cells
+        squared over a study). A folder counts when it holds this cell's marker, or none at all
+        (checkpoints saved before markers existed).
         """
         root = self.run / "ray"
-        names: dict[str, set[str]] = {}  # checkpoint folder path -> the names of its files
-        folders: dict[str, Location] = {}
+        mine, found = self.MARKER + self.cell_id, []
         for sweep in root.glob("study-*"):
-            for file in sweep.files_below():
+            trial = sweep / self.cell_id
+            names: dict[str, set[str]] = {}  # checkpoint folder path -> the names of its files
+            folders: dict[str, Location] = {}
+            for file in trial.files_below():
                 folder = file.parent
-                parts = folder.path[len(root.path) :].strip("/").split("/")  # sweep, trial, ..., checkpoint
+                parts = folder.path[len(trial.path) :].strip("/").split("/")  # ..., checkpoint
                 if not fnmatch.fnmatch(folder.name, "checkpoint_*") or any(p.endswith(".unreadable") for p in parts):
                     continue
                 names.setdefault(folder.path, set()).add(file.name)
                 folders[folder.path] = folder
-        mine = self.MARKER + self.cell_id
-        found = [
-            folder
-            for path, folder in folders.items()
-            if self.UNREADABLE not in names[path]
-            and (
-                mine in names[path]
-                or (folder.parent.name == self.cell_id and not any(n.startswith(self.MARKER) for n in names[path]))
-            )
-        ]
-        return sorted(found, key=lambda c: (c.path[len(root.path) :].strip("/").split("/")[0], c.name), reverse=True)
+            found += [
+                (sweep.name, folder)
+                for path, folder in folders.items()
+                if self.UNREADABLE not in names[path]
+                and (mine in names[path] or not any(n.startswith(self.MARKER) for n in names[path]))
+            ]
+        return [folder for _, folder in sorted(found, key=lambda f: (f[0], f[1].name), reverse=True)]
 
     def earlier(self) -> list[Location]:
         """Checkpoint folders of this cell from earlier sweeps of the run (and this one), newest first."""
