@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from analysis.stats import MAX_BAND_WIDTH, fit_learning_curves, paired_difference_table
+from raystudy import registry
 from raystudy.config import StudyConfig
 from raystudy.data.loading import IMAGE_SUFFIXES, decode_all
 from raystudy.data.problems import DataError
@@ -44,8 +45,6 @@ from raystudy.grid import run_name
 from raystudy.results import read_table
 from raystudy.runfolder import read_saved_config
 from raystudy.selection import (
-    EMBEDDING_STRATEGIES,
-    STRATEGIES,
     l2_normalise,
     prediction_margin,
     random_argsort,
@@ -57,7 +56,10 @@ from raystudy.storage import Location, as_location, reachable
 from raystudy.training.advise_pack import read_advise_pack
 from raystudy.training.probes import FrozenEncoder
 
-ADVISABLE = tuple(s for s in STRATEGIES if s != "balanced")
+# the strategies rank_pool ranks an unlabeled pool with, next to the study's labeled images: the
+# built-in ones but balanced (it needs the pool's categories); a strategy registered for the grid
+# (raystudy.registry.register_strategy) picks from a labeled pool and has no ranking here
+ADVISABLE = ("random", "coreset", "uncertainty", "typiclust", "probcover")
 
 
 @dataclass
@@ -203,10 +205,14 @@ def advise(
     else:
         why = "chosen with --strategy"
     if strategy not in ADVISABLE:
-        raise DataError(
-            f"--strategy {strategy}: use one of {list(ADVISABLE)} (balanced needs the categories of "
-            "the pool images, which an unlabeled pool does not have)"
+        why = (
+            "balanced needs the categories of the pool images, which an unlabeled pool does not have"
+            if strategy == "balanced"
+            else f"{strategy} is a strategy registered for the grid, which picks from a labeled pool"
+            if strategy in registry.strategy_names()
+            else f"there is no strategy {strategy}"
         )
+        raise DataError(f"--strategy {strategy}: use one of {list(ADVISABLE)} ({why})")
     done_sizes = sorted(set(trials["train_size"].astype(int)))
     labeled = labeled if labeled is not None else (done_sizes[-1] if done_sizes else 0)
     order = rank_pool(cfg, run_dir, pool, budget, strategy, cset, arch)
@@ -227,7 +233,7 @@ def rank_pool(
 ) -> np.ndarray:
     """(budget,) positions into ``pool`` (the decoded pool images, (P, S, S) uint8) in labeling order."""
     rng = np.random.default_rng(cfg.seed)
-    if strategy not in EMBEDDING_STRATEGIES:
+    if strategy == "random":
         return rng.permutation(len(pool))[:budget]
     name = run_name(cfg.selection.encoder or "", arch, cfg.model.arch)
     encoder = run_dir / "encoders" / f"{name}.pt"

@@ -557,7 +557,3 @@ for _spec in (
     registry.StrategySpec("probcover", _pick_probcover, True, "none (the number of categories only)", order=5),
 ):
     registry.register_strategy(_spec)
-
-# the built-in names (raystudy.advise, raystudy.grid); registry.strategy_names() includes registered ones
-STRATEGIES = registry.strategy_names()
-EMBEDDING_STRATEGIES = registry.embedding_strategy_names()  # strategies that need the selection encoder

@@ -337,6 +337,17 @@ def test_advise_writes_budget_distinct_pool_paths(smoke_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["advise", str(smoke_run), "--pool", str(tmp_path / "empty"), "--budget", "1"]) == 2
     assert "no image files" in capsys.readouterr().err
+    # a strategy registered for the grid picks from a labeled pool: advise says so instead of ranking with another
+    from raystudy import registry
+
+    registry.register_strategy(registry.StrategySpec("first", lambda n, seed, **_: np.arange(n), False, "none"))
+    try:
+        args = ["advise", str(smoke_run), "--pool", str(pool), "--budget", "3", "--strategy", "first"]
+        assert main([*args, "--out", str(tmp_path / "first.csv")]) == 2
+    finally:
+        registry._STRATEGIES.pop("first")
+    assert "--strategy first: use one of ['random', 'coreset'" in (err := capsys.readouterr().err)
+    assert "first is a strategy registered for the grid, which picks from a labeled pool" in err
 
 
 @pytest.mark.e2e
