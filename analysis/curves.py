@@ -42,6 +42,17 @@ MIN_OFFSET_SIZES = 6  # the 4-parameter family needs m - 5 >= 1 for a finite AIC
 C_BOUNDS = (1e-3, 3.0)
 D_MAX = 4.0  # d <= D_MAX * the largest size
 _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
+# Fold variances at or below this are zero: three equal accuracies give ~1e-32 from round-off, not
+# 0, and a log or a ratio of that is a spread of 1e-16 pp (a zero-width band, an infinite t). An SD
+# of 1e-6 is one image in a million, below any accuracy's resolution.
+ZERO_VARIANCE = 1e-12
+
+
+def fold_variance(values: Any, axis: int = -1) -> np.ndarray:
+    """The sample variance (ddof 1, NaN ignored) over ``axis``, with round-off below
+    :data:`ZERO_VARIANCE` set to 0 (``np.nanvar`` of equal floats is not always 0)."""
+    var = np.nanvar(np.asarray(values, dtype=float), axis=axis, ddof=1)
+    return np.where(var <= ZERO_VARIANCE, 0.0, var)
 
 
 def curve(n: Any, params: np.ndarray) -> np.ndarray:
@@ -88,7 +99,7 @@ def standard_errors(
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a size with one fold: no variance, NaN
         means = np.nanmean(v, axis=-1)
-        var = np.where(k >= 2, np.nanvar(v, axis=-1, ddof=1), np.nan)
+        var = np.where(k >= 2, fold_variance(v), np.nan)
     nu = np.maximum(np.nanmedian(k, axis=-1) - 1, 1.0)  # (S,)
     bias = special.digamma(nu / 2) - np.log(nu / 2)
     ok = np.isfinite(var) & (var > 0)

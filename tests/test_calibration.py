@@ -500,3 +500,23 @@ def test_labels_saved_interval_covers_on_the_selection_design(saved_table, worth
     r = saved_table[worth]
     assert r["quoted"] > SAVED_STUDIES  # most studies quote a number at several sizes
     assert r["coverage"] >= 0.95 - 3 * r["mc"] - 0.01, r
+
+
+def test_equal_folds_are_zero_spread_not_round_off():
+    """Three equal accuracies have np.nanvar 1.8e-32, not 0: taken as a spread, its log dragged the
+    variance model down to SDs of 0.002 pp at every size (a zero-width backtest interval, seen on
+    the digits: 96.8-96.8 %), and equal fold differences gave an infinite t (a verdict from nothing)."""
+    folds = np.array(
+        [
+            [0.936667, 0.876667, 0.906667],
+            [0.956667, 0.943333, 0.966667],
+            [0.9533333333333334] * 3,  # 286 of 300 images in every fold
+            [0.973333, 0.970000, 0.963333],
+            [0.996667, 0.993333, 0.980000],
+        ]
+    )[None]
+    assert np.nanvar(folds[0, 2], ddof=1) > 0  # the round-off this guards against
+    _, se, _ = curves.standard_errors(np.array([48, 68, 96, 136, 192.0]), folds, 1 / 3)
+    assert se.min() > 1e-3  # fold SDs of 0.5-3 pp: SEs of tenths of a point, not 1e-5
+    t, p = corrected_t_test([0.9533333333333334 - 0.92] * 3)
+    assert np.isnan(t) and np.isnan(p)  # s = 0: no test, as documented
