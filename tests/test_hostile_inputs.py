@@ -384,3 +384,16 @@ def test_a_ray_address_where_no_instance_answers_is_one_config_error(monkeypatch
     monkeypatch.setenv("RAY_ADDRESS", "auto")
     with pytest.raises(ConfigError, match=r"RAY_ADDRESS=auto: no Ray instance answers there.*unset RAY_ADDRESS"):
         sweep.ensure_ray(load_config(preset="smoke"))
+
+
+def test_a_train_controller_error_names_what_the_group_asked_for():
+    from raystudy.training.pretrain import never_started
+
+    class WorkerGroupStartupTimeoutError(Exception):  # Ray Train's name (raystudy matches on it)
+        pass
+
+    p = load_config(preset="smoke", overrides=["pretrain.num_workers=2", "pretrain.start_attempts=3"]).pretrain
+    why = never_started(p, True, WorkerGroupStartupTimeoutError("timed out after 2.0 seconds. Potential causes"))
+    assert why.startswith("its worker group of 2 x {CPU: 1, GPU: 1} did not start in pretrain.start_attempts = 3")
+    assert "(WorkerGroupStartupTimeoutError: timed out after 2.0 seconds)" in why
+    assert "was stopped by Ray Train's controller (RuntimeError: lost)" in never_started(p, False, RuntimeError("lost"))

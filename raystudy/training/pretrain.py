@@ -489,16 +489,21 @@ def process_group_backend(use_gpu: bool, num_workers: int) -> str:
 
 
 def never_started(p: PretrainConfig, use_gpu: bool, err: Exception) -> str:
-    """Why a pretraining run ended before its worker group ever trained, and what to change."""
+    """Why a pretraining run ended on a Ray Train controller error (its worker group never started,
+    the usual case), and what to change."""
     failure = getattr(err, "controller_failure", err)
     timeout = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
     each = f"{{CPU: {p.cpus_per_worker}{', GPU: 1' if use_gpu else ''}}}"
     first = str(failure).split(". ")[0].splitlines()[0].rstrip(".") if str(failure) else "no message"
+    what = (
+        f"did not start in pretrain.start_attempts = {p.start_attempts} attempts of "
+        f"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S = {timeout} s"
+        if "Startup" in type(failure).__name__
+        else "was stopped by Ray Train's controller"
+    )
     return (
-        f"its worker group of {p.num_workers} x {each} did not start in pretrain.start_attempts = "
-        f"{p.start_attempts} attempts of RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S = {timeout} s "
-        f"({type(failure).__name__}: {first}); free or add what it asks for, or lower pretrain.num_workers / "
-        "pretrain.cpus_per_worker, then rerun"
+        f"its worker group of {p.num_workers} x {each} {what} ({type(failure).__name__}: {first}); free or "
+        "add what it asks for, or lower pretrain.num_workers / pretrain.cpus_per_worker, then rerun"
     )
 
 
