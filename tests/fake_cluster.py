@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -101,6 +102,13 @@ class FakeAutoscalingCluster:
             "RAYSTUDY_AUTOSCALER_CONFIG": str(self.temp_dir / "autoscaler.json"),
         }
         self.env.pop("RAY_ADDRESS", None)
+        if not (self.env.get("RAY_AUTH_TOKEN") or self.env.get("RAY_AUTH_TOKEN_PATH")):
+            # `ray start` does not generate a token (ray.init does): on a fresh machine no
+            # ~/.ray/auth_token exists yet, so the cluster gets its own, which its drivers read
+            token_path = self.temp_dir / "auth_token"
+            token_path.write_text(secrets.token_hex(32))
+            token_path.chmod(0o600)
+            self.env["RAY_AUTH_TOKEN_PATH"] = str(token_path)
         self.head: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 120.0) -> FakeAutoscalingCluster:
