@@ -290,7 +290,7 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
             "queries); dotted: the same encoder at its starting weights. A curve that does not rise above its "
             "dotted line is an encoder that did not learn (pretrain.learn_margin_pp stops such a study).",
             _safe(lambda: figures.online_knn(res), "Online kNN"),
-            lambda: res.pretraining,
+            lambda: figures.online_knn_table(res.pretraining),
         ),
         Entry(
             "Training",

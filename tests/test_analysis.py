@@ -1375,3 +1375,46 @@ def test_the_online_knn_curve_is_drawn_with_its_interval_and_the_starting_weight
     )
     assert list(start.y) == [0.375, 0.375] and start.name.endswith("starting weights 37.5%")
     assert is_no_data(online_knn(Results.from_frames()))
+
+
+def test_the_online_knn_numbers_are_one_row_per_encoder_and_epoch_with_the_figures_interval():
+    """The CSV behind the online kNN figure gives each epoch's accuracy and its Wilson bounds, not the
+    pretraining table's one row per encoder with the curve as a JSON string."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    from analysis.figures import online_knn_table
+
+    rows = pd.DataFrame(
+        [
+            {
+                "model": "moco",
+                "arch": "resnet18",
+                "online_knn_curve": "[0.5, 0.75]",
+                "online_knn_random_init": 0.375,
+                "online_knn_queries": 64,
+            },
+            {
+                "model": "byol",
+                "arch": "resnet18",
+                "online_knn_curve": "[0.25]",
+                "online_knn_random_init": None,
+                "online_knn_queries": None,
+            },
+            {
+                "model": "simclr",
+                "arch": "resnet18",
+                "online_knn_curve": None,
+                "online_knn_random_init": None,
+                "online_knn_queries": None,
+            },
+        ]
+    )
+    table = online_knn_table(rows)
+    assert table[["model", "epoch"]].values.tolist() == [["moco", 1], ["moco", 2], ["byol", 1]]
+    lo, hi = proportion_confint(48, 64, alpha=0.05, method="wilson")
+    moco = table[table["model"] == "moco"].iloc[-1]
+    assert (moco["knn_accuracy"], moco["queries"], moco["starting_weights"]) == (0.75, 64, 0.375)
+    assert moco["ci95_low"] == pytest.approx(lo) and moco["ci95_high"] == pytest.approx(hi)
+    byol = table[table["model"] == "byol"].iloc[0]
+    assert byol[["ci95_low", "ci95_high", "starting_weights"]].isna().all()  # no counts recorded: no interval
+    assert online_knn_table(pd.DataFrame()).empty

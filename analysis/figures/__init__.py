@@ -6,7 +6,13 @@ from analysis.figures.confusion import confusion_matrices
 from analysis.figures.data import class_distribution, f1_vs_share, tsne_grid
 from analysis.figures.labeling import doa_vs_time_saved
 from analysis.figures.selection import labels_saved, selection_curves, selection_picks
-from analysis.figures.training import finetuning_loss, online_knn, pretraining_loss, training_time_table
+from analysis.figures.training import (
+    finetuning_loss,
+    online_knn,
+    online_knn_table,
+    pretraining_loss,
+    training_time_table,
+)
 
 __all__ = [
     "accuracy_vs_size",
@@ -17,6 +23,7 @@ __all__ = [
     "class_distribution",
     "pretraining_loss",
     "online_knn",
+    "online_knn_table",
     "finetuning_loss",
     "training_time_table",
     "paired_differences",

@@ -220,6 +220,51 @@ def training_time_table(
     return fig
 
 
+def online_knn_table(pretraining: pd.DataFrame) -> pd.DataFrame:
+    """The online kNN curves of ``pretraining`` as one row per encoder and epoch: the numbers behind
+    :func:`online_knn`.
+
+    Args:
+        pretraining: the run's ``pretraining`` table (``online_knn_curve`` holds a JSON list per encoder).
+
+    Returns:
+        Columns model, arch, epoch, knn_accuracy, ci95_low, ci95_high (the Wilson 95 % interval of the
+        share of ``queries`` correct queries; NaN when the count was not recorded), queries and
+        starting_weights (the same encoder's kNN at the weights its pretraining started from).
+
+    Example:
+        >>> online_knn_table(load_results("runs/demo").pretraining)
+    """
+    columns = ["model", "arch", "epoch", "knn_accuracy", "ci95_low", "ci95_high", "queries", "starting_weights"]
+    if pretraining.empty or "online_knn_curve" not in pretraining:
+        return pd.DataFrame(columns=columns)
+    parts = []
+    for r in pretraining[pretraining["online_knn_curve"].notna()].itertuples():
+        curve = np.asarray(json.loads(r.online_knn_curve), dtype=float)
+        queries = getattr(r, "online_knn_queries", np.nan)
+        queries = int(queries) if queries == queries and queries else 0
+        if queries:
+            lo, hi = proportion_confint(np.round(curve * queries), queries, alpha=0.05, method="wilson")
+        else:
+            lo = hi = np.full(len(curve), np.nan)
+        start = getattr(r, "online_knn_random_init", np.nan)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "model": r.model,
+                    "arch": r.arch,
+                    "epoch": np.arange(1, len(curve) + 1),
+                    "knn_accuracy": curve,
+                    "ci95_low": lo,
+                    "ci95_high": hi,
+                    "queries": queries,
+                    "starting_weights": np.nan if start is None else start,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
 def online_knn(
     results: Results | None = None,
     *,
@@ -237,27 +282,29 @@ def online_knn(
     """
     res = resolve(results, config=config, pretraining=pretraining)
     base = "Online kNN accuracy during pre-training"
-    rows = res.pretraining[res.pretraining["online_knn_curve"].notna()] if len(res.pretraining) else res.pretraining
-    if rows.empty:
+    table = online_knn_table(res.pretraining)
+    if table.empty:
         return no_data_figure(title or base, "no data yet: no online kNN recorded (pretrain.online_knn_images = 0?)")
     fig = go.Figure()
-    for r in rows.itertuples():
-        curve = np.asarray(json.loads(r.online_knn_curve), dtype=float)
-        if not len(curve):
-            continue
-        queries = int(r.online_knn_queries) if r.online_knn_queries == r.online_knn_queries else 0
-        epochs = np.arange(1, len(curve) + 1)
-        name = f"{pretrain_name(str(r.model))} ({r.arch})"
-        color = model_color(str(r.model))
+    for (model, arch), curve in table.groupby(["model", "arch"], sort=False):
+        queries = int(curve["queries"].iloc[0])
+        name = f"{pretrain_name(str(model))} ({arch})"
+        color = model_color(str(model))
+        y = curve["knn_accuracy"].to_numpy()
         if queries:
-            lo, hi = proportion_confint(np.round(curve * queries), queries, alpha=0.05, method="wilson")
-            error = dict(type="data", symmetric=False, array=hi - curve, arrayminus=curve - lo, visible=True)
+            error = dict(
+                type="data",
+                symmetric=False,
+                array=curve["ci95_high"].to_numpy() - y,
+                arrayminus=y - curve["ci95_low"].to_numpy(),
+                visible=True,
+            )
         else:
             error = None
         fig.add_trace(
             go.Scatter(
-                x=epochs,
-                y=curve,
+                x=curve["epoch"],
+                y=y,
                 mode="lines+markers",
                 name=name,
                 line=dict(color=color, width=1.8),
@@ -265,8 +312,8 @@ def online_knn(
                 hovertemplate=f"{name}, epoch %{{x}}: kNN %{{y:.1%}} ({queries} queries)<extra></extra>",
             )
         )
-        start = r.online_knn_random_init
-        if start == start and start is not None:
+        start = curve["starting_weights"].iloc[0]
+        if start == start:
             fig.add_trace(
                 go.Scatter(
                     x=[1, max(1, len(curve))],
