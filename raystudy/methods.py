@@ -67,7 +67,7 @@ class BYOLConfig(Section):
 
     base_momentum: Annotated[float, in_unit_interval()] = 0.99
     # BYOL learns less per step than MoCo (no negatives, a slowly moving target): the demo gives it
-    # 1,500 steps where MoCo gets 744 (README, "Steps for small data sets")
+    # 3,000 steps where MoCo gets 744 (README, "Steps for small data sets")
     min_steps: Annotated[int, at_least(0)] | None = None
 
 

@@ -225,7 +225,7 @@ def test_selection_axis_changes_the_hash_only_when_used():
 
 def test_a_section_of_a_method_the_study_does_not_pretrain_leaves_the_hash_alone():
     demo = load_config(preset="demo")  # MoCo and the baseline; its byol section serves --set grid.models
-    assert "byol" not in demo.pretrain.methods and demo.pretrain.section("byol").min_steps == 1500
+    assert "byol" not in demo.pretrain.methods and demo.pretrain.section("byol").min_steps == 3000
     other = load_config(preset="demo", overrides=["pretrain.byol.min_steps=9", "pretrain.byol.base_momentum=0.9"])
     assert other.config_hash() == demo.config_hash()
     with_byol = load_config(preset="demo", overrides=["grid.models=[moco, byol, baseline]"])

@@ -167,9 +167,9 @@ def test_config_hash_never_changes(preset: str, overrides: list[str], config_has
     assert (plain["pretrain"].pop("min_epochs"), plain["pretrain"].pop("patience")) == (1, 0)
     assert plain["pretrain"].pop("min_steps") == (744 if preset == "demo" else 0)  # issue 22: steps for small data
     assert plain["pretrain"].pop("start_attempts") == 10  # issue 23: a worker group that never starts (NO_HASH)
-    byol = plain["pretrain"].get("byol")  # issue 22: BYOL's own step floor (the demo's 1,500)
+    byol = plain["pretrain"].get("byol")  # issue 22: BYOL's own step floor (the demo's 3,000)
     if byol is not None:
-        assert byol.pop("min_steps") == (1500 if preset == "demo" else None)
+        assert byol.pop("min_steps") == (3000 if preset == "demo" else None)
         if "byol" not in cfg.pretrain.methods:  # the demo's section, for --set grid.models=[moco,byol,baseline]
             assert plain["pretrain"].pop("byol") == {"base_momentum": 0.99}
     saved = json.dumps(plain, sort_keys=False, default=str)  # the saved config.yaml, key order included

@@ -125,17 +125,17 @@ def test_a_small_data_set_gets_more_epochs_up_to_the_minimum_steps(caplog):
 
 
 def test_byol_takes_its_own_minimum_steps_where_its_section_sets_them(caplog):
-    """pretrain.byol.min_steps (the demo's 1,500) replaces pretrain.min_steps for BYOL only."""
+    """pretrain.byol.min_steps (the demo's 3,000) replaces pretrain.min_steps for BYOL only."""
     import logging
 
     from raystudy.training.pretrain import with_min_steps
 
     cfg = load_config(preset="demo", overrides=["grid.models=[moco, byol, baseline]"])
-    assert cfg.pretrain.section("byol").min_steps == 1500
+    assert cfg.pretrain.section("byol").min_steps == 3000
     assert with_min_steps(cfg, 1500, 1, method="moco").pretrain.epochs == 17  # 744 steps of 46
     with caplog.at_level(logging.INFO, logger="raystudy"):
-        assert with_min_steps(cfg, 1500, 1, log_it=True, method="byol").pretrain.epochs == 33  # 1,500 of 46
-    assert "pretrain byol: 33 epochs instead of 8" in caplog.text and "pretrain.byol.min_steps = 1500" in caplog.text
-    assert with_min_steps(cfg, 3000, 1, method="byol").pretrain.epochs == 17  # the demo's 3,000 images: 93 a step
+        assert with_min_steps(cfg, 1500, 1, log_it=True, method="byol").pretrain.epochs == 66  # 3,000 of 46
+    assert "pretrain byol: 66 epochs instead of 8" in caplog.text and "pretrain.byol.min_steps = 3000" in caplog.text
+    assert with_min_steps(cfg, 3000, 1, method="byol").pretrain.epochs == 33  # the demo's 3,000 images: 93 a step
     plain = load_config(preset="smoke", overrides=["pretrain.min_steps=100"])
     assert with_min_steps(plain, 720, 1, method="byol").pretrain.epochs == 10  # unset: pretrain.min_steps
