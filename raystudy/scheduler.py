@@ -439,6 +439,21 @@ def pretraining_gate(cfg: StudyConfig, run_dir: str | Path | Location) -> Callab
     return gate
 
 
+def tune_environment() -> None:
+    """Tune settings the study relies on, where the user has not set them.
+
+    - Tune keeps only one trial pending for a custom searcher; with short trials that serializes
+      the sweep, so as many pending trials are allowed as Tune allows a grid.
+    - Every cell keeps one checkpoint (``num_to_keep=1``), so Tune snapshots the experiment after
+      each cell's checkpoint, by design, and warns "Experiment state snapshotting has been
+      triggered multiple times" whenever cells end close together (the demo, twice per run). The
+      warning is silenced; the one for a snapshot that is slow (over 30 s, e.g. a slow object
+      store) is kept.
+    """
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
 def run_jobs(
     cfg: StudyConfig,
     run_dir: str | Path | Location,
@@ -458,9 +473,7 @@ def run_jobs(
     searcher = StudySearcher(
         jobs, existing_encoders(cfg, run) | stored_selections(run), stop=stop.stop_all, gate=pretraining_gate(cfg, run)
     )
-    # Tune keeps only one trial pending for a custom searcher; with short trials that
-    # serializes the sweep, so allow as many pending trials as Tune does for a grid
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
+    tune_environment()
     # a trial's config holds a typed Job, which TensorBoard cannot log as a hyperparameter: no note per trial
     logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     trainable = tune.with_parameters(tune.with_resources(study_trial, job_resources(cfg)), context=context)

@@ -397,3 +397,24 @@ def test_a_train_controller_error_names_what_the_group_asked_for():
     assert why.startswith("its worker group of 2 x {CPU: 1, GPU: 1} did not start in pretrain.start_attempts = 3")
     assert "(WorkerGroupStartupTimeoutError: timed out after 2.0 seconds)" in why
     assert "was stopped by Ray Train's controller (RuntimeError: lost)" in never_started(p, False, RuntimeError("lost"))
+
+
+def test_tunes_snapshot_warning_is_silenced_but_its_slow_snapshot_warning_kept(monkeypatch):
+    """Each cell keeps one checkpoint, so Tune snapshots the experiment after every cell's checkpoint
+    and warned "Experiment state snapshotting has been triggered multiple times" twice per demo run:
+    noise (issue 23 item 11). The warning for a snapshot slower than 30 s stays."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    from raystudy.scheduler import tune_environment
+
+    for name in ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "TUNE_MAX_PENDING_TRIALS_PG"):
+        monkeypatch.setenv(name, "1")  # recorded, so the test leaves the environment as it found it
+        monkeypatch.delenv(name)
+    assert _ExperimentCheckpointManager(storage=None, checkpoint_period=10)._excessive_sync_threshold == 5.0
+    tune_environment()
+    manager = _ExperimentCheckpointManager(storage=None, checkpoint_period=10)  # the driver's, built by the Tuner
+    assert manager._excessive_sync_threshold == 0.0  # Tune's own "set it to 0 to completely suppress"
+    assert manager._slow_sync_threshold == 30.0
+    monkeypatch.setenv("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "2")
+    tune_environment()
+    assert _ExperimentCheckpointManager(storage=None, checkpoint_period=10)._excessive_sync_threshold == 2.0

@@ -286,7 +286,7 @@ def online_knn(
     if table.empty:
         return no_data_figure(title or base, "no data yet: no online kNN recorded (pretrain.online_knn_images = 0?)")
     fig = go.Figure()
-    for (model, arch), curve in table.groupby(["model", "arch"], sort=False):
+    for (model, arch), curve in table.groupby(["model", "arch"], sort=False, dropna=False):
         queries = int(curve["queries"].iloc[0])
         name = f"{pretrain_name(str(model))} ({arch})"
         color = model_color(str(model))
