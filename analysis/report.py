@@ -251,7 +251,7 @@ def report_entries(res: Results) -> tuple[list[Entry], dict[str, object]]:
     backtests = pd.concat([backtest_table(f, tolerance).assign(arch=a) for a, f in per_arch.items()], ignore_index=True)
     sets: list[str | None] = list(category_sets(res.trials, res.grid, res.confusion)) or [None]
     gen_sets: list[str | None] = list(category_sets(done_trials(res.trials, "generalization_accuracy"))) or [None]
-    dataset = lambda: res.dataset.assign(campaign=res.dataset["campaign"].map(res.campaign))  # noqa: E731
+    dataset = lambda: res.dataset.assign(campaign=res.dataset["campaign"].map(res.campaign))  # noqa: E731 - an Entry's numbers are a thunk
     entries = [
         Entry(
             "Data",

@@ -31,11 +31,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from raystudy.config import load_config  # noqa: E402
-from raystudy.events import read_events  # noqa: E402
-from raystudy.models import BYOL, Classifier, MoCo, build_encoder  # noqa: E402
-from raystudy.training.augment import FinetuneAugment, PretrainAugment  # noqa: E402
-from raystudy.training.lars import LARS, lars_param_groups  # noqa: E402
+from raystudy.config import load_config  # noqa: E402 - after the checkout is put on sys.path
+from raystudy.events import read_events  # noqa: E402 - after the checkout is put on sys.path
+from raystudy.models import BYOL, Classifier, MoCo, build_encoder  # noqa: E402 - after the checkout is put on sys.path
+from raystudy.training.augment import FinetuneAugment, PretrainAugment  # noqa: E402 - after the checkout is put on sys.path
+from raystudy.training.lars import LARS, lars_param_groups  # noqa: E402 - after the checkout is put on sys.path
 
 ARCH, CROP, RESIZE = "resnet18", 32, 40
 PRETRAIN_BATCH, FINETUNE_BATCH = 64, 32

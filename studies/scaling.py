@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raystudy.cli import main  # noqa: E402
+from raystudy.cli import main  # noqa: E402 - after the checkout is put on sys.path
 
 if __name__ == "__main__":
     sys.exit(main(["run", *sys.argv[1:]], default_preset="demo"))

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # let `pytest tests/...` import analysis and raystudy from the checkout
     sys.path.insert(0, str(ROOT))
 
-from raystudy.catalog import CATEGORIES_4, CATEGORIES_19  # noqa: E402
+from raystudy.catalog import CATEGORIES_4, CATEGORIES_19  # noqa: E402 - after the checkout is put on sys.path
 
 SIZES = {
     "19cat": [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 18864],

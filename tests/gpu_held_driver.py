@@ -15,10 +15,10 @@ from pathlib import Path
 
 os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "2"
 
-import ray  # noqa: E402
+import ray  # noqa: E402 - after the start-up timeout is set, kept with the imports that use it
 
-from raystudy.config import load_config  # noqa: E402
-from raystudy.study import run_study  # noqa: E402
+from raystudy.config import load_config  # noqa: E402 - after the start-up timeout is set
+from raystudy.study import run_study  # noqa: E402 - after the start-up timeout is set
 
 
 @ray.remote(num_gpus=1, num_cpus=0)

@@ -139,7 +139,7 @@ def test_doa_table_per_group_uses_train_counts():
     pc = pd.DataFrame(pc)
     t = doa_table(trials, pc, {"labeling_time_model": "per_group"})
     assert (t["time_model"] == "per_group").all()
-    hours = lambda n: (int(n * 0.75) * 6 + int(n * 0.25) * 60) / 3600  # noqa: E731
+    hours = lambda n: (int(n * 0.75) * 6 + int(n * 0.25) * 60) / 3600  # noqa: E731 - a one-line labeling-time model
     row = t[t["train_size"] == 2048].iloc[0]
     assert row["time_saved_hours"] == pytest.approx(hours(18864) - hours(2048))
     # Missing counts for a size: that size falls back to the constant model.
@@ -809,7 +809,7 @@ def test_labels_needed_only_after_a_passed_backtest():
     from analysis.summary import answer_sentences
 
     sizes = [64 * 2**i for i in range(6)]
-    good = lambda n: float(power_law(n, 0.9, 1.6, 0.45))  # noqa: E731
+    good = lambda n: float(power_law(n, 0.9, 1.6, 0.45))  # noqa: E731 - a one-line true curve
     fits = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes, good)))
     bt = analysis.stats.backtest_table(fits, 2.0)
     assert bt["passed"].all() and bt["size"].tolist() == [2048] and bt["from_size"].tolist() == [1024]
@@ -818,7 +818,7 @@ def test_labels_needed_only_after_a_passed_backtest():
     assert f"{100 * target:.0f} %: n \u2248" in sentence and "tolerance 2 pp: passed" in sentence
     assert "95 % CI" in sentence and "power law fit" in sentence
     # the largest size 6 pp below the curve (a plateau the power law cannot follow): withheld
-    bent = lambda n: good(n) - (0.06 if n == sizes[-1] else 0.0)  # noqa: E731
+    bent = lambda n: good(n) - (0.06 if n == sizes[-1] else 0.0)  # noqa: E731 - a one-line true curve
     fits = analysis.stats.fit_learning_curves(pd.DataFrame(_curve_rows(sizes, bent)))
     answers = learning_curve_answers(fits, [target])
     assert not answers["reliable"].any() and answers["n"].isna().all()

@@ -121,7 +121,7 @@ def test_recalibrate_batchnorm_matches_data_statistics():
     model[1].running_mean.fill_(100.0)  # stale statistics
     images = np.arange(10 * 2 * 2, dtype=np.uint8).reshape(10, 2, 2) * 3
     rows = np.arange(10)
-    transform = lambda x: x.float()  # noqa: E731
+    transform = lambda x: x.float()  # noqa: E731 - a one-line transform
     recalibrate_batchnorm(model, images, rows, transform, batch=5, device=torch.device("cpu"))
     expected = torch.from_numpy(images.reshape(10, 4).astype(np.float32)).mean(0)
     assert torch.allclose(model[1].running_mean, expected, atol=1e-4)
